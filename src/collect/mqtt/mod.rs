@@ -1,0 +1,1 @@
+//! MQTT collector (in progress).

@@ -1,0 +1,1 @@
+//! SNMP collector (in progress).

@@ -1,0 +1,4 @@
+//! Configuration schema and loading.
+
+pub mod secret;
+pub use secret::{Secret, SecretError};

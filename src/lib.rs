@@ -1,0 +1,12 @@
+//! sitewatch: facility and infrastructure telemetry ingester.
+//!
+//! Data flows one way: `collect` → `rules` → `sink` / `notify`, through the typed channels in
+//! [`pipeline`]. See `docs/ARCHITECTURE.md` for the shape and the reasons behind it.
+
+pub mod collect;
+pub mod config;
+pub mod model;
+pub mod pipeline;
+pub mod rules;
+pub mod sink;
+pub mod telemetry;

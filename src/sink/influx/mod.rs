@@ -1,0 +1,1 @@
+//! InfluxDB writer (in progress).

@@ -1,0 +1,3 @@
+//! Sinks: where samples and events are stored.
+
+pub mod influx;

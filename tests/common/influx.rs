@@ -1,0 +1,1 @@
+//! InfluxDB / VictoriaMetrics harness (in progress).

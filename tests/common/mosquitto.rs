@@ -1,0 +1,1 @@
+//! Mosquitto harness (in progress).
