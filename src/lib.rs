@@ -6,6 +6,7 @@
 pub mod collect;
 pub mod config;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod rules;
 pub mod sink;

@@ -1,1 +1,531 @@
-fn main() {}
+//! The `sitewatch` command line: `run`, `check`, `once`, `probe`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use sitewatch::collect::snmp::config::{AuthProtocol, PrivProtocol, SecurityLevel, SnmpVersion};
+use sitewatch::collect::snmp::{ProfileSet, TargetConfig};
+use sitewatch::collect::{mqtt, snmp};
+use sitewatch::config::Secret;
+use sitewatch::config::{LoadedConfig, LogFormat};
+use sitewatch::model::Sample;
+use sitewatch::notify::Notifier;
+use sitewatch::pipeline::{COLLECT_CHANNEL_CAPACITY, SINK_CHANNEL_CAPACITY};
+use sitewatch::rules::{self, Engine, RuleSet};
+use sitewatch::sink::influx::{encode_sample, InfluxWriter};
+use sitewatch::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "sitewatch",
+    version,
+    about = "Facility telemetry: SNMP and MQTT in, threshold rules, InfluxDB and alerts out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once at start-up, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, short, env = "SITEWATCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
+    Check {
+        #[arg(long, short, env = "SITEWATCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// One collection cycle: print InfluxDB line protocol to stdout instead of writing it.
+    Once {
+        #[arg(long, short, env = "SITEWATCH_CONFIG")]
+        config: PathBuf,
+        /// How long to listen to MQTT subscriptions.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        mqtt_duration: Duration,
+    },
+    /// Read an SNMP device's identity, pick matching profiles and print one poll.
+    Probe(ProbeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sitewatch: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => run(&config).await,
+            Command::Check { config } => check(&config),
+            Command::Once {
+                config,
+                mqtt_duration,
+            } => once(&config, mqtt_duration).await,
+            Command::Probe(args) => probe(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sitewatch: {}", error_chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the message before it
+/// already contains (library errors often embed their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Everything `check` validates, loaded once so `run` and `once` share it.
+struct Loaded {
+    cfg: LoadedConfig,
+    rules: RuleSet,
+    profiles: Option<ProfileSet>,
+}
+
+fn load(path: &Path) -> Result<Loaded> {
+    let cfg = LoadedConfig::load(path)?;
+    let c = &cfg.config;
+    let at = |what: &str| format!("{}: {what}", cfg.path.display());
+    c.influx.validate().with_context(|| at("[influx]"))?;
+    if let Some(m) = &c.mqtt {
+        m.validate().with_context(|| at("[mqtt]"))?;
+    }
+    if let Some(n) = &c.notify {
+        n.validate().with_context(|| at("[notify]"))?;
+    }
+    let rules = load_rules(&cfg)?;
+    let profiles = match &c.snmp {
+        Some(sc) => {
+            let dir = sc.profiles_path(&cfg.base_dir);
+            let profiles = ProfileSet::load_dir(&dir)?;
+            sc.validate(&profiles).with_context(|| at("[snmp]"))?;
+            Some(profiles)
+        }
+        None => None,
+    };
+    if cfg.config.mqtt.is_none() && cfg.config.snmp.is_none() {
+        bail!(
+            "{}: no collector configured: add an [mqtt] or [snmp] table",
+            cfg.path.display()
+        );
+    }
+    Ok(Loaded {
+        cfg,
+        rules,
+        profiles,
+    })
+}
+
+fn load_rules(cfg: &LoadedConfig) -> Result<RuleSet> {
+    let rule_files = match &cfg.config.rules {
+        Some(rc) => rc.resolve(&cfg.base_dir)?,
+        None => Vec::new(),
+    };
+    Ok(rules::load_rule_files(&rule_files)?)
+}
+
+fn check(path: &Path) -> Result<()> {
+    let loaded = load(path)?;
+    // Secrets are resolved too: a missing token file is a deployment error worth catching here.
+    let writer = InfluxWriter::new(&loaded.cfg.config.influx)?;
+    let c = &loaded.cfg.config;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: OK", loaded.cfg.path.display())?;
+    writeln!(out, "  influx: {}", writer.endpoint())?;
+    if let Some(m) = &c.mqtt {
+        writeln!(out, "  mqtt: {} subscription(s)", m.subscriptions.len())?;
+    }
+    if let (Some(s), Some(p)) = (&c.snmp, &loaded.profiles) {
+        writeln!(
+            out,
+            "  snmp: {} target(s), {} profile(s)",
+            s.targets.len(),
+            p.len()
+        )?;
+    }
+    writeln!(out, "  rules: {}", loaded.rules.len())?;
+    if let Some(n) = &c.notify {
+        let notifier = Notifier::new(n)?;
+        writeln!(out, "  notify: {}", notifier.receiver_names().join(", "))?;
+    }
+    Ok(())
+}
+
+async fn run(path: &Path) -> Result<()> {
+    let Loaded {
+        cfg,
+        rules,
+        profiles,
+    } = load(path)?;
+    let service = &cfg.config.service;
+    telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
+    let handle = telemetry::init_metrics()?;
+    let health = telemetry::Health::new();
+
+    let collectors_stop = CancellationToken::new();
+    let writer_stop = CancellationToken::new();
+    let endpoint_stop = CancellationToken::new();
+    let endpoint = telemetry::serve(
+        service.listen,
+        handle,
+        health.clone(),
+        endpoint_stop.clone(),
+    )
+    .await?;
+
+    let writer = InfluxWriter::new(&cfg.config.influx)?;
+    let events_measurement: Arc<str> = cfg.config.influx.events_measurement.as_str().into();
+    let (collect_tx, collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
+    let (series_tx, series_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
+    let (events_tx, events_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
+
+    let notifier = match &cfg.config.notify {
+        Some(n) => Notifier::new(n)?,
+        None => Notifier::new(&Default::default())?,
+    };
+    let (alerts_tx, alerts_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let notify_stop = CancellationToken::new();
+    let rules_stop = CancellationToken::new();
+
+    let writer_task = tokio::spawn(writer.run(series_rx, events_rx, writer_stop.clone()));
+    let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
+    let rules_task = tokio::spawn(rules::stage::run_with_reload(
+        Engine::new(rules),
+        collect_rx,
+        series_tx,
+        events_tx,
+        Some(alerts_tx),
+        events_measurement,
+        reload_rx,
+        rules_stop.clone(),
+    ));
+    let reload_task = tokio::spawn(reload_rules_on_sighup(
+        cfg.path.clone(),
+        reload_tx,
+        collectors_stop.clone(),
+    ));
+
+    let mut collectors = tokio::task::JoinSet::new();
+    if let Some(mqtt_cfg) = cfg.config.mqtt.clone() {
+        let tx = collect_tx.clone();
+        let stop = collectors_stop.clone();
+        collectors.spawn(async move {
+            if let Err(e) = mqtt::run(mqtt_cfg, tx, stop).await {
+                tracing::error!(error = %e, "MQTT collector stopped");
+            }
+        });
+    }
+    if let (Some(snmp_cfg), Some(profiles)) = (cfg.config.snmp.clone(), profiles) {
+        let tx = collect_tx.clone();
+        let stop = collectors_stop.clone();
+        collectors.spawn(async move {
+            snmp::run(snmp_cfg, profiles, tx, stop).await;
+        });
+    }
+    // Only collectors hold senders now: when they stop, the rules stage sees the channel
+    // close, forwards what it has, and the writer flushes and returns.
+    drop(collect_tx);
+    health.set_ready(true);
+    tracing::info!(config = %cfg.path.display(), "sitewatch running");
+
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down: stopping collectors, flushing buffered data");
+    health.set_ready(false);
+    collectors_stop.cancel();
+    while collectors.join_next().await.is_some() {}
+    let _ = reload_task.await;
+    let _ = rules_task.await;
+    // The rules stage has handed every event over; give receivers their grace period.
+    notify_stop.cancel();
+    let _ = notify_task.await;
+    // The writer finishes on its own once its inputs close; the token bounds a stuck server.
+    let flush_deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(flush_deadline);
+    let mut writer_task = writer_task;
+    tokio::select! {
+        _ = &mut writer_task => {}
+        _ = &mut flush_deadline => {
+            tracing::warn!("InfluxDB flush did not finish in 30 s; forcing the writer to stop");
+            writer_stop.cancel();
+            let _ = writer_task.await;
+        }
+    }
+    endpoint_stop.cancel();
+    let _ = endpoint.await;
+    tracing::info!("sitewatch stopped");
+    Ok(())
+}
+
+/// Reloads rule files on SIGHUP. An invalid file is logged with file:line and the running
+/// rules stay in force.
+async fn reload_rules_on_sighup(
+    config_path: PathBuf,
+    reload_tx: mpsc::Sender<RuleSet>,
+    stop: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; rule reload disabled");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            let loaded = LoadedConfig::load(&config_path)
+                .map_err(anyhow::Error::from)
+                .and_then(|cfg| load_rules(&cfg));
+            match loaded {
+                Ok(set) => {
+                    tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
+                    if reload_tx.send(set).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: rules not reloaded, the previous rules stay in force")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (config_path, reload_tx);
+        stop.cancelled().await;
+    }
+}
+
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops sitewatch");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
+    let Loaded {
+        cfg,
+        rules,
+        profiles,
+    } = load(path)?;
+    let service = &cfg.config.service;
+    telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
+    let mut samples: Vec<Sample> = Vec::new();
+    if let (Some(snmp_cfg), Some(profiles)) = (&cfg.config.snmp, &profiles) {
+        samples.extend(snmp::poll_once(snmp_cfg, profiles).await);
+    }
+    if let Some(mqtt_cfg) = &cfg.config.mqtt {
+        let got = mqtt::collect_for(mqtt_cfg, mqtt_duration)
+            .await
+            .context("MQTT collection")?;
+        samples.extend(got);
+    }
+    let mut engine = Engine::new(rules);
+    let events = rules::stage::evaluate_batch(&mut engine, &samples);
+    let measurement = cfg.config.influx.events_measurement.as_str();
+    let mut buf = Vec::with_capacity(samples.len() * 96);
+    for s in &samples {
+        encode_sample(&mut buf, s);
+    }
+    for e in &events {
+        encode_sample(&mut buf, &e.to_sample(measurement));
+    }
+    std::io::stdout().lock().write_all(&buf)?;
+    tracing::info!(
+        samples = samples.len(),
+        events = events.len(),
+        "one collection cycle done"
+    );
+    Ok(())
+}
+
+/// `sitewatch probe`: onboard a device model.
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Device address: HOST or HOST:PORT (UDP, default port 161).
+    target: String,
+    /// SNMP version: 1, 2c or 3 (3 when --user is given).
+    #[arg(long, short = 'v')]
+    version: Option<String>,
+    /// v1/v2c community; prefer --community-env so it stays out of shell history.
+    #[arg(long, short = 'c', conflicts_with = "community_env")]
+    community: Option<String>,
+    /// Environment variable holding the community.
+    #[arg(long)]
+    community_env: Option<String>,
+    /// v3 user name.
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// v3 security level: noAuthNoPriv, authNoPriv or authPriv.
+    #[arg(long, short = 'l', default_value = "authPriv")]
+    level: String,
+    /// v3 auth protocol: MD5, SHA, SHA224, SHA256, SHA384, SHA512.
+    #[arg(long, short = 'a', default_value = "SHA")]
+    auth_protocol: String,
+    /// Environment variable holding the v3 auth password.
+    #[arg(long, short = 'A')]
+    auth_password_env: Option<String>,
+    /// v3 privacy protocol: DES, AES, AES192, AES256.
+    #[arg(long, short = 'x', default_value = "AES")]
+    priv_protocol: String,
+    /// Environment variable holding the v3 privacy password.
+    #[arg(long, short = 'X')]
+    priv_password_env: Option<String>,
+    /// Use this profile instead of auto-detecting by sysObjectID.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Folder of profile files.
+    #[arg(long, default_value = "mappings/snmp")]
+    profiles_dir: PathBuf,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[arg(long, default_value_t = 1)]
+    retries: u32,
+}
+
+/// Parses a TOML-spelled enum value ("authPriv", "SHA256") with the config's own rules, so
+/// the CLI accepts exactly what the config file does.
+fn parse_config_word<T: serde::de::DeserializeOwned>(flag: &str, word: &str) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct Holder<T> {
+        v: T,
+    }
+    let doc = format!("v = {}", toml::Value::String(word.to_string()));
+    toml::from_str::<Holder<T>>(&doc)
+        .map(|h| h.v)
+        .map_err(|e| anyhow::anyhow!("--{flag} {word:?}: {}", e.message().trim()))
+}
+
+async fn probe(args: ProbeArgs) -> Result<()> {
+    telemetry::init_logging("warn", false)?;
+    let profiles = ProfileSet::load_dir(&args.profiles_dir).with_context(|| {
+        format!(
+            "loading profiles from {} (run from the repository root or pass --profiles-dir)",
+            args.profiles_dir.display()
+        )
+    })?;
+    let version: SnmpVersion = match (&args.version, &args.user) {
+        (Some(v), _) => parse_config_word("version", v)?,
+        (None, Some(_)) => SnmpVersion::V3,
+        (None, None) => SnmpVersion::V2c,
+    };
+    let mut target = TargetConfig::v2c(&args.target, &args.target, "");
+    target.version = version;
+    target.timeout = Some(args.timeout);
+    target.retries = Some(args.retries);
+    if version == SnmpVersion::V3 {
+        let Some(user) = &args.user else {
+            bail!(
+                "SNMPv3 needs --user (and -A/-X with the names of variables holding the passwords)"
+            );
+        };
+        target.community = None;
+        target.user = Some(user.clone());
+        let level: SecurityLevel = parse_config_word("level", &args.level)?;
+        target.security_level = Some(level);
+        if level != SecurityLevel::NoAuthNoPriv {
+            let env = args.auth_password_env.clone().context(
+                "--level needs an auth password: pass -A VARIABLE naming an environment variable",
+            )?;
+            target.auth_protocol = Some(parse_config_word::<AuthProtocol>(
+                "auth-protocol",
+                &args.auth_protocol,
+            )?);
+            target.auth_password = Some(Secret::Env { env });
+        }
+        if level == SecurityLevel::AuthPriv {
+            let env = args
+                .priv_password_env
+                .clone()
+                .context("authPriv needs a privacy password: pass -X VARIABLE naming an environment variable")?;
+            target.priv_protocol = Some(parse_config_word::<PrivProtocol>(
+                "priv-protocol",
+                &args.priv_protocol,
+            )?);
+            target.priv_password = Some(Secret::Env { env });
+        }
+    } else {
+        target.community = Some(match (&args.community, &args.community_env) {
+            (Some(c), _) => Secret::Inline(c.clone()),
+            (None, Some(env)) => Secret::Env { env: env.clone() },
+            (None, None) => bail!("SNMP v1/v2c needs --community or --community-env"),
+        });
+    }
+    let report = snmp::probe(target, &profiles, args.profile.as_deref()).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "# sysObjectID: {}", report.sys_object_id)?;
+    writeln!(out, "# sysDescr: {}", report.sys_descr.replace('\n', " "))?;
+    if report.profiles.is_empty() {
+        writeln!(
+            out,
+            "# no profile matches this sysObjectID: pass --profile NAME, or add its prefix to a profile's sys_object_id in mappings/snmp/"
+        )?;
+    } else {
+        writeln!(out, "# profiles: {}", report.profiles.join(", "))?;
+    }
+    if let Some(note) = &report.note {
+        writeln!(out, "# note: {note}")?;
+    }
+    let mut buf = Vec::new();
+    for s in &report.samples {
+        encode_sample(&mut buf, s);
+    }
+    out.write_all(&buf)?;
+    Ok(())
+}

@@ -263,7 +263,9 @@ impl Event {
             sample.fields.push(("value_text".into(), value));
         }
         if let Some(t) = self.threshold.filter(|t| t.is_finite()) {
-            sample.fields.push(("threshold".into(), FieldValue::Float(t)));
+            sample
+                .fields
+                .push(("threshold".into(), FieldValue::Float(t)));
         }
         sample.fields.push((
             "message".into(),

@@ -1,1 +1,193 @@
-//! Self-metrics and health (in progress).
+//! Self-observability: logs (`tracing`), self-metrics (Prometheus text format) and `/health`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter {filter:?}: {message} (use e.g. \"info\" or \"sitewatch=debug,rumqttc=warn\")")]
+    LogFilter { filter: String, message: String },
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(String),
+    #[error("cannot listen on {addr} for /metrics and /health: {source} (change [service] listen, or stop what holds the port)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Installs the global `tracing` subscriber. `RUST_LOG`, when set, overrides `level`.
+/// Logs go to stderr so `sitewatch once` can print line protocol alone on stdout.
+pub fn init_logging(level: &str, json: bool) -> Result<(), TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => env,
+        _ => level.to_string(),
+    };
+    let env_filter = EnvFilter::try_new(&filter).map_err(|e| TelemetryError::LogFilter {
+        filter: filter.clone(),
+        message: e.to_string(),
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests, `once` after `check`) is harmless; keep the first subscriber.
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    Ok(())
+}
+
+/// Installs the global metrics recorder and returns the handle that renders it.
+pub fn init_metrics() -> Result<PrometheusHandle, TelemetryError> {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// Liveness and readiness as seen by `/health`.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn new() -> Arc<Health> {
+        Arc::new(Health {
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the pipeline as started (collectors, rules and writer running).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+struct EndpointState {
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+}
+
+/// Binds the endpoint first (so a port clash is a startup error), then serves `/metrics` and
+/// `/health` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, TelemetryError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let app = Router::new()
+        .route("/metrics", get(metrics_route))
+        .route("/health", get(health_route))
+        .with_state(EndpointState { handle, health });
+    tracing::info!(%bound, "serving /metrics and /health");
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    }))
+}
+
+async fn metrics_route(State(state): State<EndpointState>) -> impl IntoResponse {
+    // Upkeep drains histogram buckets that would otherwise grow until the next scrape.
+    state.handle.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.handle.render(),
+    )
+}
+
+async fn health_route(State(state): State<EndpointState>) -> impl IntoResponse {
+    let ready = state.health.ready.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "status": if ready { "ok" } else { "starting" },
+        "uptime_s": state.health.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+/// Help texts for the metrics every stage emits, so `/metrics` documents itself.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "sitewatch_samples_in_total",
+        "Samples received from collectors by the pipeline"
+    );
+    describe_gauge!(
+        "sitewatch_pipeline_queue_batches",
+        "Batches waiting between collectors and the rules engine"
+    );
+    describe_counter!(
+        "sitewatch_influx_points_written_total",
+        "Points accepted by InfluxDB"
+    );
+    describe_counter!(
+        "sitewatch_influx_write_errors_total",
+        "Failed InfluxDB write requests, by kind"
+    );
+    describe_counter!("sitewatch_influx_retries_total", "InfluxDB write retries");
+    describe_counter!(
+        "sitewatch_influx_dropped_total",
+        "Samples dropped by the InfluxDB writer, by reason"
+    );
+    describe_gauge!(
+        "sitewatch_influx_buffer_samples",
+        "Samples held by the InfluxDB writer, not yet written"
+    );
+    describe_histogram!(
+        "sitewatch_influx_write_duration_seconds",
+        "Duration of InfluxDB write requests"
+    );
+    describe_counter!(
+        "sitewatch_mqtt_messages_total",
+        "MQTT messages received, by subscription"
+    );
+    describe_counter!(
+        "sitewatch_mqtt_decode_errors_total",
+        "MQTT payloads that could not be decoded, by subscription and reason"
+    );
+    describe_gauge!(
+        "sitewatch_mqtt_connected",
+        "1 while connected to the MQTT broker"
+    );
+    describe_counter!(
+        "sitewatch_rules_events_total",
+        "Rule state changes, by rule, severity and state"
+    );
+    describe_counter!("sitewatch_snmp_polls_total", "SNMP polls, by result");
+}

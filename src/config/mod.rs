@@ -1,4 +1,192 @@
-//! Configuration schema and loading.
+//! Configuration: one TOML file with a table per stage, validated before anything starts.
+//!
+//! Each stage owns the schema of its own table (`[influx]` in `sink::influx`, `[mqtt]` in
+//! `collect::mqtt`, ...); this module composes them, turns parse errors into `file:line:col`
+//! messages and resolves paths relative to the config file.
 
 pub mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
 pub use secret::{Secret, SecretError};
+
+use crate::collect::mqtt::MqttConfig;
+use crate::collect::snmp::SnmpConfig;
+use crate::notify::NotifyConfig;
+use crate::rules::RulesConfig;
+use crate::sink::influx::InfluxConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub service: ServiceConfig,
+    pub influx: InfluxConfig,
+    pub mqtt: Option<MqttConfig>,
+    pub snmp: Option<SnmpConfig>,
+    pub rules: Option<RulesConfig>,
+    pub notify: Option<NotifyConfig>,
+}
+
+/// Process-wide settings: logging and the self-metrics endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `human` (default) or `json` (one object per line, for log shippers).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `sitewatch=debug,rumqttc=warn`. `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Address of the Prometheus `/metrics` and `/health` endpoint. Loopback by default:
+    /// self-metrics name devices and sites, which is not for the whole network.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            log_format: LogFormat::default(),
+            log_level: default_log_level(),
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9273))
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A parsed config with the directory its relative paths are resolved against.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+    pub config: Config,
+}
+
+impl LoadedConfig {
+    pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = parse(&text, path)?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(LoadedConfig {
+            path: path.to_path_buf(),
+            base_dir,
+            config,
+        })
+    }
+
+    /// Resolves a path from the config relative to the config file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses config text; `origin` names the file in error messages.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e| toml_error(text, origin, &e))
+}
+
+/// Turns a TOML/serde error into a `file:line:col: message` error.
+pub fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigError {
+    let (line, column) = err
+        .span()
+        .map(|span| line_col(text, span.start))
+        .unwrap_or((1, 1));
+    ConfigError::Parse {
+        path: origin.to_path_buf(),
+        line,
+        column,
+        message: err.message().trim().to_string(),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let column = text[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let t = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        assert_eq!(line_col(t, 8), (2, 3));
+        assert_eq!(line_col(t, 999), (3, 1));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let text = "[service]\nlog_level = \"info\"\nbogus = 1\n";
+        let err = parse(text, Path::new("site.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("site.toml:3:1: "), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

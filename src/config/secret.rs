@@ -19,12 +19,8 @@ use serde::Deserialize;
 #[serde(untagged)]
 pub enum Secret {
     Inline(String),
-    Env {
-        env: String,
-    },
-    File {
-        file: PathBuf,
-    },
+    Env { env: String },
+    File { file: PathBuf },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,1 +1,319 @@
-//! InfluxDB / VictoriaMetrics harness (in progress).
+//! InfluxDB 1.x and VictoriaMetrics harness: real servers on free loopback ports in temp dirs,
+//! with blocking query helpers (plain HTTP/1.0 over `TcpStream`, so tests need no extra
+//! client crate and can call them from sync code or `spawn_blocking`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{free_tcp_port, require_binary, ServiceProcess};
+
+/// Percent-encodes a query-string component.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Minimal blocking HTTP/1.0 request; returns (status, body). HTTP/1.0 makes the server close
+/// the connection after the response, so reading to EOF gets the whole body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, rest.to_string()))
+}
+
+/// A real `influxd` (1.x) on a free port, data in a temp dir.
+pub struct Influxd {
+    pub port: u16,
+    proc: ServiceProcess,
+}
+
+impl Influxd {
+    pub fn start() -> Influxd {
+        Self::start_on(free_tcp_port())
+    }
+
+    /// Starts on a chosen HTTP port (outage tests point a writer at the port first).
+    pub fn start_on(port: u16) -> Influxd {
+        let dir = tempfile::Builder::new()
+            .prefix("sitewatch-influxd")
+            .tempdir()
+            .expect("temp dir for influxd");
+        let rpc_port = free_tcp_port();
+        write_config(dir.path(), port, rpc_port);
+        let proc = spawn(dir);
+        let mut influxd = Influxd { port, proc };
+        influxd.wait_ready();
+        influxd
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.proc.assert_running();
+            if let Ok((204, _)) = http(self.port, "GET", "/ping", b"") {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "influxd did not answer /ping on port {} within 30s; log:\n{}",
+                    self.port,
+                    self.proc.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_database(&self, name: &str) {
+        let q = format!("CREATE DATABASE \"{}\"", name.replace('"', "\\\""));
+        let (status, body) = http(
+            self.port,
+            "POST",
+            &format!("/query?q={}", urlencode(&q)),
+            b"",
+        )
+        .expect("influxd /query");
+        assert_eq!(status, 200, "CREATE DATABASE {name}: {body}");
+    }
+
+    /// Runs InfluxQL against `db`; timestamps come back as RFC 3339 with ns precision unless
+    /// the query asks otherwise via `epoch` (see [`Influxd::query_epoch_ns`]).
+    pub fn query(&self, db: &str, influxql: &str) -> serde_json::Value {
+        self.query_path(&format!(
+            "/query?db={}&q={}",
+            urlencode(db),
+            urlencode(influxql)
+        ))
+    }
+
+    /// Like [`Influxd::query`] with integer ns timestamps.
+    pub fn query_epoch_ns(&self, db: &str, influxql: &str) -> serde_json::Value {
+        self.query_path(&format!(
+            "/query?db={}&epoch=ns&q={}",
+            urlencode(db),
+            urlencode(influxql)
+        ))
+    }
+
+    fn query_path(&self, path: &str) -> serde_json::Value {
+        let (status, body) = http(self.port, "GET", path, b"").expect("influxd /query");
+        assert_eq!(status, 200, "query {path}: {body}");
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("query answer is not JSON ({e}): {body}"))
+    }
+
+    /// Rows of the first series of the first result as arrays, empty when there is none.
+    pub fn rows(&self, db: &str, influxql: &str) -> Vec<Vec<serde_json::Value>> {
+        let v = self.query_epoch_ns(db, influxql);
+        v["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Kills the server and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.proc.log_path)
+            .expect("reopen influxd log");
+        let cmd = command(self.proc.dir.path());
+        self.proc.child =
+            Some(spawn_with_log(cmd, log).unwrap_or_else(|e| panic!("restart influxd: {e}")));
+        self.wait_ready();
+    }
+
+    /// Stops the server (SIGKILL), keeping its data for [`Influxd::restart`].
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+fn write_config(dir: &Path, http_port: u16, rpc_port: u16) {
+    let d = dir.display();
+    let conf = format!(
+        r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{d}/meta"
+
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+
+[coordinator]
+  log-queries-after = "0s"
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{http_port}"
+  auth-enabled = false
+  log-enabled = false
+
+[logging]
+  level = "warn"
+
+[monitor]
+  store-enabled = false
+
+[continuous_queries]
+  enabled = false
+"#
+    );
+    std::fs::write(dir.join("influxd.conf"), conf).expect("write influxd.conf");
+}
+
+fn command(dir: &Path) -> Command {
+    let bin = require_binary("influxd", "influxdb");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-config").arg(dir.join("influxd.conf"));
+    cmd
+}
+
+fn spawn(dir: tempfile::TempDir) -> ServiceProcess {
+    let cmd = command(dir.path());
+    ServiceProcess::spawn("influxd", cmd, dir)
+}
+
+fn spawn_with_log(mut cmd: Command, log: std::fs::File) -> std::io::Result<std::process::Child> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+}
+
+/// A real single-node VictoriaMetrics, which accepts InfluxDB line protocol on `/write` and
+/// `/api/v2/write`.
+pub struct VictoriaMetrics {
+    pub port: u16,
+    proc: ServiceProcess,
+}
+
+impl VictoriaMetrics {
+    pub fn start() -> VictoriaMetrics {
+        let bin = require_binary("victoria-metrics", "victoria-metrics");
+        let dir = tempfile::Builder::new()
+            .prefix("sitewatch-vm")
+            .tempdir()
+            .expect("temp dir for victoria-metrics");
+        let port = free_tcp_port();
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            ))
+            // Make fresh samples queryable at once instead of after the default 30s.
+            .arg("-search.latencyOffset=0s")
+            .arg("-search.disableCache")
+            .arg("-loggerLevel=ERROR")
+            .arg("-retentionPeriod=100y");
+        let mut proc = ServiceProcess::spawn("victoria-metrics", cmd, dir);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            proc.assert_running();
+            if let Ok((200, _)) = http(port, "GET", "/health", b"") {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "victoria-metrics not healthy on {port} within 30s; log:\n{}",
+                    proc.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        VictoriaMetrics { port, proc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes recently ingested samples searchable.
+    pub fn force_flush(&self) {
+        let _ = http(self.port, "GET", "/internal/force_flush", b"");
+    }
+
+    /// `/api/v1/export` for a series selector: one JSON object per series line, with
+    /// `metric`, `values` and `timestamps` (ms).
+    pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
+        self.force_flush();
+        let (status, body) = http(
+            self.port,
+            "GET",
+            &format!("/api/v1/export?match%5B%5D={}", urlencode(selector)),
+            b"",
+        )
+        .expect("victoria-metrics export");
+        assert_eq!(status, 200, "export {selector}: {body}");
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("export line ({e}): {l}")))
+            .collect()
+    }
+
+    /// Instant query through `/api/v1/query`.
+    pub fn query(&self, promql: &str) -> serde_json::Value {
+        self.force_flush();
+        let (status, body) = http(
+            self.port,
+            "GET",
+            &format!("/api/v1/query?query={}", urlencode(promql)),
+            b"",
+        )
+        .expect("victoria-metrics query");
+        assert_eq!(status, 200, "query {promql}: {body}");
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("query answer is not JSON ({e}): {body}"))
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}

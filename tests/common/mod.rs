@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod alertmanager;
 pub mod influx;
 pub mod mosquitto;
+pub mod snmp;
 
 /// A free TCP port on 127.0.0.1 (the kernel picks it; a tiny race with other processes is
 /// accepted, every service start retries with a new port on failure).
@@ -35,7 +37,13 @@ pub fn require_binary(name: &str, apt_package: &str) -> PathBuf {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
         .unwrap_or_default();
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+    ] {
         candidates.push(Path::new(dir).join(name));
     }
     candidates
@@ -84,7 +92,11 @@ impl ServiceProcess {
     pub fn assert_running(&mut self) {
         if let Some(child) = self.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{} exited early ({status}); log:\n{}", self.name, self.log());
+                panic!(
+                    "{} exited early ({status}); log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
         }
     }
@@ -94,8 +106,11 @@ impl ServiceProcess {
         let deadline = Instant::now() + timeout;
         loop {
             self.assert_running();
-            if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-                .is_ok()
+            if TcpStream::connect_timeout(
+                &([127, 0, 0, 1], port).into(),
+                Duration::from_millis(200),
+            )
+            .is_ok()
             {
                 return;
             }

@@ -1,1 +1,57 @@
-//! SNMP collector (in progress).
+//! SNMP polling with data-driven device profiles.
+//!
+//! - [`config`]: the `[snmp]` table and `[[snmp.target]]` entries.
+//! - [`profile`]: profile files (`mappings/snmp/*.toml`) and value decoding.
+//! - [`client`]: one conversation with a device: timeout, retries, batched GET, bulk walks.
+//! - [`rate`]: counter → per-second rate with wrap/reset handling.
+//! - [`poller`]: the schedule ([`run`]), one-shot polling ([`poll_once`]) and [`probe`].
+//!
+//! Every poll emits the profile samples (timestamp = poll start, tags `device`, the target's
+//! tags and the table's index/tag columns) plus one `snmp_poll` sample: `up` (bool),
+//! `duration_s`, `varbinds`, and `error` (string) when the poll failed. A device that does
+//! not answer costs its own `timeout × (retries + 1)` and nothing else.
+//!
+//! Metrics: `sitewatch_snmp_polls_total{result=ok|timeout|error|skipped|config_error}`,
+//! `sitewatch_snmp_poll_duration_seconds`, `sitewatch_snmp_varbinds_total`,
+//! `sitewatch_snmp_counter_resets_total`.
+
+use std::time::Duration;
+
+pub mod client;
+pub mod config;
+pub mod poller;
+pub mod profile;
+pub mod rate;
+
+pub use config::{SnmpConfig, SnmpConfigError, TargetConfig};
+pub use poller::{poll_once, probe, run, ProbeReport, TargetPoller, POLL_MEASUREMENT};
+pub use profile::{ProfileError, ProfileSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnmpError {
+    #[error("{target}: no response after {attempts} attempt(s) of {timeout:?} each (device down, wrong address/port, or {hint})")]
+    Timeout {
+        target: String,
+        attempts: u32,
+        timeout: Duration,
+        /// Which credential problem also looks like silence for this SNMP version.
+        hint: &'static str,
+    },
+    #[error("{target}: {detail}")]
+    Auth { target: String, detail: String },
+    #[error("{target}: {detail}")]
+    Io { target: String, detail: String },
+    #[error("{target}: SNMP protocol error: {detail}")]
+    Protocol { target: String, detail: String },
+    #[error("{target}: agent returned error-status {status} for {oid} (see RFC 3416 error codes)")]
+    ErrorStatus {
+        target: String,
+        status: u32,
+        oid: String,
+    },
+    #[error("{target}: configuration: {message}")]
+    Config { target: String, message: String },
+    /// Internal: the v3 engine state changed and the request must be repeated.
+    #[error("SNMPv3 engine state updated; request must be repeated")]
+    AuthUpdated,
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The demo: the whole flow on local services. Installs what is missing (Debian packages),
+# starts Mosquitto and InfluxDB on free loopback ports in a temp dir, builds and runs
+# sitewatch with deploy/demo/sitewatch.toml, publishes a minute of facility sensor traffic,
+# then prints what landed in InfluxDB and which events fired. Ctrl-C stops everything.
+# Usage: bash deploy/demo.sh            (DEMO_SECONDS=60 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+DEMO_SECONDS=${DEMO_SECONDS:-60}
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export PATH="$PATH:/usr/sbin:/sbin"
+
+missing=()
+for pair in influxd:influxdb mosquitto:mosquitto mosquitto_pub:mosquitto-clients curl:curl; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  echo 'exit 101' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (stable) with rustup or: $SUDO apt-get install -y cargo" >&2; exit 1; }
+
+echo "==> building sitewatch (release)"
+cargo build --release --locked --quiet
+bin=$repo/target/release/sitewatch
+
+work=$(mktemp -d -t sitewatch-demo.XXXXXX)
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo; echo "==> interrupted, stopping everything"; exit 130' INT TERM
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+wait_port() { # name port log
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0; sleep 0.1; done
+  echo "$1 did not start; its log:" >&2; cat "$3" >&2; exit 1
+}
+
+mqtt_port=$(free_port); influx_port=$(free_port); rpc_port=$(free_port); metrics_port=$(free_port)
+
+cat > "$work/mosquitto.conf" <<CONF
+listener $mqtt_port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $work/
+max_inflight_messages 1000
+max_queued_messages 100000
+CONF
+mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 & pids+=($!)
+
+mkdir -p "$work/influxdb"
+cat > "$work/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$rpc_port"
+[meta]
+  dir = "$work/influxdb/meta"
+[data]
+  dir = "$work/influxdb/data"
+  wal-dir = "$work/influxdb/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$influx_port"
+  log-enabled = false
+[logging]
+  level = "warn"
+CONF
+influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 & pids+=($!)
+wait_port mosquitto "$mqtt_port" "$work/mosquitto.log"
+wait_port influxd "$influx_port" "$work/influxd.log"
+influx_url="http://127.0.0.1:$influx_port"
+curl -sf -XPOST "$influx_url/query" --data-urlencode "q=CREATE DATABASE sitewatch" >/dev/null
+echo "==> mosquitto on 127.0.0.1:$mqtt_port, influxd on 127.0.0.1:$influx_port (data in $work)"
+
+sed -e "s/@MQTT_PORT@/$mqtt_port/; s/@INFLUX_PORT@/$influx_port/; s/@METRICS_PORT@/$metrics_port/" \
+  "$repo/deploy/demo/sitewatch.toml" > "$work/sitewatch.toml"
+cp -r "$repo/deploy/rules" "$work/rules"
+"$bin" check --config "$work/sitewatch.toml"
+"$bin" run --config "$work/sitewatch.toml" >"$work/sitewatch.log" 2>&1 & sw_pid=$!; pids+=($sw_pid)
+wait_port sitewatch "$metrics_port" "$work/sitewatch.log"
+echo "==> sitewatch running (self-metrics: http://127.0.0.1:$metrics_port/metrics)"
+
+echo "==> publishing $DEMO_SECONDS s of facility sensor traffic (4 racks, a leak sensor, 2 PDUs)"
+"$repo/deploy/demo/publish.sh" 127.0.0.1 "$mqtt_port" "$DEMO_SECONDS" & pub_pid=$!; pids+=($pub_pid)
+wait "$pub_pid"
+
+curl -sf "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt" || true
+echo "==> stopping sitewatch (flushes what it buffered)"
+kill -TERM "$sw_pid"; wait "$sw_pid" || { echo "sitewatch exited with an error; its log:"; cat "$work/sitewatch.log"; exit 1; }
+
+q() { curl -sfG "$influx_url/query" -H 'Accept: application/csv' --data-urlencode "db=sitewatch" --data-urlencode "q=$1" | sed 's/^/    /'; }
+echo
+echo "==> what landed in InfluxDB"
+echo "  series:"; q "SHOW SERIES"
+echo "  points per measurement:"
+q "SELECT count(temperature) FROM environment"
+q "SELECT count(leak) FROM leak"
+q "SELECT count(current) FROM pdu"
+echo "  last values per rack:"
+q "SELECT last(temperature) AS temperature, last(humidity) AS humidity FROM environment GROUP BY rack"
+echo "  events (rule state changes):"
+q "SELECT rule, severity, state, value, threshold, message FROM events"
+echo
+echo "==> sitewatch's own metrics before shutdown (full set at /metrics):"
+grep -E '^sitewatch_(mqtt_messages_total|mqtt_decode_errors_total|influx_points_written_total|influx_write_errors_total|influx_dropped_total|rules_events_total)' \
+  "$work/metrics.txt" | sed 's/^/    /' || true
+echo "==> done. The service log was: $work/sitewatch.log (removed on exit)"

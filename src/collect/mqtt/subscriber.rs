@@ -1,0 +1,708 @@
+//! The MQTT connection: subscribe, decode, hand batches downstream, acknowledge when stored.
+//!
+//! One task drives rumqttc's event loop ([`run`]); a second task forwards completed acks to
+//! the client. The split matters: `client.ack().await` waits for room in rumqttc's bounded
+//! request channel, which only the event-loop task drains, so awaiting it there could
+//! deadlock. Sinks complete acks through an unbounded channel that never blocks them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    Request, Subscribe, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{MqttConfig, MqttConfigError, TlsConfig};
+use super::decode::Decoder;
+use crate::config::SecretError;
+use crate::model::{now_ns, Sample};
+use crate::pipeline::{Ack, Batch, BatchSender};
+
+/// Capacity of rumqttc's request channel (acks, subscribe, disconnect).
+const REQUEST_CAPACITY: usize = 256;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Decode errors per subscription logged at warn before dropping to debug (then every
+/// 1000th is still a warn, so a persistent problem stays visible).
+const WARN_FIRST_ERRORS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("invalid MQTT configuration: {0}")]
+    Config(#[from] MqttConfigError),
+    #[error("mqtt.password: {0}")]
+    Secret(#[from] SecretError),
+    #[error("mqtt.tls.{key} ({path}): {problem}")]
+    Tls {
+        key: &'static str,
+        path: String,
+        problem: String,
+    },
+    #[error(
+        "cannot connect to MQTT broker {host}:{port}: {source} (check host, port, credentials \
+         and TLS settings, and that the broker is running)"
+    )]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: Box<ConnectionError>,
+    },
+    #[error(
+        "the sample pipeline closed while the MQTT collector was running (the rules engine \
+         stopped; see earlier errors)"
+    )]
+    PipelineClosed,
+}
+
+/// Runs the collector until `shutdown` is cancelled.
+///
+/// Connection losses are retried forever with capped exponential backoff; only configuration
+/// problems (bad template, unreadable secret or certificate) and a closed pipeline end it
+/// with an error.
+pub async fn run(
+    cfg: MqttConfig,
+    tx: BatchSender,
+    shutdown: CancellationToken,
+) -> Result<(), MqttError> {
+    let decoders = cfg.compile()?;
+    let options = mqtt_options(&cfg, &cfg.client_id, cfg.clean_session, true)?;
+    let subscribe = subscribe_request(&decoders);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let mut router = Router::new(decoders);
+    let acks = AckForwarder::spawn(client.clone());
+    let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
+    let mut first_connack = true;
+    let mut connected = false;
+    // Present from the start, so "never connected" is visible and alertable.
+    metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
+    tracing::info!(
+        host = %cfg.host, port = cfg.port, client_id = %cfg.client_id,
+        subscriptions = cfg.subscriptions.len(), "MQTT collector starting"
+    );
+
+    let result = loop {
+        let event = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            ev = eventloop.poll() => ev,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                connected = true;
+                backoff.reset();
+                acks.connection_changed();
+                metrics::gauge!("sitewatch_mqtt_connected").set(1.0);
+                // Without a session the broker has forgotten our subscriptions. On the first
+                // connection we subscribe anyway, so config changes apply to a resumed session.
+                if !connack.session_present || first_connack {
+                    eventloop
+                        .pending
+                        .push_front(Request::Subscribe(subscribe.clone()));
+                }
+                tracing::info!(
+                    host = %cfg.host, port = cfg.port,
+                    session_present = connack.session_present, "connected to MQTT broker"
+                );
+                first_connack = false;
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let recv_ns = now_ns();
+                match router.route(&publish, recv_ns) {
+                    Some(samples) => {
+                        let mut batch = Batch::new(samples);
+                        if publish.qos != QoS::AtMostOnce {
+                            batch = batch.with_ack(acks.ack_for(&publish));
+                        }
+                        // Waiting here is the backpressure: the broker buffers meanwhile.
+                        tokio::select! {
+                            biased;
+                            r = tx.send(batch) => if r.is_err() {
+                                break if shutdown.is_cancelled() {
+                                    Ok(())
+                                } else {
+                                    Err(MqttError::PipelineClosed)
+                                };
+                            },
+                            () = shutdown.cancelled() => break Ok(()),
+                        }
+                    }
+                    // Undecodable or unmatched: it can never succeed, so let the broker go.
+                    None => acks.ack_now(&publish),
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(suback))) => {
+                for (code, filter) in suback.return_codes.iter().zip(&subscribe.filters) {
+                    if *code == SubscribeReasonCode::Failure {
+                        metrics::counter!("sitewatch_mqtt_subscribe_failures_total").increment(1);
+                        tracing::error!(
+                            filter = %filter.path,
+                            "broker refused the subscription (check the broker's ACL for this user)"
+                        );
+                    }
+                }
+            }
+            Ok(other) => tracing::trace!(event = ?other, "MQTT event"),
+            Err(e) => {
+                // Acks completed from now on belong to a dead connection; rumqttc has already
+                // dropped the ones still queued (EventLoop::clean).
+                acks.connection_changed();
+                if connected {
+                    connected = false;
+                    metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
+                }
+                metrics::counter!("sitewatch_mqtt_reconnects_total").increment(1);
+                let delay = backoff.next_delay();
+                if matches!(e, ConnectionError::ConnectionRefused(_)) {
+                    tracing::error!(
+                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        "MQTT broker refused the connection (check username/password and client_id)"
+                    );
+                } else {
+                    tracing::warn!(
+                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        "MQTT connection failed or lost; reconnecting"
+                    );
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+
+    if connected {
+        graceful_disconnect(&mut eventloop, &client, &acks, cfg.shutdown_grace).await;
+    }
+    metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
+    acks.stop();
+    tracing::info!(host = %cfg.host, port = cfg.port, "MQTT collector stopped");
+    result
+}
+
+/// Connects with a separate client id (`<client_id>-once-<pid>`) and a clean session,
+/// subscribes, and returns whatever decodes within `duration` (for `sitewatch once`). Retained
+/// messages arrive at once, so this also shows the last value of quiet sensors.
+///
+/// Fails if the first connection attempt fails; later drops are retried until the deadline.
+pub async fn collect_for(cfg: &MqttConfig, duration: Duration) -> Result<Vec<Sample>, MqttError> {
+    let decoders = cfg.compile()?;
+    let base = if cfg.client_id.is_empty() {
+        "sitewatch"
+    } else {
+        cfg.client_id.as_str()
+    };
+    let client_id = format!("{base}-once-{}", std::process::id());
+    let options = mqtt_options(cfg, &client_id, true, false)?;
+    let subscribe = subscribe_request(&decoders);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let mut router = Router::new(decoders);
+    let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
+    let deadline = Instant::now() + duration;
+    let mut connected_once = false;
+    let mut samples = Vec::new();
+    loop {
+        let event = match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Err(_) => break,
+            Ok(ev) => ev,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected_once = true;
+                backoff.reset();
+                eventloop
+                    .pending
+                    .push_front(Request::Subscribe(subscribe.clone()));
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(mut s) = router.route(&publish, now_ns()) {
+                    samples.append(&mut s);
+                }
+            }
+            Ok(_) => {}
+            Err(source) if !connected_once => {
+                return Err(MqttError::Connect {
+                    host: cfg.host.clone(),
+                    port: cfg.port,
+                    source: Box::new(source),
+                })
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "MQTT connection lost; reconnecting");
+                tokio::time::sleep_until(deadline.min(Instant::now() + delay)).await;
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    Ok(samples)
+}
+
+/// On shutdown: keep the connection serviced while acks of already-handed-off data are still
+/// coming (up to `grace`), then send DISCONNECT. Publishes arriving meanwhile stay
+/// un-acknowledged and are redelivered on the next start.
+async fn graceful_disconnect(
+    eventloop: &mut EventLoop,
+    client: &AsyncClient,
+    acks: &AckForwarder,
+    grace: Duration,
+) {
+    let deadline = Instant::now() + grace;
+    while acks.outstanding() > 0 {
+        if Instant::now() >= deadline {
+            tracing::info!(
+                outstanding = acks.outstanding(),
+                "MQTT shutdown: un-acknowledged messages will be redelivered by the broker"
+            );
+            break;
+        }
+        // Short slices: an ack reaching the request channel produces no event of its own
+        // until the event loop writes it.
+        let slice = (Instant::now() + Duration::from_millis(50)).min(deadline);
+        if let Ok(Err(_)) = tokio::time::timeout_at(slice, eventloop.poll()).await {
+            return;
+        }
+    }
+    let mut sent = client.try_disconnect().is_ok();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if !sent {
+            sent = client.try_disconnect().is_ok();
+        }
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break,
+            Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(ev)) => tracing::trace!(event = ?ev, "MQTT event while disconnecting"),
+        }
+    }
+    // MQTT has no reply to PUBACK or DISCONNECT. Wait for the broker to close the socket:
+    // it reads in order, so by then it has processed every PUBACK. Dropping the socket at
+    // once races with a quick restart: Mosquitto lets a new connection with the same client
+    // id take over the session before reading the rest of the old one, and redelivers.
+    let _ =
+        tokio::time::timeout_at(deadline, async { while eventloop.poll().await.is_ok() {} }).await;
+}
+
+/// Subscription QoS; compile() allows only 0 and 1.
+fn qos(level: u8) -> QoS {
+    if level == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// One SUBSCRIBE for all filters; templates that share a filter get the highest QoS asked.
+fn subscribe_request(decoders: &[Decoder]) -> Subscribe {
+    let mut filters: BTreeMap<String, u8> = BTreeMap::new();
+    for d in decoders {
+        let q = filters.entry(d.template.filter()).or_insert(0);
+        *q = (*q).max(d.qos);
+    }
+    Subscribe::new_many(
+        filters
+            .into_iter()
+            .map(|(path, q)| SubscribeFilter::new(path, qos(q))),
+    )
+}
+
+fn mqtt_options(
+    cfg: &MqttConfig,
+    client_id: &str,
+    clean_session: bool,
+    manual_acks: bool,
+) -> Result<MqttOptions, MqttError> {
+    // compile() has checked what rumqttc would otherwise assert on (empty id without clean
+    // session, sub-second keep-alive).
+    let mut o = MqttOptions::new(client_id, cfg.host.trim(), cfg.port);
+    o.set_clean_session(clean_session)
+        .set_keep_alive(cfg.keep_alive)
+        .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
+        .set_manual_acks(manual_acks);
+    if let Some(user) = &cfg.username {
+        let password = match &cfg.password {
+            Some(secret) => secret.resolve()?,
+            None => String::new(),
+        };
+        o.set_credentials(user.as_str(), password);
+    }
+    if let Some(tls) = &cfg.tls {
+        let config = tls_client_config(tls)?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(config),
+        )));
+    }
+    Ok(o)
+}
+
+fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let tls_err = |key: &'static str, path: &Path, problem: String| MqttError::Tls {
+        key,
+        path: path.display().to_string(),
+        problem,
+    };
+    let read_certs =
+        |key: &'static str, path: &PathBuf| -> Result<Vec<CertificateDer<'static>>, MqttError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| tls_err(key, path, format!("cannot read PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(tls_err(key, path, "contains no PEM certificate".into()));
+            }
+            Ok(certs)
+        };
+
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            let (added, _) = roots.add_parsable_certificates(read_certs("ca_file", path)?);
+            if added == 0 {
+                return Err(tls_err("ca_file", path, "no usable CA certificate".into()));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "problem loading a system root certificate");
+            }
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(tls_err(
+                    "ca_file",
+                    Path::new("(unset)"),
+                    "no system root certificates found; set mqtt.tls.ca_file".into(),
+                ));
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_err("ca_file", Path::new("-"), e.to_string()))?
+    .with_root_certificates(roots);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("client_cert", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                tls_err(
+                    "client_key",
+                    key,
+                    format!("cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+                )
+            })?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| tls_err("client_key", key, format!("does not fit client_cert: {e}")))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Matches topics to subscriptions and decodes, counting everything.
+struct Router {
+    decoders: Vec<Decoder>,
+    captures: Vec<(Arc<str>, Arc<str>)>,
+    error_counts: Vec<u64>,
+}
+
+impl Router {
+    fn new(decoders: Vec<Decoder>) -> Router {
+        let n = decoders.len();
+        Router {
+            decoders,
+            captures: Vec::new(),
+            error_counts: vec![0; n],
+        }
+    }
+
+    /// Samples for a publish, or `None` if it is dropped (no subscription matches, or the
+    /// payload does not decode). The first matching subscription decodes it.
+    fn route(&mut self, publish: &Publish, recv_ns: i64) -> Option<Vec<Sample>> {
+        self.captures.clear();
+        let Some(decoder) = self
+            .decoders
+            .iter()
+            .find(|d| d.template.match_topic(&publish.topic, &mut self.captures))
+        else {
+            // A persistent session can carry subscriptions of an older config.
+            metrics::counter!("sitewatch_mqtt_unmatched_total").increment(1);
+            tracing::debug!(topic = %publish.topic, "MQTT message matches no subscription; dropped");
+            return None;
+        };
+        // Arc<str> labels: no allocation per message.
+        let label = decoder.label.clone();
+        metrics::counter!("sitewatch_mqtt_messages_total", "subscription" => label.clone())
+            .increment(1);
+        match decoder.decode(&publish.topic, &self.captures, &publish.payload, recv_ns) {
+            Ok(samples) => {
+                metrics::counter!("sitewatch_mqtt_samples_total", "subscription" => label)
+                    .increment(samples.len() as u64);
+                Some(samples)
+            }
+            Err(e) => {
+                metrics::counter!(
+                    "sitewatch_mqtt_decode_errors_total",
+                    "subscription" => label.clone(),
+                    "reason" => e.reason.as_str()
+                )
+                .increment(1);
+                let count = &mut self.error_counts[decoder.index];
+                *count += 1;
+                if *count <= WARN_FIRST_ERRORS || *count % 1000 == 0 {
+                    tracing::warn!(subscription = %label, errors_so_far = *count, "{e}");
+                } else {
+                    tracing::debug!(subscription = %label, "{e}");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// An ack on its way to the broker. Dropping it (ack completed and forwarded, ack dropped
+/// unused, or discarded as stale) releases its count in `outstanding`.
+struct PendingAck {
+    qos: QoS,
+    pkid: u16,
+    generation: u64,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Drop for PendingAck {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct AckForwarder {
+    tx: mpsc::UnboundedSender<PendingAck>,
+    /// Bumped on every connection loss and ConnAck. A packet id is only meaningful on the
+    /// connection that delivered it: after a reconnect the broker resends un-acked messages
+    /// (same or new ids) and an old PUBACK could acknowledge a different message that is not
+    /// stored yet. An ack forwarded in the microseconds between rumqttc noticing the loss and
+    /// the bump can still slip through; with Mosquitto, which resends a message under its old
+    /// id, it then acknowledges the resent copy of a message that is stored, which is harmless.
+    generation: Arc<AtomicU64>,
+    outstanding: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AckForwarder {
+    fn spawn(client: AsyncClient) -> AckForwarder {
+        let (tx, mut rx) = mpsc::unbounded_channel::<PendingAck>();
+        let generation = Arc::new(AtomicU64::new(0));
+        let current = generation.clone();
+        let task = tokio::spawn(async move {
+            while let Some(pending) = rx.recv().await {
+                if pending.generation != current.load(Ordering::Acquire) {
+                    metrics::counter!("sitewatch_mqtt_stale_acks_total").increment(1);
+                    tracing::debug!(
+                        pkid = pending.pkid,
+                        "ack from an earlier connection dropped; the broker redelivers the message"
+                    );
+                    continue;
+                }
+                let mut publish = Publish::new("", pending.qos, Vec::new());
+                publish.pkid = pending.pkid;
+                tracing::trace!(pkid = pending.pkid, "forwarding MQTT ack");
+                if let Err(e) = client.ack(&publish).await {
+                    tracing::debug!(error = %e, "MQTT ack not sent (client stopped)");
+                }
+            }
+        });
+        AckForwarder {
+            tx,
+            generation,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            task,
+        }
+    }
+
+    fn connection_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn pending(&self, publish: &Publish) -> PendingAck {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        PendingAck {
+            qos: publish.qos,
+            pkid: publish.pkid,
+            generation: self.generation.load(Ordering::Acquire),
+            outstanding: self.outstanding.clone(),
+        }
+    }
+
+    /// The ack that travels downstream with the publish's samples.
+    fn ack_for(&self, publish: &Publish) -> Ack {
+        let pending = self.pending(publish);
+        let tx = self.tx.clone();
+        Ack::new(move || {
+            let _ = tx.send(pending);
+        })
+    }
+
+    fn ack_now(&self, publish: &Publish) {
+        if publish.qos != QoS::AtMostOnce {
+            let _ = self.tx.send(self.pending(publish));
+        }
+    }
+
+    fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Exponential backoff with jitter (half fixed, half random) so a fleet of collectors does
+/// not reconnect in lockstep after a broker restart.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        let initial = initial.min(max);
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        use rand::Rng;
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = base / 2;
+        let jitter_ms = rand::rng().random_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter_ms)
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
+        let d: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(100) && d[0] <= Duration::from_millis(200));
+        assert!(d[5] >= Duration::from_millis(500) && d[5] <= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn one_subscribe_with_deduplicated_filters() {
+        let cfg: MqttConfig = toml::from_str(
+            r#"
+            host = "h"
+            [[subscription]]
+            topic = "a/{x}/t"
+            measurement = "m"
+            format = "number"
+            qos = 0
+            [[subscription]]
+            name = "second"
+            topic = "a/{y}/t"
+            measurement = "m"
+            format = "number"
+            qos = 1
+            [[subscription]]
+            topic = "b/#"
+            format = "line_protocol"
+            "#,
+        )
+        .unwrap();
+        let s = subscribe_request(&cfg.compile().unwrap());
+        assert_eq!(
+            s.filters,
+            vec![
+                SubscribeFilter::new("a/+/t".into(), QoS::AtLeastOnce),
+                SubscribeFilter::new("b/#".into(), QoS::AtLeastOnce),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn ack_counting_and_stale_generation() {
+        let opts = MqttOptions::new("t", "127.0.0.1", 1);
+        let (client, _eventloop) = AsyncClient::new(opts, 8);
+        let acks = AckForwarder::spawn(client);
+        let mut p = Publish::new("x", QoS::AtLeastOnce, Vec::new());
+        p.pkid = 7;
+        let dropped = acks.ack_for(&p);
+        let completed = acks.ack_for(&p);
+        assert_eq!(acks.outstanding(), 2);
+        drop(dropped);
+        assert_eq!(acks.outstanding(), 1);
+        acks.connection_changed();
+        completed.complete();
+        // Stale: discarded by the forwarder task without reaching the client.
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while acks.outstanding() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let q0 = Publish::new("x", QoS::AtMostOnce, Vec::new());
+        acks.ack_now(&q0);
+        assert_eq!(acks.outstanding(), 0);
+        acks.stop();
+    }
+
+    #[test]
+    fn tls_errors_name_the_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a pem").unwrap();
+        let e = tls_client_config(&TlsConfig {
+            ca_file: Some(empty),
+            ..TlsConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("mqtt.tls.ca_file") && e.contains("ca.pem"),
+            "{e}"
+        );
+        let e = tls_client_config(&TlsConfig {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..TlsConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+    }
+}

@@ -1,0 +1,388 @@
+//! The rules stage of the pipeline: collectors → rules → sinks and the alert router.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Event, Sample};
+use crate::pipeline::{Batch, BatchReceiver, BatchSender};
+
+use super::config::RuleSet;
+use super::engine::Engine;
+
+/// Evaluates samples in order and returns the events they caused (used by `sitewatch once`).
+pub fn evaluate_batch(engine: &mut Engine, samples: &[Sample]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for s in samples {
+        engine.observe(s, &mut out);
+    }
+    out
+}
+
+/// Runs the stage until `rx` closes or `shutdown` fires; see [`run_with_reload`].
+pub async fn run(
+    engine: Engine,
+    rx: BatchReceiver,
+    series_tx: BatchSender,
+    events_tx: BatchSender,
+    alerts_tx: Option<mpsc::Sender<Event>>,
+    events_measurement: Arc<str>,
+    shutdown: CancellationToken,
+) {
+    // Held open for the whole run so the reload branch simply never fires.
+    let (_no_reloads, reload_rx) = mpsc::channel(1);
+    run_with_reload(
+        engine,
+        rx,
+        series_tx,
+        events_tx,
+        alerts_tx,
+        events_measurement,
+        reload_rx,
+        shutdown,
+    )
+    .await
+}
+
+struct Outputs {
+    series_tx: BatchSender,
+    events_tx: BatchSender,
+    alerts_tx: Option<mpsc::Sender<Event>>,
+    events_measurement: Arc<str>,
+    series_gone_logged: bool,
+    events_gone_logged: bool,
+}
+
+impl Outputs {
+    async fn emit(&mut self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        for ev in &events {
+            tracing::info!(
+                rule = %ev.rule,
+                series = %ev.series,
+                severity = %ev.severity,
+                state = %ev.state,
+                message = %ev.message,
+                "rule event"
+            );
+        }
+        // Alerts first: try_send never waits, and a flood alarm should not queue behind a
+        // slow InfluxDB.
+        if let Some(tx) = &self.alerts_tx {
+            for ev in &events {
+                match tx.try_send(ev.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(ev)) => {
+                        metrics::counter!("sitewatch_rules_alerts_dropped_total", "reason" => "full")
+                            .increment(1);
+                        tracing::warn!(rule = %ev.rule, series = %ev.series, state = %ev.state, "alert router queue full; notification dropped (the event is still written to the events measurement)");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(ev)) => {
+                        metrics::counter!("sitewatch_rules_alerts_dropped_total", "reason" => "closed")
+                            .increment(1);
+                        tracing::error!(rule = %ev.rule, series = %ev.series, "alert router has stopped; notification dropped");
+                    }
+                }
+            }
+        }
+        let n = events.len() as u64;
+        let samples = events
+            .iter()
+            .map(|e| e.to_sample(&self.events_measurement))
+            .collect();
+        if self.events_tx.send(Batch::new(samples)).await.is_err() {
+            metrics::counter!("sitewatch_rules_events_dropped_total").increment(n);
+            if !self.events_gone_logged {
+                self.events_gone_logged = true;
+                tracing::error!("events writer has stopped; rule events are no longer stored");
+            }
+        }
+    }
+
+    async fn forward(&mut self, batch: Batch) {
+        let n = batch.samples.len() as u64;
+        // A failed send drops the batch and its acks, which tells acknowledging sources
+        // (MQTT QoS 1) that the data was not stored, so the broker redelivers.
+        if self.series_tx.send(batch).await.is_err() {
+            metrics::counter!("sitewatch_rules_forward_dropped_samples_total").increment(n);
+            if !self.series_gone_logged {
+                self.series_gone_logged = true;
+                tracing::error!("series writer has stopped; samples are no longer forwarded");
+            }
+        }
+    }
+}
+
+/// Runs the stage: for each batch from `rx`, evaluates every sample, sends the resulting events
+/// (as samples of `events_measurement`) on `events_tx` and to `alerts_tx`, then forwards the
+/// original batch with its acks on `series_tx`. A [`RuleSet`] received on `reload` replaces the
+/// rules (see [`Engine::replace_rules`]) and its events are delivered the same way.
+///
+/// Returns when `rx` is closed and drained, or on `shutdown` after forwarding every batch
+/// already queued; dropping the senders then lets the writers finish.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_reload(
+    mut engine: Engine,
+    mut rx: BatchReceiver,
+    series_tx: BatchSender,
+    events_tx: BatchSender,
+    alerts_tx: Option<mpsc::Sender<Event>>,
+    events_measurement: Arc<str>,
+    mut reload: mpsc::Receiver<RuleSet>,
+    shutdown: CancellationToken,
+) {
+    let mut out = Outputs {
+        series_tx,
+        events_tx,
+        alerts_tx,
+        events_measurement,
+        series_gone_logged: false,
+        events_gone_logged: false,
+    };
+    let mut reload_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            rules = reload.recv(), if reload_open => match rules {
+                Some(rules) => {
+                    let n = rules.len();
+                    let events = engine.replace_rules(rules);
+                    tracing::info!(rules = n, "rules replaced");
+                    out.emit(events).await;
+                }
+                None => reload_open = false,
+            },
+            batch = rx.recv() => match batch {
+                Some(batch) => process(&mut engine, &mut out, batch).await,
+                None => return,
+            },
+        }
+    }
+    // Shutdown: take no new batches, but finish the ones collectors already handed over.
+    rx.close();
+    while let Some(batch) = rx.recv().await {
+        process(&mut engine, &mut out, batch).await;
+    }
+}
+
+async fn process(engine: &mut Engine, out: &mut Outputs, batch: Batch) {
+    let events = evaluate_batch(engine, &batch.samples);
+    out.emit(events).await;
+    out.forward(batch).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventState, FieldValue, SeriesKey, TagSet};
+    use crate::pipeline::Ack;
+    use crate::rules::config::parse_rules;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const RULES: &str = r#"
+[[rule]]
+name = "hot"
+measurement = "env"
+field = "t"
+match = { rack = "*" }
+above = { warning = 27.0, critical = 32.0 }
+message = "{rack} at {value}"
+"#;
+
+    fn ruleset(text: &str) -> RuleSet {
+        RuleSet::new(parse_rules(text, Path::new("t.toml")).unwrap()).unwrap()
+    }
+
+    fn sample(rack: &str, ts: i64, v: f64) -> Sample {
+        Sample::new(SeriesKey::new("env", TagSet::new([("rack", rack)])), ts)
+            .with_field("t", FieldValue::Float(v))
+    }
+
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("stage did not answer within 5 s")
+    }
+
+    #[tokio::test]
+    async fn events_precede_their_batch_and_acks_travel_unchanged() {
+        let (tx, rx) = mpsc::channel(8);
+        let (series_tx, mut series_rx) = mpsc::channel(8);
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (alerts_tx, mut alerts_rx) = mpsc::channel(1);
+        let stage = tokio::spawn(run(
+            Engine::new(ruleset(RULES)),
+            rx,
+            series_tx,
+            events_tx,
+            Some(alerts_tx),
+            "events".into(),
+            CancellationToken::new(),
+        ));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let a = acked.clone();
+        // Two series breach in one batch; the alert queue holds one, the second is dropped
+        // without stalling the pipeline.
+        let batch = Batch::new(vec![
+            sample("r1", 1, 20.0),
+            sample("r1", 2, 33.0),
+            sample("r2", 2, 28.0),
+        ])
+        .with_ack(Ack::new(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+        }));
+        tx.send(batch).await.unwrap();
+        let mut forwarded = within(series_rx.recv()).await.unwrap();
+        // The events were sent before the batch, so they are already waiting.
+        let events = events_rx.try_recv().expect("events before the samples");
+        assert_eq!(events.samples.len(), 2);
+        assert!(events.acks.is_empty());
+        let e0 = &events.samples[0];
+        assert_eq!(&*e0.series.measurement, "events");
+        assert_eq!(e0.series.tags.get("rule"), Some("hot"));
+        assert_eq!(e0.series.tags.get("severity"), Some("critical"));
+        assert_eq!(e0.series.tags.get("rack"), Some("r1"));
+        assert_eq!(
+            e0.field("message"),
+            Some(&FieldValue::Str("r1 at 33".into()))
+        );
+        assert_eq!(e0.timestamp_ns, 2);
+        assert_eq!(forwarded.samples.len(), 3);
+        assert_eq!(forwarded.acks.len(), 1);
+        assert_eq!(acked.load(Ordering::SeqCst), 0);
+        forwarded.complete_acks();
+        assert_eq!(acked.load(Ordering::SeqCst), 1);
+        let alert = alerts_rx.try_recv().unwrap();
+        assert_eq!(alert.state, EventState::Firing);
+        assert!(
+            alerts_rx.try_recv().is_err(),
+            "second alert dropped on a full queue"
+        );
+
+        // A batch without events is forwarded alone.
+        tx.send(Batch::new(vec![sample("r3", 3, 20.0)]))
+            .await
+            .unwrap();
+        let b = within(series_rx.recv()).await.unwrap();
+        assert_eq!(b.samples.len(), 1);
+        assert!(events_rx.try_recv().is_err());
+
+        // Collectors done: the stage ends and drops its senders, so writers see the end.
+        drop(tx);
+        within(stage).await.unwrap();
+        assert!(within(series_rx.recv()).await.is_none());
+        assert!(within(events_rx.recv()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn shutdown_forwards_everything_already_received() {
+        let (tx, rx) = mpsc::channel(16);
+        let (series_tx, mut series_rx) = mpsc::channel(16);
+        let (events_tx, mut events_rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        for i in 0..10 {
+            tx.send(Batch::new(vec![sample("r1", i, 20.0 + i as f64)]))
+                .await
+                .unwrap();
+        }
+        shutdown.cancel();
+        // Cancelled before it starts: the queued batches must still all come out.
+        within(run(
+            Engine::new(ruleset(RULES)),
+            rx,
+            series_tx,
+            events_tx,
+            None,
+            "events".into(),
+            shutdown,
+        ))
+        .await;
+        let mut n = 0;
+        while let Some(b) = series_rx.recv().await {
+            n += b.samples.len();
+        }
+        assert_eq!(n, 10);
+        let mut states = Vec::new();
+        while let Some(b) = events_rx.recv().await {
+            for s in b.samples {
+                states.push(s.series.tags.get("severity").unwrap().to_string());
+            }
+        }
+        assert_eq!(states, vec!["warning"], "27 < 28 triggers warning once");
+        // The collectors' side sees the stage is gone.
+        assert!(tx.send(Batch::default()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn reload_resolves_alarms_of_removed_rules() {
+        let (tx, rx) = mpsc::channel(8);
+        let (series_tx, mut series_rx) = mpsc::channel(8);
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        let stage = tokio::spawn(run_with_reload(
+            Engine::new(ruleset(RULES)),
+            rx,
+            series_tx,
+            events_tx,
+            None,
+            "events".into(),
+            reload_rx,
+            CancellationToken::new(),
+        ));
+        tx.send(Batch::new(vec![sample("r1", 1, 30.0)]))
+            .await
+            .unwrap();
+        within(series_rx.recv()).await.unwrap();
+        let firing = within(events_rx.recv()).await.unwrap();
+        assert_eq!(firing.samples[0].series.tags.get("state"), Some("firing"));
+
+        reload_tx.send(RuleSet::default()).await.unwrap();
+        let resolved = within(events_rx.recv()).await.unwrap();
+        assert_eq!(
+            resolved.samples[0].series.tags.get("state"),
+            Some("resolved")
+        );
+        assert_eq!(resolved.samples[0].series.tags.get("rule"), Some("hot"));
+
+        // With no rules, samples still flow.
+        tx.send(Batch::new(vec![sample("r1", 2, 40.0)]))
+            .await
+            .unwrap();
+        assert_eq!(within(series_rx.recv()).await.unwrap().samples.len(), 1);
+        drop(reload_tx);
+        drop(tx);
+        within(stage).await.unwrap();
+        assert!(events_rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn evaluate_batch_runs_samples_in_order() {
+        let mut engine = Engine::new(ruleset(RULES));
+        let events = evaluate_batch(
+            &mut engine,
+            &[
+                sample("r1", 1, 28.0),
+                sample("r1", 2, 33.0),
+                sample("r1", 3, 10.0),
+            ],
+        );
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.severity.as_str(), e.state.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("warning", "firing"),
+                ("critical", "firing"),
+                ("critical", "resolved")
+            ]
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! The `[influx]` configuration table.
+//!
+//! ```toml
+//! [influx]
+//! url = "http://127.0.0.1:8086"
+//! api = "v1"                  # v1 | v2 | v3
+//! database = "sitewatch"      # v1 and v3
+//! # retention_policy = "autogen"
+//! # username = "sitewatch"
+//! # password = { env = "SITEWATCH_INFLUX_PASSWORD" }
+//! # org = "dc-ops"            # v2
+//! # bucket = "sitewatch"      # v2
+//! # token = { file = "/etc/sitewatch/influx.token" }   # v2 and v3
+//! batch_size = 5000
+//! flush_interval = "1s"
+//! timeout = "10s"
+//! gzip = true
+//! max_retry_delay = "30s"
+//! buffer_limit = 100000
+//! shutdown_timeout = "10s"
+//! events_measurement = "events"
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{Secret, SecretError};
+
+/// Which write API the server speaks. Only the URL and the authorization differ.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    /// InfluxDB 1.x `POST /write?db=&rp=&precision=ns`, optional basic auth. Also accepted by
+    /// InfluxDB 2.x/3.x compatibility endpoints and VictoriaMetrics.
+    #[default]
+    V1,
+    /// InfluxDB 2.x `POST /api/v2/write?org=&bucket=&precision=ns`, `Authorization: Token`.
+    V2,
+    /// InfluxDB 3 `POST /api/v3/write_lp?db=&precision=nanosecond`, `Authorization: Bearer`.
+    V3,
+}
+
+impl InfluxApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfluxApi::V1 => "v1",
+            InfluxApi::V2 => "v2",
+            InfluxApi::V3 => "v3",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL of the server, e.g. `http://127.0.0.1:8086`. A path prefix (reverse proxy)
+    /// is kept.
+    pub url: String,
+    #[serde(default)]
+    pub api: InfluxApi,
+    /// v1 and v3: database name.
+    pub database: Option<String>,
+    /// v1: retention policy (server default when absent).
+    pub retention_policy: Option<String>,
+    /// v1: user for basic auth (needs `password`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// v2: organization name or id.
+    pub org: Option<String>,
+    /// v2: bucket name.
+    pub bucket: Option<String>,
+    /// v2 and v3: API token.
+    pub token: Option<Secret>,
+    /// Lines per write request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a line waits before it is sent.
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Cap of the exponential retry backoff.
+    #[serde(default = "default_max_retry_delay", with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// Most samples held in memory while the server is down or slow. Beyond it the oldest
+    /// series samples are dropped (events never are).
+    #[serde(default = "default_buffer_limit")]
+    pub buffer_limit: usize,
+    /// How long shutdown may spend flushing what is buffered.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Measurement that samples from the events channel are written to.
+    #[serde(default = "default_events_measurement")]
+    pub events_measurement: String,
+}
+
+fn default_batch_size() -> usize {
+    5000
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_retry_delay() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_buffer_limit() -> usize {
+    100_000
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_events_measurement() -> String {
+    crate::model::EVENTS_MEASUREMENT.to_string()
+}
+
+/// Errors from building an [`super::InfluxWriter`].
+#[derive(Debug, thiserror::Error)]
+pub enum InfluxError {
+    #[error("[influx] {key}: {problem}; {fix}")]
+    Config {
+        key: &'static str,
+        problem: String,
+        fix: &'static str,
+    },
+    #[error("[influx] {key}: {source}")]
+    Secret {
+        key: &'static str,
+        source: SecretError,
+    },
+    #[error("[influx] cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+fn missing(key: &'static str, problem: String, fix: &'static str) -> InfluxError {
+    InfluxError::Config { key, problem, fix }
+}
+
+fn is_blank(v: &Option<String>) -> bool {
+    v.as_deref().is_none_or(|s| s.trim().is_empty())
+}
+
+impl InfluxConfig {
+    /// Checks the keys the chosen `api` needs and the ranges of the tuning keys.
+    pub fn validate(&self) -> Result<(), InfluxError> {
+        let url = reqwest::Url::parse(&self.url).map_err(|e| {
+            missing(
+                "url",
+                format!("{:?} is not a URL ({e})", self.url),
+                "write it like \"http://127.0.0.1:8086\"",
+            )
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(missing(
+                "url",
+                format!("scheme {:?} is not supported", url.scheme()),
+                "use http:// or https://",
+            ));
+        }
+        let api = self.api.as_str();
+        match self.api {
+            InfluxApi::V1 => {
+                if is_blank(&self.database) {
+                    return Err(missing(
+                        "database",
+                        "api = \"v1\" needs a database".into(),
+                        "add database = \"sitewatch\" (create it with CREATE DATABASE first)",
+                    ));
+                }
+                if self.username.is_some() != self.password.is_some() {
+                    return Err(missing(
+                        if self.username.is_some() {
+                            "password"
+                        } else {
+                            "username"
+                        },
+                        "username and password go together".into(),
+                        "set both, or neither for a server without authentication",
+                    ));
+                }
+                self.reject_keys(
+                    api,
+                    &[
+                        ("org", self.org.is_some()),
+                        ("bucket", self.bucket.is_some()),
+                        ("token", self.token.is_some()),
+                    ],
+                )?;
+            }
+            InfluxApi::V2 => {
+                for (key, blank) in [
+                    ("org", is_blank(&self.org)),
+                    ("bucket", is_blank(&self.bucket)),
+                ] {
+                    if blank {
+                        return Err(missing(
+                            key,
+                            format!("api = \"v2\" needs {key}"),
+                            "set org and bucket as shown in the InfluxDB UI (Load Data > Buckets)",
+                        ));
+                    }
+                }
+                if self.token.is_none() {
+                    return Err(missing(
+                        "token",
+                        "api = \"v2\" needs a token".into(),
+                        "create a write token for the bucket and set token = { env = \"...\" } or { file = \"...\" }",
+                    ));
+                }
+                self.reject_keys(
+                    api,
+                    &[
+                        ("database", self.database.is_some()),
+                        ("retention_policy", self.retention_policy.is_some()),
+                        ("username", self.username.is_some()),
+                        ("password", self.password.is_some()),
+                    ],
+                )?;
+            }
+            InfluxApi::V3 => {
+                if is_blank(&self.database) {
+                    return Err(missing(
+                        "database",
+                        "api = \"v3\" needs a database".into(),
+                        "add database = \"sitewatch\"",
+                    ));
+                }
+                if self.token.is_none() {
+                    return Err(missing(
+                        "token",
+                        "api = \"v3\" needs a token".into(),
+                        "create one with `influxdb3 create token` and set token = { env = \"...\" } or { file = \"...\" }",
+                    ));
+                }
+                self.reject_keys(
+                    api,
+                    &[
+                        ("org", self.org.is_some()),
+                        ("bucket", self.bucket.is_some()),
+                        ("retention_policy", self.retention_policy.is_some()),
+                        ("username", self.username.is_some()),
+                        ("password", self.password.is_some()),
+                    ],
+                )?;
+            }
+        }
+        if self.batch_size == 0 {
+            return Err(missing(
+                "batch_size",
+                "must be at least 1".into(),
+                "5000 is a good start",
+            ));
+        }
+        if self.buffer_limit < self.batch_size {
+            return Err(missing(
+                "buffer_limit",
+                format!(
+                    "{} is below batch_size {}",
+                    self.buffer_limit, self.batch_size
+                ),
+                "raise buffer_limit (default 100000) or lower batch_size",
+            ));
+        }
+        for (key, d) in [
+            ("flush_interval", self.flush_interval),
+            ("timeout", self.timeout),
+            ("max_retry_delay", self.max_retry_delay),
+        ] {
+            if d.is_zero() {
+                return Err(missing(
+                    key,
+                    "must be longer than 0".into(),
+                    "use a duration like \"1s\"",
+                ));
+            }
+        }
+        if self.events_measurement.is_empty() {
+            return Err(missing(
+                "events_measurement",
+                "is empty".into(),
+                "leave it out for \"events\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A key that belongs to another API is almost always a copy-paste mistake that would
+    /// otherwise be silently ignored.
+    fn reject_keys(&self, api: &str, keys: &[(&'static str, bool)]) -> Result<(), InfluxError> {
+        for &(key, present) in keys {
+            if present {
+                return Err(InfluxError::Config {
+                    key,
+                    problem: format!("is not used with api = \"{api}\""),
+                    fix: "remove it, or set api to the flavour that uses it (v1: database/retention_policy/username/password, v2: org/bucket/token, v3: database/token)",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> InfluxConfig {
+        toml::from_str(s).expect("parse")
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(
+            r#"url = "http://127.0.0.1:8086"
+database = "sw""#,
+        );
+        c.validate().unwrap();
+        assert_eq!(c.api, InfluxApi::V1);
+        assert_eq!(c.batch_size, 5000);
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(c.gzip);
+        assert_eq!(c.max_retry_delay, Duration::from_secs(30));
+        assert_eq!(c.buffer_limit, 100_000);
+        assert_eq!(c.events_measurement, "events");
+    }
+
+    #[test]
+    fn full_v2() {
+        let c = parse(
+            r#"url = "https://influx.example:8086/prefix"
+api = "v2"
+org = "ops"
+bucket = "b"
+token = { env = "X" }
+batch_size = 100
+flush_interval = "250ms"
+gzip = false"#,
+        );
+        c.validate().unwrap();
+        assert_eq!(c.flush_interval, Duration::from_millis(250));
+        assert!(!c.gzip);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = toml::from_str::<InfluxConfig>(
+            r#"url = "http://x"
+databse = "typo""#,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("databse"), "{e}");
+    }
+
+    fn err(s: &str) -> String {
+        parse(s).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validation_names_the_missing_key() {
+        assert!(err(r#"url = "http://x""#).contains("database"));
+        let e = err(r#"url = "http://x"
+api = "v2"
+org = "o"
+token = "t""#);
+        assert!(e.contains("bucket"), "{e}");
+        let e = err(r#"url = "http://x"
+api = "v2"
+org = "o"
+bucket = "b""#);
+        assert!(e.contains("token"), "{e}");
+        let e = err(r#"url = "http://x"
+api = "v3"
+database = "d""#);
+        assert!(e.contains("token"), "{e}");
+        let e = err(r#"url = "http://x"
+database = "d"
+username = "u""#);
+        assert!(e.contains("password"), "{e}");
+        let e = err(r#"url = "http://x"
+database = "d"
+bucket = "b""#);
+        assert!(e.contains("bucket") && e.contains("not used"), "{e}");
+        let e = err(r#"url = "127.0.0.1:8086"
+database = "d""#);
+        assert!(e.contains("url"), "{e}");
+        let e = err(r#"url = "http://x"
+database = "d"
+batch_size = 0"#);
+        assert!(e.contains("batch_size"), "{e}");
+        let e = err(r#"url = "http://x"
+database = "d"
+buffer_limit = 10"#);
+        assert!(e.contains("buffer_limit"), "{e}");
+    }
+}

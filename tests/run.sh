@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The test command: installs what the suite needs (Debian packages, snmpsim from PyPI),
+# then runs formatting, lints and the whole test suite against real services.
+# Usage: bash tests/run.sh        (from a clone of the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages the harness starts (binary:package).
+needed=(
+  influxd:influxdb
+  victoria-metrics:victoria-metrics
+  mosquitto:mosquitto
+  mosquitto_pub:mosquitto-clients
+  snmpd:snmpd
+  snmpget:snmp
+  snmptrap:snmp
+  prometheus-alertmanager:prometheus-alertmanager
+  prometheus-snmp-exporter:prometheus-snmp-exporter
+)
+missing=()
+for pair in "${needed[@]}"; do
+  bin=${pair%%:*}; pkg=${pair##*:}
+  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then missing+=("$pkg"); fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # The packages' own services are not wanted: the tests start private instances.
+  echo 'exit 101' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# snmpsim (realistic device agents serving .snmprec data) lives on PyPI. It goes into a
+# virtualenv under target/ so the system Python is left alone (Debian forbids pip there).
+if ! command -v snmpsim-command-responder >/dev/null 2>&1; then
+  venv=target/snmpsim-venv
+  if [ ! -x "$venv/bin/snmpsim-command-responder" ]; then
+    command -v python3 >/dev/null 2>&1 || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3; }
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      rm -rf "$venv"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+      python3 -m venv "$venv"
+    fi
+    # snmpsim 1.2 imports pysmi without declaring it.
+    "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==2.0.0'
+  fi
+  export PATH="$PWD/$venv/bin:$PATH"
+fi
+
+# Debian keeps daemons in /usr/sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust (stable) with rustup or: $SUDO apt-get install -y cargo" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
