@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod alertmanager;
 pub mod influx;
 pub mod mosquitto;
+pub mod sitewatch;
 pub mod snmp;
 
 /// A free TCP port on 127.0.0.1 (the kernel picks it; a tiny race with other processes is

@@ -1,0 +1,360 @@
+//! End to end through the real binary: MQTT (real mosquitto) → sitewatch → InfluxDB (real
+//! influxd), with rules writing events, plus the `check` and `once` commands.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::influx::Influxd;
+use common::mosquitto::Mosquitto;
+use common::sitewatch::Sitewatch;
+use common::{eventually, sitewatch_bin};
+use serde_json::{json, Value};
+
+const DB: &str = "e2e";
+
+const RULES: &str = r#"
+[[rule]]
+name = "rack_inlet_temperature"
+measurement = "environment"
+field = "temperature"
+match = { rack = "*" }
+above = { warning = 27.0, warning_clear = 26.0 }
+for = "2s"
+message = "{rack}: inlet {value} °C above {threshold} °C"
+"#;
+
+fn config(mqtt: &Mosquitto, influx: &Influxd, client_id: &str) -> String {
+    format!(
+        r#"
+[influx]
+url = "{url}"
+database = "{DB}"
+flush_interval = "200ms"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "{client_id}"
+
+[[mqtt.subscription]]
+topic = "dc/{{site}}/{{room}}/{{rack}}/env"
+measurement = "environment"
+format = "json"
+fields = {{ temperature = "temperature", humidity = "humidity" }}
+timestamp = "ts"
+timestamp_unit = "ms"
+
+[[mqtt.subscription]]
+topic = "dc/{{site}}/{{room}}/{{rack}}/power"
+measurement = "rack_power"
+format = "number"
+field = "power_w"
+
+[[mqtt.subscription]]
+topic = "lp/{{site}}/#"
+format = "line_protocol"
+
+[rules]
+files = ["rules/*.toml"]
+"#,
+        url = influx.url(),
+        mqtt_port = mqtt.port,
+    )
+}
+
+fn env_payload(ts_ms: i64, temperature: f64, humidity: f64) -> Vec<u8> {
+    json!({"ts": ts_ms, "temperature": temperature, "humidity": humidity})
+        .to_string()
+        .into_bytes()
+}
+
+fn count(influx: &Influxd, q: &str) -> i64 {
+    influx
+        .rows(DB, q)
+        .first()
+        .and_then(|r| r.get(1))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+/// A whole second well in the past, so payload timestamps are exact and never "future".
+fn base_ms() -> i64 {
+    let now_ms = (sitewatch::model::now_ns() / 1_000_000) as i64;
+    (now_ms / 1000 - 120) * 1000
+}
+
+#[test]
+fn mqtt_to_influx_exact_values_tags_timestamps_and_one_event_pair() {
+    let mqtt = Mosquitto::start();
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let mut sw = Sitewatch::start(
+        &config(&mqtt, &influx, "sitewatch-e2e-1"),
+        &[("rules/facility.toml", RULES)],
+    );
+    eventually(Duration::from_secs(10), "MQTT connected", || {
+        (sw.metric("sitewatch_mqtt_connected", &[]) == 1.0).then_some(())
+    });
+
+    let t0 = base_ms();
+    // Rack a01 crosses 27 °C; `for = 2s` (on payload time) and the 26 °C clear level decide
+    // what fires: one firing at t0+3s, one resolved at t0+5s, nothing for the later 1 s spike.
+    let series: [(i64, f64); 9] = [
+        (0, 25.0),
+        (1000, 28.0), // pending
+        (3000, 28.5), // held 2 s: fires
+        (4000, 26.5), // below 27 but above the clear level: still firing
+        (5000, 25.5), // resolved
+        (6000, 26.9), // below 27: nothing
+        (7000, 29.0), // spike: pending
+        (8000, 25.0), // gone before `for`: nothing
+        (9000, 24.0),
+    ];
+    for (i, (dt, temp)) in series.iter().enumerate() {
+        let humidity = 40.0 + i as f64;
+        mqtt.publish(
+            "dc/dc1/hall1/a01/env",
+            &env_payload(t0 + dt, *temp, humidity),
+            1,
+            false,
+        );
+    }
+    // Malformed payloads among good ones: the good ones must all land.
+    mqtt.publish("dc/dc1/hall1/a02/env", b"not json at all", 1, false);
+    mqtt.publish(
+        "dc/dc1/hall1/a02/env",
+        &env_payload(t0, 22.0, 30.0),
+        1,
+        false,
+    );
+    mqtt.publish("dc/dc1/hall1/a02/env", &[0xff, 0xfe, b'{', 0x80], 1, false);
+    mqtt.publish(
+        "dc/dc1/hall1/a02/env",
+        &env_payload(t0 + 1000, 22.5, 31.0),
+        1,
+        false,
+    );
+    mqtt.publish("dc/dc1/hall1/a02/power", b"twelve hundred", 1, false);
+    mqtt.publish("dc/dc1/hall1/a02/power", b"1234.5", 1, false);
+    // Line protocol passthrough keeps its own types and timestamp; topic captures add tags.
+    let lp_ts = (t0 + 500) as i128 * 1_000_000;
+    mqtt.publish(
+        "lp/dc1/pdu",
+        format!("pdu,pdu=pdu-a01,phase=L1 current=7.5,outlets_on=12i,state=\"on\" {lp_ts}")
+            .as_bytes(),
+        1,
+        false,
+    );
+
+    eventually(
+        Duration::from_secs(15),
+        "all good samples in InfluxDB",
+        || {
+            let env = count(&influx, "SELECT count(temperature) FROM environment");
+            let power = count(&influx, "SELECT count(power_w) FROM rack_power");
+            let pdu = count(&influx, "SELECT count(current) FROM pdu");
+            (env == 11 && power == 1 && pdu == 1).then_some(())
+        },
+    );
+
+    // Exact values, tags and nanosecond timestamps from the payload.
+    let rows = influx.rows(
+        DB,
+        "SELECT temperature, humidity, site, room FROM environment WHERE rack = 'a01'",
+    );
+    let got: Vec<(i64, f64, f64, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_i64().unwrap(),
+                r[1].as_f64().unwrap(),
+                r[2].as_f64().unwrap(),
+                r[3].as_str().unwrap().to_string(),
+                r[4].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, f64, f64, String, String)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (dt, temp))| {
+            (
+                (t0 + dt) * 1_000_000,
+                *temp,
+                40.0 + i as f64,
+                "dc1".to_string(),
+                "hall1".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let pdu = influx.rows(
+        DB,
+        "SELECT current, outlets_on, state, pdu, phase, site FROM pdu",
+    );
+    assert_eq!(
+        pdu,
+        vec![vec![
+            json!(lp_ts as i64),
+            json!(7.5),
+            json!(12),
+            json!("on"),
+            json!("pdu-a01"),
+            json!("L1"),
+            json!("dc1"),
+        ]]
+    );
+    // Plain numbers carry no timestamp: receive time, i.e. recent.
+    let power = influx.rows(DB, "SELECT power_w, rack FROM rack_power");
+    assert_eq!(power[0][1], json!(1234.5));
+    assert_eq!(power[0][2], json!("a02"));
+    let age_s = (sitewatch::model::now_ns() - power[0][0].as_i64().unwrap()) as f64 / 1e9;
+    assert!(
+        (0.0..60.0).contains(&age_s),
+        "receive-time stamp is {age_s} s old"
+    );
+
+    // Exactly one firing and one resolved event, at the sample times that caused them.
+    let events = eventually(Duration::from_secs(10), "two event rows", || {
+        let rows = influx.rows(
+            DB,
+            "SELECT state, severity, value, threshold, message, rack, rule FROM events",
+        );
+        (rows.len() >= 2).then_some(rows)
+    });
+    assert_eq!(
+        events,
+        vec![
+            vec![
+                json!((t0 + 3000) * 1_000_000),
+                json!("firing"),
+                json!("warning"),
+                json!(28.5),
+                json!(27),
+                json!("a01: inlet 28.5 °C above 27 °C"),
+                json!("a01"),
+                json!("rack_inlet_temperature"),
+            ],
+            vec![
+                json!((t0 + 5000) * 1_000_000),
+                json!("resolved"),
+                json!("warning"),
+                json!(25.5),
+                json!(26),
+                events[1][5].clone(),
+                json!("a01"),
+                json!("rack_inlet_temperature"),
+            ],
+        ]
+    );
+
+    // Every malformed payload was counted.
+    let decode_errors = sw.metric("sitewatch_mqtt_decode_errors_total", &[]);
+    assert_eq!(decode_errors, 3.0, "metrics:\n{}", sw.metrics());
+    let written = sw.metric("sitewatch_influx_points_written_total", &[]);
+    assert!(written >= 15.0, "points written: {written}");
+
+    let status = sw.terminate();
+    assert!(status.success(), "exit {status}; log:\n{}", sw.log());
+}
+
+#[test]
+fn check_reports_file_and_line_and_once_prints_line_protocol() {
+    let mqtt = Mosquitto::start();
+    let influx = Influxd::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/facility.toml"), RULES).unwrap();
+
+    // A valid config passes `check`.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config(&mqtt, &influx, "sitewatch-e2e-once")).unwrap();
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rules: 1"), "{stdout}");
+    assert!(stdout.contains("mqtt: 3 subscription(s)"), "{stdout}");
+
+    // An unknown key: exit 1, file:line:column and the key in the message.
+    let bad = dir.path().join("bad.toml");
+    let text = config(&mqtt, &influx, "x").replace(
+        "flush_interval = \"200ms\"",
+        "flush_interval = \"200ms\"\nflush_intervall = \"1s\"",
+    );
+    let bad_line = text
+        .lines()
+        .position(|l| l.starts_with("flush_intervall"))
+        .unwrap()
+        + 1;
+    std::fs::write(&bad, &text).unwrap();
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("bad.toml:{bad_line}:1")) && stderr.contains("flush_intervall"),
+        "{stderr}"
+    );
+
+    // A rule on the wrong side of its clear level: the rule file's line.
+    let bad_rules = RULES.replace("warning_clear = 26.0", "warning_clear = 28.0");
+    std::fs::write(dir.path().join("rules/facility.toml"), &bad_rules).unwrap();
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let above_line = bad_rules
+        .lines()
+        .position(|l| l.starts_with("above"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            "facility.toml:{above_line}: rule 'rack_inlet_temperature'"
+        )) && stderr.contains("warning_clear"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("rules/facility.toml"), RULES).unwrap();
+
+    // `once` listens for a moment and prints line protocol; retained messages count.
+    let t0 = base_ms();
+    mqtt.publish(
+        "dc/dc1/hall1/a09/env",
+        &env_payload(t0, 31.5, 50.0),
+        1,
+        true,
+    );
+    let out = Command::new(sitewatch_bin())
+        .args(["once", "--mqtt-duration", "2s", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "environment,rack=a09,room=hall1,site=dc1 humidity=50.0,temperature=31.5 {}\n",
+        t0 * 1_000_000
+    );
+    assert_eq!(stdout, want);
+}
