@@ -118,4 +118,10 @@ echo
 echo "==> sitewatch's own metrics before shutdown (full set at /metrics):"
 grep -E '^sitewatch_(mqtt_messages_total|mqtt_decode_errors_total|influx_points_written_total|influx_write_errors_total|influx_dropped_total|rules_events_total)' \
   "$work/metrics.txt" | sed 's/^/    /' || true
-echo "==> done. The service log was: $work/sitewatch.log (removed on exit)"
+echo
+echo "==> Grafana: provisioning in $repo/deploy/grafana/provisioning, dashboards in $repo/deploy/grafana/dashboards."
+echo "    Point a Grafana at them: copy provisioning/datasources/sitewatch.yaml and"
+echo "    provisioning/dashboards/sitewatch.yaml into /etc/grafana/provisioning/{datasources,dashboards}/,"
+echo "    the dashboard JSON into /var/lib/grafana/dashboards/sitewatch/, and set the datasource url to"
+echo "    an InfluxDB holding this data (database sitewatch). With Docker: docker compose -f deploy/compose.yaml up -d --build."
+echo "    Details: docs/grafana.md"

@@ -41,6 +41,11 @@ enum Command {
     Run {
         #[arg(long, short, env = "SITEWATCH_CONFIG")]
         config: PathBuf,
+        /// Scale-out: poll only the SNMP targets shard INDEX of COUNT owns (rendezvous hash
+        /// of the target name), e.g. `--shard 2/3` on the second of three instances sharing
+        /// one config. MQTT is split with `[mqtt] share_group` instead.
+        #[arg(long, env = "SITEWATCH_SHARD", value_name = "INDEX/COUNT")]
+        shard: Option<snmp::Shard>,
     },
     /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
     Check {
@@ -57,6 +62,11 @@ enum Command {
     },
     /// Read an SNMP device's identity, pick matching profiles and print one poll.
     Probe(ProbeArgs),
+    /// Rule tools: `rules test` replays stored history through the rules.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,13 +83,16 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Run { config } => run(&config).await,
+            Command::Run { config, shard } => run(&config, shard).await,
             Command::Check { config } => check(&config),
             Command::Once {
                 config,
                 mqtt_duration,
             } => once(&config, mqtt_duration).await,
             Command::Probe(args) => probe(args).await,
+            Command::Rules {
+                cmd: RulesCommand::Test(args),
+            } => rules_test(args).await,
         }
     });
     match result {
@@ -184,7 +197,7 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn run(path: &Path) -> Result<()> {
+async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
     let Loaded {
         cfg,
         rules,
@@ -206,7 +219,8 @@ async fn run(path: &Path) -> Result<()> {
     )
     .await?;
 
-    let writer = InfluxWriter::new(&cfg.config.influx)?;
+    // Opened here so a bad or busy spool_dir stops start-up; relative to the config file.
+    let writer = InfluxWriter::new(&cfg.config.influx)?.open_spool(&cfg.base_dir)?;
     let events_measurement: Arc<str> = cfg.config.influx.events_measurement.as_str().into();
     let (collect_tx, collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
     let (series_tx, series_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
@@ -224,7 +238,7 @@ async fn run(path: &Path) -> Result<()> {
     let writer_task = tokio::spawn(writer.run(series_rx, events_rx, writer_stop.clone()));
     let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
     let rules_task = tokio::spawn(rules::stage::run_with_reload(
-        Engine::new(rules),
+        rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.base_dir),
         collect_rx,
         series_tx,
         events_tx,
@@ -232,6 +246,12 @@ async fn run(path: &Path) -> Result<()> {
         events_measurement,
         reload_rx,
         rules_stop.clone(),
+    ));
+    let watch_task = tokio::spawn(rules::reload::watch_rule_files(
+        cfg.config.rules.clone().unwrap_or_default(),
+        cfg.base_dir.clone(),
+        reload_tx.clone(),
+        collectors_stop.clone(),
     ));
     let reload_task = tokio::spawn(reload_rules_on_sighup(
         cfg.path.clone(),
@@ -249,7 +269,11 @@ async fn run(path: &Path) -> Result<()> {
             }
         });
     }
-    if let (Some(snmp_cfg), Some(profiles)) = (cfg.config.snmp.clone(), profiles) {
+    if let (Some(mut snmp_cfg), Some(profiles)) = (cfg.config.snmp.clone(), profiles) {
+        if let Some(shard) = shard {
+            let skipped = snmp::shard::retain_owned(&mut snmp_cfg.targets, shard);
+            tracing::info!(%shard, polled = snmp_cfg.targets.len(), left_to_other_shards = skipped, "SNMP shard");
+        }
         let tx = collect_tx.clone();
         let stop = collectors_stop.clone();
         collectors.spawn(async move {
@@ -268,6 +292,7 @@ async fn run(path: &Path) -> Result<()> {
     collectors_stop.cancel();
     while collectors.join_next().await.is_some() {}
     let _ = reload_task.await;
+    let _ = watch_task.await;
     let _ = rules_task.await;
     // The rules stage has handed every event over; give receivers their grace period.
     notify_stop.cancel();
@@ -527,5 +552,71 @@ async fn probe(args: ProbeArgs) -> Result<()> {
         encode_sample(&mut buf, s);
     }
     out.write_all(&buf)?;
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Replay stored history from InfluxDB through the rules and report what would have fired.
+    Test(RulesTestArgs),
+}
+
+/// `sitewatch rules test`: tune thresholds on history before they page anyone.
+#[derive(clap::Args)]
+struct RulesTestArgs {
+    #[arg(long, short, env = "SITEWATCH_CONFIG")]
+    config: PathBuf,
+    /// How much history to replay, ending at --until (default now): 7d, 12h, ...
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "from", required_unless_present = "from")]
+    since: Option<Duration>,
+    /// Start of the range, RFC 3339 (2026-11-01T00:00:00Z, ...+02:00) or a date.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the range (exclusive), RFC 3339 or a date; default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this rule (repeat for several).
+    #[arg(long = "rule", value_name = "NAME")]
+    rule: Vec<String>,
+    /// Try these rule files instead of the ones the config names.
+    #[arg(long = "rules", value_name = "FILE", num_args = 1..)]
+    rules: Vec<PathBuf>,
+    /// Length of one query window; lower it to bound memory on sites with many series.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Step of the engine's clock for time-driven rules (stale data), as in the live service.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    tick: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn rules_test(args: RulesTestArgs) -> Result<()> {
+    use sitewatch::rules::replay;
+    telemetry::init_logging("warn", false)?;
+    let cfg = LoadedConfig::load(&args.config)?;
+    let all = if args.rules.is_empty() {
+        load_rules(&cfg)?
+    } else {
+        rules::load_rule_files(&args.rules)?
+    };
+    let set = replay::select_rules(&all, &args.rule)?;
+    let mut opts = replay::ReplayOptions::from_args(
+        args.since,
+        args.from.as_deref(),
+        args.until.as_deref(),
+        sitewatch::model::now_ns(),
+    )?;
+    opts.window = args.window;
+    opts.tick = args.tick;
+    let report = replay::replay(&cfg.config.influx, set, &opts).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{report}")?;
+    }
     Ok(())
 }

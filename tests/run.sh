@@ -61,4 +61,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# Licences, banned crates and sources (deny.toml). The advisory database lives on GitHub,
+# which this project's build machines cannot reach, so `advisories` is not checked here.
+command -v cargo-deny >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny@0.20.2
+cargo deny --locked check licenses bans sources
 cargo test --all-targets --locked

@@ -190,6 +190,25 @@ async fn snmpd_v2c_and_v3() {
     assert!(up(&s, "snmpd-v3"), "v3 poll failed:\n{}", describe(&s));
     let lo = find(&s, "interface", &[("ifName", "lo")]);
     state(lo, "oper_status", 1, "up");
+    // The second poll reuses the v3 session: no engine discovery, so fewer exchanges.
+    let requests = |s: &[Sample]| match find(s, POLL_MEASUREMENT, &[("device", "snmpd-v3")])
+        .field("requests")
+    {
+        Some(FieldValue::Int(n)) => *n,
+        other => panic!("requests field: {other:?}"),
+    };
+    let first = requests(&s);
+    let s2 = poller.poll().await;
+    assert!(
+        up(&s2, "snmpd-v3"),
+        "second v3 poll failed:\n{}",
+        describe(&s2)
+    );
+    let second = requests(&s2);
+    assert!(
+        second < first,
+        "v3 engine state not reused: {first} exchanges, then {second}"
+    );
 
     // Wrong passwords: a clear authentication error, no data, no retry storm.
     for (auth, privp) in [

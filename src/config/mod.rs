@@ -165,9 +165,16 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .rposition(|&b| b == b'\n')
         .map(|i| i + 1)
         .unwrap_or(0);
-    let column = text[line_start..offset].chars().count() + 1;
+    // Lossy: an offset inside a multi-byte character must not panic.
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, column)
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -2,17 +2,29 @@
 //! samples into events, and the pipeline stage that runs it.
 //!
 //! - [`config`]: the rule file schema, validation with `file:line` errors, the `[rules]` table.
-//! - [`engine`]: levels with hysteresis, `for` on sample time, one event per severity change.
+//! - [`engine`]: levels with hysteresis, `for`, `keep_firing_for`, ranges, rate of change,
+//!   stale (no-data) alerts, flapping, overrides and inhibition; one event per state change.
+//! - [`silence`]: `[[silence]]` maintenance windows and the notification gate.
+//! - [`state`]: alarm state saved across restarts.
+//! - [`reload`]: building the engine from `[rules]` and reloading on rule file changes.
 //! - [`stage`]: between collectors and sinks; events are sent before the samples that caused
-//!   them, alerts never block the pipeline.
+//!   them, alerts never block the pipeline, a timer drives stale detection and state saving.
+//!
+//! The rule file syntax for operators is documented in `docs/rules.md`.
 
 pub mod config;
 pub mod engine;
+pub mod reload;
+pub mod replay;
+pub mod silence;
 pub mod stage;
+pub mod state;
 
 pub use config::{
-    load_rule_files, parse_rules, Condition, Direction, Expected, Level, Rule, RuleProblem,
-    RuleSet, RulesConfig, RulesError,
+    load_rule_files, parse_rule_file, parse_rules, Condition, Direction, Expected, Level, Rule,
+    RuleProblem, RuleSet, RulesConfig, RulesError,
 };
 pub use engine::Engine;
+pub use silence::{Gate, Silence};
 pub use stage::evaluate_batch;
+pub use state::StateError;

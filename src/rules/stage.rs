@@ -1,15 +1,30 @@
 //! The rules stage of the pipeline: collectors → rules → sinks and the alert router.
+//!
+//! Besides batches and reloads, a one-second wall-clock timer drives [`Engine::tick`] (stale
+//! detection) and sends silenced alerts whose silence has ended; with a state file, state is
+//! saved every [`SAVE_EVERY`] and on shutdown, and alerts open at the last save are
+//! re-announced to the alert router at start (not re-written as new events).
+//!
+//! Silences are applied here: every event goes to the events writer, a silenced one with the
+//! field `silenced = true`, and only notified ones go to `alerts_tx`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Event, Sample};
+use crate::model::{now_ns, Event, FieldValue, Sample};
 use crate::pipeline::{Batch, BatchReceiver, BatchSender};
 
 use super::config::RuleSet;
 use super::engine::Engine;
+use super::silence::Gate;
+
+/// How often the engine's clock advances (stale detection resolution).
+pub const TICK: Duration = Duration::from_secs(1);
+/// How often state is saved when a state file is configured.
+pub const SAVE_EVERY: Duration = Duration::from_secs(30);
 
 /// Evaluates samples in order and returns the events they caused (used by `sitewatch once`).
 pub fn evaluate_batch(engine: &mut Engine, samples: &[Sample]) -> Vec<Event> {
@@ -55,24 +70,57 @@ struct Outputs {
 }
 
 impl Outputs {
-    async fn emit(&mut self, events: Vec<Event>) {
+    async fn emit(&mut self, engine: &mut Engine, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        for ev in &events {
+        let now = now_ns();
+        let gates: Vec<Gate> = events.iter().map(|ev| engine.gate_alert(ev, now)).collect();
+        for (ev, gate) in events.iter().zip(&gates) {
             tracing::info!(
                 rule = %ev.rule,
                 series = %ev.series,
                 severity = %ev.severity,
                 state = %ev.state,
                 message = %ev.message,
+                silenced = *gate == Gate::Silenced,
                 "rule event"
             );
         }
         // Alerts first: try_send never waits, and a flood alarm should not queue behind a
         // slow InfluxDB.
+        self.alert(
+            events
+                .iter()
+                .zip(&gates)
+                .filter(|(_, g)| **g == Gate::Notify)
+                .map(|(ev, _)| ev),
+        );
+        let n = events.len() as u64;
+        let samples = events
+            .iter()
+            .zip(&gates)
+            .map(|(e, g)| {
+                let mut s = e.to_sample(&self.events_measurement);
+                if *g == Gate::Silenced {
+                    s.fields.push(("silenced".into(), FieldValue::Bool(true)));
+                }
+                s
+            })
+            .collect();
+        if self.events_tx.send(Batch::new(samples)).await.is_err() {
+            metrics::counter!("sitewatch_rules_events_dropped_total").increment(n);
+            if !self.events_gone_logged {
+                self.events_gone_logged = true;
+                tracing::error!("events writer has stopped; rule events are no longer stored");
+            }
+        }
+    }
+
+    /// Sends to the alert router only (events already in history, or re-announcements).
+    fn alert<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
         if let Some(tx) = &self.alerts_tx {
-            for ev in &events {
+            for ev in events {
                 match tx.try_send(ev.clone()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(ev)) => {
@@ -86,18 +134,6 @@ impl Outputs {
                         tracing::error!(rule = %ev.rule, series = %ev.series, "alert router has stopped; notification dropped");
                     }
                 }
-            }
-        }
-        let n = events.len() as u64;
-        let samples = events
-            .iter()
-            .map(|e| e.to_sample(&self.events_measurement))
-            .collect();
-        if self.events_tx.send(Batch::new(samples)).await.is_err() {
-            metrics::counter!("sitewatch_rules_events_dropped_total").increment(n);
-            if !self.events_gone_logged {
-                self.events_gone_logged = true;
-                tracing::error!("events writer has stopped; rule events are no longer stored");
             }
         }
     }
@@ -142,7 +178,20 @@ pub async fn run_with_reload(
         series_gone_logged: false,
         events_gone_logged: false,
     };
+    let restored = engine.take_restored_alerts();
+    if !restored.is_empty() {
+        tracing::info!(
+            alerts = restored.len(),
+            "re-announcing alerts open before the restart"
+        );
+        out.alert(&restored);
+    }
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saver = tokio::time::interval_at(tokio::time::Instant::now() + SAVE_EVERY, SAVE_EVERY);
+    saver.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reload_open = true;
+    let mut drain = true;
     loop {
         tokio::select! {
             biased;
@@ -152,26 +201,74 @@ pub async fn run_with_reload(
                     let n = rules.len();
                     let events = engine.replace_rules(rules);
                     tracing::info!(rules = n, "rules replaced");
-                    out.emit(events).await;
+                    out.emit(&mut engine, events).await;
                 }
                 None => reload_open = false,
             },
+            _ = ticker.tick() => tick(&mut engine, &mut out).await,
+            _ = saver.tick(), if engine.state_file().is_some() => save(&engine),
             batch = rx.recv() => match batch {
-                Some(batch) => process(&mut engine, &mut out, batch).await,
-                None => return,
+                Some(batch) => {
+                    // Batches still waiting behind this one: the pipeline's backlog.
+                    metrics::gauge!("sitewatch_pipeline_queue_batches").set(rx.len() as f64);
+                    process(&mut engine, &mut out, batch).await
+                }
+                None => {
+                    drain = false;
+                    break;
+                }
             },
         }
     }
-    // Shutdown: take no new batches, but finish the ones collectors already handed over.
-    rx.close();
-    while let Some(batch) = rx.recv().await {
-        process(&mut engine, &mut out, batch).await;
+    if drain {
+        // Shutdown: take no new batches, but finish the ones collectors already handed over.
+        rx.close();
+        while let Some(batch) = rx.recv().await {
+            process(&mut engine, &mut out, batch).await;
+        }
+    }
+    if engine.state_file().is_some() {
+        save(&engine);
+    }
+}
+
+async fn tick(engine: &mut Engine, out: &mut Outputs) {
+    let now = now_ns();
+    let mut events = Vec::new();
+    engine.tick(now, &mut events);
+    out.emit(engine, events).await;
+    let released = engine.release_silenced(now);
+    if !released.is_empty() {
+        tracing::info!(
+            alerts = released.len(),
+            "silence ended: sending alerts still firing"
+        );
+        out.alert(&released);
+    }
+}
+
+fn save(engine: &Engine) {
+    let Some(path) = engine.state_file() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    match engine.save_state(path) {
+        Ok(n) => {
+            metrics::histogram!("sitewatch_rules_state_save_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(states = n, path = %path.display(), "rules state saved");
+        }
+        Err(e) => {
+            metrics::counter!("sitewatch_rules_state_errors_total", "op" => "save").increment(1);
+            tracing::error!(error = %e, "rules state not saved");
+        }
     }
 }
 
 async fn process(engine: &mut Engine, out: &mut Outputs, batch: Batch) {
+    metrics::counter!("sitewatch_samples_in_total").increment(batch.samples.len() as u64);
     let events = evaluate_batch(engine, &batch.samples);
-    out.emit(events).await;
+    out.emit(engine, events).await;
     out.forward(batch).await;
 }
 
@@ -359,6 +456,128 @@ message = "{rack} at {value}"
         drop(tx);
         within(stage).await.unwrap();
         assert!(events_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn silenced_events_are_written_marked_and_not_sent() {
+        let text = format!(
+            "{RULES}\n[[silence]]\ncomment = \"r1 maintenance\"\nmatch = {{ rack = \"r1\" }}\nstart = \"2000-01-01T00:00:00Z\"\nend = \"2100-01-01T00:00:00Z\"\n"
+        );
+        let f = crate::rules::config::parse_rule_file(&text, Path::new("t.toml")).unwrap();
+        let set = RuleSet::with_silences(f.rules, f.silences).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let (series_tx, mut series_rx) = mpsc::channel(8);
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
+        let stage = tokio::spawn(run(
+            Engine::new(set),
+            rx,
+            series_tx,
+            events_tx,
+            Some(alerts_tx),
+            "events".into(),
+            CancellationToken::new(),
+        ));
+        tx.send(Batch::new(vec![
+            sample("r1", 1, 30.0),
+            sample("r2", 1, 30.0),
+        ]))
+        .await
+        .unwrap();
+        within(series_rx.recv()).await.unwrap();
+        let events = within(events_rx.recv()).await.unwrap();
+        let marks: Vec<_> = events
+            .samples
+            .iter()
+            .map(|s| {
+                (
+                    s.series.tags.get("rack").unwrap().to_string(),
+                    s.field("silenced").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            marks,
+            vec![
+                ("r1".to_string(), Some(FieldValue::Bool(true))),
+                ("r2".to_string(), None)
+            ]
+        );
+        let alert = within(alerts_rx.recv()).await.unwrap();
+        assert_eq!(alert.series.tags.get("rack"), Some("r2"));
+        assert!(alerts_rx.try_recv().is_err(), "r1 is silenced");
+        drop(tx);
+        within(stage).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn timer_fires_stale_and_state_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("rules-state.json");
+        let text = "[[rule]]\nname = \"leak\"\nmeasurement = \"env\"\nfield = \"t\"\nabove = { critical = 0.5 }\nstale_after = \"1s\"\nstale_severity = \"critical\"\n";
+        let mut engine = Engine::new(ruleset(text));
+        engine.set_state_file(Some(state.clone()));
+        let (tx, rx) = mpsc::channel(8);
+        let (series_tx, mut series_rx) = mpsc::channel(8);
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let stage = tokio::spawn(run(
+            engine,
+            rx,
+            series_tx,
+            events_tx,
+            Some(alerts_tx),
+            "events".into(),
+            stop.clone(),
+        ));
+        // A dead leak sensor: one dry reading, then nothing.
+        tx.send(Batch::new(vec![sample("r1", crate::model::now_ns(), 0.0)]))
+            .await
+            .unwrap();
+        within(series_rx.recv()).await.unwrap();
+        let stale = within(alerts_rx.recv()).await.unwrap();
+        assert_eq!(&*stale.rule, "leak:stale");
+        assert_eq!(stale.severity, crate::model::Severity::Critical);
+        let written = within(events_rx.recv()).await.unwrap();
+        assert_eq!(
+            written.samples[0].series.tags.get("rule"),
+            Some("leak:stale")
+        );
+        stop.cancel();
+        within(stage).await.unwrap();
+        assert!(state.exists(), "state saved on shutdown");
+
+        // Restart: the open alert is re-announced to receivers, not written again.
+        let cfg: crate::rules::RulesConfig =
+            toml::from_str("state_file = \"rules-state.json\"").unwrap();
+        let engine = crate::rules::reload::prepare_engine(ruleset(text), Some(&cfg), dir.path());
+        assert_eq!(engine.firing_count(), 1);
+        let (_tx, rx) = mpsc::channel(8);
+        let (series_tx, _series_rx) = mpsc::channel(8);
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let stage = tokio::spawn(run(
+            engine,
+            rx,
+            series_tx,
+            events_tx,
+            Some(alerts_tx),
+            "events".into(),
+            stop.clone(),
+        ));
+        let again = within(alerts_rx.recv()).await.unwrap();
+        assert_eq!(&*again.rule, "leak:stale");
+        assert_eq!(again.started_ns, stale.started_ns);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            events_rx.try_recv().is_err(),
+            "no new event after a restart"
+        );
+        assert!(alerts_rx.try_recv().is_err(), "announced once");
+        stop.cancel();
+        within(stage).await.unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! username = "sitewatch"
 //! password = { env = "SITEWATCH_MQTT_PASSWORD" }
 //! tls = { ca_file = "/etc/sitewatch/mqtt-ca.pem" }
+//! # share_group = "sitewatch"   # scale-out: instances with this group split the messages
 //!
 //! [[mqtt.subscription]]
 //! topic = "dc/{site}/{room}/{rack}/temperature"
@@ -66,6 +67,14 @@ pub struct MqttConfig {
     /// before disconnecting; un-acknowledged messages are redelivered on the next start.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Scale-out: join the MQTT shared subscription group of this name. Every filter is
+    /// subscribed as `$share/<group>/<filter>`, and the broker hands each message to one
+    /// member of the group instead of to all of them. Run several instances with the same
+    /// group and subscriptions, each with its own `client_id`. Mosquitto 2.x honours shared
+    /// subscriptions for MQTT 3.1.1 clients; `sitewatch once` ignores the group (it reads a
+    /// copy of everything instead of taking messages from the running instances).
+    #[serde(default)]
+    pub share_group: Option<String>,
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
 }
@@ -154,6 +163,16 @@ pub struct SubscriptionConfig {
     /// Payloads larger than this many bytes are rejected (counted as `oversized`).
     #[serde(default)]
     pub max_payload_size: Option<usize>,
+    /// Most distinct series (measurement + tags) this subscription creates; samples of further
+    /// new series are dropped and counted (`sitewatch_mqtt_dropped_total{reason="series_cap"}`),
+    /// so one publisher with a changing topic level or tag cannot flood InfluxDB with series.
+    /// 0: no cap.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+}
+
+fn default_max_series() -> usize {
+    10_000
 }
 
 impl SubscriptionConfig {
@@ -215,6 +234,16 @@ impl MqttConfig {
         }
         if self.reconnect_backoff_max.is_zero() {
             return Err(global("reconnect_backoff_max", "must be more than 0s"));
+        }
+        if let Some(group) = &self.share_group {
+            // MQTT 5 §4.8.2: a ShareName is at least one character and contains no "/", "+"
+            // or "#".
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                return Err(global(
+                    "share_group",
+                    "must be a non-empty name without '/', '+' or '#', e.g. \"sitewatch\"",
+                ));
+            }
         }
         if self.subscriptions.is_empty() {
             return Err(global(
@@ -357,5 +386,20 @@ mod tests {
 
         let c = parse("host = \"h\"\nclient_id = \"\"\n[[subscription]]\ntopic=\"a\"\nformat=\"number\"\nmeasurement=\"m\"").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("client_id"));
+    }
+
+    #[test]
+    fn share_group_must_be_a_plain_name() {
+        let with_group = |g: &str| {
+            parse(&format!(
+                "host = \"h\"\nshare_group = {g:?}\n[[subscription]]\ntopic=\"a\"\nformat=\"number\"\nmeasurement=\"m\""
+            ))
+            .unwrap()
+        };
+        with_group("sitewatch").validate().unwrap();
+        for bad in ["", "a/b", "a+", "#"] {
+            let e = with_group(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("mqtt.share_group"), "{bad:?}: {e}");
+        }
     }
 }

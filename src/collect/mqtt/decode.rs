@@ -136,6 +136,7 @@ pub struct Decoder {
     kind: Kind,
     timestamp_unit: TimestampUnit,
     max_payload: usize,
+    pub(crate) max_series: usize,
 }
 
 impl Decoder {
@@ -280,6 +281,7 @@ impl Decoder {
             kind,
             timestamp_unit: cfg.timestamp_unit,
             max_payload: cfg.max_payload_size.unwrap_or(usize::MAX),
+            max_series: cfg.max_series,
         })
     }
 

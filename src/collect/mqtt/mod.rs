@@ -41,9 +41,27 @@
 //! An incoming packet above `max_packet_size` makes rumqttc drop the connection before the
 //! message can be acknowledged; the broker would redeliver it forever, so keep the broker's
 //! `message_size_limit` at or below it.
+//!
+//! # Scale-out
+//!
+//! Several instances with the same subscriptions, the same `share_group` and each its own
+//! `client_id` form one MQTT shared subscription (`$share/<group>/<filter>`): the broker gives
+//! each message to one of them. Acknowledgement after storage works per instance as above. A
+//! stopped member with a persistent session (`clean_session = false`) keeps its place in the
+//! group on Mosquitto 2.0, so its share of QoS 1 messages is queued for it until it returns
+//! (delayed, not lost); with `clean_session = true` the broker forgets it at disconnect and
+//! the others take the whole stream.
+//!
+//! The broker spreads messages over the group one by one, not by topic: each instance sees
+//! about 1/n of every series' samples and keeps its own rule state. A breaching sample still
+//! fires on the instance that gets it, and the duplicate alerts of several instances (same
+//! labels) are merged by Alertmanager; but a `for` duration or a no-data check then judges a
+//! thinner stream per instance. Where that matters, split by topic instead (each instance its
+//! own subscriptions, e.g. one site each) and use the share group only within a site's pair.
 
 pub mod config;
 pub mod decode;
+mod series_cap;
 pub mod subscriber;
 pub mod topic;
 

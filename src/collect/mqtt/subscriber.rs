@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{MqttConfig, MqttConfigError, TlsConfig};
 use super::decode::Decoder;
+use super::series_cap::SeriesCap;
 use crate::config::SecretError;
 use crate::model::{now_ns, Sample};
 use crate::pipeline::{Ack, Batch, BatchSender};
@@ -73,7 +74,7 @@ pub async fn run(
 ) -> Result<(), MqttError> {
     let decoders = cfg.compile()?;
     let options = mqtt_options(&cfg, &cfg.client_id, cfg.clean_session, true)?;
-    let subscribe = subscribe_request(&decoders);
+    let subscribe = subscribe_request(&decoders, cfg.share_group.as_deref());
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let mut router = Router::new(decoders);
     let acks = AckForwarder::spawn(client.clone());
@@ -84,6 +85,7 @@ pub async fn run(
     metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
     tracing::info!(
         host = %cfg.host, port = cfg.port, client_id = %cfg.client_id,
+        share_group = cfg.share_group.as_deref().unwrap_or("-"),
         subscriptions = cfg.subscriptions.len(), "MQTT collector starting"
     );
 
@@ -201,7 +203,8 @@ pub async fn collect_for(cfg: &MqttConfig, duration: Duration) -> Result<Vec<Sam
     };
     let client_id = format!("{base}-once-{}", std::process::id());
     let options = mqtt_options(cfg, &client_id, true, false)?;
-    let subscribe = subscribe_request(&decoders);
+    // No share group: a one-shot look must not take messages away from running instances.
+    let subscribe = subscribe_request(&decoders, None);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut router = Router::new(decoders);
     let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
@@ -309,10 +312,16 @@ fn qos(level: u8) -> QoS {
 }
 
 /// One SUBSCRIBE for all filters; templates that share a filter get the highest QoS asked.
-fn subscribe_request(decoders: &[Decoder]) -> Subscribe {
+/// With a share group each filter becomes `$share/<group>/<filter>`; the broker still
+/// delivers the publish under its real topic, so routing by template is unchanged.
+fn subscribe_request(decoders: &[Decoder], share_group: Option<&str>) -> Subscribe {
     let mut filters: BTreeMap<String, u8> = BTreeMap::new();
     for d in decoders {
-        let q = filters.entry(d.template.filter()).or_insert(0);
+        let filter = match share_group {
+            Some(group) => format!("$share/{group}/{}", d.template.filter()),
+            None => d.template.filter(),
+        };
+        let q = filters.entry(filter).or_insert(0);
         *q = (*q).max(d.qos);
     }
     Subscribe::new_many(
@@ -423,15 +432,21 @@ struct Router {
     decoders: Vec<Decoder>,
     captures: Vec<(Arc<str>, Arc<str>)>,
     error_counts: Vec<u64>,
+    series_caps: Vec<SeriesCap>,
 }
 
 impl Router {
     fn new(decoders: Vec<Decoder>) -> Router {
         let n = decoders.len();
+        let series_caps = decoders
+            .iter()
+            .map(|d| SeriesCap::new(d.max_series))
+            .collect();
         Router {
             decoders,
             captures: Vec::new(),
             error_counts: vec![0; n],
+            series_caps,
         }
     }
 
@@ -454,7 +469,13 @@ impl Router {
         metrics::counter!("sitewatch_mqtt_messages_total", "subscription" => label.clone())
             .increment(1);
         match decoder.decode(&publish.topic, &self.captures, &publish.payload, recv_ns) {
-            Ok(samples) => {
+            Ok(mut samples) => {
+                self.series_caps[decoder.index].filter(&label, &mut samples);
+                if samples.is_empty() {
+                    // Every sample was of a new series over the cap: counted there, and
+                    // redelivery would not change that.
+                    return None;
+                }
                 metrics::counter!("sitewatch_mqtt_samples_total", "subscription" => label)
                     .increment(samples.len() as u64);
                 Some(samples)
@@ -644,12 +665,21 @@ mod tests {
             "#,
         )
         .unwrap();
-        let s = subscribe_request(&cfg.compile().unwrap());
+        let decoders = cfg.compile().unwrap();
+        let s = subscribe_request(&decoders, None);
         assert_eq!(
             s.filters,
             vec![
                 SubscribeFilter::new("a/+/t".into(), QoS::AtLeastOnce),
                 SubscribeFilter::new("b/#".into(), QoS::AtLeastOnce),
+            ]
+        );
+        let s = subscribe_request(&decoders, Some("sw"));
+        assert_eq!(
+            s.filters,
+            vec![
+                SubscribeFilter::new("$share/sw/a/+/t".into(), QoS::AtLeastOnce),
+                SubscribeFilter::new("$share/sw/b/#".into(), QoS::AtLeastOnce),
             ]
         );
     }

@@ -60,7 +60,7 @@ impl ObjectId {
         })
     }
 
-    fn from_snmp2(oid: &snmp2::Oid<'_>) -> Option<ObjectId> {
+    pub(crate) fn from_snmp2(oid: &snmp2::Oid<'_>) -> Option<ObjectId> {
         oid.iter()?
             .map(|a| u32::try_from(a).ok())
             .collect::<Option<Vec<u32>>>()
@@ -102,7 +102,7 @@ pub enum SnmpValue {
 }
 
 impl SnmpValue {
-    fn from_snmp2(v: &Value<'_>) -> SnmpValue {
+    pub(crate) fn from_snmp2(v: &Value<'_>) -> SnmpValue {
         match v {
             Value::Integer(i) => SnmpValue::Integer(*i),
             Value::OctetString(s) => SnmpValue::OctetString(s.to_vec()),
@@ -277,6 +277,13 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The SNMPv3 security template (user, protocols, passwords; no engine state yet).
+    pub(crate) fn security(&self) -> Option<&snmp2::v3::Security> {
+        self.security.as_ref()
+    }
+}
+
 /// A polling conversation. Counts requests and varbinds for the poll's own sample.
 pub struct Client {
     ep: Arc<Endpoint>,
@@ -367,6 +374,10 @@ impl Client {
         let mut attempt = 0;
         while attempt <= ep.retries {
             self.requests += 1;
+            if self.session.is_none() && ep.version == SnmpVersion::V3 {
+                // Engine discovery on a new session is one more exchange.
+                self.requests += 1;
+            }
             let session = &mut self.session;
             let fut = async {
                 if session.is_none() {

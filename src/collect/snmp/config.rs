@@ -29,6 +29,10 @@
 //! priv_protocol = "AES"
 //! priv_password = { file = "/etc/sitewatch/snmp-priv" }
 //! interval = "30s"
+//!
+//! [snmp.traps]                        # optional: trap/inform listener, see `trap`
+//! listen = "0.0.0.0:162"
+//! communities = [{ env = "SITEWATCH_TRAP_COMMUNITY" }]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -40,6 +44,7 @@ use serde::Deserialize;
 use crate::config::{Secret, SecretError};
 
 use super::profile::ProfileSet;
+use super::trap::{TrapConfig, TrapError};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +71,9 @@ pub struct SnmpConfig {
     pub concurrency: usize,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+    /// Trap/inform listener; absent means no listener.
+    #[serde(default)]
+    pub traps: Option<TrapConfig>,
 }
 
 impl Default for SnmpConfig {
@@ -79,6 +87,7 @@ impl Default for SnmpConfig {
             max_oids_per_get: default_max_oids_per_get(),
             concurrency: default_concurrency(),
             targets: Vec::new(),
+            traps: None,
         }
     }
 }
@@ -202,6 +211,8 @@ pub enum SnmpConfigError {
     },
     #[error("[snmp] {0}")]
     Global(String),
+    #[error(transparent)]
+    Traps(#[from] TrapError),
 }
 
 impl SnmpConfig {
@@ -236,6 +247,9 @@ impl SnmpConfig {
             return Err(SnmpConfigError::Global(
                 "interval and timeout must be greater than zero".into(),
             ));
+        }
+        if let Some(t) = &self.traps {
+            t.validate()?;
         }
         let mut names = HashSet::new();
         for t in &self.targets {

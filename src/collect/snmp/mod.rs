@@ -4,16 +4,21 @@
 //! - [`profile`]: profile files (`mappings/snmp/*.toml`) and value decoding.
 //! - [`client`]: one conversation with a device: timeout, retries, batched GET, bulk walks.
 //! - [`rate`]: counter → per-second rate with wrap/reset handling.
+//! - [`shard`]: `--shard i/n`, which targets this instance polls (rendezvous hashing).
 //! - [`poller`]: the schedule ([`run`]), one-shot polling ([`poll_once`]) and [`probe`].
+//! - [`trap`]: the trap/inform listener (`[snmp.traps]`), started by [`run`] before polling.
 //!
 //! Every poll emits the profile samples (timestamp = poll start, tags `device`, the target's
 //! tags and the table's index/tag columns) plus one `snmp_poll` sample: `up` (bool),
-//! `duration_s`, `varbinds`, and `error` (string) when the poll failed. A device that does
+//! `duration_s`, `varbinds`, `requests` (UDP exchanges, including retries and v3 engine
+//! discovery), and `error` (string) when the poll failed. A device that does
 //! not answer costs its own `timeout × (retries + 1)` and nothing else.
 //!
 //! Metrics: `sitewatch_snmp_polls_total{result=ok|timeout|error|skipped|config_error}`,
 //! `sitewatch_snmp_poll_duration_seconds`, `sitewatch_snmp_varbinds_total`,
-//! `sitewatch_snmp_counter_resets_total`.
+//! `sitewatch_snmp_counter_resets_total`; traps: `sitewatch_snmp_traps_received_total{version}`,
+//! `sitewatch_snmp_traps_rejected_total{reason}`, `sitewatch_snmp_informs_answered_total`,
+//! `sitewatch_snmp_trap_listener_up`.
 
 use std::time::Duration;
 
@@ -22,10 +27,16 @@ pub mod config;
 pub mod poller;
 pub mod profile;
 pub mod rate;
+pub mod shard;
+pub mod trap;
 
 pub use config::{SnmpConfig, SnmpConfigError, TargetConfig};
-pub use poller::{poll_once, probe, run, ProbeReport, TargetPoller, POLL_MEASUREMENT};
+pub use poller::{
+    poll_once, probe, run, run_with_traps, ProbeReport, TargetPoller, POLL_MEASUREMENT,
+};
 pub use profile::{ProfileError, ProfileSet};
+pub use shard::Shard;
+pub use trap::{TrapConfig, TrapError, TrapListener, TRAPS_MEASUREMENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnmpError {

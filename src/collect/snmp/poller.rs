@@ -18,13 +18,14 @@ use crate::model::{now_ns, FieldValue, Sample, SeriesKey, TagSet};
 use crate::pipeline::{Batch, BatchSender};
 
 use super::client::{Client, Endpoint, ObjectId, Received, SnmpValue};
-use super::config::{SnmpConfig, TargetConfig};
+use super::config::{SnmpConfig, SnmpVersion, TargetConfig};
 use super::profile::{
     entity_sensor_type_name, entity_sensor_value, raw_number, ColumnRole, Decoded, Profile,
     ProfileSet, Raw, Table, Transform, ValueSpec, ENT_SENSOR_PRECISION, ENT_SENSOR_SCALE,
     ENT_SENSOR_TYPE, ENT_SENSOR_VALUE,
 };
 use super::rate::{CounterState, RateOutcome};
+use super::trap::TrapListener;
 use super::SnmpError;
 
 /// Measurement of the per-poll health sample.
@@ -63,6 +64,11 @@ struct TargetRt {
 struct TargetState {
     counters: CounterState,
     warned_no_profile: bool,
+    /// An SNMPv3 conversation kept between polls: its engine ID, boots/time and localized
+    /// keys stay valid, so the next poll skips engine discovery (two exchanges and a 1 MB
+    /// password hash per key). Costs one open UDP socket per v3 target; dropped after any
+    /// failed poll so a rebooted or replaced agent is rediscovered. v1/v2c need no state.
+    v3_client: Option<Client>,
 }
 
 struct PollResult {
@@ -115,14 +121,45 @@ fn build_target(
 
 /// Runs the poller until `shutdown`. Misconfigured targets are logged and skipped (config
 /// validation normally catches them first); every other target keeps polling.
+///
+/// With `[snmp.traps]` set, the trap listener is bound first. If it cannot bind, that is
+/// logged as an error (and `sitewatch_snmp_trap_listener_up` stays 0) and polling goes on:
+/// losing graphs because a trap port is taken would be worse. A caller that wants a bind
+/// failure to stop startup binds with [`TrapListener::bind`] and calls [`run_with_traps`].
 pub async fn run(
     cfg: SnmpConfig,
     profiles: ProfileSet,
     tx: BatchSender,
     shutdown: CancellationToken,
 ) {
+    let traps = match &cfg.traps {
+        Some(tc) => match TrapListener::bind(tc, &cfg.targets).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                metrics::gauge!("sitewatch_snmp_trap_listener_up").set(0.0);
+                tracing::error!(error = %e, "SNMP trap listener NOT running: traps are not received");
+                None
+            }
+        },
+        None => None,
+    };
+    run_with_traps(cfg, profiles, traps, tx, shutdown).await;
+}
+
+/// [`run`] with an already bound trap listener (or none).
+pub async fn run_with_traps(
+    cfg: SnmpConfig,
+    profiles: ProfileSet,
+    traps: Option<TrapListener>,
+    tx: BatchSender,
+    shutdown: CancellationToken,
+) {
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks = JoinSet::new();
+    let has_listener = traps.is_some();
+    if let Some(l) = traps {
+        tasks.spawn(l.run(tx.clone(), shutdown.clone()));
+    }
     for t in &cfg.targets {
         match build_target(&cfg, t, &profiles) {
             Ok(rt) => {
@@ -140,7 +177,10 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(targets = tasks.len(), "SNMP poller started");
+    tracing::info!(
+        targets = tasks.len() - usize::from(has_listener),
+        "SNMP poller started"
+    );
     while tasks.join_next().await.is_some() {}
     tracing::info!("SNMP poller stopped");
 }
@@ -372,9 +412,20 @@ fn push_decoded(
 async fn poll_target(rt: &TargetRt, state: &mut TargetState) -> PollResult {
     let started = Instant::now();
     let ts = now_ns();
-    let mut client = Client::new(rt.ep.clone());
+    let mut client = match state.v3_client.take() {
+        Some(mut c) => {
+            c.varbinds = 0;
+            c.requests = 0;
+            c
+        }
+        None => Client::new(rt.ep.clone()),
+    };
     let mut samples = Vec::new();
     let res = poll_inner(rt, state, &mut client, ts, &mut samples).await;
+    let (requests, varbinds) = (client.requests, client.varbinds);
+    if res.is_ok() && rt.ep.version == SnmpVersion::V3 {
+        state.v3_client = Some(client);
+    }
     let duration = started.elapsed().as_secs_f64();
     let result = match &res {
         Ok(()) => "ok",
@@ -386,11 +437,12 @@ async fn poll_target(rt: &TargetRt, state: &mut TargetState) -> PollResult {
     }
     metrics::counter!("sitewatch_snmp_polls_total", "result" => result).increment(1);
     metrics::histogram!("sitewatch_snmp_poll_duration_seconds").record(duration);
-    metrics::counter!("sitewatch_snmp_varbinds_total").increment(client.varbinds);
+    metrics::counter!("sitewatch_snmp_varbinds_total").increment(varbinds);
     let mut poll = Sample::new(SeriesKey::new(POLL_MEASUREMENT, rt.base_tags.clone()), ts)
         .with_field("up", FieldValue::Bool(res.is_ok()))
         .with_field("duration_s", FieldValue::Float(duration))
-        .with_field("varbinds", FieldValue::Int(client.varbinds as i64));
+        .with_field("varbinds", FieldValue::Int(varbinds as i64))
+        .with_field("requests", FieldValue::Int(requests as i64));
     if let Err(e) = &res {
         tracing::warn!(device = %rt.ep.name, error = %e, "SNMP poll failed");
         poll = poll.with_field("error", FieldValue::Str(e.to_string().into()));

@@ -6,7 +6,7 @@
 //! two FIFO queues: events and series. A flight (one write request, retried until resolved)
 //! takes lines from the front, events first. Lines leave the buffer only when their flight is
 //! resolved (written, or rejected by the server), so a server outage holds them; meanwhile new
-//! batches keep arriving behind them. A batch's acks are completed once all its lines are
+//! batches keep arriving behind them (or, with a spool, go there: see the writer). A batch's acks are completed once all its lines are
 //! resolved, and dropped (not completed: "not stored", the source may redeliver) if any of its
 //! lines was dropped for lack of room.
 
@@ -113,8 +113,36 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
+    /// A flight of complete lines that did not come from the buffer (the spool).
+    pub fn from_body(body: Vec<u8>) -> Flight {
+        let ends = body
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        Flight {
+            body,
+            ends,
+            parts: Vec::new(),
+        }
+    }
+
     pub fn lines(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Line ranges of the flight per source, in order (to move a flight to the spool).
+    pub fn source_ranges(&self) -> Vec<(Source, std::ops::Range<usize>)> {
+        let mut at = 0;
+        self.parts
+            .iter()
+            .map(|&(source, _, n)| {
+                let r = at..at + n;
+                at += n;
+                (source, r)
+            })
+            .collect()
     }
 
     /// Byte range of lines `range` in `body`.
@@ -131,6 +159,15 @@ impl Flight {
         };
         start..end
     }
+}
+
+/// A batch encoded to line protocol: complete lines in `buf`, `ends` their end offsets.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    pub buf: Vec<u8>,
+    pub ends: Vec<usize>,
+    /// Samples without an encodable field (counted, not stored).
+    pub unencodable: usize,
 }
 
 /// What [`Buffer::push`] did with a batch.
@@ -152,6 +189,10 @@ pub(crate) struct Buffer {
     limit: usize,
     events_measurement: String,
     encode: EncodeOptions,
+    /// Whether going over `limit` drops the oldest pending series lines. The writer turns it
+    /// off while the server answers (it stops taking new batches instead) and when a spool
+    /// takes the overflow.
+    pub drop_oldest: bool,
 }
 
 impl Buffer {
@@ -170,6 +211,22 @@ impl Buffer {
             limit,
             events_measurement: events_measurement.to_string(),
             encode,
+            drop_oldest: true,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn events_pending(&self) -> usize {
+        self.events.pending
+    }
+
+    fn queue_ref(&self, source: Source) -> &Queue {
+        match source {
+            Source::Events => &self.events,
+            Source::Series => &self.series,
         }
     }
 
@@ -195,27 +252,60 @@ impl Buffer {
         self.held() == 0
     }
 
-    /// Encodes a batch and queues its lines; if that takes the buffer over its limit, drops
-    /// the oldest pending series lines. A batch with no encodable sample has its acks
-    /// completed at once: there is nothing to store, and holding them would stall the source.
+    /// Encodes a batch and queues its lines (see [`Buffer::push_encoded`]).
+    #[cfg(test)]
     pub fn push(&mut self, source: Source, mut batch: Batch, now: Instant) -> PushOutcome {
-        let mut buf = Vec::with_capacity(batch.samples.len() * 96);
-        let mut ends = Vec::with_capacity(batch.samples.len());
-        let mut outcome = PushOutcome::default();
+        let encoded = self.encode(source, &batch);
+        let acks = std::mem::take(&mut batch.acks);
+        self.push_encoded(source, encoded, acks, now)
+    }
+
+    /// Encodes a batch's samples (events to the events measurement).
+    pub fn encode(&self, source: Source, batch: &Batch) -> Encoded {
+        let mut out = Encoded {
+            buf: Vec::with_capacity(batch.samples.len() * 96),
+            ends: Vec::with_capacity(batch.samples.len()),
+            unencodable: 0,
+        };
         for sample in &batch.samples {
             let measurement: &str = match source {
                 Source::Events => &self.events_measurement,
                 Source::Series => &sample.series.measurement,
             };
-            if encode_line(&mut buf, sample, measurement, self.encode) {
-                ends.push(buf.len());
-                outcome.accepted += 1;
+            if encode_line(&mut out.buf, sample, measurement, self.encode) {
+                out.ends.push(out.buf.len());
             } else {
-                outcome.unencodable += 1;
+                out.unencodable += 1;
             }
         }
+        out
+    }
+
+    /// Queues already encoded lines with the acks of the batch they came from; if that takes
+    /// the buffer over its limit and `drop_oldest` is set, drops the oldest pending series
+    /// lines. Without lines the acks are completed at once: there is nothing to store, and
+    /// holding them would stall the source.
+    pub fn push_encoded(
+        &mut self,
+        source: Source,
+        encoded: Encoded,
+        mut acks: Vec<Ack>,
+        now: Instant,
+    ) -> PushOutcome {
+        let Encoded {
+            buf,
+            ends,
+            unencodable,
+        } = encoded;
+        let mut outcome = PushOutcome {
+            accepted: ends.len(),
+            unencodable,
+            dropped_for_room: 0,
+        };
         if ends.is_empty() {
-            batch.complete_acks();
+            for ack in acks.drain(..) {
+                ack.complete();
+            }
             return outcome;
         }
         let n = ends.len();
@@ -229,12 +319,14 @@ impl Buffer {
             next: 0,
             done: 0,
             lost: false,
-            acks: std::mem::take(&mut batch.acks),
+            acks,
             arrived: now,
         });
         q.pending += n;
         q.held += n;
-        outcome.dropped_for_room = self.enforce_limit();
+        if self.drop_oldest {
+            outcome.dropped_for_room = self.enforce_limit();
+        }
         outcome
     }
 
@@ -286,12 +378,17 @@ impl Buffer {
 
     /// Copies up to `batch_size` pending lines into a flight, events first.
     pub fn take_flight(&mut self) -> Option<Flight> {
-        if self.pending() == 0 {
+        self.take_flight_from(&[Source::Events, Source::Series])
+    }
+
+    /// Like [`Buffer::take_flight`], from the given queues only, in that order.
+    pub fn take_flight_from(&mut self, sources: &[Source]) -> Option<Flight> {
+        if sources.iter().all(|&s| self.queue_ref(s).pending == 0) {
             return None;
         }
         let mut flight = Flight::default();
         let mut room = self.batch_size;
-        for source in [Source::Events, Source::Series] {
+        for &source in sources {
             let q = self.queue(source);
             for chunk in q.chunks.iter_mut() {
                 if room == 0 {
@@ -487,6 +584,35 @@ mod tests {
         let out = b.push(Source::Events, batch("e", 0, 4), Instant::now());
         assert_eq!(out.dropped_for_room, 0);
         assert_eq!(b.held(), 4);
+    }
+
+    #[test]
+    fn without_drop_oldest_the_buffer_grows_past_its_limit() {
+        let mut b = buffer(2, 3);
+        b.drop_oldest = false;
+        let out = b.push(Source::Series, batch("s", 0, 5), Instant::now());
+        assert_eq!(out.dropped_for_room, 0);
+        assert_eq!(b.held(), 5);
+    }
+
+    #[test]
+    fn flights_from_one_source_and_their_ranges() {
+        let mut b = buffer(10, 100);
+        let t = Instant::now();
+        b.push(Source::Series, batch("s", 0, 2), t);
+        b.push(Source::Events, batch("e", 10, 1), t);
+        let e = b.take_flight_from(&[Source::Events]).unwrap();
+        assert_eq!(lines(&e), ["events v=10i 10"]);
+        assert!(b.take_flight_from(&[Source::Events]).is_none());
+        b.push(Source::Events, batch("e", 11, 1), t);
+        let f = b.take_flight().unwrap();
+        assert_eq!(
+            f.source_ranges(),
+            vec![(Source::Events, 0..1), (Source::Series, 1..3)]
+        );
+        let g = Flight::from_body(b"a v=1 1\nb v=2 2\n".to_vec());
+        assert_eq!(g.lines(), 2);
+        assert_eq!(&g.body[g.byte_range(1..2)], b"b v=2 2\n");
     }
 
     #[test]

@@ -19,13 +19,20 @@
 //! buffer_limit = 100000
 //! shutdown_timeout = "10s"
 //! events_measurement = "events"
+//! # On-disk spool for outages (default: none, memory only). Relative to the config file.
+//! spool_dir = "/var/lib/sitewatch/spool"
+//! spool_max_bytes = 1073741824  # 1 GiB
+//! fsync = "batch"               # always | batch | never
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::{Secret, SecretError};
+
+pub use super::spool::{FsyncPolicy, SpoolError};
 
 /// Which write API the server speaks. Only the URL and the authorization differ.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -86,8 +93,10 @@ pub struct InfluxConfig {
     /// Cap of the exponential retry backoff.
     #[serde(default = "default_max_retry_delay", with = "humantime_serde")]
     pub max_retry_delay: Duration,
-    /// Most samples held in memory while the server is down or slow. Beyond it the oldest
-    /// series samples are dropped (events never are).
+    /// Most samples held in memory. While the server answers, a full buffer stops the writer
+    /// from taking more series (backpressure: collectors wait, the MQTT broker queues). While
+    /// it fails, new data goes to the spool; without `spool_dir` the oldest series samples
+    /// are dropped instead (events never are).
     #[serde(default = "default_buffer_limit")]
     pub buffer_limit: usize,
     /// How long shutdown may spend flushing what is buffered.
@@ -96,7 +105,22 @@ pub struct InfluxConfig {
     /// Measurement that samples from the events channel are written to.
     #[serde(default = "default_events_measurement")]
     pub events_measurement: String,
+    /// Directory of the on-disk spool used while the server fails (and replayed at start-up).
+    /// None: memory only.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Size cap of the spool in bytes; beyond it the oldest series segments are deleted
+    /// (counted as `spool_full`), events only when no series data is left.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// When spooled data is fsync'd: `always` (each write), `batch` (each group of writes,
+    /// before their acks complete) or `never`.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
 }
+
+/// Below this a spool holds too little to be worth its segments.
+pub const MIN_SPOOL_BYTES: u64 = 64 << 10;
 
 fn default_batch_size() -> usize {
     5000
@@ -115,6 +139,9 @@ fn default_max_retry_delay() -> Duration {
 }
 fn default_buffer_limit() -> usize {
     100_000
+}
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
@@ -139,6 +166,8 @@ pub enum InfluxError {
     },
     #[error("[influx] cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 fn missing(key: &'static str, problem: String, fix: &'static str) -> InfluxError {
@@ -283,6 +312,24 @@ impl InfluxConfig {
                 ));
             }
         }
+        if self.spool_dir.is_some() && self.spool_max_bytes < MIN_SPOOL_BYTES {
+            return Err(missing(
+                "spool_max_bytes",
+                format!("{} bytes is too small", self.spool_max_bytes),
+                "use at least 65536; the default is 1073741824 (1 GiB)",
+            ));
+        }
+        if self
+            .spool_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(missing(
+                "spool_dir",
+                "is empty".into(),
+                "leave it out for a memory-only buffer, or name a directory",
+            ));
+        }
         if self.events_measurement.is_empty() {
             return Err(missing(
                 "events_measurement",
@@ -332,6 +379,32 @@ database = "sw""#,
         assert_eq!(c.max_retry_delay, Duration::from_secs(30));
         assert_eq!(c.buffer_limit, 100_000);
         assert_eq!(c.events_measurement, "events");
+        assert_eq!(c.spool_dir, None);
+        assert_eq!(c.spool_max_bytes, 1 << 30);
+        assert_eq!(c.fsync, FsyncPolicy::Batch);
+    }
+
+    #[test]
+    fn spool_keys() {
+        let c = parse(
+            r#"url = "http://x"
+database = "d"
+spool_dir = "spool"
+spool_max_bytes = 1000000
+fsync = "always""#,
+        );
+        c.validate().unwrap();
+        assert_eq!(c.spool_dir.as_deref(), Some(std::path::Path::new("spool")));
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+        let e = err(r#"url = "http://x"
+database = "d"
+spool_dir = "s"
+spool_max_bytes = 10"#);
+        assert!(e.contains("spool_max_bytes"), "{e}");
+        assert!(toml::from_str::<InfluxConfig>(
+            "url = \"http://x\"\ndatabase = \"d\"\nfsync = \"sometimes\""
+        )
+        .is_err());
     }
 
     #[test]

@@ -5,13 +5,32 @@
 //! - [`encode_sample`] / [`encode_line`]: one sample to one line (escaping policy in
 //!   [`line_protocol`]).
 //! - [`InfluxConfig`]: the `[influx]` table.
-//! - [`InfluxWriter`]: `new(&cfg)` then `run(series_rx, events_rx, shutdown)`.
+//! - [`InfluxWriter`]: `new(&cfg)`, `open_spool(base_dir)`, then
+//!   `run(series_rx, events_rx, shutdown)`.
+//! - `spool`: the on-disk spool (`spool_dir`) used while the server fails.
+//!
+//! # Where data waits, and when it is acknowledged
+//!
+//! | server            | new data goes to                    | when memory is full          |
+//! |-------------------|-------------------------------------|------------------------------|
+//! | answers (even slowly) | memory                          | backpressure: the writer stops taking series; the rules stage and collectors wait, the MQTT broker queues |
+//! | fails (retrying)  | the spool (if `spool_dir`), else memory | memory only: oldest series dropped, counted `buffer_full` |
+//! | answers, spool not yet replayed | the spool (keeps order)   | -                            |
+//!
+//! Events are always taken (never backpressured nor dropped before series) and written
+//! before series: memory events, spooled events, memory series, spooled series.
+//!
+//! A batch's acks (MQTT PUBACKs) complete when its lines are written to InfluxDB, or once
+//! they are in the spool and synced per `fsync` (`always`/`batch`: fsync'd; `never`: handed
+//! to the OS). Spooled counts as safely buffered: it survives a crash or `kill -9`
+//! (`never`: not a power cut) and is replayed at the next start.
 
 mod buffer;
 pub mod config;
 pub mod line_protocol;
+mod spool;
 mod writer;
 
-pub use config::{InfluxApi, InfluxConfig, InfluxError};
+pub use config::{FsyncPolicy, InfluxApi, InfluxConfig, InfluxError, SpoolError};
 pub use line_protocol::{encode_line, encode_sample, EncodeOptions};
 pub use writer::InfluxWriter;

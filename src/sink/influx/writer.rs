@@ -31,14 +31,20 @@
 //!
 //! VictoriaMetrics skips lines it cannot parse and answers 204, so nothing is rejected there.
 //!
-//! Acks of a batch are completed once all its lines are written or rejected. New batches are
-//! accepted while a request is retried, up to `buffer_limit` samples (then the oldest series
-//! samples are dropped, never events). On shutdown both channels are drained and the buffer is
-//! flushed for at most `shutdown_timeout`.
+//! Acks of a batch are completed once all its lines are written or rejected, or once they are
+//! in the spool and synced. While the server answers, a full buffer (`buffer_limit`) stops the
+//! writer from taking series batches: backpressure, nothing dropped. While a request is
+//! retried, new batches go to the spool (`spool_dir`); without one they are buffered in
+//! memory and, beyond `buffer_limit`, the oldest series samples are dropped (never events).
+//! Once the server answers again the spool is replayed, events first, while new data keeps
+//! going to the spool behind it so order is kept. On shutdown both channels are drained and
+//! everything is flushed for at most `shutdown_timeout` (at once to the spool if the server
+//! is failing); what is still in memory then moves to the spool.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,13 +52,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Batch, BatchReceiver};
+use crate::pipeline::{Ack, Batch, BatchReceiver};
 
 use super::buffer::{Buffer, Flight, Source};
 use super::config::{InfluxApi, InfluxConfig, InfluxError};
 use super::line_protocol::EncodeOptions;
+use super::spool::{Cursor, FsyncPolicy, Spool};
 
 /// Longest server message kept for logs.
 const MAX_LOGGED_BODY: usize = 512;
@@ -76,6 +84,18 @@ struct Target {
     auth: Auth,
     gzip: bool,
     max_retry_delay: Duration,
+    /// True while a request is being retried (the server fails), false once it answers.
+    failing: watch::Sender<bool>,
+}
+
+impl Target {
+    fn set_failing(&self, failing: bool) {
+        self.failing.send_if_modified(|f| {
+            let changed = *f != failing;
+            *f = failing;
+            changed
+        });
+    }
 }
 
 /// Writes series and events to InfluxDB (v1, v2 or v3 API) or anything that speaks one.
@@ -87,6 +107,10 @@ pub struct InfluxWriter {
     shutdown_timeout: Duration,
     events_measurement: String,
     encode: EncodeOptions,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: u64,
+    fsync: FsyncPolicy,
+    spool: Option<Spool>,
 }
 
 impl std::fmt::Debug for InfluxWriter {
@@ -196,6 +220,7 @@ impl InfluxWriter {
                 auth,
                 gzip: cfg.gzip,
                 max_retry_delay: cfg.max_retry_delay,
+                failing: watch::Sender::new(false),
             }),
             batch_size: cfg.batch_size,
             flush_interval: cfg.flush_interval,
@@ -205,6 +230,10 @@ impl InfluxWriter {
             encode: EncodeOptions {
                 uint_as_int: cfg.api == InfluxApi::V1,
             },
+            spool_dir: cfg.spool_dir.clone(),
+            spool_max_bytes: cfg.spool_max_bytes,
+            fsync: cfg.fsync,
+            spool: None,
         })
     }
 
@@ -213,15 +242,45 @@ impl InfluxWriter {
         self.target.endpoint.as_str()
     }
 
+    /// Opens the on-disk spool when `spool_dir` is set (a relative `spool_dir` is taken
+    /// relative to `base_dir`, the config file's directory), replaying nothing yet. Call it
+    /// before [`InfluxWriter::run`] so a bad or busy directory stops start-up with an error;
+    /// `run` otherwise opens it itself and, failing that, runs memory-only with an error log.
+    pub fn open_spool(mut self, base_dir: &Path) -> Result<InfluxWriter, InfluxError> {
+        if let Some(dir) = &self.spool_dir {
+            let dir = if dir.is_absolute() {
+                dir.clone()
+            } else {
+                base_dir.join(dir)
+            };
+            self.spool = Some(Spool::open(&dir, self.spool_max_bytes, self.fsync)?);
+            self.spool_dir = Some(dir);
+        }
+        Ok(self)
+    }
+
     /// Writes until `shutdown` is cancelled or both channels are closed, then drains the
-    /// channels and flushes the buffer for at most `shutdown_timeout`.
+    /// channels and flushes for at most `shutdown_timeout`; with a spool, what is left goes
+    /// to the spool.
     pub async fn run(
-        self,
+        mut self,
         mut series_rx: BatchReceiver,
         mut events_rx: BatchReceiver,
         shutdown: CancellationToken,
     ) {
+        let spool = match (self.spool.take(), &self.spool_dir) {
+            (Some(s), _) => Some(s),
+            (None, Some(dir)) => match Spool::open(dir, self.spool_max_bytes, self.fsync) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "influx spool unavailable; buffering in memory only");
+                    None
+                }
+            },
+            (None, None) => None,
+        };
         let mut state = RunState {
+            target: self.target.clone(),
             buffer: Buffer::new(
                 self.batch_size,
                 self.flush_interval,
@@ -229,43 +288,63 @@ impl InfluxWriter {
                 &self.events_measurement,
                 self.encode,
             ),
-            flight: None,
+            spool,
+            batch_size: self.batch_size,
+            current: None,
+            unsynced: Vec::new(),
             drops_since_log: 0,
             last_drop_log: None,
+            last_spool_error_log: None,
         };
-        tracing::info!(endpoint = %self.target.endpoint, "influx writer started");
+        let mut failing_rx = self.target.failing.subscribe();
+        tracing::info!(
+            endpoint = %self.target.endpoint,
+            spool = ?self.spool_dir,
+            "influx writer started"
+        );
         let mut events_open = true;
         let mut series_open = true;
         loop {
-            if state.flight.is_none() && state.buffer.should_flush(Instant::now()) {
-                state.start_flight(&self.target);
-            }
-            metrics::gauge!("sitewatch_influx_buffer_samples").set(state.buffer.held() as f64);
+            state.start_flight(Instant::now(), false);
+            state.update_gauges();
             if !events_open && !series_open {
                 break;
             }
             let due = state
                 .buffer
                 .flush_due()
-                .filter(|_| state.flight.is_none())
+                .filter(|_| state.current.is_none())
                 .map(tokio::time::Instant::from_std);
+            // Backpressure: while the server keeps up (or merely lags), a full buffer stops
+            // the writer from taking series; the rules stage and collectors wait.
+            let take_series = series_open && state.accepts_series();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                done = poll_flight(state.flight.as_mut()) => {
-                    state.flight = None;
-                    state.finish_flight(done);
+                delivery = poll_flight(state.current.as_mut().map(|c| &mut c.future)) => {
+                    state.finish_flight(delivery);
                 }
                 b = events_rx.recv(), if events_open => match b {
-                    Some(b) => state.push(Source::Events, b),
+                    Some(b) => {
+                        state.push(Source::Events, b);
+                        state.take_waiting(&mut events_rx, &mut series_rx);
+                    }
                     None => events_open = false,
                 },
-                b = series_rx.recv(), if series_open => match b {
-                    Some(b) => state.push(Source::Series, b),
+                b = series_rx.recv(), if take_series => match b {
+                    Some(b) => {
+                        state.push(Source::Series, b);
+                        state.take_waiting(&mut events_rx, &mut series_rx);
+                    }
                     None => series_open = false,
                 },
+                // A request started failing or recovered: re-decide where data goes.
+                _ = failing_rx.changed() => {
+                    failing_rx.borrow_and_update();
+                }
                 _ = sleep_until(due) => {}
             }
+            state.flush_acks();
         }
 
         // Shutdown: take what is already queued upstream, then flush within the deadline.
@@ -277,26 +356,35 @@ impl InfluxWriter {
         while let Some(b) = series_rx.recv().await {
             state.push(Source::Series, b);
         }
+        state.flush_acks();
         let held = state.buffer.held();
-        tracing::info!(held, "influx writer flushing before shutdown");
-        let flushed = tokio::time::timeout(self.shutdown_timeout, async {
-            loop {
-                if state.flight.is_none()
-                    && !state
-                        .buffer
-                        .take_flight_into(&mut state.flight, &self.target)
-                {
-                    break;
+        let spooled = state.spool.as_ref().map_or(0, Spool::unread_lines);
+        tracing::info!(held, spooled, "influx writer flushing before shutdown");
+        // With a spool, a failing server is not worth the wait: the spool keeps the data.
+        let skip_flush = state.spool.is_some() && state.is_failing();
+        let flushed = if skip_flush {
+            Err(())
+        } else {
+            tokio::time::timeout(self.shutdown_timeout, async {
+                loop {
+                    if state.current.is_none() && !state.start_flight(Instant::now(), true) {
+                        break;
+                    }
+                    let delivery = poll_flight(state.current.as_mut().map(|c| &mut c.future)).await;
+                    state.finish_flight(delivery);
                 }
-                let done = poll_flight(state.flight.as_mut()).await;
-                state.flight = None;
-                state.finish_flight(done);
-            }
-        })
-        .await;
+            })
+            .await
+            .map_err(|_| ())
+        };
+        if flushed.is_err() {
+            state.spill_memory();
+        }
+        state.release_spool_flight();
+        state.update_gauges();
         let left = state.buffer.held();
-        metrics::gauge!("sitewatch_influx_buffer_samples").set(left as f64);
-        if flushed.is_err() && left > 0 {
+        let spooled = state.spool.as_ref().map_or(0, Spool::unread_lines);
+        if left > 0 {
             metrics::counter!("sitewatch_influx_dropped_total", "reason" => "shutdown")
                 .increment(left as u64);
             tracing::error!(
@@ -306,28 +394,123 @@ impl InfluxWriter {
                 "influx writer gave up flushing at shutdown; these samples are lost (MQTT QoS 1 \
                  sources were not acknowledged and will be redelivered)"
             );
+        } else if spooled > 0 {
+            tracing::info!(
+                spooled,
+                "influx writer stopped; spooled samples are replayed at the next start"
+            );
         } else {
             tracing::info!("influx writer flushed and stopped");
         }
     }
 }
 
-type FlightFuture = Pin<Box<dyn Future<Output = (Flight, Delivery)> + Send>>;
+type FlightFuture = Pin<Box<dyn Future<Output = Delivery> + Send>>;
+
+/// Where the lines of a request came from, to resolve them once it is done.
+enum Origin {
+    Memory,
+    Spool(Source, Cursor),
+}
+
+struct InFlight {
+    future: FlightFuture,
+    flight: Arc<Flight>,
+    origin: Origin,
+}
+
+/// Batches taken from the channels in one go after a receive, so their spool appends share
+/// one fsync.
+const SPOOL_GROUP: usize = 256;
+/// Spool write errors are logged at most once per this period.
+const SPOOL_ERROR_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 struct RunState {
+    target: Arc<Target>,
     buffer: Buffer,
-    flight: Option<FlightFuture>,
+    spool: Option<Spool>,
+    batch_size: usize,
+    current: Option<InFlight>,
+    /// Acks of batches appended to the spool, completed once the spool is synced.
+    unsynced: Vec<Ack>,
     drops_since_log: usize,
     last_drop_log: Option<Instant>,
+    last_spool_error_log: Option<Instant>,
 }
 
 impl RunState {
-    fn push(&mut self, source: Source, batch: Batch) {
-        let out = self.buffer.push(source, batch, Instant::now());
-        if out.unencodable > 0 {
-            metrics::counter!("sitewatch_influx_dropped_total", "reason" => "no_fields")
-                .increment(out.unencodable as u64);
+    fn is_failing(&self) -> bool {
+        *self.target.failing.borrow()
+    }
+
+    /// New data goes to the spool while the server fails, and after that until the spool
+    /// is replayed, so nothing overtakes older spooled data.
+    fn spooling(&self) -> bool {
+        self.spool
+            .as_ref()
+            .is_some_and(|s| self.is_failing() || !s.is_empty())
+    }
+
+    fn accepts_series(&self) -> bool {
+        self.buffer.held() < self.buffer.limit() || self.is_failing() || self.spooling()
+    }
+
+    fn update_gauges(&self) {
+        metrics::gauge!("sitewatch_influx_buffer_samples").set(self.buffer.held() as f64);
+        if let Some(s) = &self.spool {
+            s.update_gauges();
         }
+    }
+
+    /// After one receive, takes what else is already waiting (bounded) while spooling, so
+    /// the appends share one fsync.
+    fn take_waiting(&mut self, events_rx: &mut BatchReceiver, series_rx: &mut BatchReceiver) {
+        let mut n = 0;
+        while n < SPOOL_GROUP && self.spooling() {
+            if let Ok(b) = events_rx.try_recv() {
+                self.push(Source::Events, b);
+            } else if let Ok(b) = series_rx.try_recv() {
+                self.push(Source::Series, b);
+            } else {
+                break;
+            }
+            n += 1;
+        }
+    }
+
+    fn push(&mut self, source: Source, mut batch: Batch) {
+        let encoded = self.buffer.encode(source, &batch);
+        if encoded.unencodable > 0 {
+            metrics::counter!("sitewatch_influx_dropped_total", "reason" => "no_fields")
+                .increment(encoded.unencodable as u64);
+        }
+        let acks = std::mem::take(&mut batch.acks);
+        if encoded.ends.is_empty() {
+            // Nothing to store; holding the acks would stall the source.
+            for ack in acks {
+                ack.complete();
+            }
+            return;
+        }
+        if self.spooling() {
+            let lines = encoded.ends.len();
+            let spool = self.spool.as_mut().expect("spooling() checked it");
+            match spool.append(source, &encoded.buf, lines) {
+                Ok(_) => {
+                    metrics::counter!("sitewatch_influx_spooled_samples_total")
+                        .increment(lines as u64);
+                    self.unsynced.extend(acks);
+                    return;
+                }
+                Err(e) => self.spool_error("append", &e),
+            }
+        }
+        // Healthy server: never drop, the caller stops taking series when full. Failing
+        // without a (working) spool: keep memory bounded by dropping the oldest series.
+        self.buffer.drop_oldest = self.is_failing();
+        let out = self
+            .buffer
+            .push_encoded(source, encoded, acks, Instant::now());
         if out.dropped_for_room > 0 {
             metrics::counter!("sitewatch_influx_dropped_total", "reason" => "buffer_full")
                 .increment(out.dropped_for_room as u64);
@@ -340,8 +523,8 @@ impl RunState {
                 tracing::warn!(
                     dropped = self.drops_since_log,
                     held = self.buffer.held(),
-                    "influx buffer full (buffer_limit): dropped the oldest series samples; \
-                     the server is down or too slow, or buffer_limit is too small"
+                    "influx buffer full (buffer_limit) while the server fails: dropped the \
+                     oldest series samples; set spool_dir to keep them on disk"
                 );
                 self.drops_since_log = 0;
                 self.last_drop_log = Some(now);
@@ -349,33 +532,191 @@ impl RunState {
         }
     }
 
-    fn start_flight(&mut self, target: &Arc<Target>) {
-        self.buffer.take_flight_into(&mut self.flight, target);
+    fn spool_error(&mut self, what: &'static str, e: &std::io::Error) {
+        metrics::counter!("sitewatch_influx_spool_errors_total", "op" => what).increment(1);
+        let now = Instant::now();
+        if self
+            .last_spool_error_log
+            .is_none_or(|t| now.duration_since(t) >= SPOOL_ERROR_LOG_PERIOD)
+        {
+            tracing::error!(
+                op = what, error = %e,
+                "influx spool write failed (disk full or failing?); holding data in memory \
+                 instead"
+            );
+            self.last_spool_error_log = Some(now);
+        }
     }
 
-    fn finish_flight(&mut self, (flight, delivery): (Flight, Delivery)) {
+    /// Syncs the spool per the fsync policy and completes the acks of what it now holds:
+    /// spooled data counts as safely buffered. If the sync fails, the acks are dropped so
+    /// the sources redeliver.
+    fn flush_acks(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        match spool.sync() {
+            Ok(()) => {
+                for ack in self.unsynced.drain(..) {
+                    ack.complete();
+                }
+            }
+            Err(e) => {
+                self.unsynced.clear();
+                self.spool_error("fsync", &e);
+            }
+        }
+    }
+
+    /// Starts the next request if none is running: events before series, and within each,
+    /// memory (older) before the spool. Memory lines wait for `flush_interval` or a full
+    /// batch, unless the spool has data (then they are the oldest) or `shutting_down`.
+    fn start_flight(&mut self, now: Instant, shutting_down: bool) -> bool {
+        if self.current.is_some() {
+            return false;
+        }
+        let (spool_events, spool_series) = self.spool.as_ref().map_or((false, false), |s| {
+            (
+                !s.queue_ref(Source::Events).is_empty(),
+                !s.queue_ref(Source::Series).is_empty(),
+            )
+        });
+        let mem_due = self.buffer.pending() > 0
+            && (spool_events || spool_series || shutting_down || self.buffer.should_flush(now));
+        let picked = if mem_due && (self.buffer.events_pending() > 0 || !spool_events) {
+            let flight = if spool_events {
+                self.buffer.take_flight_from(&[Source::Events])
+            } else {
+                self.buffer.take_flight()
+            };
+            flight.map(|f| (f, Origin::Memory))
+        } else if spool_events {
+            self.spool_flight(Source::Events)
+        } else if spool_series {
+            self.spool_flight(Source::Series)
+        } else {
+            None
+        };
+        let Some((flight, origin)) = picked else {
+            return false;
+        };
+        let flight = Arc::new(flight);
+        self.current = Some(InFlight {
+            future: Box::pin(deliver(self.target.clone(), flight.clone())),
+            flight,
+            origin,
+        });
+        true
+    }
+
+    fn spool_flight(&mut self, source: Source) -> Option<(Flight, Origin)> {
+        let read = self
+            .spool
+            .as_mut()?
+            .queue(source)
+            .read_batch(self.batch_size)?;
+        Some((
+            Flight::from_body(read.body),
+            Origin::Spool(source, read.end),
+        ))
+    }
+
+    fn finish_flight(&mut self, delivery: Delivery) {
+        let Some(done) = self.current.take() else {
+            return;
+        };
         metrics::counter!("sitewatch_influx_points_written_total")
             .increment(delivery.written as u64);
         if delivery.rejected > 0 {
             metrics::counter!("sitewatch_influx_dropped_total", "reason" => "rejected")
                 .increment(delivery.rejected as u64);
         }
-        self.buffer.resolve(&flight);
+        match done.origin {
+            Origin::Memory => self.buffer.resolve(&done.flight),
+            Origin::Spool(source, end) => {
+                metrics::counter!("sitewatch_influx_spool_replayed_samples_total")
+                    .increment(done.flight.lines() as u64);
+                if let Some(s) = self.spool.as_mut() {
+                    s.queue(source).commit(end);
+                    if s.is_empty() {
+                        tracing::info!("influx spool replayed; back to writing from memory");
+                    }
+                }
+            }
+        }
     }
-}
 
-impl Buffer {
-    /// Takes a flight and starts delivering it; false when nothing is pending.
-    fn take_flight_into(&mut self, slot: &mut Option<FlightFuture>, target: &Arc<Target>) -> bool {
-        let Some(flight) = self.take_flight() else {
-            return false;
+    /// A spool request still running at shutdown is simply read again next time.
+    fn release_spool_flight(&mut self) {
+        if let Some(InFlight {
+            origin: Origin::Spool(source, _),
+            ..
+        }) = &self.current
+        {
+            let source = *source;
+            self.current = None;
+            if let Some(s) = self.spool.as_mut() {
+                s.queue(source).release();
+            }
+        }
+    }
+
+    /// Shutdown with data still in memory: moves it to the spool (if there is one), so it is
+    /// written at the next start instead of lost.
+    fn spill_memory(&mut self) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
         };
-        *slot = Some(Box::pin(deliver(target.clone(), flight)));
-        true
+        let mut flights = Vec::new();
+        match self.current.take() {
+            Some(InFlight {
+                flight,
+                origin: Origin::Memory,
+                ..
+            }) => flights.push(flight),
+            Some(other) => self.current = Some(other),
+            None => {}
+        }
+        while let Some(f) = self.buffer.take_flight() {
+            flights.push(Arc::new(f));
+        }
+        let mut stored = Vec::new();
+        for flight in flights {
+            let mut ok = true;
+            for (source, range) in flight.source_ranges() {
+                let bytes = &flight.body[flight.byte_range(range.clone())];
+                if let Err(e) = spool.append(source, bytes, range.len()) {
+                    tracing::error!(error = %e, "influx spool: cannot keep buffered data at shutdown");
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                stored.push(flight);
+            }
+        }
+        match spool.sync() {
+            Ok(()) => {
+                let n: usize = stored.iter().map(|f| f.lines()).sum();
+                if n > 0 {
+                    tracing::info!(
+                        samples = n,
+                        "influx writer moved unwritten samples to the spool"
+                    );
+                }
+                for f in stored {
+                    self.buffer.resolve(&f);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "influx spool: fsync failed at shutdown"),
+        }
     }
 }
 
-async fn poll_flight(flight: Option<&mut FlightFuture>) -> (Flight, Delivery) {
+async fn poll_flight(flight: Option<&mut FlightFuture>) -> Delivery {
     match flight {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -565,7 +906,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Delivers every line of `flight`, retrying until each is written or rejected. Only ends
 /// early if the future is dropped (shutdown deadline).
-async fn deliver(target: Arc<Target>, flight: Flight) -> (Flight, Delivery) {
+async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
     let mut delivery = Delivery::default();
     let mut todo: VecDeque<Range<usize>> = VecDeque::new();
     todo.push_back(0..flight.lines());
@@ -576,6 +917,7 @@ async fn deliver(target: Arc<Target>, flight: Flight) -> (Flight, Delivery) {
         loop {
             let verdict = target.post(body.clone()).await;
             let n = range.len();
+            target.set_failing(matches!(verdict, Verdict::Retry { .. }));
             match verdict {
                 Verdict::Written => {
                     if attempt > 0 {
@@ -644,7 +986,7 @@ async fn deliver(target: Arc<Target>, flight: Flight) -> (Flight, Delivery) {
             break;
         }
     }
-    (flight, delivery)
+    delivery
 }
 
 fn truncate_bytes(b: &[u8]) -> &[u8] {
@@ -855,15 +1197,22 @@ mod tests {
         }
 
         async fn serve(script: Box<Script>) -> Server {
+            serve_with_delay(script, Duration::ZERO).await
+        }
+
+        /// Like [`serve`], answering each request only after `delay` (a slow server).
+        async fn serve_with_delay(script: Box<Script>, delay: Duration) -> Server {
             let seen = Arc::new(Mutex::new(Seen::default()));
             let script: Arc<Script> = Arc::from(script);
-            let state = (seen.clone(), script);
-            let handler = |axum::extract::State((seen, script)): axum::extract::State<(
+            let state = (seen.clone(), script, delay);
+            let handler = |axum::extract::State((seen, script, delay)): axum::extract::State<(
                 Arc<Mutex<Seen>>,
                 Arc<Script>,
+                Duration,
             )>,
                            headers: HeaderMap,
                            body: axum::body::Bytes| async move {
+                tokio::time::sleep(delay).await;
                 let mut text = String::new();
                 if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
                     flate2::read::GzDecoder::new(&body[..])
@@ -946,6 +1295,204 @@ mod tests {
                 .filter(|&i| i != 5)
                 .map(|i| format!("m v={i}i {i}"))
                 .collect()
+        }
+
+        struct Running {
+            series: tokio::sync::mpsc::Sender<Batch>,
+            events: tokio::sync::mpsc::Sender<Batch>,
+            shutdown: CancellationToken,
+            task: tokio::task::JoinHandle<()>,
+        }
+
+        impl Running {
+            /// Closes the inputs and waits for the writer to flush and return.
+            async fn finish(self) {
+                drop(self.series);
+                drop(self.events);
+                tokio::time::timeout(Duration::from_secs(20), self.task)
+                    .await
+                    .expect("writer returns")
+                    .unwrap();
+            }
+        }
+
+        fn start(server: &Server, extra: &str) -> Running {
+            let cfg: InfluxConfig = toml::from_str(&format!(
+                "url = \"{}\"\ndatabase = \"d\"\nflush_interval = \"20ms\"\nmax_retry_delay = \"50ms\"\n{extra}",
+                server.url
+            ))
+            .unwrap();
+            let writer = InfluxWriter::new(&cfg)
+                .unwrap()
+                .open_spool(Path::new("."))
+                .unwrap();
+            let (series, series_rx) = tokio::sync::mpsc::channel(8);
+            let (events, events_rx) = tokio::sync::mpsc::channel(8);
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(writer.run(series_rx, events_rx, shutdown.clone()));
+            Running {
+                series,
+                events,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !f() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        }
+
+        fn segments(dir: &Path) -> usize {
+            ["events", "series"]
+                .iter()
+                .filter_map(|q| std::fs::read_dir(dir.join(q)).ok())
+                .flatten()
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                })
+                .count()
+        }
+
+        #[tokio::test]
+        async fn a_slow_server_gets_backpressure_not_drops() {
+            // Each write takes 30 ms; 30 batches of 4 arrive at once into a 4-sample buffer.
+            let server = serve_with_delay(
+                Box::new(|_, _: &[String]| (204, None, "")),
+                Duration::from_millis(30),
+            )
+            .await;
+            let acks = Arc::new(AtomicUsize::new(0));
+            let batches = (0..30)
+                .map(|k| batch(10 + k * 4..14 + k * 4, &acks))
+                .collect();
+            let seen = run_writer(
+                "database = \"d\"\nbatch_size = 4\nbuffer_limit = 4",
+                &server,
+                batches,
+            )
+            .await;
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.stored, expected(10..130), "all stored, in order");
+            assert_eq!(acks.load(Ordering::SeqCst), 30);
+        }
+
+        #[tokio::test]
+        async fn outage_spools_acks_then_replays_in_order_events_first() {
+            let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = up.clone();
+            let server = serve(Box::new(move |_, _: &[String]| {
+                if flag.load(Ordering::SeqCst) {
+                    (204, None, "")
+                } else {
+                    (503, None, "down")
+                }
+            }))
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let w = start(
+                &server,
+                &format!(
+                    "batch_size = 4\nbuffer_limit = 8\nspool_dir = {:?}",
+                    dir.path().display().to_string()
+                ),
+            );
+            let first = Arc::new(AtomicUsize::new(0));
+            w.series.send(batch(10..14, &first)).await.unwrap();
+            // The first write fails: from then on data goes to the spool.
+            wait_for("a failed write", || {
+                server.seen.lock().unwrap().requests.len() >= 2
+            })
+            .await;
+            let spooled = Arc::new(AtomicUsize::new(0));
+            for k in 0..10 {
+                w.series
+                    .send(batch(14 + k * 4..18 + k * 4, &spooled))
+                    .await
+                    .unwrap();
+            }
+            let ev_acks = Arc::new(AtomicUsize::new(0));
+            w.events.send(batch(1000..1002, &ev_acks)).await.unwrap();
+            // Acked while the server is still down: they are durably in the spool.
+            wait_for("acks of spooled batches", || {
+                spooled.load(Ordering::SeqCst) == 10 && ev_acks.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            assert_eq!(first.load(Ordering::SeqCst), 0, "in memory, not acked");
+            assert!(segments(dir.path()) >= 2, "events and series segments");
+            up.store(true, Ordering::SeqCst);
+            wait_for("everything written", || {
+                server.seen.lock().unwrap().stored.len() == 4 + 40 + 2
+            })
+            .await;
+            w.finish().await;
+            assert_eq!(first.load(Ordering::SeqCst), 1);
+            let stored = server.seen.lock().unwrap().stored.clone();
+            let series: Vec<String> = stored
+                .iter()
+                .filter(|l| l.starts_with("m "))
+                .cloned()
+                .collect();
+            assert_eq!(series, expected(10..54), "series in order, none lost");
+            let first_event = stored
+                .iter()
+                .position(|l| l.starts_with("events "))
+                .unwrap();
+            let first_spooled_series = stored.iter().position(|l| l == "m v=14i 14").unwrap();
+            assert!(
+                first_event < first_spooled_series,
+                "events replayed before the series backlog: {stored:?}"
+            );
+            assert_eq!(segments(dir.path()), 0, "replayed segments are deleted");
+        }
+
+        #[tokio::test]
+        async fn spooled_and_buffered_data_survive_a_restart() {
+            let down = serve(Box::new(|_, _: &[String]| (503, None, "down"))).await;
+            let dir = tempfile::tempdir().unwrap();
+            let extra = format!(
+                "batch_size = 4\nshutdown_timeout = \"200ms\"\nspool_dir = {:?}",
+                dir.path().display().to_string()
+            );
+            let w = start(&down, &extra);
+            let acks = Arc::new(AtomicUsize::new(0));
+            w.series.send(batch(10..14, &acks)).await.unwrap();
+            wait_for("a failed write", || {
+                down.seen.lock().unwrap().requests.len() >= 2
+            })
+            .await;
+            for k in 0..5 {
+                w.series
+                    .send(batch(14 + k * 4..18 + k * 4, &acks))
+                    .await
+                    .unwrap();
+            }
+            wait_for("spooled", || acks.load(Ordering::SeqCst) == 5).await;
+            // Shutdown while failing: the batch still in memory moves to the spool too.
+            w.shutdown.cancel();
+            w.finish().await;
+            assert_eq!(acks.load(Ordering::SeqCst), 6);
+            assert!(segments(dir.path()) >= 1);
+
+            let up = serve(Box::new(|_, _: &[String]| (204, None, ""))).await;
+            let w = start(&up, &extra);
+            wait_for("replay after restart", || {
+                up.seen.lock().unwrap().stored.len() >= 24
+            })
+            .await;
+            w.finish().await;
+            let stored = up.seen.lock().unwrap().stored.clone();
+            let mut sorted = stored.clone();
+            sorted.sort_by_key(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap());
+            assert_eq!(sorted, expected(10..34), "nothing lost");
+            assert_eq!(stored.len(), 24, "nothing written twice");
+            assert_eq!(segments(dir.path()), 0);
         }
 
         #[tokio::test]

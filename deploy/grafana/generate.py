@@ -1,0 +1,850 @@
+#!/usr/bin/env python3
+"""Generates the Grafana dashboards in deploy/grafana/dashboards/ (the JSON is committed).
+
+One source for every panel keeps units, thresholds, filters and the events annotation the
+same on every dashboard. Thresholds come from deploy/rules/facility.toml; change both together.
+Every InfluxQL query here is run against real ingested data by tests/dashboards.rs, and every
+PromQL query against sitewatch's own /metrics.
+
+Usage: python3 deploy/grafana/generate.py        (no third-party modules needed)
+"""
+
+import json
+import os
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboards")
+
+# Must match the uids in provisioning/datasources/*.yaml.
+INFLUX = {"type": "influxdb", "uid": "sitewatch-influxdb"}
+PROM = {"type": "prometheus", "uid": "sitewatch-prometheus"}
+
+SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x
+
+# deploy/rules/facility.toml
+TEMP_WARN, TEMP_CRIT = 27.0, 32.0  # rack_inlet_temperature (ASHRAE A1 recommended/allowable)
+HUM_LOW, HUM_HIGH = 20.0, 80.0  # rack_humidity (outside 20-80 %RH)
+PHASE_WARN, CIRCUIT_A = 12.8, 16.0  # pdu_phase_current: 80 % of a 16 A circuit
+
+# Filters. Variables with "All" expand to `.*` (allValue), which also matches series that
+# lack the tag, e.g. an SNMP target configured without a `room` tag.
+SR = '"site" =~ /^$site$/ AND "room" =~ /^$room$/'
+RACK = SR + ' AND "rack" =~ /^$rack$/'
+DEV = SR + ' AND "device" =~ /^$device$/'
+TF = "$timeFilter"
+GT = "GROUP BY time($__interval)"
+
+
+class Ids:
+    def __init__(self):
+        self.n = 0
+
+    def next(self):
+        self.n += 1
+        return self.n
+
+
+def influx(query, ref="A", alias=None, fmt="time_series"):
+    t = {
+        "datasource": INFLUX,
+        "refId": ref,
+        "query": query,
+        "rawQuery": True,
+        "resultFormat": fmt,
+    }
+    if alias:
+        t["alias"] = alias
+    return t
+
+
+def prom(expr, legend, ref="A", instant=False):
+    return {
+        "datasource": PROM,
+        "refId": ref,
+        "expr": expr,
+        "legendFormat": legend,
+        "range": not instant,
+        "instant": instant,
+    }
+
+
+def thresholds(*steps):
+    """steps: ("green", None), ("orange", 27), ..."""
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
+
+
+def value_map(mapping):
+    """mapping: {raw value: (display text, colour)}"""
+    return [
+        {
+            "type": "value",
+            "options": {
+                str(k).lower() if isinstance(k, bool) else str(k): {"text": t, "color": c, "index": i}
+                for i, (k, (t, c)) in enumerate(mapping.items())
+            },
+        }
+    ]
+
+
+# Device state vocabularies, as the profiles in mappings/snmp name them (`<field>_state`).
+UPS_OUTPUT = {
+    # APC upsBasicOutputStatus
+    "online": ("On line", "green"),
+    "on_battery": ("ON BATTERY", "red"),
+    "smart_boost": ("Boost", "yellow"),
+    "smart_trim": ("Trim", "yellow"),
+    "software_bypass": ("BYPASS", "orange"),
+    "switched_bypass": ("BYPASS", "orange"),
+    "hardware_failure_bypass": ("BYPASS (fault)", "red"),
+    "off": ("OFF", "red"),
+    "rebooting": ("Rebooting", "orange"),
+    "timed_sleeping": ("Sleeping", "orange"),
+    "sleeping_until_power_return": ("Sleeping", "red"),
+    "unknown": ("Unknown", "purple"),
+    # UPS-MIB upsOutputSource
+    "normal": ("On line", "green"),
+    "battery": ("ON BATTERY", "red"),
+    "bypass": ("BYPASS", "orange"),
+    "booster": ("Boost", "yellow"),
+    "reducer": ("Trim", "yellow"),
+    "none": ("NO OUTPUT", "red"),
+    "other": ("Other", "purple"),
+}
+BATTERY_STATUS = {
+    "normal": ("Normal", "green"),
+    "low": ("LOW", "red"),
+    "depleted": ("DEPLETED", "red"),
+    "fault": ("FAULT", "red"),
+    "unknown": ("Unknown", "purple"),
+}
+LEAK_STATE = {
+    True: ("WATER", "red"),
+    False: ("dry", "green"),
+    "fluid": ("WATER", "red"),
+    "none": ("dry", "green"),
+    "leak": ("WATER", "red"),
+    "no_leak": ("dry", "green"),
+    "unknown": ("unknown", "purple"),
+}
+LOAD_STATE = {
+    "low": ("Low", "blue"),
+    "normal": ("Normal", "green"),
+    "near_overload": ("NEAR OVERLOAD", "orange"),
+    "overload": ("OVERLOAD", "red"),
+}
+UP_DOWN = {True: ("up", "green"), False: ("DOWN", "red")}
+IF_STATUS = {
+    "up": ("up", "green"),
+    "down": ("down", "red"),
+    "testing": ("testing", "yellow"),
+    "unknown": ("unknown", "purple"),
+    "dormant": ("dormant", "blue"),
+    "not_present": ("not present", "text"),
+    "lower_layer_down": ("lower layer down", "red"),
+}
+COOLING_STATE = {"on": ("On", "green"), "off": ("OFF", "red"), "standby": ("Standby", "yellow")}
+SEVERITY = {"critical": ("critical", "red"), "warning": ("warning", "orange"), "ok": ("ok", "green")}
+EVENT_STATE = {"firing": ("firing", "red"), "resolved": ("resolved", "green")}
+
+GAP_MS = 180000  # draw a break where a series is silent for more than 3 minutes
+
+
+def panel(kind, title, targets, pos, ids, desc="", unit=None, mn=None, mx=None, th=None,
+          mappings=None, decimals=None, options=None, custom=None, overrides=None,
+          interval=None, extra=None):
+    defaults = {"color": {"mode": "palette-classic"}}
+    if unit:
+        defaults["unit"] = unit
+    if mn is not None:
+        defaults["min"] = mn
+    if mx is not None:
+        defaults["max"] = mx
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if th:
+        defaults["thresholds"] = th
+    else:
+        defaults["thresholds"] = thresholds(("green", None))
+    if mappings:
+        defaults["mappings"] = mappings
+    if custom:
+        defaults["custom"] = custom
+    p = {
+        "id": ids.next(),
+        "type": kind,
+        "title": title,
+        "description": desc,
+        "datasource": targets[0]["datasource"],
+        "gridPos": {"x": pos[0], "y": pos[1], "w": pos[2], "h": pos[3]},
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if interval:
+        p["interval"] = interval
+    if extra:
+        p.update(extra)
+    return p
+
+
+def timeseries(title, targets, pos, ids, desc="", unit=None, mn=None, mx=None, th=None,
+               th_style="off", soft=None, stack=False, bars=False, overrides=None, mappings=None,
+               interval="10s", legend_calcs=("lastNotNull", "max")):
+    custom = {
+        "drawStyle": "bars" if bars else "line",
+        "lineWidth": 1,
+        "fillOpacity": 60 if bars else (10 if stack else 0),
+        "showPoints": "never",
+        "pointSize": 4,
+        "spanNulls": False,
+        "insertNulls": GAP_MS,
+        "lineInterpolation": "linear",
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "axisPlacement": "auto",
+        "thresholdsStyle": {"mode": th_style},
+    }
+    if soft:
+        custom["axisSoftMin"], custom["axisSoftMax"] = soft
+    opts = {
+        "legend": {"showLegend": True, "displayMode": "table", "placement": "right",
+                   "calcs": list(legend_calcs)},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return panel("timeseries", title, targets, pos, ids, desc, unit, mn, mx, th, mappings,
+                 options=opts, custom=custom, overrides=overrides, interval=interval)
+
+
+def stat(title, targets, pos, ids, desc="", unit=None, mn=None, mx=None, th=None,
+         mappings=None, text=False, color_mode="background", decimals=None):
+    opts = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "/.*/" if text else "",
+                          "values": False},
+        "colorMode": color_mode,
+        "graphMode": "none",
+        "textMode": "value_and_name",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "wideLayout": True,
+        "showPercentChange": False,
+    }
+    return panel("stat", title, targets, pos, ids, desc, unit, mn, mx, th, mappings,
+                 options=opts, decimals=decimals,
+                 custom=None)
+
+
+def bargauge(title, targets, pos, ids, desc="", unit=None, mn=None, mx=None, th=None,
+             decimals=None):
+    opts = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "orientation": "horizontal",
+        "displayMode": "gradient",
+        "valueMode": "color",
+        "showUnfilled": True,
+        "namePlacement": "left",
+        "sizing": "auto",
+        "minVizHeight": 16,
+        "minVizWidth": 8,
+        "maxVizHeight": 300,
+    }
+    return panel("bargauge", title, targets, pos, ids, desc, unit, mn, mx, th, options=opts,
+                 decimals=decimals)
+
+
+def state_timeline(title, targets, pos, ids, desc="", mappings=None, interval="10s"):
+    opts = {
+        "mergeValues": True,
+        "showValue": "auto",
+        "alignValue": "left",
+        "rowHeight": 0.9,
+        "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    custom = {"lineWidth": 0, "fillOpacity": 80, "spanNulls": False, "insertNulls": GAP_MS}
+    p = panel("state-timeline", title, targets, pos, ids, desc, mappings=mappings, options=opts,
+              custom=custom, interval=interval)
+    p["fieldConfig"]["defaults"]["color"] = {"mode": "thresholds"}
+    return p
+
+
+def table(title, targets, pos, ids, desc="", overrides=None, transformations=None,
+          sort=("Time", True), extra=None):
+    opts = {
+        "showHeader": True,
+        "cellHeight": "sm",
+        "footer": {"show": False, "reducer": ["sum"], "fields": "", "countRows": False},
+        "sortBy": [{"displayName": sort[0], "desc": sort[1]}] if sort else [],
+    }
+    custom = {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False,
+              "filterable": True}
+    p = panel("table", title, targets, pos, ids, desc, options=opts, custom=custom,
+              overrides=overrides, extra=extra)
+    p["fieldConfig"]["defaults"]["color"] = {"mode": "thresholds"}
+    if transformations:
+        p["transformations"] = transformations
+    return p
+
+
+def row(title, y, ids):
+    return {"id": ids.next(), "type": "row", "title": title, "collapsed": False,
+            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []}
+
+
+def colored_column(name, mapping):
+    return {
+        "matcher": {"id": "byName", "options": name},
+        "properties": [
+            {"id": "mappings", "value": value_map(mapping)},
+            {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
+        ],
+    }
+
+
+# ---------------------------------------------------------------- variables, annotations
+
+
+def var(name, label, query, all_=True, multi=True):
+    v = {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": INFLUX,
+        "query": query,
+        "definition": query,
+        "refresh": 2,  # on time range change: new devices show up without a reload
+        "sort": 1,
+        "regex": "",
+        "hide": 0,
+        "multi": multi,
+        "includeAll": all_,
+        "options": [],
+        "skipUrlSync": False,
+    }
+    if all_:
+        v["allValue"] = ".*"
+        v["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        v["current"] = {}
+    return v
+
+
+VAR_SITE = var("site", "Site", 'SHOW TAG VALUES WITH KEY = "site"', all_=False, multi=False)
+VAR_ROOM = var("room", "Room", 'SHOW TAG VALUES WITH KEY = "room" WHERE "site" =~ /^$site$/')
+VAR_RACK = var("rack", "Rack",
+               'SHOW TAG VALUES FROM "environment" WITH KEY = "rack" WHERE ' + SR)
+VAR_DEVICE = var("device", "Device",
+                 'SHOW TAG VALUES FROM "snmp_poll" WITH KEY = "device" WHERE ' + SR)
+
+
+def events_annotations(site_filter=True):
+    where = (SR + " AND ") if site_filter else ""
+    out = [{
+        "builtIn": 1,
+        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+        "enable": True,
+        "hide": True,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    }]
+    for name, sev, colour in (("Critical events", "critical", "red"),
+                              ("Warning events", "warning", "orange")):
+        q = ('SELECT "message", "rule", "state" FROM "events" WHERE "severity" = \'%s\' AND %s%s'
+             % (sev, where, TF))
+        out.append({
+            "name": name,
+            "datasource": INFLUX,
+            "enable": True,
+            "hide": False,
+            "iconColor": colour,
+            # Legacy keys (read by every Grafana with the InfluxQL editor) and the query
+            # object newer releases keep; both say the same.
+            "query": q,
+            "textColumn": "message",
+            "tagsColumn": "rule,state",
+            "titleColumn": "",
+            "timeEndColumn": "",
+            "target": {
+                "refId": "Anno",
+                "query": q,
+                "rawQuery": True,
+                "resultFormat": "table",
+                "fromAnnotations": True,
+                "textColumn": "message",
+                "tagsColumn": "rule,state",
+            },
+        })
+    return out
+
+
+def dashboard(uid, title, desc, panels, variables, annotations=None, refresh="30s",
+              time_from="now-6h"):
+    return {
+        "uid": uid,
+        "title": title,
+        "description": desc,
+        "tags": ["sitewatch"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": refresh,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "links": [{"type": "dashboards", "tags": ["sitewatch"], "asDropdown": True,
+                   "title": "sitewatch dashboards", "includeVars": True, "keepTime": True,
+                   "icon": "external link", "targetBlank": False, "tooltip": "", "url": ""}],
+        "templating": {"list": variables},
+        "annotations": {"list": annotations if annotations is not None else events_annotations()},
+        "panels": panels,
+    }
+
+
+# ---------------------------------------------------------------- shared queries
+
+def q_ups_state(group_time):
+    # APC and UPS-MIB name the same thing differently; one field `state` for both.
+    inner = ('(SELECT "output_status_state" AS "state" FROM "ups" WHERE %s AND %s), '
+             '(SELECT "output_source_state" AS "state" FROM "ups" WHERE %s AND %s)'
+             % (DEV, TF, DEV, TF))
+    if group_time:
+        return ('SELECT last("state") FROM %s WHERE %s %s, "device" fill(previous)'
+                % (inner, TF, GT))
+    return 'SELECT last("state") FROM %s WHERE %s GROUP BY "device"' % (inner, TF)
+
+
+def q_runtime(group_time):
+    inner = ('(SELECT "battery_runtime_s" AS "runtime" FROM "ups" WHERE %s AND %s), '
+             '(SELECT "battery_runtime_min" * 60 AS "runtime" FROM "ups" WHERE %s AND %s)'
+             % (DEV, TF, DEV, TF))
+    if group_time:
+        return ('SELECT mean("runtime") FROM %s WHERE %s %s, "device" fill(none)'
+                % (inner, TF, GT))
+    return 'SELECT last("runtime") FROM %s WHERE %s GROUP BY "device"' % (inner, TF)
+
+
+def q_phase_current(group_time):
+    # MQTT PDUs (measurement pdu, tags pdu/phase, field current) and SNMP rPDU2 phases
+    # (measurement pdu_phase, tags device/phase, field current_a) in one series set.
+    inner = ('(SELECT "current" AS "amps" FROM "pdu" WHERE %s AND %s), '
+             '(SELECT "current_a" AS "amps" FROM "pdu_phase" WHERE %s AND %s)'
+             % (SR, TF, DEV, TF))
+    if group_time:
+        return ('SELECT max("amps") FROM %s WHERE %s %s, "pdu", "device", "phase" fill(none)'
+                % (inner, TF, GT))
+    return 'SELECT last("amps") FROM %s WHERE %s GROUP BY "pdu", "device", "phase"' % (inner, TF)
+
+
+PHASE_ALIAS = "$tag_pdu$tag_device $tag_phase"
+TEMP_TH = thresholds(("green", None), ("orange", TEMP_WARN), ("red", TEMP_CRIT))
+HUM_TH = thresholds(("orange", None), ("green", HUM_LOW), ("orange", HUM_HIGH))
+PHASE_TH = thresholds(("green", None), ("orange", PHASE_WARN), ("red", CIRCUIT_A))
+CHARGE_TH = thresholds(("red", None), ("orange", 50), ("green", 80))
+RUNTIME_TH = thresholds(("red", None), ("orange", 600), ("green", 1200))
+
+TEMP_DESC = ("Rack inlet temperature from the MQTT rack sensors. Lines: %.0f °C warning "
+             "(ASHRAE A1 recommended limit), %.0f °C critical (allowable limit), as in "
+             "deploy/rules/facility.toml." % (TEMP_WARN, TEMP_CRIT))
+PHASE_DESC = ("Phase current of MQTT PDUs and SNMP rack PDUs (rPDU2). Orange from %.1f A (80 %% "
+              "of a 16 A circuit, rule pdu_phase_current), red at the %.0f A rating. Edit max and "
+              "thresholds if your circuits are rated differently." % (PHASE_WARN, CIRCUIT_A))
+
+
+def overview():
+    ids = Ids()
+    p = []
+    p.append(stat("UPS output", [influx(q_ups_state(False), alias="$tag_device")],
+                  (0, 0, 6, 5), ids, text=True, mappings=value_map(UPS_OUTPUT),
+                  desc="Where the UPS output comes from: on line, ON BATTERY, BYPASS. APC "
+                       "(upsBasicOutputStatus) and UPS-MIB (upsOutputSource) devices."))
+    p.append(stat("Battery charge", [influx(
+        'SELECT last("battery_charge_pct") FROM "ups" WHERE %s AND %s GROUP BY "device"'
+        % (DEV, TF), alias="$tag_device")], (6, 0, 5, 5), ids, unit="percent", mn=0, mx=100,
+        th=CHARGE_TH, decimals=0))
+    p.append(stat("Battery runtime", [influx(q_runtime(False), alias="$tag_device")],
+                  (11, 0, 5, 5), ids, unit="s", th=RUNTIME_TH,
+                  desc="Estimated runtime on battery at the present load. Orange below 20 min, "
+                       "red below 10 min."))
+    p.append(stat("Leak sensors", [
+        influx('SELECT last("leak") FROM "leak" WHERE %s AND %s GROUP BY "sensor"' % (SR, TF),
+               ref="A", alias="$tag_sensor"),
+        influx('SELECT last("state_state") FROM "leak" WHERE %s AND %s GROUP BY "device", '
+               '"fluid_sensor"' % (DEV, TF), ref="B", alias="$tag_device $tag_fluid_sensor"),
+    ], (16, 0, 8, 5), ids, text=True, mappings=value_map(LEAK_STATE),
+        desc="Last reading of every leak sensor: MQTT leak sensors and SNMP fluid sensors."))
+
+    p.append(timeseries("Rack inlet temperature", [influx(
+        'SELECT mean("temperature") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
+        % (RACK, TF, GT), alias="$tag_rack")], (0, 5, 12, 9), ids, desc=TEMP_DESC,
+        unit="celsius", th=TEMP_TH, th_style="dashed", soft=(18, 35)))
+    p.append(bargauge("PDU phase load", [influx(q_phase_current(False), alias=PHASE_ALIAS)],
+                      (12, 5, 12, 9), ids, desc=PHASE_DESC, unit="amp", mn=0, mx=CIRCUIT_A,
+                      th=PHASE_TH, decimals=1))
+    p.append(timeseries("Rack humidity", [influx(
+        'SELECT mean("humidity") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
+        % (RACK, TF, GT), alias="$tag_rack")], (0, 14, 12, 8), ids,
+        desc="Relative humidity. Warnings below %.0f %%RH (ESD) and above %.0f %%RH "
+             "(condensation)." % (HUM_LOW, HUM_HIGH),
+        unit="humidity", mn=0, mx=100, th=HUM_TH, th_style="dashed"))
+    p.append(state_timeline("Leak sensors over time", [
+        influx('SELECT last("leak") FROM "leak" WHERE %s AND %s %s, "sensor" fill(previous)'
+               % (SR, TF, GT), alias="$tag_sensor"),
+    ], (12, 14, 12, 8), ids, mappings=value_map(LEAK_STATE)))
+
+    p.append(active_alerts((0, 22, 24, 9), ids))
+    return dashboard("sitewatch-overview", "Facility overview",
+                     "UPS, PDU, temperature, humidity and leak at a glance, with active alerts.",
+                     p, [VAR_SITE, VAR_ROOM, VAR_RACK, VAR_DEVICE])
+
+
+def active_alerts(pos, ids):
+    """Latest event per series; shows those whose latest state is firing."""
+    q = ('SELECT "series", "rule", "severity", "state", "message", "value", "threshold" '
+         'FROM "events" WHERE %s AND %s' % (SR, TF))
+    transformations = [
+        {"id": "groupBy", "options": {"fields": {
+            "series": {"aggregations": [], "operation": "groupby"},
+            "rule": {"aggregations": [], "operation": "groupby"},
+            "Time": {"aggregations": ["last"], "operation": "aggregate"},
+            "severity": {"aggregations": ["last"], "operation": "aggregate"},
+            "state": {"aggregations": ["last"], "operation": "aggregate"},
+            "message": {"aggregations": ["last"], "operation": "aggregate"},
+            "value": {"aggregations": ["last"], "operation": "aggregate"},
+            "threshold": {"aggregations": ["last"], "operation": "aggregate"},
+        }}},
+        {"id": "filterByValue", "options": {
+            "type": "include", "match": "any",
+            "filters": [{"fieldName": "state (last)", "config": {
+                "id": "equal", "options": {"value": "firing"}}}]}},
+        {"id": "organize", "options": {"renameByName": {
+            "Time (last)": "Since", "severity (last)": "Severity", "state (last)": "State",
+            "message (last)": "Message", "value (last)": "Value",
+            "threshold (last)": "Threshold", "rule": "Rule", "series": "Series"}}},
+    ]
+    return table("Active alerts", [influx(q, fmt="table")], pos, ids,
+                 desc="Series whose latest rule event is 'firing'. Looks back 7 days "
+                      "regardless of the dashboard range, so a long-running alarm stays "
+                      "listed.",
+                 overrides=[colored_column("Severity", SEVERITY),
+                            colored_column("State", EVENT_STATE)],
+                 transformations=transformations, sort=("Since", True),
+                 extra={"timeFrom": "7d", "hideTimeOverride": False})
+
+
+def power():
+    ids = Ids()
+    p = [row("UPS", 0, ids)]
+    p.append(state_timeline("UPS output source", [influx(q_ups_state(True), alias="$tag_device")],
+                            (0, 1, 24, 5), ids, mappings=value_map(UPS_OUTPUT)))
+    p.append(timeseries("Battery charge", [influx(
+        'SELECT mean("battery_charge_pct") FROM "ups" WHERE %s AND %s %s, "device" fill(none)'
+        % (DEV, TF, GT), alias="$tag_device")], (0, 6, 8, 8), ids, unit="percent", mn=0,
+        mx=100, th=CHARGE_TH, th_style="dashed"))
+    p.append(timeseries("Battery runtime", [influx(q_runtime(True), alias="$tag_device")],
+                        (8, 6, 8, 8), ids, unit="s", mn=0, th=RUNTIME_TH, th_style="dashed"))
+    p.append(timeseries("UPS load", [
+        influx('SELECT mean("output_load_pct") FROM "ups" WHERE %s AND %s %s, "device" '
+               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device"),
+        influx('SELECT mean("load_pct") FROM "ups_output" WHERE %s AND %s %s, "device", "line" '
+               'fill(none)' % (DEV, TF, GT), ref="B", alias="$tag_device L$tag_line"),
+    ], (16, 6, 8, 8), ids, unit="percent", mn=0, mx=100,
+        th=thresholds(("green", None), ("orange", 80), ("red", 95)), th_style="dashed"))
+    p.append(timeseries("Input voltage", [
+        influx('SELECT mean("input_voltage_v") FROM "ups" WHERE %s AND %s %s, "device" '
+               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device"),
+        influx('SELECT mean("voltage_v") FROM "ups_input" WHERE %s AND %s %s, "device", "line" '
+               'fill(none)' % (DEV, TF, GT), ref="B", alias="$tag_device L$tag_line"),
+    ], (0, 14, 8, 8), ids, unit="volt", soft=(200, 250)))
+    p.append(timeseries("Output voltage", [
+        influx('SELECT mean("output_voltage_v") FROM "ups" WHERE %s AND %s %s, "device" '
+               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device"),
+        influx('SELECT mean("voltage_v") FROM "ups_output" WHERE %s AND %s %s, "device", "line" '
+               'fill(none)' % (DEV, TF, GT), ref="B", alias="$tag_device L$tag_line"),
+    ], (8, 14, 8, 8), ids, unit="volt", soft=(200, 250)))
+    p.append(stat("Battery status", [influx(
+        'SELECT last("battery_status_state") FROM "ups" WHERE %s AND %s GROUP BY "device"'
+        % (DEV, TF), alias="$tag_device")], (16, 14, 4, 8), ids, text=True,
+        mappings=value_map(BATTERY_STATUS)))
+    p.append(timeseries("Battery temperature", [influx(
+        'SELECT mean("battery_temperature_c") FROM "ups" WHERE %s AND %s %s, "device" fill(none)'
+        % (DEV, TF, GT), alias="$tag_device")], (20, 14, 4, 8), ids, unit="celsius",
+        th=thresholds(("green", None), ("orange", 30), ("red", 40)), th_style="dashed",
+        soft=(15, 45), legend_calcs=()))
+
+    p.append(row("PDU", 22, ids))
+    p.append(timeseries("Phase current", [influx(q_phase_current(True), alias=PHASE_ALIAS)],
+                        (0, 23, 16, 9), ids, desc=PHASE_DESC, unit="amp", mn=0,
+                        th=PHASE_TH, th_style="dashed", soft=(0, CIRCUIT_A + 1)))
+    p.append(bargauge("Phase load now", [influx(q_phase_current(False), alias=PHASE_ALIAS)],
+                      (16, 23, 8, 9), ids, desc=PHASE_DESC, unit="amp", mn=0, mx=CIRCUIT_A,
+                      th=PHASE_TH, decimals=1))
+    p.append(timeseries("PDU power", [
+        influx('SELECT mean("power_kw") FROM "pdu" WHERE %s AND %s %s, "pdu", "device" '
+               'fill(none)' % (SR, TF, GT), ref="A", alias="$tag_pdu$tag_device"),
+    ], (0, 32, 12, 8), ids, unit="kwatt", mn=0, stack=True,
+        legend_calcs=("lastNotNull", "mean", "max")))
+    p.append(timeseries("PDU energy", [influx(
+        'SELECT last("energy_kwh") FROM "pdu" WHERE %s AND %s %s, "device", "pdu_module" '
+        'fill(none)' % (DEV, TF, GT), alias="$tag_device $tag_pdu_module")], (12, 32, 6, 8),
+        ids, unit="kwatth", legend_calcs=("lastNotNull",)))
+    p.append(state_timeline("Phase load state", [influx(
+        'SELECT last("load_state_state") FROM "pdu_phase" WHERE %s AND %s %s, "device", "phase" '
+        'fill(previous)' % (DEV, TF, GT), alias="$tag_device $tag_phase")], (18, 32, 6, 8), ids,
+        mappings=value_map(LOAD_STATE)))
+    return dashboard("sitewatch-power", "Power", "UPS state, battery, load and voltages; PDU "
+                     "phase current against the circuit rating.", p,
+                     [VAR_SITE, VAR_ROOM, VAR_DEVICE])
+
+
+def cooling():
+    ids = Ids()
+    p = [row("Racks", 0, ids)]
+    p.append(timeseries("Rack inlet temperature", [influx(
+        'SELECT mean("temperature") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
+        % (RACK, TF, GT), alias="$tag_rack")], (0, 1, 16, 9), ids, desc=TEMP_DESC,
+        unit="celsius", th=TEMP_TH, th_style="line+area", soft=(18, 35)))
+    p.append(bargauge("Hottest racks now", [influx(
+        'SELECT last("temperature") FROM "environment" WHERE %s AND %s GROUP BY "rack"'
+        % (RACK, TF), alias="$tag_rack")], (16, 1, 8, 9), ids, unit="celsius", mn=15,
+        mx=40, th=TEMP_TH, decimals=1))
+    p.append(timeseries("Rack humidity", [influx(
+        'SELECT mean("humidity") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
+        % (RACK, TF, GT), alias="$tag_rack")], (0, 10, 12, 8), ids, unit="humidity", mn=0,
+        mx=100, th=HUM_TH, th_style="dashed"))
+    p.append(timeseries("SNMP temperature probes", [
+        influx('SELECT mean("temperature_c") FROM "environment" WHERE %s AND %s %s, "device", '
+               '"sensor" fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device $tag_sensor"),
+        influx('SELECT mean("value") FROM "sensor" WHERE "sensor_type" = \'celsius\' AND %s AND '
+               '%s %s, "device", "sensor" fill(none)' % (DEV, TF, GT), ref="B",
+               alias="$tag_device $tag_sensor"),
+    ], (12, 10, 12, 8), ids, unit="celsius", th=TEMP_TH, th_style="dashed", soft=(18, 35),
+        desc="APC universal I/O and rack PDU probes, and ENTITY-SENSOR-MIB celsius sensors."))
+
+    p.append(row("Cooling units", 18, ids))
+    p.append(timeseries("InRow cooling air temperatures", [influx(
+        'SELECT mean("supply_air_c") AS "supply", mean("return_air_c") AS "return", '
+        'mean("rack_inlet_c") AS "rack inlet" FROM "cooling" WHERE %s AND %s %s, "device" '
+        'fill(none)' % (DEV, TF, GT), alias="$tag_device $col")], (0, 19, 12, 8), ids,
+        unit="celsius", soft=(15, 40)))
+    p.append(timeseries("Precision cooling temperature vs set point", [
+        influx('SELECT mean("temperature_c") AS "temperature", mean("setpoint_c") AS "set point"'
+               ' FROM "cooling_temperature" WHERE %s AND %s %s, "device", "sensor" fill(none)'
+               % (DEV, TF, GT), alias="$tag_device #$tag_sensor $col"),
+    ], (12, 19, 12, 8), ids, unit="celsius", soft=(15, 35)))
+    p.append(timeseries("Cooling capacity in use", [influx(
+        'SELECT mean("cooling_capacity_pct") FROM "cooling" WHERE %s AND %s %s, "device" '
+        'fill(none)' % (DEV, TF, GT), alias="$tag_device")], (0, 27, 8, 8), ids,
+        unit="percent", mn=0, mx=100,
+        th=thresholds(("green", None), ("orange", 80), ("red", 95)), th_style="dashed"))
+    p.append(state_timeline("Cooling unit state", [influx(
+        'SELECT last("system_state_state") FROM "cooling" WHERE %s AND %s %s, "device" '
+        'fill(previous)' % (DEV, TF, GT), alias="$tag_device")], (8, 27, 8, 8), ids,
+        mappings=value_map(COOLING_STATE)))
+    p.append(state_timeline("Leak sensors", [
+        influx('SELECT last("leak") FROM "leak" WHERE %s AND %s %s, "sensor" fill(previous)'
+               % (SR, TF, GT), ref="A", alias="$tag_sensor"),
+        influx('SELECT last("state_state") FROM "leak" WHERE %s AND %s %s, "device", '
+               '"fluid_sensor" fill(previous)' % (DEV, TF, GT), ref="B",
+               alias="$tag_device $tag_fluid_sensor"),
+        influx('SELECT last("leak_state") FROM "cooling" WHERE %s AND %s %s, "device" '
+               'fill(previous)' % (DEV, TF, GT), ref="C", alias="$tag_device (InRow)"),
+    ], (16, 27, 8, 8), ids, mappings=value_map(LEAK_STATE)))
+    return dashboard("sitewatch-cooling", "Cooling", "Rack inlet temperatures and humidity, "
+                     "SNMP probes, cooling units and leak sensors.", p,
+                     [VAR_SITE, VAR_ROOM, VAR_RACK, VAR_DEVICE])
+
+
+def network():
+    ids = Ids()
+    p = []
+    p.append(state_timeline("Device reachability (SNMP)", [influx(
+        'SELECT last("up") FROM "snmp_poll" WHERE %s AND %s %s, "device" fill(null)'
+        % (DEV, TF, GT), alias="$tag_device")], (0, 0, 24, 6), ids,
+        desc="One bar per SNMP target: up when the last poll answered. A gap means no poll "
+             "result was stored at all (sitewatch or InfluxDB down).",
+        mappings=value_map(UP_DOWN), interval="30s"))
+    p.append(timeseries("Poll duration", [influx(
+        'SELECT max("duration_s") FROM "snmp_poll" WHERE %s AND %s %s, "device" fill(none)'
+        % (DEV, TF, GT), alias="$tag_device")], (0, 6, 12, 8), ids, unit="s", mn=0,
+        desc="Wall time of each poll. A poll close to timeout × (retries + 1) is a device "
+             "about to be marked down.", interval="30s"))
+    p.append(table("Failed polls", [influx(
+        'SELECT "device", "error", "duration_s" FROM "snmp_poll" WHERE "up" = false AND %s AND '
+        '%s' % (DEV, TF), fmt="table")], (12, 6, 12, 8), ids,
+        desc="Every poll that did not answer, with the poller's reason."))
+    p.append(timeseries("Interface traffic", [
+        influx('SELECT mean("in_bps") FROM "interface" WHERE %s AND %s %s, "device", "ifName" '
+               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device $tag_ifName in"),
+        influx('SELECT mean("out_bps") * -1 FROM "interface" WHERE %s AND %s %s, "device", '
+               '"ifName" fill(none)' % (DEV, TF, GT), ref="B",
+               alias="$tag_device $tag_ifName out"),
+    ], (0, 14, 16, 9), ids, unit="bps", desc="In above, out below the axis (IF-MIB 64-bit "
+        "counters as bit/s).", interval="30s", legend_calcs=("mean", "max")))
+    p.append(table("Interfaces", [influx(
+        'SELECT last("oper_status_state") AS "oper", last("admin_status_state") AS "admin", '
+        'last("speed_mbps") AS "speed Mb/s" FROM "interface" WHERE %s AND %s GROUP BY "device", '
+        '"ifName", "ifAlias"' % (DEV, TF), fmt="table")], (16, 14, 8, 9), ids,
+        overrides=[colored_column("oper", IF_STATUS), colored_column("admin", IF_STATUS)],
+        transformations=[{"id": "merge", "options": {}}], sort=("device", False)))
+    p.append(timeseries("Interface errors and discards", [influx(
+        'SELECT mean("in_errors_ps") AS "in errors", mean("out_errors_ps") AS "out errors", '
+        'mean("in_discards_ps") AS "in discards", mean("out_discards_ps") AS "out discards" '
+        'FROM "interface" WHERE %s AND %s %s, "device", "ifName" fill(none)' % (DEV, TF, GT),
+        alias="$tag_device $tag_ifName $col")], (0, 23, 12, 8), ids, unit="pps", mn=0,
+        interval="30s", th=thresholds(("green", None), ("red", 1)), th_style="dashed"))
+    p.append(timeseries("Hardware sensors (ENTITY-SENSOR-MIB)", [influx(
+        'SELECT mean("value") FROM "sensor" WHERE %s AND %s %s, "device", "sensor", "units" '
+        'fill(none)' % (DEV, TF, GT), alias="$tag_device $tag_sensor ($tag_units)")],
+        (12, 23, 12, 8), ids, interval="30s"))
+    return dashboard("sitewatch-network", "Network devices", "SNMP reachability and poll "
+                     "health, interface traffic and errors, hardware sensors.", p,
+                     [VAR_SITE, VAR_ROOM, VAR_DEVICE])
+
+
+def alerts():
+    ids = Ids()
+    p = []
+    p.append(timeseries("Rule events", [influx(
+        'SELECT count("duration_s") FROM "events" WHERE "state" = \'firing\' AND %s AND %s %s, '
+        '"severity" fill(none)' % (SR, TF, GT), alias="$tag_severity")], (0, 0, 12, 7), ids,
+        unit="short", mn=0, bars=True, stack=True, interval="1m",
+        overrides=[{"matcher": {"id": "byName", "options": n},
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": c}}]}
+                   for n, c in (("critical", "red"), ("warning", "orange"))],
+        legend_calcs=("sum",)))
+    p.append(bargauge("Alarms by rule", [influx(
+        'SELECT count("duration_s") FROM "events" WHERE "state" = \'firing\' AND %s AND %s '
+        'GROUP BY "rule"' % (SR, TF), alias="$tag_rule")], (12, 0, 6, 7), ids, unit="short",
+        mn=0, th=thresholds(("blue", None))))
+    p.append(stat("Longest alarm", [influx(
+        'SELECT max("duration_s") FROM "events" WHERE "state" = \'resolved\' AND %s AND %s '
+        'GROUP BY "rule"' % (SR, TF), alias="$tag_rule")], (18, 0, 6, 7), ids, unit="s",
+        color_mode="value", desc="How long the longest resolved alarm of each rule lasted."))
+    p.append(active_alerts((0, 7, 24, 8), ids))
+    p.append(table("Event log", [influx(
+        'SELECT "severity", "state", "rule", "message", "value", "threshold", "duration_s", '
+        '"series" FROM "events" WHERE %s AND %s' % (SR, TF), fmt="table")], (0, 15, 24, 12), ids,
+        desc="Every rule state change: a firing event when a threshold was crossed for the "
+             "rule's `for`, a resolved event when the value went back past its clear level.",
+        overrides=[colored_column("severity", SEVERITY), colored_column("state", EVENT_STATE),
+                   {"matcher": {"id": "byName", "options": "duration_s"},
+                    "properties": [{"id": "unit", "value": "s"},
+                                   {"id": "displayName", "value": "lasted"}]}]))
+    return dashboard("sitewatch-alerts", "Alerts / events", "Rule state changes written by "
+                     "sitewatch to the events measurement.", p, [VAR_SITE, VAR_ROOM],
+                     time_from="now-24h")
+
+
+def health():
+    ids = Ids()
+    inst = 'instance=~"$instance"'
+    p = []
+
+    def r(metric, by=None, extra=""):
+        sel = "%s{%s%s}" % (metric, inst, extra)
+        inner = "rate(%s[$__rate_interval])" % sel
+        return "sum by (%s) (%s)" % (by, inner) if by else "sum(%s)" % inner
+
+    def failures(metric, by):
+        # Counted only once something failed: absent means zero, not unknown. The metric name
+        # is checked against src/ by tests/dashboards.rs, so a typo cannot hide behind this.
+        return ("sum by (%s) (increase(%s{%s}[$__rate_interval])) or on() vector(0)"
+                % (by, metric, inst))
+
+    p.append(stat("Up", [prom('up{job="sitewatch", %s}' % inst, "{{instance}}", instant=True)],
+                  (0, 0, 4, 5), ids, mappings=value_map({1: ("UP", "green"), 0: ("DOWN", "red")}),
+                  desc="Prometheus reaches sitewatch's /metrics."))
+    p.append(stat("MQTT connected", [prom("max(sitewatch_mqtt_connected{%s})" % inst,
+                                          "connected", instant=True)], (4, 0, 4, 5), ids,
+                  mappings=value_map({1: ("connected", "green"), 0: ("DISCONNECTED", "red")})))
+    p.append(stat("Points to InfluxDB", [prom(r("sitewatch_influx_points_written_total"),
+                                              "points/s", instant=True)],
+                  (8, 0, 4, 5), ids, unit="ops", color_mode="value",
+                  desc="Points InfluxDB accepted per second (samples and events)."))
+    p.append(stat("InfluxDB buffer", [prom("sum(sitewatch_influx_buffer_samples{%s})" % inst,
+                                           "held", instant=True)], (12, 0, 4, 5), ids,
+                  unit="short", th=thresholds(("green", None), ("orange", 10000),
+                                              ("red", 80000)),
+                  desc="Samples waiting for InfluxDB. Grows while InfluxDB is down; beyond "
+                       "buffer_limit (default 100000) the oldest are dropped."))
+    p.append(stat("Alarms firing", [prom("sum(sitewatch_rules_firing{%s})" % inst, "firing",
+                                         instant=True)], (16, 0, 4, 5), ids, unit="short",
+                  th=thresholds(("green", None), ("red", 1))))
+    p.append(stat("Data lost", [prom(
+        "sum(increase(sitewatch_influx_dropped_total{%s}[$__range])) or on() vector(0)" % inst,
+        "dropped", instant=True)], (20, 0, 4, 5), ids, unit="short",
+        th=thresholds(("green", None), ("red", 1)),
+        desc="Samples dropped in the selected range (buffer full or rejected by InfluxDB)."))
+
+    p.append(timeseries("MQTT messages", [
+        prom(r("sitewatch_mqtt_messages_total", "subscription"), "{{subscription}}", "A"),
+    ], (0, 5, 12, 8), ids, unit="ops", mn=0, interval=None))
+    p.append(timeseries("Decode errors", [
+        prom(failures("sitewatch_mqtt_decode_errors_total", "subscription"), "{{subscription}}"),
+    ], (12, 5, 12, 8), ids, unit="short", mn=0, interval=None, bars=True,
+        th=thresholds(("green", None), ("red", 1))))
+    p.append(timeseries("InfluxDB points written", [
+        prom(r("sitewatch_influx_points_written_total"), "points/s", "A"),
+    ], (0, 13, 8, 8), ids, unit="ops", mn=0, interval=None))
+    p.append(timeseries("InfluxDB write latency", [
+        prom('max(sitewatch_influx_write_duration_seconds{%s, quantile=~"0.5|0.99"}) by '
+             '(quantile)' % inst, "p{{quantile}}"),
+    ], (8, 13, 8, 8), ids, unit="s", mn=0, interval=None))
+    p.append(timeseries("InfluxDB write errors and drops", [
+        prom(failures("sitewatch_influx_write_errors_total", "kind"), "error {{kind}}", "A"),
+        prom(failures("sitewatch_influx_dropped_total", "reason"), "dropped {{reason}}", "B"),
+    ], (16, 13, 8, 8), ids, unit="short", mn=0, bars=True, interval=None,
+        th=thresholds(("green", None), ("red", 1))))
+    p.append(timeseries("SNMP polls", [
+        prom(r("sitewatch_snmp_polls_total", "result"), "{{result}}"),
+    ], (0, 21, 12, 8), ids, unit="ops", mn=0, stack=True, interval=None))
+    p.append(timeseries("Rule events", [
+        prom(r("sitewatch_rules_events_total", "rule, state"), "{{rule}} {{state}}"),
+    ], (12, 21, 12, 8), ids, unit="ops", mn=0, interval=None))
+
+    variables = [{
+        "type": "query",
+        "name": "instance",
+        "label": "Instance",
+        "datasource": PROM,
+        "query": {"query": 'label_values(up{job="sitewatch"}, instance)', "refId": "V"},
+        "definition": 'label_values(up{job="sitewatch"}, instance)',
+        "refresh": 2,
+        "sort": 1,
+        "regex": "",
+        "hide": 0,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [],
+        "skipUrlSync": False,
+    }]
+    return dashboard("sitewatch-health", "sitewatch health",
+                     "sitewatch's own metrics (Prometheus, scraped from [service] listen "
+                     "/metrics): ingest rates, InfluxDB buffer and drops, SNMP polls, rules.",
+                     p, variables, annotations=events_annotations(site_filter=False),
+                     time_from="now-3h")
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    boards = {
+        "facility-overview.json": overview(),
+        "power.json": power(),
+        "cooling.json": cooling(),
+        "network-devices.json": network(),
+        "alerts-events.json": alerts(),
+        "sitewatch-health.json": health(),
+    }
+    for name, board in boards.items():
+        with open(os.path.join(OUT, name), "w", encoding="utf-8") as f:
+            json.dump(board, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        print("wrote", os.path.join("deploy/grafana/dashboards", name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+//! Rule state across restarts: a JSON file written atomically (temp file, fsync, rename).
+//!
+//! It holds, per (series, rule): the severities, incident start, pending `for`/
+//! `keep_firing_for` waits, the rate ring, stale and flapping bookkeeping, and the rule's
+//! [`Rule::signature`] so a rule changed while sitewatch was stopped is re-judged rather
+//! than trusted; plus devices known to be down and silenced alerts not yet sent. Stale
+//! timers restart at the first tick after loading, so downtime does not page for every
+//! series; stale alerts already open stay open.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{now_ns, Event, EventState, FieldValue, SeriesKey, Severity, TagSet};
+
+use super::engine::{
+    close_removed, firing_event, new_slot, rejudge, stale_event, stale_severity, Engine, RuleState,
+};
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "{path}: cannot read rules state file: {source}; check [rules] state_file and permissions"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: rules state file is not valid ({source}); it was probably cut short or edited by hand: move it away to start with fresh state")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: rules state file has version {found}, this sitewatch understands {VERSION}; move it away to start with fresh state")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: cannot write rules state file: {source}; check that its directory exists and sitewatch may write there")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+enum SavedValue {
+    /// `None` for NaN/infinite (JSON has no such numbers).
+    F(Option<f64>),
+    I(i64),
+    U(u64),
+    B(bool),
+    S(String),
+}
+
+impl From<&FieldValue> for SavedValue {
+    fn from(v: &FieldValue) -> Self {
+        match v {
+            FieldValue::Float(x) => SavedValue::F(x.is_finite().then_some(*x)),
+            FieldValue::Int(x) => SavedValue::I(*x),
+            FieldValue::UInt(x) => SavedValue::U(*x),
+            FieldValue::Bool(x) => SavedValue::B(*x),
+            FieldValue::Str(x) => SavedValue::S(x.to_string()),
+        }
+    }
+}
+
+impl From<SavedValue> for FieldValue {
+    fn from(v: SavedValue) -> Self {
+        match v {
+            SavedValue::F(x) => FieldValue::Float(x.unwrap_or(f64::NAN)),
+            SavedValue::I(x) => FieldValue::Int(x),
+            SavedValue::U(x) => FieldValue::UInt(x),
+            SavedValue::B(x) => FieldValue::Bool(x),
+            SavedValue::S(x) => FieldValue::Str(x.into()),
+        }
+    }
+}
+
+fn sev_str(s: Severity) -> String {
+    s.as_str().to_string()
+}
+
+fn sev_parse(s: &str) -> Severity {
+    match s {
+        "warning" => Severity::Warning,
+        "critical" => Severity::Critical,
+        _ => Severity::Ok,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedSeries {
+    measurement: String,
+    tags: Vec<(String, String)>,
+}
+
+impl SavedSeries {
+    fn of(key: &SeriesKey) -> Self {
+        SavedSeries {
+            measurement: key.measurement.to_string(),
+            tags: key
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn key(&self) -> SeriesKey {
+        SeriesKey::new(
+            self.measurement.as_str(),
+            TagSet::new(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        )
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    series: SavedSeries,
+    rule: String,
+    field: String,
+    stale_severity: String,
+    signature: String,
+    active: String,
+    notified: String,
+    started_ns: i64,
+    last_ts: i64,
+    last_value: Option<SavedValue>,
+    since_warning: Option<i64>,
+    since_critical: Option<i64>,
+    clear_since: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ring: Vec<(i64, f64)>,
+    seen: bool,
+    last_arrival: i64,
+    stale: bool,
+    stale_started: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    changes: Vec<i64>,
+    flapping: bool,
+    last_change_ts: i64,
+}
+
+impl SavedState {
+    fn restore(self) -> RuleState {
+        let mut st = RuleState::new();
+        st.last_ts = self.last_ts;
+        st.last_value = self.last_value.map(FieldValue::from);
+        st.active = sev_parse(&self.active);
+        st.notified = sev_parse(&self.notified);
+        st.started_ns = self.started_ns;
+        st.since_warning = self.since_warning;
+        st.since_critical = self.since_critical;
+        st.clear_since = self.clear_since;
+        st.ring = self.ring.into_iter().collect();
+        st.seen = self.seen;
+        st.last_arrival = self.last_arrival;
+        st.stale = self.stale;
+        st.stale_started = self.stale_started;
+        st.changes = self.changes.into_iter().collect();
+        st.flapping = self.flapping;
+        st.last_change_ts = self.last_change_ts;
+        st
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedEvent {
+    rule: String,
+    series: SavedSeries,
+    field: String,
+    severity: String,
+    firing: bool,
+    value: SavedValue,
+    threshold: Option<f64>,
+    started_ns: i64,
+    timestamp_ns: i64,
+    message: String,
+}
+
+impl SavedEvent {
+    fn of(ev: &Event) -> Self {
+        SavedEvent {
+            rule: ev.rule.to_string(),
+            series: SavedSeries::of(&ev.series),
+            field: ev.field.to_string(),
+            severity: sev_str(ev.severity),
+            firing: ev.state == EventState::Firing,
+            value: SavedValue::from(&ev.value),
+            threshold: ev.threshold.filter(|t| t.is_finite()),
+            started_ns: ev.started_ns,
+            timestamp_ns: ev.timestamp_ns,
+            message: ev.message.clone(),
+        }
+    }
+
+    fn event(self) -> Event {
+        Event {
+            rule: self.rule.into(),
+            series: self.series.key(),
+            field: self.field.into(),
+            severity: sev_parse(&self.severity),
+            state: if self.firing {
+                EventState::Firing
+            } else {
+                EventState::Resolved
+            },
+            value: self.value.into(),
+            threshold: self.threshold,
+            started_ns: self.started_ns,
+            timestamp_ns: self.timestamp_ns,
+            message: self.message,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedFile {
+    version: u32,
+    saved_ns: i64,
+    states: Vec<SavedState>,
+    devices_down: Vec<String>,
+    silenced: Vec<SavedEvent>,
+}
+
+pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
+    let rules = engine.rules().rules();
+    let mut states = Vec::new();
+    for (key, slot) in &engine.series {
+        for m in &slot.matched {
+            let st = &m.state;
+            // A state that never saw a usable value carries nothing worth keeping.
+            if !st.seen && st.notified == Severity::Ok && !st.stale {
+                continue;
+            }
+            let rule = &rules[m.rule_idx];
+            states.push(SavedState {
+                series: SavedSeries::of(key),
+                rule: rule.name.to_string(),
+                field: rule.field.to_string(),
+                stale_severity: sev_str(stale_severity(rule)),
+                signature: rule.signature(),
+                active: sev_str(st.active),
+                notified: sev_str(st.notified),
+                started_ns: st.started_ns,
+                last_ts: st.last_ts,
+                last_value: st.last_value.as_ref().map(SavedValue::from),
+                since_warning: st.since_warning,
+                since_critical: st.since_critical,
+                clear_since: st.clear_since,
+                ring: st.ring.iter().copied().collect(),
+                seen: st.seen,
+                last_arrival: st.last_arrival,
+                stale: st.stale,
+                stale_started: st.stale_started,
+                changes: st.changes.iter().copied().collect(),
+                flapping: st.flapping,
+                last_change_ts: st.last_change_ts,
+            });
+        }
+    }
+    let n = states.len();
+    let mut devices_down: Vec<String> = engine.devices_down.iter().map(|d| d.to_string()).collect();
+    devices_down.sort();
+    let file = SavedFile {
+        version: VERSION,
+        saved_ns: now_ns(),
+        states,
+        devices_down,
+        silenced: engine.silencer.held().map(SavedEvent::of).collect(),
+    };
+    let write_err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let body = serde_json::to_vec(&file).map_err(|e| write_err(std::io::Error::other(e)))?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = std::fs::File::create(&tmp).map_err(write_err)?;
+    f.write_all(&body).map_err(write_err)?;
+    f.sync_all().map_err(write_err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(write_err)?;
+    Ok(n)
+}
+
+pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError> {
+    let body = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let file: SavedFile = serde_json::from_slice(&body).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if file.version != VERSION {
+        return Err(StateError::Version {
+            path: path.to_path_buf(),
+            found: file.version,
+        });
+    }
+    let now = now_ns();
+    let rules = engine.rules().clone();
+    let mut restored = 0;
+    let mut pending = Vec::new();
+    let mut announce = Vec::new();
+    for saved in file.states {
+        let key = saved.series.key();
+        let rule_name = saved.rule.clone();
+        let field = saved.field.clone();
+        let signature = saved.signature.clone();
+        let stale_sev = sev_parse(&saved.stale_severity);
+        let st = saved.restore();
+        let rule = rules.get(&rule_name).cloned();
+        let slot = match engine.series.get_mut(&key) {
+            Some(s) => s,
+            None => {
+                let slot = new_slot(&rules, &key);
+                engine.series.entry(key.clone()).or_insert(slot)
+            }
+        };
+        let target = rule.as_ref().and_then(|r| {
+            slot.matched
+                .iter_mut()
+                .find(|m| rules.rules()[m.rule_idx].name == r.name)
+        });
+        let (Some(rule), Some(m)) = (rule.as_ref(), target) else {
+            // The rule is gone or no longer matches: close what it had open.
+            close_removed(
+                &rule_name.as_str().into(),
+                &field.as_str().into(),
+                stale_sev,
+                &st,
+                &key,
+                now,
+                "a restart",
+                &mut pending,
+            );
+            continue;
+        };
+        let state = if signature == rule.signature() {
+            st
+        } else {
+            rejudge(rule, m.variant, st, &key, now, &mut pending)
+        };
+        let (cond, _) = rule.variant(m.variant);
+        if state.notified != Severity::Ok {
+            if let Some(v) = &state.last_value {
+                announce.push(firing_event(
+                    rule,
+                    cond,
+                    &key,
+                    v,
+                    state.notified,
+                    state.started_ns,
+                    state.last_ts.max(state.started_ns),
+                ));
+            }
+        }
+        if state.stale {
+            announce.push(stale_event(
+                rule,
+                &key,
+                &state,
+                EventState::Firing,
+                now,
+                None,
+            ));
+        }
+        m.state = state;
+        restored += 1;
+    }
+    engine.series.retain(|_, slot| !slot.matched.is_empty());
+    for d in file.devices_down {
+        engine.devices_down.insert(d.into());
+    }
+    engine
+        .silencer
+        .restore(file.silenced.into_iter().map(SavedEvent::event).collect());
+    for ev in pending {
+        engine.push_pending(ev);
+    }
+    for ev in announce {
+        engine.push_restored(ev);
+    }
+    Ok(restored)
+}
