@@ -6,7 +6,8 @@
 # Usage: bash benches/mqtt_load.sh
 # Knobs (environment): COUNT=200000 messages per run, RATE=20000 msg/s for the latency run,
 #                      PUBLISHERS=4, SERIES=1000, QOS_LIST="0 1", RULES=100,
-#                      PERF_OUT=/tmp/sw.perf (perf record sitewatch during the discard drain)
+#                      PERF_OUT=/tmp/sw.perf (perf record sitewatch during the discard drain),
+#                      SITEWATCH_BIN=path (benchmark another build, e.g. for an A/B comparison)
 #
 # For each QoS it measures
 #   1. floor    : backlog of COUNT messages queued in the broker, drained by mosquitto_sub
@@ -32,7 +33,7 @@ for bin in mosquitto:mosquitto mosquitto_sub:mosquitto-clients influxd:influxdb 
 done
 
 cargo build --release --quiet --bin sitewatch --example mqtt_load
-SW=$PWD/target/release/sitewatch
+SW=${SITEWATCH_BIN:-$PWD/target/release/sitewatch}
 LOAD=$PWD/target/release/examples/mqtt_load
 
 WORK=$(mktemp -d -t sitewatch-mqtt-load.XXXXXX)

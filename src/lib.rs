@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod rules;
 pub mod sink;
 pub mod telemetry;
+pub mod time;

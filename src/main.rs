@@ -270,6 +270,17 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
         });
     }
     if let (Some(mut snmp_cfg), Some(profiles)) = (cfg.config.snmp.clone(), profiles) {
+        // Bound here, before polling and before the shard filter (the trap decoder maps source
+        // addresses to all configured devices): a taken or privileged port stops start-up
+        // instead of silently losing the trap path. With --shard only shard 1 listens.
+        let traps = match &snmp_cfg.traps {
+            Some(tc) if shard.is_none_or(|s| s.index() == 1) => Some(
+                snmp::TrapListener::bind(tc, &snmp_cfg.targets)
+                    .await
+                    .context("[snmp.traps]")?,
+            ),
+            _ => None,
+        };
         if let Some(shard) = shard {
             let skipped = snmp::shard::retain_owned(&mut snmp_cfg.targets, shard);
             tracing::info!(%shard, polled = snmp_cfg.targets.len(), left_to_other_shards = skipped, "SNMP shard");
@@ -277,7 +288,7 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
         let tx = collect_tx.clone();
         let stop = collectors_stop.clone();
         collectors.spawn(async move {
-            snmp::run(snmp_cfg, profiles, tx, stop).await;
+            snmp::run_with_traps(snmp_cfg, profiles, traps, tx, stop).await;
         });
     }
     // Only collectors hold senders now: when they stop, the rules stage sees the channel

@@ -104,31 +104,8 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
     Some(h * 3600 + m * 60 + sec)
 }
 
-/// RFC 3339 with `Z` or a numeric offset → ns since the epoch. humantime only knows `Z`, so
-/// an offset is split off and applied here.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (base, offset_s): (String, i64) = if let Some(b) = s.strip_suffix(['Z', 'z']) {
-        (b.to_string(), 0)
-    } else {
-        // The offset sign follows the time part (after 'T'), so the date's '-' are not it.
-        let t = s.find(['T', 't', ' '])?;
-        let pos = s[t..].rfind(['+', '-'])? + t;
-        let (b, off) = s.split_at(pos);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let mut hm = off[1..].split(':');
-        let h: i64 = hm.next()?.parse().ok()?;
-        let m: i64 = hm.next().unwrap_or("0").parse().ok()?;
-        if h > 23 || m > 59 {
-            return None;
-        }
-        (b.to_string(), sign * (h * 3600 + m * 60))
-    };
-    let t = humantime::parse_rfc3339_weak(&base.replace(['t', ' '], "T")).ok()?;
-    let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    let ns = i64::try_from(since.as_nanos()).ok()?;
-    Some(ns - offset_s * NS)
-}
+/// A maintenance window needs its time of day spelled out: a bare date is refused.
+pub use crate::time::parse_rfc3339;
 
 /// What to do with one event's notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

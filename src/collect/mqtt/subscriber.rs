@@ -28,6 +28,8 @@ use crate::pipeline::{Ack, Batch, BatchSender};
 
 /// Capacity of rumqttc's request channel (acks, subscribe, disconnect).
 const REQUEST_CAPACITY: usize = 256;
+/// Most samples of back-to-back publishes sent downstream as one batch.
+const COALESCE_MAX_SAMPLES: usize = 512;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Decode errors per subscription logged at warn before dropping to debug (then every
 /// 1000th is still a warn, so a persistent problem stays visible).
@@ -81,6 +83,9 @@ pub async fn run(
     let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
     let mut first_connack = true;
     let mut connected = false;
+    // Samples (and acks) of publishes read together, sent as one batch; empty between
+    // events, dropped unsent on shutdown (un-acknowledged, so the broker redelivers).
+    let mut pending = Batch::default();
     // Present from the start, so "never connected" is visible and alertable.
     metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
     tracing::info!(
@@ -118,25 +123,39 @@ pub async fn run(
                 let recv_ns = now_ns();
                 match router.route(&publish, recv_ns) {
                     Some(samples) => {
-                        let mut batch = Batch::new(samples);
+                        pending.samples.extend(samples);
                         if publish.qos != QoS::AtMostOnce {
-                            batch = batch.with_ack(acks.ack_for(&publish));
-                        }
-                        // Waiting here is the backpressure: the broker buffers meanwhile.
-                        tokio::select! {
-                            biased;
-                            r = tx.send(batch) => if r.is_err() {
-                                break if shutdown.is_cancelled() {
-                                    Ok(())
-                                } else {
-                                    Err(MqttError::PipelineClosed)
-                                };
-                            },
-                            () = shutdown.cancelled() => break Ok(()),
+                            pending.acks.push(acks.ack_for(&publish));
                         }
                     }
                     // Undecodable or unmatched: it can never succeed, so let the broker go.
                     None => acks.ack_now(&publish),
+                }
+                // rumqttc reads up to ten packets per socket read and hands them out one per
+                // poll(). Publishes already read travel together: one channel send and one
+                // wake-up of the rules task instead of one per message (under load the
+                // per-message hand-off cost more CPU than decoding). Never waits for more.
+                let more_read = matches!(
+                    eventloop.state.events.front(),
+                    Some(Event::Incoming(Packet::Publish(_)))
+                );
+                if (more_read && pending.samples.len() < COALESCE_MAX_SAMPLES)
+                    || (pending.samples.is_empty() && pending.acks.is_empty())
+                {
+                    continue;
+                }
+                let batch = std::mem::take(&mut pending);
+                // Waiting here is the backpressure: the broker buffers meanwhile.
+                tokio::select! {
+                    biased;
+                    r = tx.send(batch) => if r.is_err() {
+                        break if shutdown.is_cancelled() {
+                            Ok(())
+                        } else {
+                            Err(MqttError::PipelineClosed)
+                        };
+                    },
+                    () = shutdown.cancelled() => break Ok(()),
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(suback))) => {
