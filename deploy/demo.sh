@@ -18,9 +18,12 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
-  echo 'exit 101' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    echo 'exit 101' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d; own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  $SUDO rm -f /usr/sbin/policy-rc.d
+  if [ "$own_policy" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (stable) with rustup or: $SUDO apt-get install -y cargo" >&2; exit 1; }
 

@@ -179,6 +179,9 @@ fn check(path: &Path) -> Result<()> {
     writeln!(out, "{}: OK", loaded.cfg.path.display())?;
     writeln!(out, "  influx: {}", writer.endpoint())?;
     if let Some(m) = &c.mqtt {
+        if let Some(password) = &m.password {
+            password.resolve().context("[mqtt] password")?;
+        }
         writeln!(out, "  mqtt: {} subscription(s)", m.subscriptions.len())?;
     }
     if let (Some(s), Some(p)) = (&c.snmp, &loaded.profiles) {
@@ -260,12 +263,18 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
     ));
 
     let mut collectors = tokio::task::JoinSet::new();
+    // A collector that cannot go on (unreadable secret or certificate) stops the service with
+    // an error, so systemd restarts it and the operator sees it, instead of a half-working
+    // process that silently collects nothing from that source.
+    let fatal = CancellationToken::new();
     if let Some(mqtt_cfg) = cfg.config.mqtt.clone() {
         let tx = collect_tx.clone();
         let stop = collectors_stop.clone();
+        let fatal = fatal.clone();
         collectors.spawn(async move {
             if let Err(e) = mqtt::run(mqtt_cfg, tx, stop).await {
-                tracing::error!(error = %e, "MQTT collector stopped");
+                tracing::error!(error = %e, "MQTT collector stopped; shutting down");
+                fatal.cancel();
             }
         });
     }
@@ -297,7 +306,10 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
     health.set_ready(true);
     tracing::info!(config = %cfg.path.display(), "sitewatch running");
 
-    wait_for_shutdown_signal().await;
+    tokio::select! {
+        _ = wait_for_shutdown_signal() => {}
+        _ = fatal.cancelled() => {}
+    }
     tracing::info!("shutting down: stopping collectors, flushing buffered data");
     health.set_ready(false);
     collectors_stop.cancel();
@@ -323,6 +335,9 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
     endpoint_stop.cancel();
     let _ = endpoint.await;
     tracing::info!("sitewatch stopped");
+    if fatal.is_cancelled() {
+        bail!("a collector failed (see the log above); buffered data was flushed");
+    }
     Ok(())
 }
 

@@ -358,3 +358,43 @@ fn check_reports_file_and_line_and_once_prints_line_protocol() {
     );
     assert_eq!(stdout, want);
 }
+
+#[test]
+fn unreadable_mqtt_secret_fails_check_and_stops_run_with_an_error() {
+    let mqtt = Mosquitto::start();
+    let influx = Influxd::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/facility.toml"), RULES).unwrap();
+    let text = config(&mqtt, &influx, "sitewatch-e2e-secret").replace(
+        "client_id = \"sitewatch-e2e-secret\"",
+        "client_id = \"sitewatch-e2e-secret\"\nusername = \"sw\"\npassword = { env = \"SITEWATCH_E2E_UNSET_PASSWORD\" }",
+    );
+    let path = dir.path().join("sitewatch.toml");
+    std::fs::write(
+        &path,
+        format!("[service]\nlisten = \"127.0.0.1:0\"\n{text}"),
+    )
+    .unwrap();
+
+    for cmd in ["check", "run"] {
+        let started = std::time::Instant::now();
+        let out = Command::new(sitewatch_bin())
+            .args([cmd, "--config"])
+            .arg(&path)
+            .env_remove("SITEWATCH_E2E_UNSET_PASSWORD")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("SITEWATCH_E2E_UNSET_PASSWORD"),
+            "{cmd}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{cmd} took {:?}",
+            started.elapsed()
+        );
+    }
+}
