@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
   if [ "$own_policy" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
-command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (stable) with rustup or: $SUDO apt-get install -y cargo" >&2; exit 1; }
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.85 or newer with rustup (Debian 12's cargo package is too old)" >&2; exit 1; }
 
 echo "==> building sitewatch (release)"
 cargo build --release --locked --quiet

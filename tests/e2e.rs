@@ -398,3 +398,35 @@ fn unreadable_mqtt_secret_fails_check_and_stops_run_with_an_error() {
         );
     }
 }
+
+/// The commented reference config is what operators copy from: it must stay valid.
+#[test]
+fn example_config_passes_check() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sitewatch.example.toml");
+    let mut cmd = Command::new(sitewatch_bin());
+    cmd.args(["check", "--config"]).arg(&example);
+    for var in [
+        "SITEWATCH_SNMP_COMMUNITY",
+        "SITEWATCH_SNMP_AUTH",
+        "SITEWATCH_SNMP_PRIV",
+        "SITEWATCH_PD_ROUTING_KEY",
+        "SITEWATCH_SLACK_URL",
+        "SITEWATCH_TICKET_AUTH",
+    ] {
+        cmd.env(var, "example-secret-value");
+    }
+    cmd.env(
+        "SITEWATCH_SLACK_URL",
+        "https://hooks.example.net/services/example-secret-value",
+    );
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("snmp: 2 target(s)"), "{stdout}");
+    assert!(!stdout.contains("example-secret-value"), "{stdout}");
+}

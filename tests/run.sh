@@ -58,7 +58,7 @@ fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo not found: install Rust (stable) with rustup or: $SUDO apt-get install -y cargo" >&2
+  echo "cargo not found: install Rust 1.85 or newer with rustup (Debian 12's cargo package is too old)" >&2
   exit 1
 fi
 
