@@ -90,10 +90,10 @@ fn mqtt_to_influx_exact_values_tags_timestamps_and_one_event_pair() {
     let mqtt = Mosquitto::start();
     let influx = Influxd::start();
     influx.create_database(DB);
-    let mut sw = Sitewatch::start(
-        &config(&mqtt, &influx, "sitewatch-e2e-1"),
-        &[("rules/facility.toml", RULES)],
-    );
+    let mut sw = Sitewatch::start_paused(&config(&mqtt, &influx, "sitewatch-e2e-1"));
+    std::fs::create_dir_all(sw.dir().join("rules")).unwrap();
+    std::fs::write(sw.dir().join("rules/facility.toml"), RULES).unwrap();
+    sw.launch();
     eventually(Duration::from_secs(10), "MQTT connected", || {
         (sw.metric("sitewatch_mqtt_connected", &[]) == 1.0).then_some(())
     });
@@ -257,7 +257,7 @@ fn mqtt_to_influx_exact_values_tags_timestamps_and_one_event_pair() {
     let written = sw.metric("sitewatch_influx_points_written_total", &[]);
     assert!(written >= 15.0, "points written: {written}");
 
-    let status = sw.terminate();
+    let status = sw.terminate().expect("sitewatch was running");
     assert!(status.success(), "exit {status}; log:\n{}", sw.log());
 }
 

@@ -9,172 +9,17 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::influx::{http, Influxd};
+use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
-use common::{eventually, free_tcp_port, require_binary, sitewatch_bin, ServiceProcess};
+use common::sitewatch::{metric_sum, Sitewatch as Sw};
+use common::{eventually, free_tcp_port, require_binary};
 
 const DB: &str = "faults";
-
-/// A `sitewatch run` process with a config in its own temp dir (kept across restarts, so a
-/// restarted instance finds the same spool and MQTT client id).
-struct Sw {
-    proc: Option<ServiceProcess>,
-    metrics_port: u16,
-    config: PathBuf,
-    env: Vec<(String, String)>,
-    runs: u32,
-}
-
-impl Sw {
-    /// `body` is everything but `[service]`; `{spool}` in it is replaced by a spool dir in
-    /// the instance's temp dir.
-    fn start(body: &str, log_level: &str, env: &[(&str, &str)]) -> Sw {
-        let dir = tempfile::Builder::new()
-            .prefix("sitewatch-faults")
-            .tempdir()
-            .expect("temp dir");
-        let dir_path = dir.keep();
-        let metrics_port = free_tcp_port();
-        let spool = dir_path.join("spool");
-        let text = format!(
-            "[service]\nlog_level = {log_level:?}\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{}",
-            body.replace("{spool}", &spool.display().to_string())
-        );
-        let config = dir_path.join("sitewatch.toml");
-        std::fs::write(&config, text).expect("write config");
-        let mut sw = Sw {
-            proc: None,
-            metrics_port,
-            config,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            runs: 0,
-        };
-        sw.launch();
-        sw
-    }
-
-    /// Like [`Sw::start`] with log level info, without launching (to add files first).
-    fn start_paused(body: &str) -> Sw {
-        let dir = tempfile::Builder::new()
-            .prefix("sitewatch-faults")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        let metrics_port = free_tcp_port();
-        let spool = dir.join("spool");
-        let text = format!(
-            "[service]\nlog_level = \"info\"\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{}",
-            body.replace("{spool}", &spool.display().to_string())
-        );
-        let config = dir.join("sitewatch.toml");
-        std::fs::write(&config, text).expect("write config");
-        Sw {
-            proc: None,
-            metrics_port,
-            config,
-            env: Vec::new(),
-            runs: 0,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.config.parent().expect("config has a dir")
-    }
-
-    fn launch(&mut self) {
-        self.runs += 1;
-        let mut cmd = Command::new(sitewatch_bin());
-        cmd.arg("run").arg("--config").arg(&self.config);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        // The guard's own temp dir holds this run's log; it is copied into ours when the run
-        // ends, so a restarted instance keeps the spool and the logs of earlier runs.
-        let guard_dir = tempfile::tempdir().expect("temp dir");
-        let mut p = ServiceProcess::spawn(&format!("sitewatch-run{}", self.runs), cmd, guard_dir);
-        p.wait_for_tcp(self.metrics_port, Duration::from_secs(20));
-        self.proc = Some(p);
-    }
-
-    fn metrics(&self) -> String {
-        let (status, body) =
-            http(self.metrics_port, "GET", "/metrics", b"").expect("scrape /metrics");
-        assert_eq!(status, 200, "/metrics: {body}");
-        body
-    }
-
-    fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        metric_sum(&self.metrics(), name, labels)
-    }
-
-    /// SIGKILL: nothing is flushed.
-    fn kill9(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-            self.keep_log(&p);
-        }
-    }
-
-    /// SIGTERM and wait (graceful: flush or spool).
-    fn terminate(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            if let Some(child) = p.child.as_mut() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                let _ = child.wait();
-            }
-            p.child = None;
-            self.keep_log(&p);
-        }
-    }
-
-    fn keep_log(&self, p: &ServiceProcess) {
-        let _ = std::fs::write(self.dir().join(format!("run{}.log", self.runs)), p.log());
-    }
-
-    fn log(&self) -> String {
-        match &self.proc {
-            Some(p) => p.log(),
-            None => std::fs::read_to_string(self.dir().join(format!("run{}.log", self.runs)))
-                .unwrap_or_default(),
-        }
-    }
-}
-
-impl Drop for Sw {
-    fn drop(&mut self) {
-        self.kill9();
-        let _ = std::fs::remove_dir_all(self.dir());
-    }
-}
-
-/// Sums the samples of `name` whose labels include all of `labels` (`key="value"`).
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric != name || !labels.iter().all(|want| label_text.contains(want)) {
-                return None;
-            }
-            value.parse::<f64>().ok()
-        })
-        .sum()
-}
 
 /// `mosquitto_pub -l`: one QoS 1 message per line written to its stdin, on one connection.
 struct Publisher {

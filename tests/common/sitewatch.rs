@@ -1,85 +1,152 @@
-//! The real `sitewatch` binary as a service under test: config in a temp dir, `run`, stop
-//! with SIGTERM (graceful: flush) or SIGKILL (crash), scrape its `/metrics`.
+//! The real `sitewatch` binary as a service under test: config in its own temp dir, `run`,
+//! stop with SIGTERM (graceful: flush) or SIGKILL (crash), restart on the same config and
+//! spool, scrape its `/metrics`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use super::influx::http;
 use super::{free_tcp_port, sitewatch_bin, ServiceProcess};
 
+/// A `sitewatch run` process with a config in its own temp dir (kept across restarts, so a
+/// restarted instance finds the same spool and MQTT client id).
 pub struct Sitewatch {
+    proc: Option<ServiceProcess>,
     pub metrics_port: u16,
-    pub config_path: PathBuf,
-    proc: ServiceProcess,
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
+    runs: u32,
 }
 
 impl Sitewatch {
-    /// Writes `config` (everything but the `[service]` table, which this adds) and the
-    /// `(relative path, contents)` files next to it, then starts `sitewatch run`.
-    pub fn start(config: &str, files: &[(&str, &str)]) -> Sitewatch {
-        let dir = tempfile::tempdir().expect("temp dir for sitewatch");
-        for (rel, contents) in files {
-            let p = dir.path().join(rel);
-            std::fs::create_dir_all(p.parent().expect("file has a parent")).expect("mkdir");
-            std::fs::write(&p, contents).expect("write config file");
-        }
+    /// `body` is everything but `[service]`; `{spool}` in it is replaced by a spool dir in
+    /// the instance's temp dir.
+    pub fn start(body: &str, log_level: &str, env: &[(&str, &str)]) -> Sitewatch {
+        let dir = tempfile::Builder::new()
+            .prefix("sitewatch-faults")
+            .tempdir()
+            .expect("temp dir");
+        let dir_path = dir.keep();
         let metrics_port = free_tcp_port();
-        let config_path = dir.path().join("sitewatch.toml");
+        let spool = dir_path.join("spool");
         let text = format!(
-            "[service]\nlog_level = \"info,sitewatch=debug\"\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{config}"
+            "[service]\nlog_level = {log_level:?}\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{}",
+            body.replace("{spool}", &spool.display().to_string())
         );
-        std::fs::write(&config_path, text).expect("write sitewatch.toml");
-        let mut cmd = Command::new(sitewatch_bin());
-        cmd.arg("run").arg("--config").arg(&config_path);
-        let mut proc = ServiceProcess::spawn("sitewatch", cmd, dir);
-        proc.wait_for_tcp(metrics_port, Duration::from_secs(20));
-        Sitewatch {
+        let config = dir_path.join("sitewatch.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut sw = Sitewatch {
+            proc: None,
             metrics_port,
-            config_path,
-            proc,
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            runs: 0,
+        };
+        sw.launch();
+        sw
+    }
+
+    /// Like [`Sitewatch::start`] with log level info, without launching (to add files first).
+    pub fn start_paused(body: &str) -> Sitewatch {
+        let dir = tempfile::Builder::new()
+            .prefix("sitewatch-faults")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let metrics_port = free_tcp_port();
+        let spool = dir.join("spool");
+        let text = format!(
+            "[service]\nlog_level = \"info\"\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{}",
+            body.replace("{spool}", &spool.display().to_string())
+        );
+        let config = dir.join("sitewatch.toml");
+        std::fs::write(&config, text).expect("write config");
+        Sitewatch {
+            proc: None,
+            metrics_port,
+            config,
+            env: Vec::new(),
+            runs: 0,
         }
     }
 
-    /// The Prometheus text of `/metrics`.
+    pub fn dir(&self) -> &Path {
+        self.config.parent().expect("config has a dir")
+    }
+
+    pub fn launch(&mut self) {
+        self.runs += 1;
+        let mut cmd = Command::new(sitewatch_bin());
+        cmd.arg("run").arg("--config").arg(&self.config);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        // The guard's own temp dir holds this run's log; it is copied into ours when the run
+        // ends, so a restarted instance keeps the spool and the logs of earlier runs.
+        let guard_dir = tempfile::tempdir().expect("temp dir");
+        let mut p = ServiceProcess::spawn(&format!("sitewatch-run{}", self.runs), cmd, guard_dir);
+        p.wait_for_tcp(self.metrics_port, Duration::from_secs(20));
+        self.proc = Some(p);
+    }
+
     pub fn metrics(&self) -> String {
         let (status, body) =
-            http(self.metrics_port, "GET", "/metrics", b"").expect("scrape sitewatch /metrics");
+            http(self.metrics_port, "GET", "/metrics", b"").expect("scrape /metrics");
         assert_eq!(status, 200, "/metrics: {body}");
         body
     }
 
-    /// Sum of every sample of metric `name` whose label set contains all `labels`
-    /// (`key="value"` strings); 0 when absent.
     pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
     }
 
-    /// SIGTERM, then waits for the exit status (graceful shutdown flushes buffered data).
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let child = self.proc.child.as_mut().expect("sitewatch is running");
-        let pid = child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -TERM {pid}");
-        let status = child.wait().expect("wait for sitewatch");
-        self.proc.child = None;
+    /// SIGKILL: nothing is flushed.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+            self.keep_log(&p);
+        }
+    }
+
+    /// SIGTERM and wait (graceful: flush or spool); the exit status, if it was running.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut p = self.proc.take()?;
+        let status = p.child.as_mut().and_then(|child| {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            child.wait().ok()
+        });
+        p.child = None;
+        self.keep_log(&p);
         status
     }
 
-    /// SIGKILL: a crash, nothing flushed.
-    pub fn kill(&mut self) {
-        self.proc.kill();
+    fn keep_log(&self, p: &ServiceProcess) {
+        let _ = std::fs::write(self.dir().join(format!("run{}.log", self.runs)), p.log());
     }
 
     pub fn log(&self) -> String {
-        self.proc.log()
+        match &self.proc {
+            Some(p) => p.log(),
+            None => std::fs::read_to_string(self.dir().join(format!("run{}.log", self.runs)))
+                .unwrap_or_default(),
+        }
     }
 }
 
-/// Sums the samples of `name` in Prometheus text whose labels include all of `labels`.
+impl Drop for Sitewatch {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(self.dir());
+    }
+}
+
+/// Sums the samples of `name` whose labels include all of `labels` (`key="value"`).
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
