@@ -209,6 +209,7 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
     let service = &cfg.config.service;
     telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
     let handle = telemetry::init_metrics()?;
+    sitewatch::notify::describe_metrics();
     let health = telemetry::Health::new();
 
     let collectors_stop = CancellationToken::new();

@@ -190,4 +190,24 @@ fn describe_metrics() {
         "Rule state changes, by rule, severity and state"
     );
     describe_counter!("sitewatch_snmp_polls_total", "SNMP polls, by result");
+    describe_counter!(
+        "sitewatch_snmp_target_polls_total",
+        "SNMP polls per device, by result"
+    );
+    describe_gauge!(
+        "sitewatch_snmp_target_poll_duration_seconds",
+        "Duration of each device's last SNMP poll"
+    );
+    describe_counter!(
+        "sitewatch_snmp_varbinds_total",
+        "Variable bindings received from SNMP agents"
+    );
+    describe_counter!(
+        "sitewatch_snmp_traps_rejected_total",
+        "SNMP traps dropped, by reason (community, credentials, malformed)"
+    );
+    describe_counter!(
+        "sitewatch_mqtt_reconnects_total",
+        "Lost MQTT connections (reconnected with backoff)"
+    );
 }

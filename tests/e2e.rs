@@ -430,3 +430,101 @@ fn example_config_passes_check() {
     assert!(stdout.contains("snmp: 2 target(s)"), "{stdout}");
     assert!(!stdout.contains("example-secret-value"), "{stdout}");
 }
+
+/// SNMP through the binary: a live snmpd and an address nothing answers on. The dead device becomes an
+/// `up = false` row in `snmp_poll` (alertable) and shows per device in `/metrics`; the live
+/// one keeps its schedule.
+#[test]
+fn snmp_live_and_dead_devices_are_visible_in_influx_and_metrics() {
+    use common::snmp::{Snmpd, SNMPD_COMMUNITY};
+    let snmpd = Snmpd::start();
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    // A UDP port nobody answers on.
+    let dead_port = common::free_udp_port();
+    let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/snmp");
+    let body = format!(
+        r#"
+[influx]
+url = "{url}"
+database = "{DB}"
+flush_interval = "200ms"
+
+[snmp]
+profiles_dir = "{profiles}"
+interval = "1s"
+timeout = "300ms"
+retries = 0
+
+[[snmp.target]]
+name = "switch-live"
+address = "{live}"
+version = "2c"
+community = "{SNMPD_COMMUNITY}"
+profiles = ["if-mib"]
+tags = {{ site = "dc1" }}
+
+[[snmp.target]]
+name = "ups-dead"
+address = "127.0.0.1:{dead_port}"
+version = "2c"
+community = "{SNMPD_COMMUNITY}"
+profiles = ["ups-mib"]
+tags = {{ site = "dc1" }}
+"#,
+        url = influx.url(),
+        profiles = profiles.display(),
+        live = snmpd.address(),
+    );
+    let mut sw = Sitewatch::start(&body, "info", &[]);
+
+    let polls = |device: &str, result: &str| {
+        sw.metric(
+            "sitewatch_snmp_target_polls_total",
+            &[
+                &format!("device=\"{device}\""),
+                &format!("result=\"{result}\""),
+            ],
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    // Nothing bound on loopback answers with ICMP port unreachable: result "error" (a host
+    // that drops packets gives "timeout"; tests/snmp_poll.rs covers that one).
+    let failed = |device: &str| polls(device, "error") + polls(device, "timeout");
+    while !(polls("switch-live", "ok") >= 3.0 && failed("ups-dead") >= 3.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three polls of each device; metrics:\n{}\nlog:\n{}",
+            sw.metrics(),
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(failed("switch-live"), 0.0);
+    assert_eq!(polls("ups-dead", "ok"), 0.0);
+
+    let up = |device: &str| {
+        influx.rows(
+            DB,
+            &format!("SELECT up FROM snmp_poll WHERE device = '{device}'"),
+        )
+    };
+    let dead = eventually(Duration::from_secs(10), "dead device rows", || {
+        let rows = up("ups-dead");
+        (rows.len() >= 2).then_some(rows)
+    });
+    assert!(dead.iter().all(|r| r[1] == json!(false)), "{dead:?}");
+    let live = up("switch-live");
+    assert!(
+        live.len() >= 2 && live.iter().all(|r| r[1] == json!(true)),
+        "{live:?}"
+    );
+    // The live device's interfaces landed, tagged with the device and the target's tags.
+    let interfaces = count(
+        &influx,
+        "SELECT count(oper_status) FROM interface WHERE device = 'switch-live' AND site = 'dc1'",
+    );
+    assert!(interfaces >= 2, "interface rows: {interfaces}");
+    let status = sw.terminate().expect("sitewatch was running");
+    assert!(status.success(), "exit {status}; log:\n{}", sw.log());
+}

@@ -15,6 +15,8 @@
 //! not answer costs its own `timeout × (retries + 1)` and nothing else.
 //!
 //! Metrics: `sitewatch_snmp_polls_total{result=ok|timeout|error|skipped|config_error}`,
+//! per device `sitewatch_snmp_target_polls_total{device,result}` and
+//! `sitewatch_snmp_target_poll_duration_seconds{device}` (last poll),
 //! `sitewatch_snmp_poll_duration_seconds`, `sitewatch_snmp_varbinds_total`,
 //! `sitewatch_snmp_counter_resets_total`; traps: `sitewatch_snmp_traps_received_total{version}`,
 //! `sitewatch_snmp_traps_rejected_total{reason}`, `sitewatch_snmp_informs_answered_total`,

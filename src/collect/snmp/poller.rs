@@ -438,6 +438,16 @@ async fn poll_target(rt: &TargetRt, state: &mut TargetState) -> PollResult {
     metrics::counter!("sitewatch_snmp_polls_total", "result" => result).increment(1);
     metrics::histogram!("sitewatch_snmp_poll_duration_seconds").record(duration);
     metrics::counter!("sitewatch_snmp_varbinds_total").increment(varbinds);
+    // Per device too, so a scrape alone shows which device went silent or slow; one counter
+    // per (device, result) and one gauge per device stay cheap at 10,000 targets.
+    metrics::counter!(
+        "sitewatch_snmp_target_polls_total",
+        "device" => rt.ep.name.clone(),
+        "result" => result
+    )
+    .increment(1);
+    metrics::gauge!("sitewatch_snmp_target_poll_duration_seconds", "device" => rt.ep.name.clone())
+        .set(duration);
     let mut poll = Sample::new(SeriesKey::new(POLL_MEASUREMENT, rt.base_tags.clone()), ts)
         .with_field("up", FieldValue::Bool(res.is_ok()))
         .with_field("duration_s", FieldValue::Float(duration))
