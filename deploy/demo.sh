@@ -4,10 +4,15 @@
 # sitewatch with deploy/demo/sitewatch.toml, publishes a minute of facility sensor traffic,
 # then prints what landed in InfluxDB and which events fired. Ctrl-C stops everything.
 # Usage: bash deploy/demo.sh            (DEMO_SECONDS=60 by default)
+#        bash deploy/demo.sh -- CMD...  also runs CMD on the ingested data before everything
+#                                       stops, with SITEWATCH_DEMO_INFLUX_URL set (used by
+#                                       docs/img/render-overview.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 DEMO_SECONDS=${DEMO_SECONDS:-60}
+after=()
+if [ "${1:-}" = "--" ]; then shift; after=("$@"); fi
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -128,3 +133,7 @@ echo "    provisioning/dashboards/sitewatch.yaml into /etc/grafana/provisioning/
 echo "    the dashboard JSON into /var/lib/grafana/dashboards/sitewatch/, and set the datasource url to"
 echo "    an InfluxDB holding this data (database sitewatch). With Docker: docker compose -f deploy/compose.yaml up -d --build."
 echo "    Details: docs/grafana.md"
+if [ ${#after[@]} -gt 0 ]; then
+  echo "==> running: ${after[*]}"
+  SITEWATCH_DEMO_INFLUX_URL="$influx_url" "${after[@]}"
+fi

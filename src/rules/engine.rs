@@ -1065,6 +1065,21 @@ mod tests {
             .collect()
     }
 
+    /// (rule, ts in s, state, severity) per event, for tests that span several rules.
+    fn by_rule(events: &[Event]) -> Vec<(&str, i64, &'static str, &'static str)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    &*e.rule,
+                    e.timestamp_ns / S,
+                    e.state.as_str(),
+                    e.severity.as_str(),
+                )
+            })
+            .collect()
+    }
+
     fn run(engine: &mut Engine, rack: &str, seq: &[(i64, f64)]) -> Vec<Event> {
         let mut out = Vec::new();
         for &(ts, v) in seq {
@@ -1523,17 +1538,7 @@ mod tests {
                 &mut out,
             );
         }
-        let got: Vec<_> = out
-            .iter()
-            .map(|e| {
-                (
-                    &*e.rule,
-                    e.timestamp_ns / S,
-                    e.state.as_str(),
-                    e.severity.as_str(),
-                )
-            })
-            .collect();
+        let got = by_rule(&out);
         assert_eq!(
             got,
             vec![
@@ -1569,17 +1574,7 @@ mod tests {
             );
         }
         e.tick(280 * S, &mut out);
-        let got: Vec<_> = out
-            .iter()
-            .map(|e| {
-                (
-                    &*e.rule,
-                    e.timestamp_ns / S,
-                    e.state.as_str(),
-                    e.severity.as_str(),
-                )
-            })
-            .collect();
+        let got = by_rule(&out);
         assert_eq!(
             got,
             vec![
