@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use sitewatch::collect::mqtt::{Decoder, MqttConfig};
 use sitewatch::collect::snmp::client::SnmpValue;
-use sitewatch::collect::snmp::profile::{Decoded, Kind, ValueSpec};
+use sitewatch::collect::snmp::decode::{Decoded, Kind, ScalarValues, ValueSpec};
 use sitewatch::collect::snmp::ProfileSet;
 use sitewatch::model::{FieldValue, Sample, SeriesKey, TagSet};
 use sitewatch::rules::{parse_rules, Engine, RuleSet};
@@ -112,6 +112,7 @@ fn value_for(spec: &ValueSpec, i: usize) -> SnmpValue {
         Kind::Counter => SnmpValue::Counter64(1_000_000 + i as u64),
         Kind::Timeticks => SnmpValue::TimeTicks(360_000 + i as u32),
         Kind::Truthvalue => SnmpValue::Integer(2),
+        Kind::Bool => SnmpValue::Integer(0),
         Kind::Auto if spec.enum_map.is_some() => SnmpValue::Integer(2),
         Kind::Auto => gauge(i),
     }
@@ -145,6 +146,7 @@ fn bench_snmp_decode(c: &mut Criterion) {
         }
     }
     assert!(!varbinds.is_empty(), "no value specs in {}", dir.display());
+    let scalars = ScalarValues::new();
     let mut group = c.benchmark_group("snmp_decode");
     group.throughput(Throughput::Elements(varbinds.len() as u64));
     group.bench_function(
@@ -153,7 +155,7 @@ fn bench_snmp_decode(c: &mut Criterion) {
             b.iter(|| {
                 let mut fields = 0usize;
                 for (spec, value) in &varbinds {
-                    fields += match spec.decode(value) {
+                    fields += match spec.decode(value, &scalars) {
                         Decoded::Fields(f) => f.len(),
                         _ => 1,
                     };

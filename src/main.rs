@@ -60,8 +60,14 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         mqtt_duration: Duration,
     },
-    /// Read an SNMP device's identity, pick matching profiles and print one poll.
+    /// Read an SNMP device's identity, pick matching profiles and print one poll
+    /// (`--record FILE` also saves a walk of the whole agent as `.snmprec`).
     Probe(ProbeArgs),
+    /// Profile tools: `profile test` decodes a `.snmprec` recording offline.
+    Profile {
+        #[command(subcommand)]
+        cmd: ProfileCommand,
+    },
     /// Rule tools: `rules test` replays stored history through the rules.
     Rules {
         #[command(subcommand)]
@@ -90,6 +96,9 @@ fn main() -> std::process::ExitCode {
                 mqtt_duration,
             } => once(&config, mqtt_duration).await,
             Command::Probe(args) => probe(args).await,
+            Command::Profile {
+                cmd: ProfileCommand::Test(args),
+            } => profile_test(args).await,
             Command::Rules {
                 cmd: RulesCommand::Test(args),
             } => rules_test(args).await,
@@ -489,6 +498,31 @@ struct ProbeArgs {
     timeout: Duration,
     #[arg(long, default_value_t = 1)]
     retries: u32,
+    /// Also walk the whole agent and save it to FILE in snmpsim's `.snmprec` format (for a
+    /// support request, or `sitewatch profile test`). It holds no credentials.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Decode a `.snmprec` recording offline (no agent, no snmpsim) and print what each
+    /// profile would write, with the OID behind each field.
+    Test(ProfileTestArgs),
+}
+
+/// `sitewatch profile test [PROFILE] FILE.snmprec`
+#[derive(clap::Args)]
+struct ProfileTestArgs {
+    /// A profile to force (default: detect as `run` would), then the recording.
+    #[arg(num_args = 1..=2, value_names = ["PROFILE", "FILE"], required = true)]
+    args: Vec<String>,
+    /// Folder of profile files.
+    #[arg(long, default_value = "mappings/snmp")]
+    profiles_dir: PathBuf,
+    /// The `device` tag to write (default: the file name without extension).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 /// Parses a TOML-spelled enum value ("authPriv", "SHA256") with the config's own rules, so
@@ -506,12 +540,7 @@ fn parse_config_word<T: serde::de::DeserializeOwned>(flag: &str, word: &str) -> 
 
 async fn probe(args: ProbeArgs) -> Result<()> {
     telemetry::init_logging("warn", false)?;
-    let profiles = ProfileSet::load_dir(&args.profiles_dir).with_context(|| {
-        format!(
-            "loading profiles from {} (run from the repository root or pass --profiles-dir)",
-            args.profiles_dir.display()
-        )
-    })?;
+    let profiles = load_profiles(&args.profiles_dir)?;
     let version: SnmpVersion = match (&args.version, &args.user) {
         (Some(v), _) => parse_config_word("version", v)?,
         (None, Some(_)) => SnmpVersion::V3,
@@ -559,19 +588,68 @@ async fn probe(args: ProbeArgs) -> Result<()> {
             (None, None) => bail!("SNMP v1/v2c needs --community or --community-env"),
         });
     }
+    if let Some(path) = &args.record {
+        let recording = snmp::record(target.clone()).await?;
+        std::fs::write(path, recording.to_snmprec())
+            .with_context(|| format!("writing the recording to {}", path.display()))?;
+        eprintln!(
+            "recorded {} objects to {} (check it offline: sitewatch profile test {})",
+            recording.len(),
+            path.display(),
+            path.display()
+        );
+    }
     let report = snmp::probe(target, &profiles, args.profile.as_deref()).await?;
+    print_report(&report)
+}
+
+fn load_profiles(dir: &Path) -> Result<ProfileSet> {
+    ProfileSet::load_dir(dir).with_context(|| {
+        format!(
+            "loading profiles from {} (run from the repository root or pass --profiles-dir)",
+            dir.display()
+        )
+    })
+}
+
+async fn profile_test(args: ProfileTestArgs) -> Result<()> {
+    telemetry::init_logging("warn", false)?;
+    let profiles = load_profiles(&args.profiles_dir)?;
+    let (force, file) = match args.args.as_slice() {
+        [file] => (None, PathBuf::from(file)),
+        [profile, file] => (Some(profile.as_str()), PathBuf::from(file)),
+        _ => bail!("usage: sitewatch profile test [PROFILE] FILE.snmprec"),
+    };
+    let recording = snmp::Recording::read(&file)?;
+    let device = args.device.clone().unwrap_or_else(|| {
+        file.file_stem()
+            .and_then(|s| s.to_str())
+            .map(|s| s.trim_end_matches(".snmprec").to_string())
+            .unwrap_or_else(|| "recording".into())
+    });
+    let report = snmp::profile_test(&recording, &profiles, force, &device).await?;
+    print_report(&report)
+}
+
+/// What `probe` and `profile test` print: identity, profiles, notes, one poll as line
+/// protocol, and the OID behind each field.
+fn print_report(report: &snmp::ProbeReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "# sysObjectID: {}", report.sys_object_id)?;
     writeln!(out, "# sysDescr: {}", report.sys_descr.replace('\n', " "))?;
     if report.profiles.is_empty() {
-        writeln!(
-            out,
-            "# no profile matches this sysObjectID: pass --profile NAME, or add its prefix to a profile's sys_object_id in mappings/snmp/"
-        )?;
+        writeln!(out, "# profiles: (none)")?;
     } else {
         writeln!(out, "# profiles: {}", report.profiles.join(", "))?;
     }
-    if let Some(note) = &report.note {
+    if !report.empty_profiles.is_empty() {
+        writeln!(
+            out,
+            "# matched but empty: {}",
+            report.empty_profiles.join(", ")
+        )?;
+    }
+    for note in &report.notes {
         writeln!(out, "# note: {note}")?;
     }
     let mut buf = Vec::new();
@@ -579,6 +657,16 @@ async fn probe(args: ProbeArgs) -> Result<()> {
         encode_sample(&mut buf, s);
     }
     out.write_all(&buf)?;
+    if !report.origins.is_empty() {
+        writeln!(out, "# field origins (series field <- OID [profile]):")?;
+        for o in &report.origins {
+            writeln!(
+                out,
+                "#   {} {} <- {} [{}]",
+                o.series, o.field, o.oid, o.profile
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -297,6 +297,8 @@ enum Req<'a> {
     Get(&'a [ObjectId]),
     GetNext(&'a ObjectId),
     GetBulk(&'a [ObjectId], u32),
+    /// GETBULK with every varbind a non-repeater: one GETNEXT per OID in one PDU.
+    NextEach(&'a [ObjectId]),
 }
 
 impl Client {
@@ -341,7 +343,7 @@ impl Client {
 
     async fn exchange(sess: &mut AsyncSession, req: &Req<'_>) -> Result<Response, snmp2::Error> {
         let oids: Vec<snmp2::Oid<'static>> = match req {
-            Req::Get(o) | Req::GetBulk(o, _) => o
+            Req::Get(o) | Req::GetBulk(o, _) | Req::NextEach(o) => o
                 .iter()
                 .map(|o| o.to_snmp2().map_err(|_| snmp2::Error::ValueOutOfRange))
                 .collect::<Result<_, _>>()?,
@@ -352,6 +354,7 @@ impl Client {
             Req::Get(_) => sess.get_many(&refs).await?,
             Req::GetNext(_) => sess.getnext(refs[0]).await?,
             Req::GetBulk(_, reps) => sess.getbulk(&refs, 0, *reps).await?,
+            Req::NextEach(_) => sess.getbulk(&refs, refs.len() as u32, 0).await?,
         };
         let varbinds = pdu
             .varbinds
@@ -461,6 +464,49 @@ impl Client {
                             .unwrap_or_default(),
                     })
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// For each OID, the next OID the agent holds after it (`None` past the end of its
+    /// MIB): how detection asks "does this device serve that subtree?" in one exchange per
+    /// `max_oids_per_get` OIDs (v2c/v3 GETBULK with only non-repeaters; v1 one GETNEXT each).
+    pub async fn next_of(&mut self, oids: &[ObjectId]) -> Result<Vec<Option<ObjectId>>, SnmpError> {
+        let mut out = Vec::with_capacity(oids.len());
+        if self.ep.version == SnmpVersion::V1 {
+            for o in oids {
+                let r = self.request(Req::GetNext(o)).await?;
+                self.varbinds += r.varbinds.len() as u64;
+                out.push(match r.error_status {
+                    0 => r
+                        .varbinds
+                        .into_iter()
+                        .next()
+                        .filter(|(_, v)| !matches!(v, SnmpValue::EndOfMibView))
+                        .map(|(o, _)| o),
+                    _ => None,
+                });
+            }
+            return Ok(out);
+        }
+        for batch in oids.chunks(self.ep.max_oids_per_get.max(1)) {
+            let r = self.request(Req::NextEach(batch)).await?;
+            if r.error_status != 0 {
+                return Err(SnmpError::ErrorStatus {
+                    target: self.ep.name.clone(),
+                    status: r.error_status,
+                    oid: batch[0].to_string(),
+                });
+            }
+            self.varbinds += r.varbinds.len() as u64;
+            let mut got = r.varbinds.into_iter();
+            for _ in batch {
+                out.push(
+                    got.next()
+                        .filter(|(_, v)| !matches!(v, SnmpValue::EndOfMibView))
+                        .map(|(o, _)| o),
+                );
             }
         }
         Ok(out)

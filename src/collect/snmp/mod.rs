@@ -1,11 +1,16 @@
 //! SNMP polling with data-driven device profiles.
 //!
 //! - [`config`]: the `[snmp]` table and `[[snmp.target]]` entries.
-//! - [`profile`]: profile files (`mappings/snmp/*.toml`) and value decoding.
+//! - [`profile`]: profile files (`mappings/snmp/*.toml`, reference in `docs/profiles.md`).
+//! - [`decode`]: how one value becomes a field: decimal scale, sentinels, enums, severity.
+//! - [`detect`]: which profiles a device gets, by sysObjectID and by what it answers.
 //! - [`client`]: one conversation with a device: timeout, retries, batched GET, bulk walks.
+//! - [`recording`]: `.snmprec` recordings, read (offline decode) and written (`--record`).
+//! - [`poll`]: one poll of one device, against a live agent or a recording.
+//! - [`probe`]: `probe`, `probe --record` and `profile test`.
 //! - [`rate`]: counter → per-second rate with wrap/reset handling.
 //! - [`shard`]: `--shard i/n`, which targets this instance polls (rendezvous hashing).
-//! - [`poller`]: the schedule ([`run`]), one-shot polling ([`poll_once`]) and [`probe`].
+//! - [`poller`]: the schedule ([`run`]) and one-shot polling ([`poll_once`]).
 //! - [`trap`]: the trap/inform listener (`[snmp.traps]`), started by [`run`] before polling.
 //!
 //! Every poll emits the profile samples (timestamp = poll start, tags `device`, the target's
@@ -26,17 +31,24 @@ use std::time::Duration;
 
 pub mod client;
 pub mod config;
+pub mod decode;
+pub mod detect;
+mod mib_view;
+pub mod poll;
 pub mod poller;
+pub mod probe;
 pub mod profile;
 pub mod rate;
+pub mod recording;
 pub mod shard;
 pub mod trap;
 
 pub use config::{SnmpConfig, SnmpConfigError, TargetConfig};
-pub use poller::{
-    poll_once, probe, run, run_with_traps, ProbeReport, TargetPoller, POLL_MEASUREMENT,
-};
+pub use poll::{FieldOrigin, POLL_MEASUREMENT};
+pub use poller::{poll_once, run, run_with_traps, TargetPoller};
+pub use probe::{probe, profile_test, record, ProbeReport};
 pub use profile::{ProfileError, ProfileSet};
+pub use recording::{Recording, RecordingError};
 pub use shard::Shard;
 pub use trap::{TrapConfig, TrapError, TrapListener, TRAPS_MEASUREMENT};
 

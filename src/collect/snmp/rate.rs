@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::client::ObjectId;
-use super::profile::CounterWidth;
+use super::decode::CounterWidth;
 
 /// Outcome of one counter reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
