@@ -2,8 +2,9 @@
 //! from data that sitewatch stored in InfluxDB (the demo: deploy/demo/publish.sh traffic).
 //!
 //! It draws what the "Facility overview" dashboard draws: rack inlet temperatures with the
-//! warning/critical lines of deploy/rules/facility.toml and the rule events as markers, PDU
-//! phase current against the 80 % line and the circuit rating, and the leak sensor's state.
+//! warning/critical lines of deploy/rules/environment.toml and the rule events as markers, PDU
+//! phase current against the 80 % line and the circuit rating (deploy/rules/power.toml), and
+//! the leak sensor's state. Names as in docs/naming.md.
 //!
 //! ```text
 //! cargo run --example render_overview -- --influx http://127.0.0.1:8086 \
@@ -25,7 +26,8 @@ use plotters::style::FontStyle;
 
 const W: u32 = 1280;
 const H: u32 = 900;
-/// deploy/rules/facility.toml: rack_inlet_temperature, pdu_phase_current.
+/// deploy/rules/environment.toml rack_inlet_temperature, deploy/rules/power.toml
+/// pdu_phase_current.
 const TEMP_WARN: f64 = 27.0;
 const TEMP_CRIT: f64 = 32.0;
 const PHASE_WARN: f64 = 12.8;
@@ -211,7 +213,7 @@ fn main() -> Res<()> {
             &a.influx,
             &a.db,
             &format!(
-                r#"SELECT "temperature" FROM "environment" WHERE "rack" != '' AND {window} GROUP BY "rack""#
+                r#"SELECT "temperature_c" FROM "environment" WHERE "rack" != '' AND {window} GROUP BY "rack""#
             ),
         )?,
         |v| v.as_f64(),
@@ -220,7 +222,9 @@ fn main() -> Res<()> {
         &query(
             &a.influx,
             &a.db,
-            &format!(r#"SELECT "current" FROM "pdu" WHERE {window} GROUP BY "pdu", "phase""#),
+            &format!(
+                r#"SELECT "current_a" FROM "pdu_phase" WHERE {window} GROUP BY "device", "phase""#
+            ),
         )?,
         |v| v.as_f64(),
     );
@@ -228,7 +232,7 @@ fn main() -> Res<()> {
         &query(
             &a.influx,
             &a.db,
-            &format!(r#"SELECT "leak" FROM "leak" WHERE {window} GROUP BY "sensor""#),
+            &format!(r#"SELECT "leak" FROM "leak" WHERE {window} GROUP BY "device", "sensor""#),
         )?,
         |v| v.as_bool().map(|b| if b { 1.0 } else { 0.0 }),
     );

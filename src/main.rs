@@ -499,7 +499,8 @@ struct ProbeArgs {
     #[arg(long, default_value_t = 1)]
     retries: u32,
     /// Also walk the whole agent and save it to FILE in snmpsim's `.snmprec` format (for a
-    /// support request, or `sitewatch profile test`). It holds no credentials.
+    /// support request, or `sitewatch profile test`). It holds what the agent answers, not
+    /// the community or passwords used to ask.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
 }

@@ -361,8 +361,9 @@ fn now_ms() -> i64 {
 }
 
 /// The demo's traffic (deploy/demo/publish.sh), compressed: 30 minutes of readings every
-/// 20 s, published at once with payload timestamps in the past. Rack a03 overheats past the
-/// critical level, the under-floor sensor gets wet, pdu-a03 L1 runs above 80 %.
+/// 20 s, published at once with payload timestamps in the past, named as docs/naming.md says.
+/// Rack a03 overheats past the critical level, the under-floor sensor gets wet, pdu-a03 L1
+/// runs above 80 %.
 fn demo_traffic() -> Vec<(String, Vec<String>)> {
     let start = now_ms() - SPAN_S * 1000;
     let steps = SPAN_S / STEP_S;
@@ -379,7 +380,7 @@ fn demo_traffic() -> Vec<(String, Vec<String>)> {
             };
             let hum = 45.0 + r as f64 + (i % 4) as f64 * 0.3;
             lines.push(format!(
-                r#"{{"ts": {ts}, "temperature": {temp:.1}, "humidity": {hum:.1}}}"#
+                r#"{{"ts": {ts}, "device": "env-{rack}", "temperature": {temp:.1}, "humidity": {hum:.1}}}"#
             ));
         }
         topics.push((format!("dc/dc1/hall1/{rack}/env"), lines));
@@ -387,7 +388,10 @@ fn demo_traffic() -> Vec<(String, Vec<String>)> {
     let leak = (0..steps)
         .map(|i| {
             let ts = start + i * STEP_S * 1000;
-            format!(r#"{{"ts": {ts}, "leak": {}}}"#, (45..55).contains(&i))
+            format!(
+                r#"{{"ts": {ts}, "device": "leak-hall1", "leak": {}}}"#,
+                (45..55).contains(&i)
+            )
         })
         .collect();
     topics.push(("dc/dc1/hall1/leak/underfloor-1".into(), leak));
@@ -395,16 +399,22 @@ fn demo_traffic() -> Vec<(String, Vec<String>)> {
     for i in 0..steps {
         let ts_ns = (start + i * STEP_S * 1000) * 1_000_000;
         for (p, name) in ["pdu-a01", "pdu-a03"].iter().enumerate() {
+            let rack = &name[4..];
+            let mut total_w = 0.0;
             for (ph, phase) in ["L1", "L2", "L3"].iter().enumerate() {
                 let mut amps = 6.0 + p as f64 * 2.0 + ph as f64 * 0.7 + (i % 6) as f64 * 0.2;
                 if *name == "pdu-a03" && *phase == "L1" && (40..70).contains(&i) {
                     amps = 13.4 + (i % 3) as f64 * 0.2;
                 }
+                let watts = (amps * 230.0).round();
+                total_w += watts;
                 pdu.push(format!(
-                    "pdu,pdu={name},phase={phase} current={amps:.1},power_kw={:.2} {ts_ns}",
-                    amps * 0.23
+                    "pdu_phase,device={name},rack={rack},phase={phase} current_a={amps:.1},power_w={watts} {ts_ns}"
                 ));
             }
+            pdu.push(format!(
+                "pdu,device={name},rack={rack} power_w={total_w} {ts_ns}"
+            ));
         }
     }
     topics.push(("lp/dc1/hall1/pdu".into(), pdu));
@@ -467,7 +477,8 @@ client_id = "sitewatch-dashboards-test"
 topic = "dc/{{site}}/{{room}}/{{rack}}/env"
 measurement = "environment"
 format = "json"
-fields = {{ temperature = "temperature", humidity = "humidity" }}
+fields = {{ temperature_c = "temperature", humidity_pct = "humidity" }}
+tag_paths = {{ device = "device" }}
 timestamp = "ts"
 timestamp_unit = "ms"
 
@@ -476,6 +487,7 @@ topic = "dc/{{site}}/{{room}}/leak/{{sensor}}"
 measurement = "leak"
 format = "json"
 fields = {{ leak = "leak" }}
+tag_paths = {{ device = "device" }}
 timestamp = "ts"
 timestamp_unit = "ms"
 
@@ -552,12 +564,16 @@ fn every_dashboard_query_returns_data() {
     let vm = VictoriaMetrics::start();
 
     let dir = tempfile::tempdir().expect("temp dir");
+    // Every shipped rule file, as `rules/*.toml` of the shipped configs loads them: the
+    // events they write are what the annotations and alert panels show.
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::copy(
-        repo().join("deploy/rules/facility.toml"),
-        dir.path().join("rules/facility.toml"),
-    )
-    .expect("copy deploy/rules/facility.toml");
+    for file in ["facility", "environment", "power", "cooling"] {
+        std::fs::copy(
+            repo().join(format!("deploy/rules/{file}.toml")),
+            dir.path().join(format!("rules/{file}.toml")),
+        )
+        .unwrap_or_else(|e| panic!("copy deploy/rules/{file}.toml: {e}"));
+    }
     let metrics_port = free_tcp_port();
     let cfg_path = dir.path().join("sitewatch.toml");
     std::fs::write(
@@ -608,15 +624,38 @@ fn every_dashboard_query_returns_data() {
     expect(
         "all MQTT samples stored",
         &|| {
-            count(&influx, "SELECT count(temperature) FROM environment") == steps * 4
-                && count(&influx, "SELECT count(leak) FROM leak") == steps
-                && count(&influx, "SELECT count(current) FROM pdu") == steps * 6
+            // SNMP devices write the same measurements; count the MQTT devices' own.
+            count(
+                &influx,
+                "SELECT count(temperature_c) FROM environment WHERE device =~ /^env-a0/",
+            ) == steps * 4
+                && count(
+                    &influx,
+                    "SELECT count(leak) FROM leak WHERE device = 'leak-hall1'",
+                ) == steps
+                && count(
+                    &influx,
+                    "SELECT count(current_a) FROM pdu_phase WHERE device =~ /^pdu-a0/",
+                ) == steps * 6
+                && count(
+                    &influx,
+                    "SELECT count(power_w) FROM pdu WHERE device =~ /^pdu-a0/",
+                ) == steps * 2
         },
         &mut sw,
     );
     expect(
         "rule events: rack a03 warning + critical, leak, pdu-a03 L1, each firing and resolved",
         &|| {
+            let events = |rule: &str, state: &str, tag: &str| {
+                count(
+                    &influx,
+                    &format!(
+                        "SELECT count(duration_s) FROM events WHERE rule = '{rule}' AND \
+                         state = '{state}' AND {tag}"
+                    ),
+                )
+            };
             count(
                 &influx,
                 "SELECT count(duration_s) FROM events WHERE state = 'firing'",
@@ -625,6 +664,12 @@ fn every_dashboard_query_returns_data() {
                     &influx,
                     "SELECT count(duration_s) FROM events WHERE state = 'resolved'",
                 ) >= 3
+                && events("rack_inlet_temperature", "firing", "rack = 'a03'") >= 2
+                && events("rack_inlet_temperature", "resolved", "rack = 'a03'") >= 1
+                && events("water_leak", "firing", "device = 'leak-hall1'") >= 1
+                && events("water_leak", "resolved", "device = 'leak-hall1'") >= 1
+                && events("pdu_phase_current", "firing", "device = 'pdu-a03'") >= 1
+                && events("pdu_phase_current", "resolved", "device = 'pdu-a03'") >= 1
         },
         &mut sw,
     );

@@ -37,22 +37,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$own_policy" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-# snmpsim (realistic device agents serving .snmprec data) lives on PyPI. It goes into a
-# virtualenv under target/ so the system Python is left alone (Debian forbids pip there).
-if ! command -v snmpsim-command-responder >/dev/null 2>&1; then
-  venv=target/snmpsim-venv
-  if [ ! -x "$venv/bin/snmpsim-command-responder" ]; then
-    command -v python3 >/dev/null 2>&1 || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3; }
-    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-      rm -rf "$venv"
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
-      python3 -m venv "$venv"
-    fi
-    # snmpsim 1.2 imports pysmi without declaring it.
-    "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==2.0.0'
+# snmpsim (realistic device agents serving .snmprec data) and snmpsim-data (recordings of
+# real UPSes, PDUs and sensors, for the profile conformance tests) live on PyPI. They go into
+# a virtualenv under target/ so the system Python is left alone (Debian forbids pip there).
+venv=target/snmpsim-venv
+if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'import snmpsim_data' 2>/dev/null; then
+  command -v python3 >/dev/null 2>&1 || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3; }
+  if [ ! -x "$venv/bin/python3" ] && ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+    python3 -m venv "$venv"
   fi
-  export PATH="$PWD/$venv/bin:$PATH"
+  # snmpsim 1.2 imports pysmi without declaring it.
+  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==2.0.0' 'snmpsim-data==1.0.1'
 fi
+export PATH="$PWD/$venv/bin:$PATH"
 
 # Debian keeps daemons in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"

@@ -298,13 +298,14 @@ async fn check_profiles(addr: &str, set: &ProfileSet) {
     let s = poll_one(addr, "apc-ups", "apc-ups", set).await;
     let u = find(&s, "ups", &[]);
     state(u, "battery_status", 2, "normal");
-    num(u, "battery_runtime_s", 7200.0);
-    state(u, "battery_replace", 1, "ok");
+    num(u, "battery_runtime_min", 120.0);
+    assert_eq!(u.field("battery_replace"), Some(&FieldValue::Bool(false)));
     num(u, "battery_charge_pct", 1000.0 * 0.1);
     num(u, "battery_temperature_c", 253.0 * 0.1);
     num(u, "input_voltage_v", 2301.0 * 0.1);
     num(u, "input_frequency_hz", 500.0 * 0.1);
-    state(u, "output_status", 3, "on_battery");
+    // APC's upsBasicOutputStatus 3 onBattery, named in the common UPS vocabulary.
+    state(u, "output_source", 3, "battery");
     num(u, "output_voltage_v", 2298.0 * 0.1);
     num(u, "output_frequency_hz", 499.0 * 0.1);
     num(u, "output_load_pct", 425.0 * 0.1);
@@ -314,17 +315,17 @@ async fn check_profiles(addr: &str, set: &ProfileSet) {
     let s = poll_one(addr, "apc-rpdu2", "apc-rpdu2", set).await;
     let d = find(&s, "pdu", &[("pdu_module", "1")]);
     state(d, "load_state", 2, "normal");
-    num(d, "power_kw", 345.0 * 0.01);
+    num(d, "power_w", 3450.0); // 0.01 kW units, written in W
     num(d, "energy_kwh", 123456.0 * 0.1);
     assert_eq!(count(&s, "pdu_phase"), 3);
     let p1 = find(&s, "pdu_phase", &[("phase", "1")]);
     num(p1, "current_a", 52.0 * 0.1);
-    num(p1, "power_kw", 119.0 * 0.01);
+    num(p1, "power_w", 1190.0);
     let p3 = find(&s, "pdu_phase", &[("phase", "3")]);
     state(p3, "load_state", 3, "near_overload");
     num(p3, "current_a", 118.0 * 0.1);
     num(p3, "voltage_v", 230.0);
-    missing(p3, "power_kw"); // -1 = unsupported
+    missing(p3, "power_w"); // -1 = unsupported
     let b2 = find(&s, "pdu_bank", &[("bank", "2")]);
     state(b2, "load_state", 1, "low");
     num(b2, "current_a", 7.0 * 0.1);
@@ -347,34 +348,33 @@ async fn check_profiles(addr: &str, set: &ProfileSet) {
     num(c, "rack_inlet_c", 221.0 * 0.1);
     num(c, "supply_air_c", 180.0 * 0.1);
     num(c, "return_air_c", 345.0 * 0.1);
-    state(c, "leak", 2, "leak");
+    // The InRow unit's own leak sensor (2 = leak) is a `leak` row like every other.
+    let inrow_leak: Vec<&Sample> = s
+        .iter()
+        .filter(|x| &*x.series.measurement == "leak" && x.series.tags.get("sensor_index").is_none())
+        .collect();
+    assert_eq!(inrow_leak.len(), 1, "{}", describe(&s));
+    assert_eq!(inrow_leak[0].field("leak"), Some(&FieldValue::Bool(true)));
     let cold = find(
         &s,
         "environment",
-        &[
-            ("probe", "1.1"),
-            ("sensor", "Cold aisle"),
-            ("location", "Row A"),
-        ],
+        &[("sensor_index", "1.1"), ("sensor", "Cold aisle")],
     );
     num(cold, "temperature_c", 21.0);
     num(cold, "humidity_pct", 44.0);
-    state(cold, "alarm", 1, "normal");
-    let hot = find(&s, "environment", &[("probe", "2.1")]);
+    state(cold, "alarm_status", 1, "normal");
+    let hot = find(&s, "environment", &[("sensor_index", "2.1")]);
     missing(hot, "temperature_c"); // -1 = lost communication
     missing(hot, "humidity_pct");
-    state(hot, "alarm", 3, "critical");
-    state(
-        find(&s, "leak", &[("fluid_sensor", "1")]),
-        "state",
-        2,
-        "none",
+    state(hot, "alarm_status", 3, "critical");
+    // memFluidSensorStatusSensorState 2 none / 1 fluid: true = water.
+    assert_eq!(
+        find(&s, "leak", &[("sensor_index", "1")]).field("leak"),
+        Some(&FieldValue::Bool(false))
     );
-    state(
-        find(&s, "leak", &[("fluid_sensor", "2")]),
-        "state",
-        1,
-        "fluid",
+    assert_eq!(
+        find(&s, "leak", &[("sensor_index", "2")]).field("leak"),
+        Some(&FieldValue::Bool(true))
     );
 
     // ENTITY-SENSOR-MIB transform + entPhysicalName lookup
@@ -415,7 +415,8 @@ async fn check_profiles(addr: &str, set: &ProfileSet) {
         "sensor",
         &[("sensor", "Leak Detector"), ("sensor_type", "truthvalue")],
     );
-    num(leak, "value", 0.0);
+    // Unavailable: the value column's 0 is not a reading, so it is a gap.
+    missing(leak, "value");
     state(leak, "oper_status", 2, "unavailable");
 
     // IF-MIB: tags from columns, status enums, counters → rates only from the second poll

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Publishes facility sensor traffic over MQTT for the demo: per-rack temperature and humidity
-# (JSON with a millisecond timestamp), an under-floor leak sensor that trips once, and PDU
-# readings as InfluxDB line protocol. Rack a03 overheats in the middle of the run.
+# (JSON with a millisecond timestamp and the sensor's name, as the sensor sends it; the demo
+# config maps it onto temperature_c / humidity_pct), an under-floor leak sensor that trips
+# once, and PDU readings as InfluxDB line protocol already in docs/naming.md's names
+# (pdu_phase current_a / power_w, pdu power_w). Rack a03 overheats in the middle of the run.
 # Usage: publish.sh HOST PORT SECONDS
 set -euo pipefail
 host=$1 port=$2 seconds=$3
@@ -24,16 +26,23 @@ for ((t = 0; t < seconds; t++)); do
     fi
     hum=$((450 + ${rack:2:1} * 10 + wobble))
     pub "dc/dc1/hall1/$rack/env" \
-      "{\"ts\": $now_ms, \"temperature\": $((temp / 10)).$((temp % 10)), \"humidity\": $((hum / 10)).$((hum % 10))}"
+      "{\"ts\": $now_ms, \"device\": \"env-$rack\", \"temperature\": $((temp / 10)).$((temp % 10)), \"humidity\": $((hum / 10)).$((hum % 10))}"
   done
   # Leak sensor under the raised floor: wet for ten seconds in the middle of the run.
   leak=false; ((t >= seconds / 2 && t < seconds / 2 + 10)) && leak=true
-  pub "dc/dc1/hall1/leak/underfloor-1" "{\"ts\": $now_ms, \"leak\": $leak}"
-  # Two PDUs, line protocol passthrough (the timestamp is in nanoseconds).
+  pub "dc/dc1/hall1/leak/underfloor-1" "{\"ts\": $now_ms, \"device\": \"leak-hall1\", \"leak\": $leak}"
+  # Two single-phase PDUs, line protocol passthrough (the timestamp is in nanoseconds): the
+  # phase and the whole PDU, power in W at 230 V. From a quarter to five sixths of the run,
+  # pdu-a03 carries more than 80 % of its 16 A circuit.
   for pdu in pdu-a01 pdu-a03; do
-    amps=$((70 + (t % 6) + (${pdu:6:1} * 5)))
+    amps=$((70 + (t % 6) + (${pdu:6:1} * 5)))          # tenths of A: 7.5 .. 9.0 A
+    if [ "$pdu" = pdu-a03 ] && ((t >= seconds / 4 && t < seconds * 5 / 6)); then
+      amps=$((amps + 50))                              # 13.5 .. 14.0 A
+    fi
+    watts=$((amps * 23))
     pub "lp/dc1/hall1/pdu" \
-      "pdu,pdu=$pdu,phase=L1 current=$((amps / 10)).$((amps % 10)),power_kw=$(((amps * 23) / 100 / 10)).$(((amps * 23) / 100 % 10)) ${now_ms}000000"
+      "pdu_phase,device=$pdu,rack=a0${pdu:6:1},phase=L1 current_a=$((amps / 10)).$((amps % 10)),power_w=$watts ${now_ms}000000
+pdu,device=$pdu,rack=a0${pdu:6:1} power_w=$watts ${now_ms}000000"
   done
   sleep 1
 done

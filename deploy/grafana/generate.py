@@ -2,7 +2,9 @@
 """Generates the Grafana dashboards in deploy/grafana/dashboards/ (the JSON is committed).
 
 One source for every panel keeps units, thresholds, filters and the events annotation the
-same on every dashboard. Thresholds come from deploy/rules/facility.toml; change both together.
+same on every dashboard. Measurement, field and tag names are those of docs/naming.md, which
+every SNMP profile and MQTT mapping writes, so one query serves every vendor. Thresholds come
+from the shipped rules in deploy/rules/; change both together.
 Every InfluxQL query here is run against real ingested data by tests/dashboards.rs, and every
 PromQL query against sitewatch's own /metrics.
 
@@ -20,15 +22,22 @@ PROM = {"type": "prometheus", "uid": "sitewatch-prometheus"}
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x
 
-# deploy/rules/facility.toml
+# deploy/rules/environment.toml
 TEMP_WARN, TEMP_CRIT = 27.0, 32.0  # rack_inlet_temperature (ASHRAE A1 recommended/allowable)
-HUM_LOW, HUM_HIGH = 20.0, 80.0  # rack_humidity (outside 20-80 %RH)
+HUM_LOW, HUM_HIGH = 20.0, 70.0  # rack_humidity warning: outside 20-70 %RH (A1 recommended)
+HUM_MIN, HUM_MAX = 8.0, 80.0  # rack_humidity critical: outside 8-80 %RH (A1 allowable)
+# deploy/rules/power.toml
 PHASE_WARN, CIRCUIT_A = 12.8, 16.0  # pdu_phase_current: 80 % of a 16 A circuit
+RUNTIME_WARN, RUNTIME_CRIT = 10.0, 5.0  # ups_battery_runtime, minutes
+LOAD_WARN, LOAD_CRIT = 80.0, 95.0  # ups_load / ups_output_load, %
+# deploy/rules/cooling.toml
+SUPPLY_WARN, SUPPLY_CRIT = 25.0, 27.0  # cooling_supply_air
 
 # Filters. Variables with "All" expand to `.*` (allValue), which also matches series that
-# lack the tag, e.g. an SNMP target configured without a `room` tag.
+# lack the tag, e.g. an SNMP target configured without a `room` tag. Per-rack panels take only
+# series that have a rack.
 SR = '"site" =~ /^$site$/ AND "room" =~ /^$room$/'
-RACK = SR + ' AND "rack" =~ /^$rack$/'
+RACK = SR + ' AND "rack" =~ /^$rack$/ AND "rack" != \'\''
 DEV = SR + ' AND "device" =~ /^$device$/'
 TF = "$timeFilter"
 GT = "GROUP BY time($__interval)"
@@ -85,46 +94,24 @@ def value_map(mapping):
     ]
 
 
-# Device state vocabularies, as the profiles in mappings/snmp name them (`<field>_state`).
+# State vocabularies (`<field>_state`), as docs/naming.md defines them for every vendor.
 UPS_OUTPUT = {
-    # APC upsBasicOutputStatus
-    "online": ("On line", "green"),
-    "on_battery": ("ON BATTERY", "red"),
-    "smart_boost": ("Boost", "yellow"),
-    "smart_trim": ("Trim", "yellow"),
-    "software_bypass": ("BYPASS", "orange"),
-    "switched_bypass": ("BYPASS", "orange"),
-    "hardware_failure_bypass": ("BYPASS (fault)", "red"),
-    "off": ("OFF", "red"),
-    "rebooting": ("Rebooting", "orange"),
-    "timed_sleeping": ("Sleeping", "orange"),
-    "sleeping_until_power_return": ("Sleeping", "red"),
-    "unknown": ("Unknown", "purple"),
-    # UPS-MIB upsOutputSource
     "normal": ("On line", "green"),
     "battery": ("ON BATTERY", "red"),
     "bypass": ("BYPASS", "orange"),
     "booster": ("Boost", "yellow"),
     "reducer": ("Trim", "yellow"),
+    "off": ("OFF", "red"),
     "none": ("NO OUTPUT", "red"),
     "other": ("Other", "purple"),
 }
 BATTERY_STATUS = {
     "normal": ("Normal", "green"),
-    "low": ("LOW", "red"),
+    "low": ("LOW", "orange"),
     "depleted": ("DEPLETED", "red"),
-    "fault": ("FAULT", "red"),
     "unknown": ("Unknown", "purple"),
 }
-LEAK_STATE = {
-    True: ("WATER", "red"),
-    False: ("dry", "green"),
-    "fluid": ("WATER", "red"),
-    "none": ("dry", "green"),
-    "leak": ("WATER", "red"),
-    "no_leak": ("dry", "green"),
-    "unknown": ("unknown", "purple"),
-}
+LEAK_STATE = {True: ("WATER", "red"), False: ("dry", "green")}
 LOAD_STATE = {
     "low": ("Low", "blue"),
     "normal": ("Normal", "green"),
@@ -330,8 +317,8 @@ VAR_SITE = var("site", "Site", 'SHOW TAG VALUES WITH KEY = "site"', all_=False, 
 VAR_ROOM = var("room", "Room", 'SHOW TAG VALUES WITH KEY = "room" WHERE "site" =~ /^$site$/')
 VAR_RACK = var("rack", "Rack",
                'SHOW TAG VALUES FROM "environment" WITH KEY = "rack" WHERE ' + SR)
-VAR_DEVICE = var("device", "Device",
-                 'SHOW TAG VALUES FROM "snmp_poll" WITH KEY = "device" WHERE ' + SR)
+# Every device, SNMP targets and MQTT devices alike (docs/naming.md: `device` is on every sample).
+VAR_DEVICE = var("device", "Device", 'SHOW TAG VALUES WITH KEY = "device" WHERE ' + SR)
 
 
 def events_annotations(site_filter=True):
@@ -404,94 +391,81 @@ def dashboard(uid, title, desc, panels, variables, annotations=None, refresh="30
 
 # ---------------------------------------------------------------- shared queries
 
-def q_ups_state(group_time):
-    # APC and UPS-MIB name the same thing differently; one field `state` for both.
-    inner = ('(SELECT "output_status_state" AS "state" FROM "ups" WHERE %s AND %s), '
-             '(SELECT "output_source_state" AS "state" FROM "ups" WHERE %s AND %s)'
-             % (DEV, TF, DEV, TF))
-    if group_time:
-        return ('SELECT last("state") FROM %s WHERE %s %s, "device" fill(previous)'
-                % (inner, TF, GT))
-    return 'SELECT last("state") FROM %s WHERE %s GROUP BY "device"' % (inner, TF)
+def q_last(field, measurement, by):
+    """Latest value per series: stat and bar gauge panels."""
+    return ('SELECT last("%s") FROM "%s" WHERE %s AND %s GROUP BY %s'
+            % (field, measurement, DEV, TF, by))
 
 
-def q_runtime(group_time):
-    inner = ('(SELECT "battery_runtime_s" AS "runtime" FROM "ups" WHERE %s AND %s), '
-             '(SELECT "battery_runtime_min" * 60 AS "runtime" FROM "ups" WHERE %s AND %s)'
-             % (DEV, TF, DEV, TF))
-    if group_time:
-        return ('SELECT mean("runtime") FROM %s WHERE %s %s, "device" fill(none)'
-                % (inner, TF, GT))
-    return 'SELECT last("runtime") FROM %s WHERE %s GROUP BY "device"' % (inner, TF)
+def q_over_time(agg, field, measurement, by, where=None, fill="none"):
+    return ('SELECT %s("%s") FROM "%s" WHERE %s AND %s %s, %s fill(%s)'
+            % (agg, field, measurement, where or DEV, TF, GT, by, fill))
 
 
-def q_phase_current(group_time):
-    # MQTT PDUs (measurement pdu, tags pdu/phase, field current) and SNMP rPDU2 phases
-    # (measurement pdu_phase, tags device/phase, field current_a) in one series set.
-    inner = ('(SELECT "current" AS "amps" FROM "pdu" WHERE %s AND %s), '
-             '(SELECT "current_a" AS "amps" FROM "pdu_phase" WHERE %s AND %s)'
-             % (SR, TF, DEV, TF))
-    if group_time:
-        return ('SELECT max("amps") FROM %s WHERE %s %s, "pdu", "device", "phase" fill(none)'
-                % (inner, TF, GT))
-    return 'SELECT last("amps") FROM %s WHERE %s GROUP BY "pdu", "device", "phase"' % (inner, TF)
-
-
-PHASE_ALIAS = "$tag_pdu$tag_device $tag_phase"
+PHASE_BY = '"device", "pdu_module", "phase"'
+PHASE_ALIAS = "$tag_device $tag_phase"
+LEAK_BY = '"device", "sensor", "sensor_index"'
+LEAK_ALIAS = "$tag_device $tag_sensor$tag_sensor_index"
 TEMP_TH = thresholds(("green", None), ("orange", TEMP_WARN), ("red", TEMP_CRIT))
-HUM_TH = thresholds(("orange", None), ("green", HUM_LOW), ("orange", HUM_HIGH))
+HUM_TH = thresholds(("red", None), ("orange", HUM_MIN), ("green", HUM_LOW), ("orange", HUM_HIGH),
+                    ("red", HUM_MAX))
 PHASE_TH = thresholds(("green", None), ("orange", PHASE_WARN), ("red", CIRCUIT_A))
 CHARGE_TH = thresholds(("red", None), ("orange", 50), ("green", 80))
-RUNTIME_TH = thresholds(("red", None), ("orange", 600), ("green", 1200))
+RUNTIME_TH = thresholds(("red", None), ("orange", RUNTIME_CRIT), ("green", RUNTIME_WARN))
+LOAD_TH = thresholds(("green", None), ("orange", LOAD_WARN), ("red", LOAD_CRIT))
+SUPPLY_TH = thresholds(("green", None), ("orange", SUPPLY_WARN), ("red", SUPPLY_CRIT))
 
-TEMP_DESC = ("Rack inlet temperature from the MQTT rack sensors. Lines: %.0f °C warning "
-             "(ASHRAE A1 recommended limit), %.0f °C critical (allowable limit), as in "
-             "deploy/rules/facility.toml." % (TEMP_WARN, TEMP_CRIT))
-PHASE_DESC = ("Phase current of MQTT PDUs and SNMP rack PDUs (rPDU2). Orange from %.1f A (80 %% "
-              "of a 16 A circuit, rule pdu_phase_current), red at the %.0f A rating. Edit max and "
-              "thresholds if your circuits are rated differently." % (PHASE_WARN, CIRCUIT_A))
+TEMP_DESC = ("Inlet temperature (environment temperature_c) per rack, the hottest sensor of "
+             "each rack, from every SNMP probe and MQTT sensor with a rack tag. Lines: %.0f °C "
+             "warning (ASHRAE A1 recommended limit), %.0f °C critical (allowable limit), as "
+             "rule rack_inlet_temperature in deploy/rules/environment.toml."
+             % (TEMP_WARN, TEMP_CRIT))
+HUM_DESC = ("Relative humidity (environment humidity_pct) per rack. Orange outside %.0f-%.0f "
+            "%%RH (ASHRAE A1 recommended), red outside %.0f-%.0f %%RH (allowable), as rule "
+            "rack_humidity." % (HUM_LOW, HUM_HIGH, HUM_MIN, HUM_MAX))
+PHASE_DESC = ("Phase current (pdu_phase current_a) of every PDU, SNMP or MQTT. Orange from "
+              "%.1f A (80 %% of a 16 A circuit, rule pdu_phase_current), red at the %.0f A "
+              "rating. Edit max and thresholds if your circuits are rated differently; PDUs "
+              "that judge their own load are in 'Phase load state' (rule pdu_phase_load)."
+              % (PHASE_WARN, CIRCUIT_A))
+RUNTIME_DESC = ("Estimated runtime on battery at the present load (ups battery_runtime_min). "
+                "Orange below %.0f min, red below %.0f min, as rule ups_battery_runtime."
+                % (RUNTIME_WARN, RUNTIME_CRIT))
 
 
 def overview():
     ids = Ids()
     p = []
-    p.append(stat("UPS output", [influx(q_ups_state(False), alias="$tag_device")],
+    p.append(stat("UPS output", [influx(q_last("output_source_state", "ups", '"device"'),
+                                        alias="$tag_device")],
                   (0, 0, 6, 5), ids, text=True, mappings=value_map(UPS_OUTPUT),
-                  desc="Where the UPS output comes from: on line, ON BATTERY, BYPASS. APC "
-                       "(upsBasicOutputStatus) and UPS-MIB (upsOutputSource) devices."))
-    p.append(stat("Battery charge", [influx(
-        'SELECT last("battery_charge_pct") FROM "ups" WHERE %s AND %s GROUP BY "device"'
-        % (DEV, TF), alias="$tag_device")], (6, 0, 5, 5), ids, unit="percent", mn=0, mx=100,
-        th=CHARGE_TH, decimals=0))
-    p.append(stat("Battery runtime", [influx(q_runtime(False), alias="$tag_device")],
-                  (11, 0, 5, 5), ids, unit="s", th=RUNTIME_TH,
-                  desc="Estimated runtime on battery at the present load. Orange below 20 min, "
-                       "red below 10 min."))
-    p.append(stat("Leak sensors", [
-        influx('SELECT last("leak") FROM "leak" WHERE %s AND %s GROUP BY "sensor"' % (SR, TF),
-               ref="A", alias="$tag_sensor"),
-        influx('SELECT last("state_state") FROM "leak" WHERE %s AND %s GROUP BY "device", '
-               '"fluid_sensor"' % (DEV, TF), ref="B", alias="$tag_device $tag_fluid_sensor"),
-    ], (16, 0, 8, 5), ids, text=True, mappings=value_map(LEAK_STATE),
-        desc="Last reading of every leak sensor: MQTT leak sensors and SNMP fluid sensors."))
+                  desc="Where the UPS output comes from (ups output_source_state): on line, ON "
+                       "BATTERY, BYPASS. The same names for every vendor (docs/naming.md)."))
+    p.append(stat("Battery charge", [influx(q_last("battery_charge_pct", "ups", '"device"'),
+                                            alias="$tag_device")],
+                  (6, 0, 5, 5), ids, unit="percent", mn=0, mx=100, th=CHARGE_TH, decimals=0))
+    p.append(stat("Battery runtime", [influx(q_last("battery_runtime_min", "ups", '"device"'),
+                                             alias="$tag_device")],
+                  (11, 0, 5, 5), ids, unit="m", th=RUNTIME_TH, desc=RUNTIME_DESC))
+    p.append(stat("Leak sensors", [influx(q_last("leak", "leak", LEAK_BY), alias=LEAK_ALIAS)],
+                  (16, 0, 8, 5), ids, text=True, mappings=value_map(LEAK_STATE),
+                  desc="Last reading of every leak sensor (leak: true = water), SNMP and MQTT."))
 
     p.append(timeseries("Rack inlet temperature", [influx(
-        'SELECT mean("temperature") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
-        % (RACK, TF, GT), alias="$tag_rack")], (0, 5, 12, 9), ids, desc=TEMP_DESC,
+        q_over_time("max", "temperature_c", "environment", '"rack"', where=RACK),
+        alias="$tag_rack")], (0, 5, 12, 9), ids, desc=TEMP_DESC,
         unit="celsius", th=TEMP_TH, th_style="dashed", soft=(18, 35)))
-    p.append(bargauge("PDU phase load", [influx(q_phase_current(False), alias=PHASE_ALIAS)],
+    p.append(bargauge("PDU phase load", [influx(q_last("current_a", "pdu_phase", PHASE_BY),
+                                                alias=PHASE_ALIAS)],
                       (12, 5, 12, 9), ids, desc=PHASE_DESC, unit="amp", mn=0, mx=CIRCUIT_A,
                       th=PHASE_TH, decimals=1))
     p.append(timeseries("Rack humidity", [influx(
-        'SELECT mean("humidity") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
-        % (RACK, TF, GT), alias="$tag_rack")], (0, 14, 12, 8), ids,
-        desc="Relative humidity. Warnings below %.0f %%RH (ESD) and above %.0f %%RH "
-             "(condensation)." % (HUM_LOW, HUM_HIGH),
+        q_over_time("mean", "humidity_pct", "environment", '"rack"', where=RACK),
+        alias="$tag_rack")], (0, 14, 12, 8), ids, desc=HUM_DESC,
         unit="humidity", mn=0, mx=100, th=HUM_TH, th_style="dashed"))
-    p.append(state_timeline("Leak sensors over time", [
-        influx('SELECT last("leak") FROM "leak" WHERE %s AND %s %s, "sensor" fill(previous)'
-               % (SR, TF, GT), alias="$tag_sensor"),
-    ], (12, 14, 12, 8), ids, mappings=value_map(LEAK_STATE)))
+    p.append(state_timeline("Leak sensors over time", [influx(
+        q_over_time("last", "leak", "leak", LEAK_BY, fill="previous"), alias=LEAK_ALIAS)],
+        (12, 14, 12, 8), ids, mappings=value_map(LEAK_STATE)))
 
     p.append(active_alerts((0, 22, 24, 9), ids))
     return dashboard("sitewatch-overview", "Facility overview",
@@ -536,63 +510,66 @@ def active_alerts(pos, ids):
 def power():
     ids = Ids()
     p = [row("UPS", 0, ids)]
-    p.append(state_timeline("UPS output source", [influx(q_ups_state(True), alias="$tag_device")],
-                            (0, 1, 24, 5), ids, mappings=value_map(UPS_OUTPUT)))
+    p.append(state_timeline("UPS output source", [influx(
+        q_over_time("last", "output_source_state", "ups", '"device"', fill="previous"),
+        alias="$tag_device")], (0, 1, 24, 5), ids, mappings=value_map(UPS_OUTPUT),
+        desc="ups output_source_state. Rules ups_on_battery (critical), ups_on_bypass "
+             "(warning), ups_output_off / ups_no_output (critical)."))
     p.append(timeseries("Battery charge", [influx(
-        'SELECT mean("battery_charge_pct") FROM "ups" WHERE %s AND %s %s, "device" fill(none)'
-        % (DEV, TF, GT), alias="$tag_device")], (0, 6, 8, 8), ids, unit="percent", mn=0,
-        mx=100, th=CHARGE_TH, th_style="dashed"))
-    p.append(timeseries("Battery runtime", [influx(q_runtime(True), alias="$tag_device")],
-                        (8, 6, 8, 8), ids, unit="s", mn=0, th=RUNTIME_TH, th_style="dashed"))
+        q_over_time("mean", "battery_charge_pct", "ups", '"device"'), alias="$tag_device")],
+        (0, 6, 8, 8), ids, unit="percent", mn=0, mx=100, th=CHARGE_TH, th_style="dashed"))
+    p.append(timeseries("Battery runtime", [influx(
+        q_over_time("mean", "battery_runtime_min", "ups", '"device"'), alias="$tag_device")],
+        (8, 6, 8, 8), ids, unit="m", mn=0, th=RUNTIME_TH, th_style="dashed",
+        desc=RUNTIME_DESC))
     p.append(timeseries("UPS load", [
-        influx('SELECT mean("output_load_pct") FROM "ups" WHERE %s AND %s %s, "device" '
-               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device"),
-        influx('SELECT mean("load_pct") FROM "ups_output" WHERE %s AND %s %s, "device", "line" '
-               'fill(none)' % (DEV, TF, GT), ref="B", alias="$tag_device L$tag_line"),
-    ], (16, 6, 8, 8), ids, unit="percent", mn=0, mx=100,
-        th=thresholds(("green", None), ("orange", 80), ("red", 95)), th_style="dashed"))
-    p.append(timeseries("Input voltage", [
-        influx('SELECT mean("input_voltage_v") FROM "ups" WHERE %s AND %s %s, "device" '
-               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device"),
-        influx('SELECT mean("voltage_v") FROM "ups_input" WHERE %s AND %s %s, "device", "line" '
-               'fill(none)' % (DEV, TF, GT), ref="B", alias="$tag_device L$tag_line"),
-    ], (0, 14, 8, 8), ids, unit="volt", soft=(200, 250)))
-    p.append(timeseries("Output voltage", [
-        influx('SELECT mean("output_voltage_v") FROM "ups" WHERE %s AND %s %s, "device" '
-               'fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device"),
-        influx('SELECT mean("voltage_v") FROM "ups_output" WHERE %s AND %s %s, "device", "line" '
-               'fill(none)' % (DEV, TF, GT), ref="B", alias="$tag_device L$tag_line"),
-    ], (8, 14, 8, 8), ids, unit="volt", soft=(200, 250)))
-    p.append(stat("Battery status", [influx(
-        'SELECT last("battery_status_state") FROM "ups" WHERE %s AND %s GROUP BY "device"'
-        % (DEV, TF), alias="$tag_device")], (16, 14, 4, 8), ids, text=True,
-        mappings=value_map(BATTERY_STATUS)))
+        influx(q_over_time("mean", "output_load_pct", "ups", '"device"'), ref="A",
+               alias="$tag_device"),
+        influx(q_over_time("mean", "load_pct", "ups_output", '"device", "line"'), ref="B",
+               alias="$tag_device L$tag_line"),
+    ], (16, 6, 8, 8), ids, unit="percent", mn=0, mx=100, th=LOAD_TH, th_style="dashed",
+        desc="Load in %% of the UPS rating: the whole unit (ups output_load_pct) or per output "
+             "line (ups_output load_pct). Rules ups_load / ups_output_load: %.0f %% warning, "
+             "%.0f %% critical." % (LOAD_WARN, LOAD_CRIT)))
+    p.append(timeseries("Input voltage", [influx(
+        q_over_time("mean", "voltage_v", "ups_input", '"device", "line"'),
+        alias="$tag_device L$tag_line")], (0, 14, 8, 8), ids, unit="volt", soft=(200, 250)))
+    p.append(timeseries("Output voltage", [influx(
+        q_over_time("mean", "voltage_v", "ups_output", '"device", "line"'),
+        alias="$tag_device L$tag_line")], (8, 14, 8, 8), ids, unit="volt", soft=(200, 250)))
+    p.append(stat("Battery status", [influx(q_last("battery_status_state", "ups", '"device"'),
+                                            alias="$tag_device")],
+                  (16, 14, 4, 8), ids, text=True, mappings=value_map(BATTERY_STATUS),
+                  desc="ups battery_status_state; rule ups_battery_low."))
     p.append(timeseries("Battery temperature", [influx(
-        'SELECT mean("battery_temperature_c") FROM "ups" WHERE %s AND %s %s, "device" fill(none)'
-        % (DEV, TF, GT), alias="$tag_device")], (20, 14, 4, 8), ids, unit="celsius",
+        q_over_time("mean", "battery_temperature_c", "ups", '"device"'), alias="$tag_device")],
+        (20, 14, 4, 8), ids, unit="celsius",
         th=thresholds(("green", None), ("orange", 30), ("red", 40)), th_style="dashed",
         soft=(15, 45), legend_calcs=()))
 
     p.append(row("PDU", 22, ids))
-    p.append(timeseries("Phase current", [influx(q_phase_current(True), alias=PHASE_ALIAS)],
-                        (0, 23, 16, 9), ids, desc=PHASE_DESC, unit="amp", mn=0,
-                        th=PHASE_TH, th_style="dashed", soft=(0, CIRCUIT_A + 1)))
-    p.append(bargauge("Phase load now", [influx(q_phase_current(False), alias=PHASE_ALIAS)],
+    p.append(timeseries("Phase current", [influx(
+        q_over_time("max", "current_a", "pdu_phase", PHASE_BY), alias=PHASE_ALIAS)],
+        (0, 23, 16, 9), ids, desc=PHASE_DESC, unit="amp", mn=0, th=PHASE_TH,
+        th_style="dashed", soft=(0, CIRCUIT_A + 1)))
+    p.append(bargauge("Phase load now", [influx(q_last("current_a", "pdu_phase", PHASE_BY),
+                                                alias=PHASE_ALIAS)],
                       (16, 23, 8, 9), ids, desc=PHASE_DESC, unit="amp", mn=0, mx=CIRCUIT_A,
                       th=PHASE_TH, decimals=1))
-    p.append(timeseries("PDU power", [
-        influx('SELECT mean("power_kw") FROM "pdu" WHERE %s AND %s %s, "pdu", "device" '
-               'fill(none)' % (SR, TF, GT), ref="A", alias="$tag_pdu$tag_device"),
-    ], (0, 32, 12, 8), ids, unit="kwatt", mn=0, stack=True,
-        legend_calcs=("lastNotNull", "mean", "max")))
+    p.append(timeseries("PDU power", [influx(
+        q_over_time("mean", "power_w", "pdu", '"device", "pdu_module"'),
+        alias="$tag_device $tag_pdu_module")], (0, 32, 12, 8), ids, unit="watt", mn=0,
+        stack=True, legend_calcs=("lastNotNull", "mean", "max"),
+        desc="True power of each PDU (pdu power_w), stacked."))
     p.append(timeseries("PDU energy", [influx(
-        'SELECT last("energy_kwh") FROM "pdu" WHERE %s AND %s %s, "device", "pdu_module" '
-        'fill(none)' % (DEV, TF, GT), alias="$tag_device $tag_pdu_module")], (12, 32, 6, 8),
-        ids, unit="kwatth", legend_calcs=("lastNotNull",)))
+        q_over_time("last", "energy_kwh", "pdu", '"device", "pdu_module"'),
+        alias="$tag_device $tag_pdu_module")], (12, 32, 6, 8), ids, unit="kwatth",
+        legend_calcs=("lastNotNull",)))
     p.append(state_timeline("Phase load state", [influx(
-        'SELECT last("load_state_state") FROM "pdu_phase" WHERE %s AND %s %s, "device", "phase" '
-        'fill(previous)' % (DEV, TF, GT), alias="$tag_device $tag_phase")], (18, 32, 6, 8), ids,
-        mappings=value_map(LOAD_STATE)))
+        q_over_time("last", "load_state_state", "pdu_phase", PHASE_BY, fill="previous"),
+        alias=PHASE_ALIAS)], (18, 32, 6, 8), ids, mappings=value_map(LOAD_STATE),
+        desc="The PDU's own judgement against the thresholds set on it (pdu_phase "
+             "load_state_state); rule pdu_phase_load."))
     return dashboard("sitewatch-power", "Power", "UPS state, battery, load and voltages; PDU "
                      "phase current against the circuit rating.", p,
                      [VAR_SITE, VAR_ROOM, VAR_DEVICE])
@@ -602,57 +579,53 @@ def cooling():
     ids = Ids()
     p = [row("Racks", 0, ids)]
     p.append(timeseries("Rack inlet temperature", [influx(
-        'SELECT mean("temperature") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
-        % (RACK, TF, GT), alias="$tag_rack")], (0, 1, 16, 9), ids, desc=TEMP_DESC,
+        q_over_time("max", "temperature_c", "environment", '"rack"', where=RACK),
+        alias="$tag_rack")], (0, 1, 16, 9), ids, desc=TEMP_DESC,
         unit="celsius", th=TEMP_TH, th_style="line+area", soft=(18, 35)))
     p.append(bargauge("Hottest racks now", [influx(
-        'SELECT last("temperature") FROM "environment" WHERE %s AND %s GROUP BY "rack"'
-        % (RACK, TF), alias="$tag_rack")], (16, 1, 8, 9), ids, unit="celsius", mn=15,
-        mx=40, th=TEMP_TH, decimals=1))
+        'SELECT last("temperature_c") FROM "environment" WHERE %s AND %s GROUP BY "rack", '
+        '"device", "sensor"' % (RACK, TF), alias="$tag_rack $tag_sensor")], (16, 1, 8, 9), ids,
+        unit="celsius", mn=15, mx=40, th=TEMP_TH, decimals=1))
     p.append(timeseries("Rack humidity", [influx(
-        'SELECT mean("humidity") FROM "environment" WHERE %s AND %s %s, "rack" fill(none)'
-        % (RACK, TF, GT), alias="$tag_rack")], (0, 10, 12, 8), ids, unit="humidity", mn=0,
+        q_over_time("mean", "humidity_pct", "environment", '"rack"', where=RACK),
+        alias="$tag_rack")], (0, 10, 12, 8), ids, desc=HUM_DESC, unit="humidity", mn=0,
         mx=100, th=HUM_TH, th_style="dashed"))
-    p.append(timeseries("SNMP temperature probes", [
-        influx('SELECT mean("temperature_c") FROM "environment" WHERE %s AND %s %s, "device", '
-               '"sensor" fill(none)' % (DEV, TF, GT), ref="A", alias="$tag_device $tag_sensor"),
+    p.append(timeseries("Temperature by sensor", [
+        influx(q_over_time("mean", "temperature_c", "environment",
+                           '"device", "sensor", "sensor_index"'),
+               ref="A", alias="$tag_device $tag_sensor$tag_sensor_index"),
         influx('SELECT mean("value") FROM "sensor" WHERE "sensor_type" = \'celsius\' AND %s AND '
                '%s %s, "device", "sensor" fill(none)' % (DEV, TF, GT), ref="B",
                alias="$tag_device $tag_sensor"),
     ], (12, 10, 12, 8), ids, unit="celsius", th=TEMP_TH, th_style="dashed", soft=(18, 35),
-        desc="APC universal I/O and rack PDU probes, and ENTITY-SENSOR-MIB celsius sensors."))
+        desc="Every environment sensor (SNMP probes of UPS cards, PDUs and environment "
+             "monitors, MQTT sensors) and ENTITY-SENSOR-MIB celsius sensors, with or without "
+             "a rack tag. Rear (hot aisle) probes read well above the inlet lines."))
 
     p.append(row("Cooling units", 18, ids))
-    p.append(timeseries("InRow cooling air temperatures", [influx(
+    p.append(timeseries("Cooling unit air temperatures", [influx(
         'SELECT mean("supply_air_c") AS "supply", mean("return_air_c") AS "return", '
-        'mean("rack_inlet_c") AS "rack inlet" FROM "cooling" WHERE %s AND %s %s, "device" '
-        'fill(none)' % (DEV, TF, GT), alias="$tag_device $col")], (0, 19, 12, 8), ids,
-        unit="celsius", soft=(15, 40)))
-    p.append(timeseries("Precision cooling temperature vs set point", [
-        influx('SELECT mean("temperature_c") AS "temperature", mean("setpoint_c") AS "set point"'
-               ' FROM "cooling_temperature" WHERE %s AND %s %s, "device", "sensor" fill(none)'
-               % (DEV, TF, GT), alias="$tag_device #$tag_sensor $col"),
-    ], (12, 19, 12, 8), ids, unit="celsius", soft=(15, 35)))
-    p.append(timeseries("Cooling capacity in use", [influx(
-        'SELECT mean("cooling_capacity_pct") FROM "cooling" WHERE %s AND %s %s, "device" '
-        'fill(none)' % (DEV, TF, GT), alias="$tag_device")], (0, 27, 8, 8), ids,
-        unit="percent", mn=0, mx=100,
-        th=thresholds(("green", None), ("orange", 80), ("red", 95)), th_style="dashed"))
+        'mean("rack_inlet_c") AS "rack inlet", mean("setpoint_c") AS "set point" FROM '
+        '"cooling" WHERE %s AND %s %s, "device" fill(none)' % (DEV, TF, GT),
+        alias="$tag_device $col")], (0, 19, 12, 8), ids, unit="celsius", soft=(15, 40),
+        th=SUPPLY_TH, th_style="dashed",
+        desc="Supply, return and rack inlet air and the set point of each cooling unit "
+             "(cooling *_c). Lines: supply air %.0f °C warning, %.0f °C critical (rule "
+             "cooling_supply_air)." % (SUPPLY_WARN, SUPPLY_CRIT)))
     p.append(state_timeline("Cooling unit state", [influx(
-        'SELECT last("system_state_state") FROM "cooling" WHERE %s AND %s %s, "device" '
-        'fill(previous)' % (DEV, TF, GT), alias="$tag_device")], (8, 27, 8, 8), ids,
-        mappings=value_map(COOLING_STATE)))
-    p.append(state_timeline("Leak sensors", [
-        influx('SELECT last("leak") FROM "leak" WHERE %s AND %s %s, "sensor" fill(previous)'
-               % (SR, TF, GT), ref="A", alias="$tag_sensor"),
-        influx('SELECT last("state_state") FROM "leak" WHERE %s AND %s %s, "device", '
-               '"fluid_sensor" fill(previous)' % (DEV, TF, GT), ref="B",
-               alias="$tag_device $tag_fluid_sensor"),
-        influx('SELECT last("leak_state") FROM "cooling" WHERE %s AND %s %s, "device" '
-               'fill(previous)' % (DEV, TF, GT), ref="C", alias="$tag_device (InRow)"),
-    ], (16, 27, 8, 8), ids, mappings=value_map(LEAK_STATE)))
+        q_over_time("last", "system_state_state", "cooling", '"device"', fill="previous"),
+        alias="$tag_device")], (12, 19, 12, 8), ids, mappings=value_map(COOLING_STATE),
+        desc="cooling system_state_state; rule cooling_unit_state alarms on its severity."))
+    p.append(timeseries("Cooling capacity in use", [influx(
+        q_over_time("mean", "cooling_capacity_pct", "cooling", '"device"'),
+        alias="$tag_device")], (0, 27, 12, 8), ids, unit="percent", mn=0, mx=100,
+        th=thresholds(("green", None), ("orange", 80), ("red", 95)), th_style="dashed"))
+    p.append(state_timeline("Leak sensors", [influx(
+        q_over_time("last", "leak", "leak", LEAK_BY, fill="previous"), alias=LEAK_ALIAS)],
+        (12, 27, 12, 8), ids, mappings=value_map(LEAK_STATE),
+        desc="Every leak sensor (leak: true = water); rule water_leak."))
     return dashboard("sitewatch-cooling", "Cooling", "Rack inlet temperatures and humidity, "
-                     "SNMP probes, cooling units and leak sensors.", p,
+                     "all temperature sensors, cooling units and leak sensors.", p,
                      [VAR_SITE, VAR_ROOM, VAR_RACK, VAR_DEVICE])
 
 
@@ -695,8 +668,9 @@ def network():
         alias="$tag_device $tag_ifName $col")], (0, 23, 12, 8), ids, unit="pps", mn=0,
         interval="30s", th=thresholds(("green", None), ("red", 1)), th_style="dashed"))
     p.append(timeseries("Hardware sensors (ENTITY-SENSOR-MIB)", [influx(
-        'SELECT mean("value") FROM "sensor" WHERE %s AND %s %s, "device", "sensor", "units" '
-        'fill(none)' % (DEV, TF, GT), alias="$tag_device $tag_sensor ($tag_units)")],
+        'SELECT mean("value") FROM "sensor" WHERE %s AND %s %s, "device", "sensor", '
+        '"sensor_type" fill(none)' % (DEV, TF, GT),
+        alias="$tag_device $tag_sensor ($tag_sensor_type)")],
         (12, 23, 12, 8), ids, interval="30s"))
     return dashboard("sitewatch-network", "Network devices", "SNMP reachability and poll "
                      "health, interface traffic and errors, hardware sensors.", p,

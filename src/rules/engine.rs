@@ -1458,18 +1458,44 @@ mod tests {
         assert_eq!(e.firing_count(), 1);
     }
 
-    /// The shipped example rules behave as their comments promise on demo-like traffic.
+    /// The shipped rule files (deploy/rules/*.toml), all loaded together as
+    /// `rules/*.toml` loads them.
+    fn shipped_rules() -> RuleSet {
+        let mut rules = Vec::new();
+        for (path, text) in [
+            (
+                "deploy/rules/facility.toml",
+                include_str!("../../deploy/rules/facility.toml"),
+            ),
+            (
+                "deploy/rules/environment.toml",
+                include_str!("../../deploy/rules/environment.toml"),
+            ),
+            (
+                "deploy/rules/power.toml",
+                include_str!("../../deploy/rules/power.toml"),
+            ),
+            (
+                "deploy/rules/cooling.toml",
+                include_str!("../../deploy/rules/cooling.toml"),
+            ),
+        ] {
+            rules.extend(parse_rules(text, Path::new(path)).unwrap());
+        }
+        RuleSet::new(rules).unwrap()
+    }
+
+    /// The shipped rules behave as their comments promise on demo-like traffic, named as
+    /// docs/naming.md says.
     #[test]
-    fn facility_rules_fire_on_a_cooling_fault_a_leak_and_an_overloaded_phase() {
-        let text = include_str!("../../deploy/rules/facility.toml");
-        let set = RuleSet::new(parse_rules(text, Path::new("deploy/rules/facility.toml")).unwrap())
-            .unwrap();
-        assert_eq!(set.len(), 6);
+    fn shipped_rules_fire_on_a_cooling_fault_a_leak_and_an_overloaded_phase() {
+        let set = shipped_rules();
+        assert_eq!(set.len(), 22);
         let mut e = Engine::new(set);
         let mut out = Vec::new();
         let env = SeriesKey::new(
             "environment",
-            TagSet::new([("rack", "a03"), ("site", "dc1")]),
+            TagSet::new([("device", "env-a03"), ("rack", "a03"), ("site", "dc1")]),
         );
         // Climbs past 27 °C at 16 s, holds ~30 °C, drops back at 45 s.
         for t in 0..60i64 {
@@ -1479,8 +1505,8 @@ mod tests {
                 _ => 25.0,
             };
             let s = Sample::new(env.clone(), t * S)
-                .with_field("temperature", FieldValue::Float(temp))
-                .with_field("humidity", FieldValue::Float(45.0));
+                .with_field("temperature_c", FieldValue::Float(temp))
+                .with_field("humidity_pct", FieldValue::Float(45.0));
             e.observe(&s, &mut out);
         }
         let got: Vec<_> = out
@@ -1501,25 +1527,25 @@ mod tests {
                     "rack_inlet_rising",
                     16,
                     "firing",
-                    "a03: inlet temperature rose 6 °C within 10 min (limit 5 °C, critical)"
+                    "env-a03: inlet temperature rose 6 °C within 10 min (limit 5 °C, critical)"
                 ),
                 (
                     "rack_inlet_temperature",
                     36,
                     "firing",
-                    "a03: inlet temperature 30 °C is above 27 °C (warning)"
+                    "env-a03: inlet temperature 30 °C is above 27 °C (warning)"
                 ),
                 (
                     "rack_inlet_temperature",
                     45,
                     "resolved",
-                    "a03: inlet temperature back to 25 °C (at or below 26 °C)"
+                    "env-a03: inlet temperature back to 25 °C (at or below 26 °C)"
                 ),
                 (
                     "rack_inlet_rising",
                     45,
                     "resolved",
-                    "a03: inlet temperature stable again (rise 1 °C within 10 min)"
+                    "env-a03: inlet temperature stable again (rise 1 °C within 10 min)"
                 ),
             ]
         );
@@ -1531,10 +1557,13 @@ mod tests {
                 &mut out,
             );
         }
-        let pdu = SeriesKey::new("pdu", TagSet::new([("pdu", "pdu-a01"), ("phase", "L1")]));
+        let pdu = SeriesKey::new(
+            "pdu_phase",
+            TagSet::new([("device", "pdu-a01"), ("phase", "L1")]),
+        );
         for (t, amps) in [(0, 13.0), (30, 13.1), (40, 12.5), (50, 11.9)] {
             e.observe(
-                &Sample::new(pdu.clone(), t * S).with_field("current", FieldValue::Float(amps)),
+                &Sample::new(pdu.clone(), t * S).with_field("current_a", FieldValue::Float(amps)),
                 &mut out,
             );
         }
@@ -1549,6 +1578,10 @@ mod tests {
             ]
         );
         assert_eq!(out[0].message, "WATER DETECTED by leak,sensor=underfloor-1");
+        assert_eq!(
+            out[2].message,
+            "PDU pdu-a01 phase L1: 13.1 A is above 12.8 A (80 % of a 16 A circuit)"
+        );
 
         // A dead flood sensor pages; a PDU behind an unreachable SNMP agent does not page for
         // its phases, the device alarm does.
@@ -1560,8 +1593,8 @@ mod tests {
         );
         let poll = SeriesKey::new(POLL_MEASUREMENT, TagSet::new([("device", "pdu-b01")]));
         let pdu_b = SeriesKey::new(
-            "pdu",
-            TagSet::new([("pdu", "pdu-b01"), ("phase", "L1"), ("device", "pdu-b01")]),
+            "pdu_phase",
+            TagSet::new([("phase", "L1"), ("device", "pdu-b01")]),
         );
         for t in [100, 130, 160, 190, 220] {
             e.observe(
@@ -1569,7 +1602,9 @@ mod tests {
                 &mut out,
             );
             e.observe(
-                &Sample::new(pdu_b.clone(), t * S).with_field("current", FieldValue::Float(14.0)),
+                &Sample::new(pdu_b.clone(), t * S)
+                    .with_field("current_a", FieldValue::Float(14.0))
+                    .with_field("load_state_severity", FieldValue::Int(2)),
                 &mut out,
             );
         }
@@ -1585,6 +1620,117 @@ mod tests {
         assert_eq!(
             out[1].message,
             "leak sensor leak,sensor=underfloor-1 has not reported for 3m: floor NOT monitored"
+        );
+    }
+
+    /// The shipped UPS, PDU and cooling rules on the fields the SNMP profiles write
+    /// (docs/naming.md): a mains failure with falling runtime, a PDU reporting its own load
+    /// state, and a cooling unit in alarm.
+    #[test]
+    fn shipped_rules_fire_on_a_mains_failure_a_loaded_phase_and_a_cooling_alarm() {
+        let mut e = Engine::new(shipped_rules());
+        let mut out = Vec::new();
+        let ups = SeriesKey::new("ups", TagSet::new([("device", "ups-a"), ("site", "dc1")]));
+        // (t, output source, runtime min, battery severity, replace)
+        for (t, source, runtime, battery, replace) in [
+            (0, "normal", 25.0, 0, false),
+            (60, "battery", 8.0, 0, false),
+            (120, "battery", 4.0, 1, false),
+            (180, "normal", 4.5, 0, false),
+            (240, "normal", 13.0, 0, false),
+            (300, "normal", 25.0, 0, true),
+        ] {
+            let s = Sample::new(ups.clone(), t * S)
+                .with_field("output_source", FieldValue::Int(3))
+                .with_field("output_source_state", FieldValue::Str(source.into()))
+                .with_field("battery_runtime_min", FieldValue::Float(runtime))
+                .with_field("battery_status_severity", FieldValue::Int(battery))
+                .with_field("battery_replace", FieldValue::Bool(replace))
+                .with_field("output_load_pct", FieldValue::Float(40.0));
+            e.observe(&s, &mut out);
+        }
+        assert_eq!(
+            by_rule(&out),
+            vec![
+                ("ups_on_battery", 60, "firing", "critical"),
+                // Below 10 min since 60 s: warning after the minute of `for`; below 5 min
+                // since 120 s: critical a minute later.
+                ("ups_battery_runtime", 120, "firing", "warning"),
+                ("ups_battery_low", 120, "firing", "warning"),
+                ("ups_battery_runtime", 180, "firing", "critical"),
+                ("ups_battery_low", 180, "resolved", "warning"),
+                ("ups_battery_runtime", 240, "resolved", "critical"),
+                ("ups_on_battery", 300, "resolved", "critical"),
+                ("ups_battery_replace", 300, "firing", "warning"),
+            ]
+        );
+        assert_eq!(
+            out[0].message,
+            "UPS ups-a is ON BATTERY: mains failed or out of tolerance"
+        );
+        assert_eq!(
+            out[1].message,
+            "UPS ups-a: battery runtime 4 min is below 10 min (warning)"
+        );
+        assert_eq!(
+            out[3].message,
+            "UPS ups-a: battery runtime 4.5 min is below 5 min (critical)"
+        );
+
+        // The PDU's own load state fires first; the 16 A current rule adds no second alarm
+        // for the same phase.
+        out.clear();
+        let phase = SeriesKey::new(
+            "pdu_phase",
+            TagSet::new([("device", "pdu-c01"), ("phase", "L2")]),
+        );
+        for t in [0, 10, 20, 30, 40, 50] {
+            let s = Sample::new(phase.clone(), t * S)
+                .with_field("load_state", FieldValue::Int(3))
+                .with_field("load_state_state", FieldValue::Str("near_overload".into()))
+                .with_field("load_state_severity", FieldValue::Int(1))
+                .with_field("current_a", FieldValue::Float(13.5));
+            e.observe(&s, &mut out);
+        }
+        let cooling = SeriesKey::new("cooling", TagSet::new([("device", "crac-1")]));
+        for t in [0, 30, 60] {
+            let s = Sample::new(cooling.clone(), t * S)
+                .with_field("system_state_state", FieldValue::Str("off".into()))
+                .with_field("system_state_severity", FieldValue::Int(2))
+                .with_field("alarm", FieldValue::Bool(true))
+                .with_field("supply_air_c", FieldValue::Float(21.0));
+            e.observe(&s, &mut out);
+        }
+        // A rack PDU's probes: the rear and hot-aisle ones are not inlets.
+        for t in [0, 30] {
+            for (sensor, temp) in [
+                ("Rack Rear", 35.2),
+                ("Hot aisle", 38.0),
+                ("Rack Front", 33.0),
+            ] {
+                let key = SeriesKey::new(
+                    "environment",
+                    TagSet::new([("device", "rpdu-a01"), ("sensor", sensor)]),
+                );
+                e.observe(
+                    &Sample::new(key, t * S).with_field("temperature_c", FieldValue::Float(temp)),
+                    &mut out,
+                );
+            }
+        }
+        assert_eq!(
+            by_rule(&out),
+            vec![
+                ("pdu_phase_load", 20, "firing", "warning"),
+                ("cooling_unit_alarm", 0, "firing", "warning"),
+                ("cooling_unit_state", 60, "firing", "critical"),
+                ("rack_inlet_temperature", 30, "firing", "critical"),
+            ]
+        );
+        assert_eq!(out[3].series.tags.get("sensor"), Some("Rack Front"));
+        assert_eq!(
+            out[0].message,
+            "PDU pdu-c01 phase L2: load warning (near overload or overload)"
         );
     }
 

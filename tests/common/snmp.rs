@@ -196,3 +196,38 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
     dirs.push("/usr/local/bin".into());
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// The Python of the venv that holds `snmpsim-command-responder` (and `snmpsim-data`).
+fn snmpsim_python() -> std::path::PathBuf {
+    let bin = which("snmpsim-command-responder").unwrap_or_else(|| {
+        panic!(
+            "snmpsim not found on PATH. Install it with: pip install 'snmpsim==1.2.2' 'pysmi==2.0.0' 'snmpsim-data==1.0.1' (bash tests/run.sh does this in target/snmpsim-venv)"
+        )
+    });
+    let python = bin.with_file_name("python3");
+    assert!(
+        python.exists(),
+        "{} has no python3 beside it: install snmpsim in a virtualenv (bash tests/run.sh does)",
+        bin.display()
+    );
+    python
+}
+
+/// A recording of a real device from the PyPI package `snmpsim-data`, by its path under the
+/// package's data folder (`UPS/apc-8641.snmprec`); `.bz2` files are read decompressed.
+pub fn snmpsim_data(rel: &str) -> String {
+    let script = "import bz2, os, sys, snmpsim_data\n\
+d = os.path.join(os.path.dirname(snmpsim_data.__file__), 'data', sys.argv[1])\n\
+data = open(d, 'rb').read() if os.path.exists(d) else bz2.open(d + '.bz2').read()\n\
+sys.stdout.buffer.write(data)";
+    let out = Command::new(snmpsim_python())
+        .args(["-c", script, rel])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "recording {rel} from snmpsim-data: {} (install it with pip install 'snmpsim-data==1.0.1' in snmpsim's venv; bash tests/run.sh does)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -83,6 +83,14 @@ impl Scale {
         })
     }
 
+    /// This scale followed by a division (`divide = 60`: seconds to minutes).
+    pub fn divided_by(self, d: f64) -> Scale {
+        Scale {
+            mul: self.mul,
+            div: self.div * d,
+        }
+    }
+
     pub fn apply(self, x: f64) -> f64 {
         x * self.mul / self.div
     }
@@ -110,6 +118,9 @@ pub struct ValueSpec {
     pub severity: Option<Arc<HashMap<i64, i64>>>,
     pub invalid: Vec<i128>,
     pub invalid_when: Option<InvalidWhen>,
+    /// `type = "bool"`: the raw codes meaning true (default: any non-zero number). Vendors
+    /// write flags as 1 = fine, 2 = problem.
+    pub true_values: Option<Vec<i128>>,
 }
 
 impl ValueSpec {
@@ -125,6 +136,7 @@ impl ValueSpec {
             severity: None,
             invalid: Vec::new(),
             invalid_when: None,
+            true_values: None,
         }
     }
 }
@@ -261,9 +273,11 @@ impl ValueSpec {
                 Some(Raw::Int(2)) => one(FieldValue::Bool(false)),
                 _ => Decoded::Missing,
             },
-            Kind::Bool => match number {
-                Some(r) => one(FieldValue::Bool(r.as_f64() != 0.0)),
-                None => Decoded::Missing,
+            Kind::Bool => match (number, &self.true_values) {
+                (Some(Raw::Int(i)), Some(t)) => one(FieldValue::Bool(t.contains(&i))),
+                (Some(_), Some(_)) => Decoded::Missing,
+                (Some(r), None) => one(FieldValue::Bool(r.as_f64() != 0.0)),
+                (None, _) => Decoded::Missing,
             },
             Kind::Counter => {
                 let width = match v {
@@ -411,6 +425,9 @@ mod tests {
             "0.75"
         );
         assert_eq!(Scale::from_f64(-0.1).unwrap().apply(5.0), -0.5);
+        // TimeTicks of runtime (seconds after the /100) to minutes.
+        let s = Scale::from_f64(1.0).unwrap().divided_by(60.0);
+        assert_eq!(s.apply(720.0), 12.0);
         assert!(Scale::from_f64(0.0).is_none());
         assert!(Scale::from_f64(f64::NAN).is_none());
     }
@@ -509,9 +526,19 @@ mod tests {
             spec.decode_tag(&SnmpValue::OctetString(Vec::new()), &none()),
             None
         );
-        let b = ValueSpec::plain("alarm", Kind::Bool);
+        let mut b = ValueSpec::plain("alarm", Kind::Bool);
         assert_eq!(
             b.decode(&SnmpValue::Integer(3), &none()),
+            Decoded::Fields(vec![("alarm".into(), FieldValue::Bool(true))])
+        );
+        // APC: 1 noBatteryNeedsReplacing, 2 batteryNeedsReplacing.
+        b.true_values = Some(vec![2]);
+        assert_eq!(
+            b.decode(&SnmpValue::Integer(1), &none()),
+            Decoded::Fields(vec![("alarm".into(), FieldValue::Bool(false))])
+        );
+        assert_eq!(
+            b.decode(&SnmpValue::Integer(2), &none()),
             Decoded::Fields(vec![("alarm".into(), FieldValue::Bool(true))])
         );
     }

@@ -63,7 +63,14 @@ pub fn choose(
         }
         chosen.push(p.clone());
     }
-    let replaced: Vec<String> = chosen.iter().flat_map(|p| p.replaces.clone()).collect();
+    // A profile replaces others only when the device serves what it reads: one chosen by
+    // sysObjectID whose anchors all stay silent (IF-MIB's ifXTable on an old agent) must not
+    // push out the fallback that does answer (the basic ifTable).
+    let replaced: Vec<String> = chosen
+        .iter()
+        .filter(|p| p.anchors.is_empty() || p.anchors.iter().any(|a| answered.contains(a)))
+        .flat_map(|p| p.replaces.clone())
+        .collect();
     chosen.retain(|p| !replaced.contains(&p.name));
     chosen
 }
@@ -99,7 +106,8 @@ mod tests {
             "name = \"huawei-ups\"\nanchors = [\"1.3.6.1.4.1.2011.6.174\"]\nreplaces = [\"ups-mib\"]",
             "name = \"apc-rpdu2\"\nsys_object_id = [\"1.3.6.1.4.1.318.1.3.4.6\"]\nanchors = [\"1.3.6.1.4.1.318.1.1.26\"]",
             "name = \"apc-env\"\nanchors = [\"1.3.6.1.4.1.318.1.1.25\"]",
-            "name = \"if-mib\"\nclass = \"generic\"\nsys_object_id = [\"1.3.6.1.4.1.9.1\"]\nanchors = [\"1.3.6.1.2.1.2.2\"]",
+            "name = \"if-mib\"\nclass = \"generic\"\nsys_object_id = [\"1.3.6.1.4.1.9.1\"]\nanchors = [\"1.3.6.1.2.1.31.1.1\"]\nreplaces = [\"if-mib-basic\"]",
+            "name = \"if-mib-basic\"\nclass = \"generic\"\nanchors = [\"1.3.6.1.2.1.2.2\"]",
         ])
     }
 
@@ -143,13 +151,21 @@ mod tests {
         let switch = choose(
             &s,
             Some(&oid("1.3.6.1.4.1.9.1.516")),
-            &[oid("1.3.6.1.2.1.2.2")],
+            &[oid("1.3.6.1.2.1.2.2"), oid("1.3.6.1.2.1.31.1.1")],
         );
         assert_eq!(names(&switch), ["if-mib"]);
+        // An old switch without ifXTable: its sysObjectID still picks IF-MIB, but the basic
+        // ifTable profile is kept because IF-MIB's anchor did not answer.
+        let old_switch = choose(
+            &s,
+            Some(&oid("1.3.6.1.4.1.9.1.516")),
+            &[oid("1.3.6.1.2.1.2.2")],
+        );
+        assert_eq!(names(&old_switch), ["if-mib", "if-mib-basic"]);
         let unknown_host = choose(
             &s,
             Some(&oid("1.3.6.1.4.1.8072.3.2.10")),
-            &[oid("1.3.6.1.2.1.2.2")],
+            &[oid("1.3.6.1.2.1.2.2"), oid("1.3.6.1.2.1.31.1.1")],
         );
         assert_eq!(names(&unknown_host), ["if-mib"]);
         assert!(choose(&s, None, &[]).is_empty());

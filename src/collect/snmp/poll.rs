@@ -17,8 +17,8 @@ use super::decode::{
 use super::detect::{answered_anchors, choose};
 use super::mib_view::MibView;
 use super::profile::{
-    ColumnRole, Profile, ProfileSet, Table, Transform, ENT_SENSOR_PRECISION, ENT_SENSOR_SCALE,
-    ENT_SENSOR_TYPE, ENT_SENSOR_VALUE,
+    ColumnRole, Profile, ProfileSet, Table, Transform, ENT_SENSOR_OPER_STATUS,
+    ENT_SENSOR_PRECISION, ENT_SENSOR_SCALE, ENT_SENSOR_TYPE, ENT_SENSOR_VALUE,
 };
 use super::rate::{CounterState, RateOutcome};
 use super::SnmpError;
@@ -392,6 +392,7 @@ pub(crate) async fn poll_view<V: MibView>(
     samples: &mut Vec<Sample>,
 ) -> Result<(Vec<String>, Vec<String>), SnmpError> {
     let device = rt.ep.name.as_str();
+    let first_sample = samples.len();
     // First request: cheap liveness check, reboot detection and detection input in one PDU.
     let sys = view
         .get(&[
@@ -468,7 +469,33 @@ pub(crate) async fn poll_view<V: MibView>(
             empty.push(p.name.clone());
         }
     }
+    merge_same_series(samples, first_sample);
     Ok((used, empty))
+}
+
+/// One sample per series: two tables describing the same thing (APC's switched and metered
+/// outlet tables, both `pdu_outlet` by outlet) become one row with the fields of both, so
+/// rules and panels see one series. The first value of a field wins.
+fn merge_same_series(samples: &mut Vec<Sample>, from: usize) {
+    let mut seen: HashMap<SeriesKey, usize> = HashMap::new();
+    let mut i = from;
+    while i < samples.len() {
+        match seen.get(&samples[i].series) {
+            Some(&first) => {
+                let dup = samples.remove(i);
+                let target = &mut samples[first];
+                for (name, value) in dup.fields {
+                    if target.fields.iter().all(|(n, _)| *n != name) {
+                        target.fields.push((name, value));
+                    }
+                }
+            }
+            None => {
+                seen.insert(samples[i].series.clone(), i);
+                i += 1;
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -492,6 +519,7 @@ async fn poll_table<V: MibView>(
             ENT_SENSOR_SCALE,
             ENT_SENSOR_PRECISION,
             ENT_SENSOR_VALUE,
+            ENT_SENSOR_OPER_STATUS,
         ] {
             roots.push(t.oid.child(&[sub]));
         }
@@ -575,9 +603,12 @@ async fn poll_table<V: MibView>(
                         _ => None,
                     })
             };
+            // A sensor the agent marks unavailable or nonoperational has no reading: its
+            // value column holds whatever was last there (often 0).
+            let operational = get(4).is_none_or(|status| status == 1);
             if let (Some(ty), Some(sc), Some(pr), Some(val)) = (get(0), get(1), get(2), get(3)) {
                 tags.push(("sensor_type".into(), entity_sensor_type_name(ty)));
-                if let Some(v) = entity_sensor_value(ty, sc, pr, val) {
+                if let Some(v) = entity_sensor_value(ty, sc, pr, val).filter(|_| operational) {
                     sink.fields.push(("value".into(), FieldValue::Float(v)));
                     if let Some(o) = &mut sink.origins {
                         if let Some((oid, _)) = &row[es_base + 3] {

@@ -112,6 +112,8 @@ struct SeverityDef {
 struct ValueDef<'a> {
     kind: Kind,
     scale: Option<f64>,
+    divide: Option<f64>,
+    true_values: Option<&'a Vec<i64>>,
     enum_map: &'a BTreeMap<String, String>,
     severity: Option<&'a SeverityDef>,
     invalid: &'a [i64],
@@ -123,6 +125,8 @@ macro_rules! value_def {
         ValueDef {
             kind: $d.kind,
             scale: $d.scale,
+            divide: $d.divide,
+            true_values: $d.true_values.as_ref(),
             enum_map: &$d.enum_map,
             severity: $d.severity.as_ref(),
             invalid: &$d.invalid,
@@ -142,6 +146,10 @@ struct ScalarDef {
     kind: Kind,
     #[serde(default)]
     scale: Option<f64>,
+    #[serde(default)]
+    divide: Option<f64>,
+    #[serde(default)]
+    true_values: Option<Vec<i64>>,
     #[serde(default, rename = "enum")]
     enum_map: BTreeMap<String, String>,
     #[serde(default)]
@@ -164,6 +172,10 @@ struct ColumnDef {
     kind: Kind,
     #[serde(default)]
     scale: Option<f64>,
+    #[serde(default)]
+    divide: Option<f64>,
+    #[serde(default)]
+    true_values: Option<Vec<i64>>,
     #[serde(default, rename = "enum")]
     enum_map: BTreeMap<String, String>,
     #[serde(default)]
@@ -296,6 +308,8 @@ pub const ENT_SENSOR_TYPE: u32 = 1;
 pub const ENT_SENSOR_SCALE: u32 = 2;
 pub const ENT_SENSOR_PRECISION: u32 = 3;
 pub const ENT_SENSOR_VALUE: u32 = 4;
+/// entPhySensorOperStatus: 1 ok, 2 unavailable, 3 nonoperational.
+pub const ENT_SENSOR_OPER_STATUS: u32 = 5;
 
 /// All loaded profiles, by name.
 #[derive(Clone, Debug, Default)]
@@ -437,8 +451,23 @@ pub fn parse_profile(path: &Path, text: &str) -> Result<Profile, ProfileError> {
                     .ok_or_else(|| err(format!("scale {s} must be a finite non-zero number")))?,
             ),
         };
+        let scale = match d.divide {
+            None => scale,
+            Some(v) if v.is_finite() && v != 0.0 => Some(
+                scale
+                    .unwrap_or_else(|| Scale::from_f64(1.0).expect("1 is a scale"))
+                    .divided_by(v),
+            ),
+            Some(v) => return Err(err(format!("divide {v} must be a finite non-zero number"))),
+        };
         let mut out = ValueSpec::plain(name, d.kind);
         out.scale = scale;
+        if let Some(t) = d.true_values {
+            if d.kind != Kind::Bool {
+                return Err(err("true_values needs type = \"bool\"".into()));
+            }
+            out.true_values = Some(t.iter().map(|&v| i128::from(v)).collect());
+        }
         out.invalid = d.invalid.iter().map(|&v| i128::from(v)).collect();
         if !d.enum_map.is_empty() {
             if matches!(

@@ -101,7 +101,18 @@ fn parse_line(line: &str) -> Result<Option<(ObjectId, SnmpValue)>, String> {
         2 => SnmpValue::Integer(i64::try_from(int(text()?)?).map_err(|e| e.to_string())?),
         4 => SnmpValue::OctetString(bytes()?),
         5 => SnmpValue::Null,
-        6 => SnmpValue::ObjectId(ObjectId::parse(text()?.trim())?),
+        // A value OID may be a single arc: agents send `0` for "no specific" (ifSpecific).
+        6 => {
+            let t = text()?;
+            let arcs: Vec<u32> = t
+                .trim()
+                .trim_start_matches('.')
+                .split('.')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("{t:?} is not a numeric OID"))?;
+            SnmpValue::ObjectId(ObjectId(arcs))
+        }
         64 => {
             let b = bytes()?;
             let a: [u8; 4] = if hex {
@@ -402,7 +413,7 @@ bogus line
             any::<u32>().prop_map(SnmpValue::TimeTicks),
             any::<u64>().prop_map(SnmpValue::Counter64),
             any::<[u8; 4]>().prop_map(SnmpValue::IpAddress),
-            proptest::collection::vec(0u32..100_000, 2..8)
+            proptest::collection::vec(0u32..100_000, 1..8)
                 .prop_map(|a| SnmpValue::ObjectId(ObjectId(a))),
         ]
     }
