@@ -48,8 +48,8 @@ if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'i
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
     python3 -m venv "$venv"
   fi
-  # snmpsim 1.2 imports pysmi without declaring it.
-  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==2.0.0' 'snmpsim-data==1.0.1'
+  # snmpsim 1.2 imports pysmi without declaring it; snmpsim-data 1.0.1 needs pysmi < 2.
+  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==1.6.3' 'snmpsim-data==1.0.1'
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

@@ -201,7 +201,7 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
 fn snmpsim_python() -> std::path::PathBuf {
     let bin = which("snmpsim-command-responder").unwrap_or_else(|| {
         panic!(
-            "snmpsim not found on PATH. Install it with: pip install 'snmpsim==1.2.2' 'pysmi==2.0.0' 'snmpsim-data==1.0.1' (bash tests/run.sh does this in target/snmpsim-venv)"
+            "snmpsim not found on PATH. Install it with: pip install 'snmpsim==1.2.2' 'pysmi==1.6.3' 'snmpsim-data==1.0.1' (bash tests/run.sh does this in target/snmpsim-venv)"
         )
     });
     let python = bin.with_file_name("python3");
