@@ -10,5 +10,9 @@ pub mod notify;
 pub mod pipeline;
 pub mod rules;
 pub mod sink;
+pub mod status;
 pub mod telemetry;
 pub mod time;
+
+#[cfg(test)]
+mod test_support;

@@ -63,6 +63,16 @@ enum Command {
     /// Read an SNMP device's identity, pick matching profiles and print one poll
     /// (`--record FILE` also saves a walk of the whole agent as `.snmprec`).
     Probe(ProbeArgs),
+    /// Ask a running instance whether it is ready (`/ready`) or alive (`/health`): prints the
+    /// JSON report; exit 0 when it answers 200, 1 otherwise. For scripts and container
+    /// health checks.
+    Health {
+        /// The endpoint, e.g. http://127.0.0.1:9273/ready (the `[service] listen` address).
+        #[arg(long, default_value = "http://127.0.0.1:9273/ready")]
+        url: String,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Profile tools: `profile test` decodes a `.snmprec` recording offline.
     Profile {
         #[command(subcommand)]
@@ -96,6 +106,7 @@ fn main() -> std::process::ExitCode {
                 mqtt_duration,
             } => once(&config, mqtt_duration).await,
             Command::Probe(args) => probe(args).await,
+            Command::Health { url, timeout } => health(&url, timeout).await,
             Command::Profile {
                 cmd: ProfileCommand::Test(args),
             } => profile_test(args).await,
@@ -202,6 +213,27 @@ fn check(path: &Path) -> Result<()> {
         )?;
     }
     writeln!(out, "  rules: {}", loaded.rules.len())?;
+    let influx = &c.influx;
+    let qos1 = c
+        .mqtt
+        .as_ref()
+        .is_some_and(|m| m.subscriptions.iter().any(|s| s.qos >= 1));
+    if qos1 && influx.spool_dir.is_none() {
+        writeln!(
+            out,
+            "  warning: [influx] has no spool_dir: while InfluxDB is down or hung, MQTT QoS 1 messages wait unacknowledged in memory and a full broker queue drops them; set spool_dir"
+        )?;
+    }
+    if let Some(rate) = influx.expected_rate {
+        let plan =
+            sitewatch::sink::influx::capacity::OutagePlan::new(influx, rate, influx.hold_outage);
+        for w in plan.warnings() {
+            writeln!(out, "  warning: {w}")?;
+        }
+        if qos1 {
+            writeln!(out, "  {}", plan.broker_advice())?;
+        }
+    }
     if let Some(n) = &c.notify {
         let notifier = Notifier::new(n)?;
         writeln!(out, "  notify: {}", notifier.receiver_names().join(", "))?;
@@ -219,7 +251,9 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
     telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
     let handle = telemetry::init_metrics()?;
     sitewatch::notify::describe_metrics();
-    let health = telemetry::Health::new();
+    let health = telemetry::Health::new(sitewatch::status::ReadyPolicy {
+        sink_grace: service.ready_grace,
+    });
 
     let collectors_stop = CancellationToken::new();
     let writer_stop = CancellationToken::new();
@@ -250,6 +284,11 @@ async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
 
     let writer_task = tokio::spawn(writer.run(series_rx, events_rx, writer_stop.clone()));
     let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
+    sitewatch::status::set_rules(sitewatch::status::RulesStatus {
+        rules: rules.len(),
+        last_reload_ok: true,
+        last_reload_error: None,
+    });
     let rules_task = tokio::spawn(rules::stage::run_with_reload(
         rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.base_dir),
         collect_rx,
@@ -379,12 +418,18 @@ async fn reload_rules_on_sighup(
             match loaded {
                 Ok(set) => {
                     tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
+                    sitewatch::status::set_rules(sitewatch::status::RulesStatus {
+                        rules: set.len(),
+                        last_reload_ok: true,
+                        last_reload_error: None,
+                    });
                     if reload_tx.send(set).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: rules not reloaded, the previous rules stay in force")
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: rules not reloaded, the previous rules stay in force");
+                    sitewatch::status::rules_reload_failed(format!("{e:#}"))
                 }
             }
         }
@@ -453,6 +498,25 @@ async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
         events = events.len(),
         "one collection cycle done"
     );
+    Ok(())
+}
+
+async fn health(url: &str, timeout: Duration) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .context("building the HTTP client")?;
+    let resp = client.get(url).send().await.with_context(|| {
+        format!(
+            "no answer from {url} (is sitewatch running, and is [service] listen this address?)"
+        )
+    })?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    writeln!(std::io::stdout().lock(), "{body}")?;
+    if !status.is_success() {
+        bail!("{url} answered {status}");
+    }
     Ok(())
 }
 

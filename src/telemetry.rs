@@ -1,4 +1,6 @@
-//! Self-observability: logs (`tracing`), self-metrics (Prometheus text format) and `/health`.
+//! Self-observability: logs (`tracing`), self-metrics (Prometheus text format), `/health`
+//! (liveness) and `/ready` (readiness, from the components' own reports in
+//! [`crate::status`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,13 +66,15 @@ pub fn init_metrics() -> Result<PrometheusHandle, TelemetryError> {
 pub struct Health {
     started: Instant,
     ready: AtomicBool,
+    policy: crate::status::ReadyPolicy,
 }
 
 impl Health {
-    pub fn new() -> Arc<Health> {
+    pub fn new(policy: crate::status::ReadyPolicy) -> Arc<Health> {
         Arc::new(Health {
             started: Instant::now(),
             ready: AtomicBool::new(false),
+            policy,
         })
     }
 
@@ -101,8 +105,9 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_route))
         .route("/health", get(health_route))
+        .route("/ready", get(ready_route))
         .with_state(EndpointState { handle, health });
-    tracing::info!(%bound, "serving /metrics and /health");
+    tracing::info!(%bound, "serving /metrics, /health and /ready");
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -122,14 +127,38 @@ async fn metrics_route(State(state): State<EndpointState>) -> impl IntoResponse 
     )
 }
 
+/// Liveness: 200 once started (503 while starting or stopping), with every component's
+/// state in the body for people and scripts; it does not fail on a down InfluxDB (a restart
+/// would not help: see `/ready`).
 async fn health_route(State(state): State<EndpointState>) -> impl IntoResponse {
-    let ready = state.health.ready.load(Ordering::Relaxed);
+    let started = state.health.ready.load(Ordering::Relaxed);
+    let (ready, components) = crate::status::report(state.health.policy);
     let body = serde_json::json!({
-        "status": if ready { "ok" } else { "starting" },
+        "status": if started { "ok" } else { "starting" },
+        "ready": started && ready,
         "uptime_s": state.health.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
+        "components": components,
     });
-    let code = if ready {
+    json_response(started, body)
+}
+
+/// Readiness: 503 while starting, while the sink has been down longer than
+/// `[service] ready_grace`, or while no collector is connected.
+async fn ready_route(State(state): State<EndpointState>) -> impl IntoResponse {
+    let started = state.health.ready.load(Ordering::Relaxed);
+    let (ready, mut body) = crate::status::report(state.health.policy);
+    if !started {
+        body["ready"] = serde_json::Value::Bool(false);
+        if let Some(p) = body["problems"].as_array_mut() {
+            p.push("starting or stopping".into());
+        }
+    }
+    json_response(started && ready, body)
+}
+
+fn json_response(ok: bool, body: serde_json::Value) -> impl IntoResponse {
+    let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -141,7 +170,6 @@ async fn health_route(State(state): State<EndpointState>) -> impl IntoResponse {
     )
 }
 
-/// Help texts for the metrics every stage emits, so `/metrics` documents itself.
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(

@@ -1,6 +1,7 @@
 //! SNMP trap/inform listener against Net-SNMP's own senders (`snmptrap`, `snmpinform`):
 //! v1 enterprise traps, v2c traps with varbinds, informs that must be answered, wrong
-//! communities, and a trap turned into an alarm by the rules engine.
+//! communities, and a trap turned into an alarm by the rules engine. Plus a burst of 2,000
+//! traps through the real binary, counted in `/metrics` and in InfluxDB.
 
 mod common;
 
@@ -20,6 +21,8 @@ use sitewatch::rules::{parse_rules, Engine, RuleSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use common::influx::Influxd;
+use common::sitewatch::Sitewatch;
 use common::{free_udp_port, require_binary};
 
 const COMMUNITY: &str = "trap-ok";
@@ -506,4 +509,191 @@ async fn v3_auth_priv_trap_and_bad_credentials() {
         "rejected v3 traps emitted nothing"
     );
     h.stop().await;
+}
+
+/// BER tag-length-value (definite length, up to 64 KiB of content).
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    let n = content.len();
+    if n < 128 {
+        v.push(n as u8);
+    } else if n < 256 {
+        v.extend([0x81, n as u8]);
+    } else {
+        v.extend([0x82, (n >> 8) as u8, n as u8]);
+    }
+    v.extend_from_slice(content);
+    v
+}
+
+/// BER INTEGER content of a non-negative number.
+fn ber_uint(n: u64) -> Vec<u8> {
+    let mut b: Vec<u8> = n
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|&x| x == 0)
+        .collect();
+    if b.first().is_none_or(|&x| x & 0x80 != 0) {
+        b.insert(0, 0);
+    }
+    b
+}
+
+/// BER OBJECT IDENTIFIER content (arcs after the first two in base 128).
+fn ber_oid(arcs: &[u32]) -> Vec<u8> {
+    let mut out = vec![(arcs[0] * 40 + arcs[1]) as u8];
+    for &a in &arcs[2..] {
+        let mut chunk = vec![(a & 0x7f) as u8];
+        let mut rest = a >> 7;
+        while rest > 0 {
+            chunk.push((rest & 0x7f) as u8 | 0x80);
+            rest >>= 7;
+        }
+        out.extend(chunk.into_iter().rev());
+    }
+    out
+}
+
+/// An SNMPv2c Trap-PDU, as a UPS would send it: sysUpTime.0, snmpTrapOID.0 and one varbind.
+/// Trap `i` has its own trap OID (enterprise 99999, `.0.<i+1>`), so each one is its own
+/// series in InfluxDB and every one can be counted there.
+fn burst_trap(community: &str, i: u32) -> Vec<u8> {
+    let varbind = |oid: &[u32], value: Vec<u8>| {
+        let mut vb = tlv(0x06, &ber_oid(oid));
+        vb.extend(value);
+        tlv(0x30, &vb)
+    };
+    let mut vbs = varbind(
+        &[1, 3, 6, 1, 2, 1, 1, 3, 0],
+        tlv(0x43, &ber_uint(u64::from(i) * 100)),
+    );
+    vbs.extend(varbind(
+        &[1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0],
+        tlv(0x06, &ber_oid(&[1, 3, 6, 1, 4, 1, 99999, 0, i + 1])),
+    ));
+    vbs.extend(varbind(
+        &[1, 3, 6, 1, 4, 1, 99999, 1, 0],
+        tlv(0x02, &ber_uint(u64::from(i))),
+    ));
+    let mut pdu = tlv(0x02, &ber_uint(u64::from(i) + 1)); // request-id
+    pdu.extend(tlv(0x02, &[0])); // error-status
+    pdu.extend(tlv(0x02, &[0])); // error-index
+    pdu.extend(tlv(0x30, &vbs));
+    let mut msg = tlv(0x02, &[1]); // version: 2c
+    msg.extend(tlv(0x04, community.as_bytes()));
+    msg.extend(tlv(0xa7, &pdu));
+    tlv(0x30, &msg)
+}
+
+/// Sum of the `drops` column of the UDP sockets bound to `port` (the kernel's own count,
+/// independent of sitewatch's metric).
+fn proc_udp_drops(port: u16) -> u64 {
+    let want = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    (cols.len() > 12 && cols[1].ends_with(&want))
+                        .then(|| cols[12].parse::<u64>().ok())
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// 2,000 v2c traps sent back to back from one socket (a power event on a whole feed) reach
+/// the real binary whole: every one is counted in `sitewatch_snmp_traps_received_total` and
+/// stored in InfluxDB, and `sitewatch_snmp_trap_kernel_drops_total` is in `/metrics` at 0
+/// (as is the kernel's own count in /proc/net/udp).
+#[test]
+fn burst_of_2000_traps_is_received_whole() {
+    const N: u32 = 2000;
+    const DB: &str = "trap_burst";
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let port = free_udp_port();
+    let body = format!(
+        r#"
+[influx]
+url = "{url}"
+database = "{DB}"
+flush_interval = "200ms"
+
+[snmp]
+profiles_dir = "{profiles}"
+
+[snmp.traps]
+listen = "127.0.0.1:{port}"
+communities = ["{COMMUNITY}"]
+receive_buffer = "4MiB"
+"#,
+        url = influx.url(),
+        profiles = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("mappings/snmp")
+            .display(),
+    );
+    let mut sw = Sitewatch::start(&body, "info", &[]);
+    common::eventually(Duration::from_secs(10), "trap listener up", || {
+        (sw.metric("sitewatch_snmp_trap_listener_up", &[]) == 1.0).then_some(())
+    });
+    let granted = sw.metric("sitewatch_snmp_trap_receive_buffer_bytes", &[]);
+
+    let traps: Vec<Vec<u8>> = (0..N).map(|i| burst_trap(COMMUNITY, i)).collect();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    for t in &traps {
+        sender.send_to(t, ("127.0.0.1", port)).expect("send trap");
+    }
+    let send_time = started.elapsed();
+
+    let received = || sw.metric("sitewatch_snmp_traps_received_total", &["version=\"2c\""]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while received() < f64::from(N) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The listener reads the kernel's drop count 1 s after a burst.
+    std::thread::sleep(Duration::from_millis(2500));
+    let metrics = sw.metrics();
+    let drops_line = metrics
+        .lines()
+        .find(|l| l.starts_with("sitewatch_snmp_trap_kernel_drops_total "));
+    let got = received();
+    let kernel = proc_udp_drops(port);
+    eprintln!(
+        "trap burst: sent {N} in {send_time:?}; received {got}; kernel drops: metric {drops_line:?}, /proc/net/udp {kernel}; receive buffer granted {granted} bytes"
+    );
+    assert_eq!(
+        got,
+        f64::from(N),
+        "traps received of {N} (kernel drops in /proc/net/udp: {kernel}; receive buffer granted: {granted} bytes; if that is less than 8 MiB, net.core.rmem_max caps it)\nlog:\n{}",
+        sw.log()
+    );
+    assert_eq!(
+        drops_line,
+        Some("sitewatch_snmp_trap_kernel_drops_total 0"),
+        "kernel drop counter in /metrics:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("# HELP sitewatch_snmp_trap_kernel_drops_total"),
+        "{metrics}"
+    );
+    assert_eq!(kernel, 0, "the kernel's own count of dropped datagrams");
+
+    // And every one is stored: one series per trap OID.
+    let stored = common::eventually(Duration::from_secs(20), "2,000 traps in InfluxDB", || {
+        let rows = influx.rows(DB, "SELECT count(\"count\") FROM snmp_traps");
+        let n = rows
+            .first()
+            .and_then(|r| r.get(1))
+            .and_then(|v| v.as_u64())?;
+        (n >= u64::from(N)).then_some(n)
+    });
+    assert_eq!(stored, u64::from(N));
+    let status = sw.terminate().expect("sitewatch was running");
+    assert!(status.success(), "exit {status}; log:\n{}", sw.log());
 }

@@ -46,6 +46,10 @@ pub struct ServiceConfig {
     /// self-metrics name devices and sites, which is not for the whole network.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// How long the sink may be down (InfluxDB failing or hung, data going to the spool)
+    /// before `/ready` answers 503.
+    #[serde(default = "default_ready_grace", with = "humantime_serde")]
+    pub ready_grace: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
@@ -54,8 +58,13 @@ impl Default for ServiceConfig {
             log_format: LogFormat::default(),
             log_level: default_log_level(),
             listen: default_listen(),
+            ready_grace: default_ready_grace(),
         }
     }
+}
+
+fn default_ready_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_log_level() -> String {

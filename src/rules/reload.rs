@@ -106,6 +106,11 @@ pub async fn watch_rule_files(
                 metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "file", "result" => "ok")
                     .increment(1);
                 tracing::info!(rules = set.len(), "rule files changed: rules reloaded");
+                crate::status::set_rules(crate::status::RulesStatus {
+                    rules: set.len(),
+                    last_reload_ok: true,
+                    last_reload_error: None,
+                });
                 if reload_tx.send(set).await.is_err() {
                     return;
                 }
@@ -114,6 +119,7 @@ pub async fn watch_rule_files(
                 metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "file", "result" => "error")
                     .increment(1);
                 tracing::error!(error = %e, "rule files changed but are not valid; the previous rules stay in force");
+                crate::status::rules_reload_failed(e.to_string());
             }
         }
     }

@@ -6,6 +6,18 @@
 //! than trusted; plus devices known to be down and silenced alerts not yet sent. Stale
 //! timers restart at the first tick after loading, so downtime does not page for every
 //! series; stale alerts already open stay open.
+//!
+//! # Permissions
+//!
+//! The file names devices, sites and open alarms: it is created 0600 whatever the umask
+//! (the temp file is made fresh with that mode and renamed over the old one), and a missing
+//! directory is created 0700. At load (start), a state file others may read is restricted to
+//! 0600 with a warning; if that fails (another owner), an error is logged and the state is
+//! still loaded, since alerting must start and the first save replaces the file with a 0600
+//! one. An existing directory is not changed: it is usually shared (systemd's
+//! `StateDirectory`, which systemd re-chmods to `StateDirectoryMode` at every start, or the
+//! config directory); a warning says so when group or others may write to it, because they
+//! could replace the file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +31,9 @@ use super::engine::{
 };
 
 const VERSION: u32 = 1;
+/// Modes of the state file and of a directory created for it.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -278,7 +293,8 @@ pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let mut f = std::fs::File::create(&tmp).map_err(write_err)?;
+    create_dir_for(path).map_err(write_err)?;
+    let mut f = create_private(&tmp).map_err(write_err)?;
     f.write_all(&body).map_err(write_err)?;
     f.sync_all().map_err(write_err)?;
     drop(f);
@@ -286,7 +302,91 @@ pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
     Ok(n)
 }
 
+/// Creates the file's directory (and missing parents) with mode 0700 if it does not exist.
+fn create_dir_for(path: &Path) -> std::io::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// A new, empty file with mode 0600. A leftover from an interrupted save is removed first:
+/// opening it would keep its old mode.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(FILE_MODE);
+    }
+    o.open(path)
+}
+
+/// At load: restricts an existing state file that others may read to 0600 (warning), and
+/// warns about a directory others may write to. Never fails the load.
+#[cfg(unix)]
+fn check_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
+    if let Some(mode) = mode_of(path).filter(|m| m & 0o077 != 0) {
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:04o}"),
+                now = format!("{FILE_MODE:04o}"),
+                "rules state file: other users could read it; restricted to the sitewatch user"
+            ),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                mode = format!("{mode:04o}"),
+                error = %e,
+                "rules state file: other users can read it and it cannot be restricted (make \
+                 the sitewatch user its owner); the next save replaces it with a 0600 file"
+            ),
+        }
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Some(mode) = mode_of(dir).filter(|m| m & 0o022 != 0) {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{mode:04o}"),
+            "rules state directory: other users may write to it and so replace the state file; \
+             restrict it (chmod go-w), or point [rules] state_file into a directory of its own"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_path: &Path) {}
+
 pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError> {
+    check_permissions(path);
     let body = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -392,4 +492,70 @@ pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError
         engine.push_restored(ev);
     }
     Ok(restored)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::rules::RuleSet;
+
+    use crate::test_support::Umask;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(p: &Path, m: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    fn engine() -> Engine {
+        Engine::new(RuleSet::new(Vec::new()).unwrap())
+    }
+
+    #[test]
+    fn state_file_is_0600_in_a_0700_directory_whatever_the_umask() {
+        let _umask = Umask::set(0o022);
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state/rules-state.json");
+        save(&engine(), &path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert!(!tmp.path().join("state/rules-state.json.tmp").exists());
+
+        // A temp file left 0644 by an interrupted save does not pass its mode on.
+        let stale = tmp.path().join("state/rules-state.json.tmp");
+        std::fs::write(&stale, b"{").unwrap();
+        set_mode(&stale, 0o644);
+        save(&engine(), &path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+
+        // An existing directory is left as it is (it may be shared).
+        set_mode(path.parent().unwrap(), 0o750);
+        save(&engine(), &path).unwrap();
+        assert_eq!(mode(path.parent().unwrap()), 0o750);
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn an_open_state_file_is_restricted_at_load_and_still_loaded() {
+        let _umask = Umask::set(0o022);
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rules-state.json");
+        save(&engine(), &path).unwrap();
+        set_mode(&path, 0o644);
+        assert_eq!(load(&mut engine(), &path).unwrap(), 0);
+        assert_eq!(mode(&path), 0o600);
+        // Already private (even stricter) is left alone.
+        set_mode(&path, 0o400);
+        load(&mut engine(), &path).unwrap();
+        assert_eq!(mode(&path), 0o400);
+        // A missing file is still a fresh start, not an error.
+        assert_eq!(
+            load(&mut engine(), &tmp.path().join("none.json")).unwrap(),
+            0
+        );
+    }
 }

@@ -162,6 +162,32 @@ impl Influxd {
         self.wait_ready();
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its sockets, accepts connections into the
+    /// backlog and answers nothing, like a hung process. [`Influxd::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .proc
+            .child
+            .as_ref()
+            .expect("influxd is running")
+            .id()
+            .to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Stops the server (SIGKILL), keeping its data for [`Influxd::restart`].
     pub fn stop(&mut self) {
         self.proc.kill();

@@ -42,14 +42,24 @@ impl Mosquitto {
         Self::start_with(true)
     }
 
+    /// A broker with the queue limits the README gives for production
+    /// (`max_inflight_messages`, `max_queued_messages`), to prove they hold.
+    pub fn start_with_limits(max_inflight: usize, max_queued: usize) -> Mosquitto {
+        Self::start_configured(false, max_inflight, max_queued)
+    }
+
     fn start_with(tls: bool) -> Mosquitto {
+        Self::start_configured(tls, 1000, 100_000)
+    }
+
+    fn start_configured(tls: bool, max_inflight: usize, max_queued: usize) -> Mosquitto {
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-mosquitto")
             .tempdir()
             .expect("temp dir for mosquitto");
         let port = free_tcp_port();
         let tls = tls.then(|| make_certificates(dir.path(), free_tcp_port()));
-        write_config(dir.path(), port, tls.as_ref());
+        write_config(dir.path(), port, tls.as_ref(), max_inflight, max_queued);
         let proc = spawn("mosquitto", dir);
         let mut m = Mosquitto {
             port,
@@ -150,14 +160,20 @@ impl Mosquitto {
     }
 }
 
-fn write_config(dir: &Path, port: u16, tls: Option<&TlsListener>) {
+fn write_config(
+    dir: &Path,
+    port: u16,
+    tls: Option<&TlsListener>,
+    max_inflight: usize,
+    max_queued: usize,
+) {
     let mut conf = format!(
         "listener {port} 127.0.0.1\n\
          allow_anonymous true\n\
          persistence true\n\
          persistence_location {}/\n\
-         max_inflight_messages 1000\n\
-         max_queued_messages 100000\n\
+         max_inflight_messages {max_inflight}\n\
+         max_queued_messages {max_queued}\n\
          log_dest stdout\n\
          log_type all\n",
         dir.display()

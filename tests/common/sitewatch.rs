@@ -23,6 +23,16 @@ impl Sitewatch {
     /// `body` is everything but `[service]`; `{spool}` in it is replaced by a spool dir in
     /// the instance's temp dir.
     pub fn start(body: &str, log_level: &str, env: &[(&str, &str)]) -> Sitewatch {
+        Self::start_with_service("", body, log_level, env)
+    }
+
+    /// Like [`Sitewatch::start`] with more `[service]` keys (`service_extra`, TOML lines).
+    pub fn start_with_service(
+        service_extra: &str,
+        body: &str,
+        log_level: &str,
+        env: &[(&str, &str)],
+    ) -> Sitewatch {
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-faults")
             .tempdir()
@@ -31,7 +41,7 @@ impl Sitewatch {
         let metrics_port = free_tcp_port();
         let spool = dir_path.join("spool");
         let text = format!(
-            "[service]\nlog_level = {log_level:?}\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{}",
+            "[service]\nlog_level = {log_level:?}\nlisten = \"127.0.0.1:{metrics_port}\"\n{service_extra}\n\n{}",
             body.replace("{spool}", &spool.display().to_string())
         );
         let config = dir_path.join("sitewatch.toml");

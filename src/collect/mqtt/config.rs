@@ -21,12 +21,24 @@
 //! format = "json"
 //! fields = { temperature_c = "temperature", humidity_pct = "humidity", leak = "water_leak" }
 //! tags = { site = "ams1" }
+//!
+//! [[mqtt.subscription]]
+//! topic = "dc/{site}/ups/{device}"
+//! measurement = "ups"
+//! format = "json"
+//! parse_numeric_strings = true   # "230.1" -> 230.1 where the field's type is numeric
+//! [mqtt.subscription.fields]     # a field is a path, or a table with a path and a type
+//! output_voltage_v = "voltage"
+//! output_source = { path = "source.code", type = "integer" }
+//! output_source_state = { path = "source.name", type = "string" }
 //! ```
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::decode::Decoder;
@@ -55,11 +67,20 @@ pub struct MqttConfig {
     pub password: Option<Secret>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Largest MQTT packet accepted, in bytes. rumqttc's default (10 KiB) drops the connection
-    /// on any larger JSON payload; keep this at or above the broker's `message_size_limit`,
-    /// or an oversized retained/queued message will be redelivered after every reconnect.
-    #[serde(default = "default_max_packet_size")]
-    pub max_packet_size: usize,
+    /// Largest payload decoded, in bytes, for every subscription that does not set its own
+    /// `max_payload_size` (default 1 MiB). A larger message is counted
+    /// (`sitewatch_mqtt_decode_errors_total{reason="oversized"}`), logged with its topic and
+    /// size, acknowledged and dropped; the connection carries on. Any packet MQTT allows
+    /// (up to 268,435,455 bytes) is read off the wire, so the broker's `message_size_limit`
+    /// is what bounds memory.
+    #[serde(default)]
+    pub max_payload_size: Option<usize>,
+    /// Deprecated name of `max_payload_size`, kept so existing configs load. It used to be
+    /// rumqttc's packet limit, and a larger message then dropped the connection (and came
+    /// back after every reconnect); it now only sets the payload limit. Setting both is an
+    /// error.
+    #[serde(default)]
+    pub max_packet_size: Option<usize>,
     /// Cap of the exponential reconnect backoff.
     #[serde(default = "default_backoff_max", with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
@@ -120,6 +141,98 @@ pub enum TimestampUnit {
     Rfc3339,
 }
 
+/// Declared type of a field (like Telegraf json_v2's `type`). InfluxDB fixes a field's type at
+/// its first write and rejects later points of another type, so a value that does not fit is
+/// dropped from the point (and counted) instead of being written as something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// 64-bit float; JSON integers become floats too.
+    Float,
+    /// Signed 64-bit integer; `3.0` fits, `3.7` does not.
+    Integer,
+    /// Unsigned 64-bit integer (written as a signed integer to InfluxDB 1.x); `-1` does not fit.
+    Unsigned,
+    /// JSON `true`/`false` only.
+    Bool,
+    /// Strings as they are; numbers and booleans by their JSON text.
+    String,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::Float => "float",
+            FieldType::Integer => "integer",
+            FieldType::Unsigned => "unsigned",
+            FieldType::Bool => "bool",
+            FieldType::String => "string",
+        }
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of a `json` subscription's `fields`: `name = "path"`, or
+/// `name = { path = "path", type = "integer" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    pub path: String,
+    /// `None`: numbers as float, booleans as bool, strings dropped (or parsed as numbers with
+    /// `parse_numeric_strings`).
+    pub field_type: Option<FieldType>,
+}
+
+impl FieldSpec {
+    pub fn new(path: impl Into<String>, field_type: Option<FieldType>) -> FieldSpec {
+        FieldSpec {
+            path: path.into(),
+            field_type,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FieldSpec, D::Error> {
+        /// The table form; unknown keys are errors like everywhere else in the config.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            path: String,
+            #[serde(default, rename = "type")]
+            field_type: Option<FieldType>,
+        }
+
+        struct SpecVisitor;
+
+        impl<'de> Visitor<'de> for SpecVisitor {
+            type Value = FieldSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a JSON path such as \"sensor.temperature\", or a table such as \
+                     { path = \"sensor.temperature\", type = \"float\" }",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, path: &str) -> Result<FieldSpec, E> {
+                Ok(FieldSpec::new(path, None))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FieldSpec::new(t.path, t.field_type))
+            }
+        }
+
+        deserializer.deserialize_any(SpecVisitor)
+    }
+}
+
 /// One `[[mqtt.subscription]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,9 +258,13 @@ pub struct SubscriptionConfig {
     /// Static tags added to every sample. Payload and topic tags override them.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// `json`: field name -> path like `a.b.c` or `readings.0.value`.
+    /// `json`: field name -> path like `a.b.c` or `readings.0.value`, or a table
+    /// `{ path = "a.b", type = "integer" }` that also fixes the field's type.
     #[serde(default)]
-    pub fields: BTreeMap<String, String>,
+    pub fields: BTreeMap<String, FieldSpec>,
+    /// `number`: the type of `field` (default: numbers as float, `true`/`false` as bool).
+    #[serde(default, rename = "type")]
+    pub field_type: Option<FieldType>,
     /// `json`: tag name -> path; strings, numbers and booleans become the tag value.
     #[serde(default)]
     pub tag_paths: BTreeMap<String, String>,
@@ -157,10 +274,13 @@ pub struct SubscriptionConfig {
     /// Unit of payload timestamps (`json` and `line_protocol`).
     #[serde(default)]
     pub timestamp_unit: TimestampUnit,
-    /// `json`: turn strings such as `"21.5"` into numbers (some firmware quotes everything).
+    /// `json`: turn strings such as `"21.5"` into numbers (some firmware quotes everything),
+    /// for fields without a type and fields of type `float`, `integer` or `unsigned`.
+    /// Strings that are not numbers (`"12,5"`, `"n/a"`) are dropped from the point either way.
     #[serde(default)]
     pub parse_numeric_strings: bool,
-    /// Payloads larger than this many bytes are rejected (counted as `oversized`).
+    /// Payloads larger than this many bytes are dropped (counted as `oversized`), acknowledged
+    /// and logged. Default: `[mqtt] max_payload_size`, else 1 MiB.
     #[serde(default)]
     pub max_payload_size: Option<usize>,
     /// Most distinct series (measurement + tags) this subscription creates; samples of further
@@ -181,6 +301,11 @@ impl SubscriptionConfig {
         self.name.as_deref().unwrap_or(&self.topic)
     }
 }
+
+/// Default of `max_payload_size` when neither the subscription nor `[mqtt]` sets it.
+pub const DEFAULT_MAX_PAYLOAD_SIZE: usize = 1024 * 1024;
+/// The largest remaining length an MQTT packet can declare (MQTT 3.1.1 §2.2.3).
+pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_455;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MqttConfigError {
@@ -229,8 +354,17 @@ impl MqttConfig {
         if self.keep_alive < Duration::from_secs(1) && !self.keep_alive.is_zero() {
             return Err(global("keep_alive", "must be 0 (off) or at least 1s"));
         }
-        if self.max_packet_size < 1024 {
-            return Err(global("max_packet_size", "must be at least 1024 bytes"));
+        if self.max_payload_size.is_some() && self.max_packet_size.is_some() {
+            return Err(global(
+                "max_packet_size",
+                "is the deprecated name of max_payload_size; set only max_payload_size",
+            ));
+        }
+        if let Some(max) = self.max_payload_size {
+            check_max_payload(max).map_err(|p| global("max_payload_size", p))?;
+        }
+        if let Some(max) = self.max_packet_size {
+            check_max_payload(max).map_err(|p| global("max_packet_size", p))?;
         }
         if self.reconnect_backoff_max.is_zero() {
             return Err(global("reconnect_backoff_max", "must be more than 0s"));
@@ -279,9 +413,27 @@ impl MqttConfig {
                     ),
                 });
             }
-            decoders.push(Decoder::compile(index, sub)?);
+            decoders.push(Decoder::compile_with(index, sub, self.max_payload())?);
         }
         Ok(decoders)
+    }
+
+    /// The payload limit subscriptions inherit: `max_payload_size`, or the deprecated
+    /// `max_packet_size`, or 1 MiB.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload_size
+            .or(self.max_packet_size)
+            .unwrap_or(DEFAULT_MAX_PAYLOAD_SIZE)
+    }
+}
+
+pub(crate) fn check_max_payload(max: usize) -> Result<(), &'static str> {
+    if max == 0 {
+        Err("must be at least 1 byte")
+    } else if max > MQTT_MAX_PACKET_SIZE {
+        Err("is larger than any MQTT message can be (268435455 bytes)")
+    } else {
+        Ok(())
     }
 }
 
@@ -304,10 +456,6 @@ fn default_client_id() -> String {
 
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
-}
-
-fn default_max_packet_size() -> usize {
-    1024 * 1024
 }
 
 fn default_backoff_max() -> Duration {
@@ -350,7 +498,7 @@ mod tests {
         assert!(c.client_id.starts_with("sitewatch-"));
         assert!(!c.clean_session);
         assert_eq!(c.keep_alive, Duration::from_secs(30));
-        assert_eq!(c.max_packet_size, 1024 * 1024);
+        assert_eq!(c.max_payload(), 1024 * 1024);
         assert_eq!(c.subscriptions[0].qos, 1);
         assert_eq!(c.subscriptions[0].field, "value");
         c.validate().unwrap();
@@ -386,6 +534,79 @@ mod tests {
 
         let c = parse("host = \"h\"\nclient_id = \"\"\n[[subscription]]\ntopic=\"a\"\nformat=\"number\"\nmeasurement=\"m\"").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("client_id"));
+    }
+
+    /// Errors in the field table are config parse errors with the file, line and column.
+    #[test]
+    fn field_table_errors_point_at_the_line() {
+        let text = |fields: &str| {
+            format!(
+                "[influx]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\n\n[mqtt]\n\
+                 host = \"h\"\n\n[[mqtt.subscription]]\ntopic = \"a/{{x}}\"\n\
+                 measurement = \"m\"\nformat = \"json\"\n[mqtt.subscription.fields]\n\
+                 temperature_c = \"temperature\"\n{fields}\n"
+            )
+        };
+        let parse = |t: &str| crate::config::parse(t, std::path::Path::new("site.toml"));
+        let ok = parse(&text("seq = { path = \"seq\", type = \"integer\" }")).unwrap();
+        let sub = &ok.mqtt.unwrap().subscriptions[0];
+        assert_eq!(
+            sub.fields["seq"],
+            FieldSpec::new("seq", Some(FieldType::Integer))
+        );
+        assert_eq!(
+            sub.fields["temperature_c"],
+            FieldSpec::new("temperature", None)
+        );
+        for (bad, wants) in [
+            ("seq = { path = \"seq\", typ = \"integer\" }", "typ"),
+            ("seq = { path = \"seq\", type = \"int\" }", "int"),
+            ("seq = { type = \"integer\" }", "path"),
+            ("seq = 5", "JSON path"),
+        ] {
+            let e = parse(&text(bad)).unwrap_err().to_string();
+            assert!(e.starts_with("site.toml:14:"), "{bad}: {e}");
+            assert!(e.contains(wants), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_payload_size_and_its_deprecated_name() {
+        let with = |keys: &str| {
+            parse(&format!(
+                "host = \"h\"\n{keys}\n[[subscription]]\ntopic=\"a\"\nformat=\"number\"\nmeasurement=\"m\""
+            ))
+            .unwrap()
+        };
+        assert_eq!(with("").max_payload(), DEFAULT_MAX_PAYLOAD_SIZE);
+        let c = with("max_payload_size = 5000000");
+        c.validate().unwrap();
+        assert_eq!(c.max_payload(), 5_000_000);
+        // Old configs keep loading; the old key now means the payload limit.
+        let c = with("max_packet_size = 2048");
+        c.validate().unwrap();
+        assert_eq!(c.max_payload(), 2048);
+        let e = with("max_packet_size = 2048\nmax_payload_size = 4096")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mqtt.max_packet_size") && e.contains("deprecated"),
+            "{e}"
+        );
+        for bad in ["max_payload_size = 0", "max_payload_size = 268435456"] {
+            let e = with(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("mqtt.max_payload_size"), "{bad}: {e}");
+        }
+        let e = parse("host = \"h\"\n[[subscription]]\ntopic=\"a\"\nformat=\"number\"\nmeasurement=\"m\"\nmax_payload_size = 0")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("subscription[0]") && e.contains("`max_payload_size`"),
+            "{e}"
+        );
     }
 
     #[test]

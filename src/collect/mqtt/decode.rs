@@ -3,16 +3,31 @@
 //! A [`Decoder`] is one compiled `[[mqtt.subscription]]`. Decoding is pure (no I/O, no
 //! clock; receive time is passed in) so it is cheap to test and fuzz.
 //!
-//! Type policy: every JSON number and every `number` payload becomes a float field. InfluxDB
-//! fixes a field's type at first write, so a sensor that sends `21` once and `21.5` later would
-//! otherwise get its float points rejected. Line protocol keeps the types it spells out
-//! (`1i`, `1u`, `1.0`, `"s"`, `t`).
+//! Type policy. InfluxDB fixes a field's type at its first write and rejects every later point
+//! whose value has another type, so one stray value would block a series for good. Hence:
+//!
+//! - A field without a declared type takes numbers (always as float: a sensor that sends `21`
+//!   once and `21.5` later must not get its float points rejected) and booleans. A string is
+//!   dropped from the point, unless `parse_numeric_strings` is set and it is a number
+//!   (`"21.5"`): `{"value":"12,5"}` can never make `value` a string field.
+//! - A declared type ([`FieldType`]) is enforced: a value that does not fit (`"abc"` or `true`
+//!   for a float, `3.7` for an integer, `-1` for unsigned) is dropped from the point; the other
+//!   fields of the point are kept. Numeric strings are parsed for numeric types only with
+//!   `parse_numeric_strings`.
+//! - Every dropped value is reported as a [`FieldError`] (the subscriber counts and logs them);
+//!   a payload left with no field at all is a [`DecodeError`] (`no_valid_fields`).
+//! - `number` payloads follow the same rules with the subscription's `type`; as the payload is
+//!   the one value, a value that does not fit drops the message.
+//! - Line protocol keeps the types it spells out (`1i`, `1u`, `1.0`, `"s"`, `t`).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::config::{MqttConfigError, PayloadFormat, SubscriptionConfig, TimestampUnit};
+use super::config::{
+    check_max_payload, FieldType, MqttConfigError, PayloadFormat, SubscriptionConfig,
+    TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
+};
 use super::topic::TopicTemplate;
 use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
 
@@ -21,7 +36,8 @@ const MIN_TIMESTAMP_NS: i64 = 946_684_800_000_000_000;
 /// Payload timestamps more than a year ahead of receive time are rejected.
 const MAX_FUTURE_NS: i64 = 366 * 86_400 * 1_000_000_000;
 
-/// Why a payload was dropped; the `reason` label of `sitewatch_mqtt_decode_errors_total`.
+/// Why a payload or a field value was dropped; the `reason` label of
+/// `sitewatch_mqtt_decode_errors_total` and `sitewatch_mqtt_field_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecodeReason {
     Oversized,
@@ -33,6 +49,15 @@ pub enum DecodeReason {
     NoFields,
     BadTimestamp,
     TimestampOutOfRange,
+    /// The value's kind does not fit the field's type (a string or `true` for a float, a
+    /// number for a bool, an object for anything).
+    TypeMismatch,
+    /// A number with a fractional part for `integer` or `unsigned`.
+    NotAnInteger,
+    /// A whole number outside the type's range (`-1` for `unsigned`).
+    OutOfRange,
+    /// Every field value of the payload was dropped for its type.
+    NoValidFields,
 }
 
 impl DecodeReason {
@@ -47,6 +72,10 @@ impl DecodeReason {
             DecodeReason::NoFields => "no_fields",
             DecodeReason::BadTimestamp => "bad_timestamp",
             DecodeReason::TimestampOutOfRange => "timestamp_out_of_range",
+            DecodeReason::TypeMismatch => "type_mismatch",
+            DecodeReason::NotAnInteger => "not_an_integer",
+            DecodeReason::OutOfRange => "out_of_range",
+            DecodeReason::NoValidFields => "no_valid_fields",
         }
     }
 }
@@ -62,6 +91,15 @@ impl std::fmt::Display for DecodeReason {
 #[error("mqtt topic {topic:?}: payload dropped ({reason}): {detail}")]
 pub struct DecodeError {
     pub topic: String,
+    pub reason: DecodeReason,
+    pub detail: String,
+}
+
+/// One field value dropped from a decoded point because it does not fit the field's type; the
+/// rest of the point is kept. Counted and logged by the subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: Arc<str>,
     pub reason: DecodeReason,
     pub detail: String,
 }
@@ -111,12 +149,20 @@ impl JsonPath {
 }
 
 #[derive(Debug, Clone)]
+struct JsonField {
+    name: Arc<str>,
+    path: JsonPath,
+    ty: Option<FieldType>,
+}
+
+#[derive(Debug, Clone)]
 enum Kind {
     Number {
         field: Arc<str>,
+        ty: Option<FieldType>,
     },
     Json {
-        fields: Vec<(Arc<str>, JsonPath)>,
+        fields: Vec<JsonField>,
         tags: Vec<(Arc<str>, JsonPath)>,
         timestamp: Option<JsonPath>,
         parse_numeric_strings: bool,
@@ -140,7 +186,18 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Compiles one subscription on its own; without `max_payload_size` its limit is 1 MiB.
     pub fn compile(index: usize, cfg: &SubscriptionConfig) -> Result<Decoder, MqttConfigError> {
+        Self::compile_with(index, cfg, DEFAULT_MAX_PAYLOAD_SIZE)
+    }
+
+    /// Compiles one subscription of an `[mqtt]` table whose payload limit (`max_payload_size`
+    /// there, inherited where the subscription sets none) is `inherited_max_payload`.
+    pub fn compile_with(
+        index: usize,
+        cfg: &SubscriptionConfig,
+        inherited_max_payload: usize,
+    ) -> Result<Decoder, MqttConfigError> {
         let err = |key: &'static str, problem: String| MqttConfigError::Subscription {
             index,
             topic: cfg.topic.clone(),
@@ -196,6 +253,28 @@ impl Decoder {
         json_only("tag_paths", !cfg.tag_paths.is_empty())?;
         json_only("timestamp", cfg.timestamp.is_some())?;
         json_only("parse_numeric_strings", cfg.parse_numeric_strings)?;
+        match (cfg.format, cfg.field_type) {
+            (PayloadFormat::Json, Some(_)) => {
+                return Err(err(
+                    "type",
+                    "applies to format = \"number\"; for json give each field its type, e.g. \
+                     fields = { seq = { path = \"seq\", type = \"integer\" } }"
+                        .into(),
+                ))
+            }
+            (PayloadFormat::LineProtocol, Some(_)) => {
+                return Err(err(
+                    "type",
+                    "applies to format = \"number\"; line protocol spells each field's type \
+                     (1.5, 2i, 3u, t, \"text\")"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(max) = cfg.max_payload_size {
+            check_max_payload(max).map_err(|p| err("max_payload_size", p.into()))?;
+        }
 
         let kind = match cfg.format {
             PayloadFormat::Number => {
@@ -204,6 +283,7 @@ impl Decoder {
                 }
                 Kind::Number {
                     field: Arc::from(cfg.field.as_str()),
+                    ty: cfg.field_type,
                 }
             }
             PayloadFormat::LineProtocol => Kind::LineProtocol,
@@ -216,12 +296,16 @@ impl Decoder {
                     ));
                 }
                 let mut fields = Vec::new();
-                for (name, path) in &cfg.fields {
+                for (name, spec) in &cfg.fields {
                     if name.is_empty() {
                         return Err(err("fields", "field names must not be empty".into()));
                     }
-                    let p = JsonPath::parse(path).map_err(|e| err("fields", e))?;
-                    fields.push((Arc::from(name.as_str()), p));
+                    let path = JsonPath::parse(&spec.path).map_err(|e| err("fields", e))?;
+                    fields.push(JsonField {
+                        name: Arc::from(name.as_str()),
+                        path,
+                        ty: spec.field_type,
+                    });
                 }
                 let mut tags = Vec::new();
                 for (name, path) in &cfg.tag_paths {
@@ -248,8 +332,8 @@ impl Decoder {
 
         // InfluxDB 3 (and sane queries) forbid a tag and a field with the same name.
         let field_names: Vec<&str> = match &kind {
-            Kind::Number { field } => vec![field.as_ref()],
-            Kind::Json { fields, .. } => fields.iter().map(|(n, _)| n.as_ref()).collect(),
+            Kind::Number { field, .. } => vec![field.as_ref()],
+            Kind::Json { fields, .. } => fields.iter().map(|f| f.name.as_ref()).collect(),
             Kind::LineProtocol => Vec::new(),
         };
         let tag_names = cfg
@@ -280,7 +364,7 @@ impl Decoder {
                 .collect(),
             kind,
             timestamp_unit: cfg.timestamp_unit,
-            max_payload: cfg.max_payload_size.unwrap_or(usize::MAX),
+            max_payload: cfg.max_payload_size.unwrap_or(inherited_max_payload),
             max_series: cfg.max_series,
         })
     }
@@ -295,7 +379,8 @@ impl Decoder {
     }
 
     /// Decodes one payload received on `topic`, whose template captures are `captures`.
-    /// `recv_ns` is used where the payload carries no timestamp.
+    /// `recv_ns` is used where the payload carries no timestamp. Field values dropped for
+    /// their type are left out silently; [`Decoder::decode_into`] reports them.
     pub fn decode(
         &self,
         topic: &str,
@@ -303,35 +388,50 @@ impl Decoder {
         payload: &[u8],
         recv_ns: i64,
     ) -> Result<Vec<Sample>, DecodeError> {
+        self.decode_into(topic, captures, payload, recv_ns, &mut Vec::new())
+    }
+
+    /// Like [`Decoder::decode`], and appends every field value dropped from a point (it does
+    /// not fit the field's type) to `field_errors`, also when the whole payload fails.
+    pub fn decode_into(
+        &self,
+        topic: &str,
+        captures: &[(Arc<str>, Arc<str>)],
+        payload: &[u8],
+        recv_ns: i64,
+        field_errors: &mut Vec<FieldError>,
+    ) -> Result<Vec<Sample>, DecodeError> {
         let fail = |reason: DecodeReason, detail: String| DecodeError {
             topic: topic.to_string(),
             reason,
             detail,
         };
+        // First, before anything touches the bytes: an oversized payload is never copied.
         if payload.len() > self.max_payload {
             return Err(fail(
                 DecodeReason::Oversized,
                 format!(
-                    "{} bytes, max_payload_size is {}",
+                    "{} bytes, over max_payload_size = {}",
                     payload.len(),
                     self.max_payload
                 ),
             ));
         }
         let text = std::str::from_utf8(payload).map_err(|e| {
+            // Only the start is converted for the message, not a whole large payload.
+            let head = &payload[..payload.len().min(256)];
             fail(
                 DecodeReason::InvalidUtf8,
                 format!(
                     "{e}; payload starts {}",
-                    preview(&String::from_utf8_lossy(payload))
+                    preview(&String::from_utf8_lossy(head))
                 ),
             )
         })?;
         match &self.kind {
-            Kind::Number { field } => {
-                let value = parse_number(text).map_err(|reason| {
-                    fail(reason, format!("expected a number, got {}", preview(text)))
-                })?;
+            Kind::Number { field, ty } => {
+                let value = parse_number_payload(text, *ty)
+                    .map_err(|reason| fail(reason, number_payload_problem(text, *ty, reason)))?;
                 let tags = self.tags(captures, std::iter::empty());
                 Ok(vec![Sample::new(
                     SeriesKey::new(self.measurement.clone(), tags),
@@ -356,14 +456,21 @@ impl Decoder {
                     other => std::slice::from_ref(other),
                 };
                 let mut samples = Vec::with_capacity(elements.len());
+                let errors_before = field_errors.len();
                 for element in elements {
                     let mut sample_fields = Vec::with_capacity(fields.len());
-                    for (name, path) in fields {
-                        if let Some(v) = path
-                            .get(element)
-                            .and_then(|v| json_field(v, *parse_numeric_strings))
-                        {
-                            sample_fields.push((name.clone(), v));
+                    for f in fields {
+                        let Some(v) = f.path.get(element) else {
+                            continue;
+                        };
+                        match json_field(v, f.ty, *parse_numeric_strings) {
+                            Ok(Some(value)) => sample_fields.push((f.name.clone(), value)),
+                            Ok(None) => {}
+                            Err(reason) => field_errors.push(FieldError {
+                                field: f.name.clone(),
+                                reason,
+                                detail: field_problem(f, v, *parse_numeric_strings, reason),
+                            }),
                         }
                     }
                     if sample_fields.is_empty() {
@@ -397,7 +504,18 @@ impl Decoder {
                     samples.push(sample);
                 }
                 if samples.is_empty() {
-                    let wanted: Vec<&str> = fields.iter().map(|(_, p)| &*p.source).collect();
+                    let dropped = field_errors.len() - errors_before;
+                    if dropped > 0 {
+                        return Err(fail(
+                            DecodeReason::NoValidFields,
+                            format!(
+                                "{dropped} field value(s) dropped for their type and no other \
+                                 field left; payload starts {}",
+                                preview(text)
+                            ),
+                        ));
+                    }
+                    let wanted: Vec<&str> = fields.iter().map(|f| &*f.path.source).collect();
                     return Err(fail(
                         DecodeReason::NoFields,
                         format!(
@@ -518,37 +636,194 @@ fn preview(text: &str) -> String {
     format!("{out:?}")
 }
 
-fn parse_number(text: &str) -> Result<FieldValue, DecodeReason> {
+/// A `number` payload as the value of a field of type `ty` (`None`: numbers as float,
+/// `true`/`false` as bool).
+fn parse_number_payload(text: &str, ty: Option<FieldType>) -> Result<FieldValue, DecodeReason> {
     let t = text.trim();
-    match t {
-        "true" => return Ok(FieldValue::Bool(true)),
-        "false" => return Ok(FieldValue::Bool(false)),
-        _ => {}
-    }
-    // Rust also accepts "inf"/"NaN": parse, then refuse non-finite values explicitly.
-    match t.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(FieldValue::Float(v)),
-        Ok(_) => Err(DecodeReason::NonFinite),
-        Err(_) => Err(DecodeReason::NotANumber),
+    let boolean = match t {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    match (ty, boolean) {
+        (None | Some(FieldType::Bool), Some(b)) => Ok(FieldValue::Bool(b)),
+        (Some(FieldType::Bool), None) => Err(DecodeReason::TypeMismatch),
+        (Some(FieldType::String), _) if t.is_empty() => Err(DecodeReason::NoFields),
+        (Some(FieldType::String), _) => Ok(FieldValue::Str(Arc::from(t))),
+        (Some(_), Some(_)) => Err(DecodeReason::TypeMismatch),
+        (None, None) => parse_numeric_str(t, FieldType::Float),
+        (Some(numeric), None) => parse_numeric_str(t, numeric),
     }
 }
 
-fn json_field(v: &Value, parse_numeric_strings: bool) -> Option<FieldValue> {
-    match v {
-        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(FieldValue::Float),
-        Value::Bool(b) => Some(FieldValue::Bool(*b)),
-        Value::String(s) => {
-            if parse_numeric_strings {
-                if let Ok(f) = s.trim().parse::<f64>() {
-                    if f.is_finite() {
-                        return Some(FieldValue::Float(f));
-                    }
-                }
+/// A trimmed numeric string as a value of the numeric type `ty` (`float`, `integer`,
+/// `unsigned`). No locale guessing: `"12,5"` is not a number.
+fn parse_numeric_str(t: &str, ty: FieldType) -> Result<FieldValue, DecodeReason> {
+    match ty {
+        FieldType::Integer => {
+            if let Ok(i) = t.parse::<i64>() {
+                return Ok(FieldValue::Int(i));
             }
-            Some(FieldValue::Str(Arc::from(s.as_str())))
+            if is_integer_literal(t) {
+                return Err(DecodeReason::OutOfRange);
+            }
+            float_to_i64(parse_f64(t)?).map(FieldValue::Int)
         }
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
+        FieldType::Unsigned => {
+            if let Ok(u) = t.parse::<u64>() {
+                return Ok(FieldValue::UInt(u));
+            }
+            if is_integer_literal(t) {
+                return Err(DecodeReason::OutOfRange);
+            }
+            float_to_u64(parse_f64(t)?).map(FieldValue::UInt)
+        }
+        _ => {
+            let f = parse_f64(t)?;
+            if f.is_finite() {
+                Ok(FieldValue::Float(f))
+            } else {
+                Err(DecodeReason::NonFinite)
+            }
+        }
     }
+}
+
+/// Rust's float syntax (also `inf`, `NaN`, `1e3`, `.5`); callers refuse non-finite values.
+fn parse_f64(t: &str) -> Result<f64, DecodeReason> {
+    t.parse::<f64>().map_err(|_| DecodeReason::NotANumber)
+}
+
+/// `[+-]digits`: a whole number too large for its type, not a float to round.
+fn is_integer_literal(t: &str) -> bool {
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// 2^63 and 2^64, exactly representable.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+fn float_to_i64(f: f64) -> Result<i64, DecodeReason> {
+    if !f.is_finite() {
+        Err(DecodeReason::NonFinite)
+    } else if f.fract() != 0.0 {
+        Err(DecodeReason::NotAnInteger)
+    } else if !(-TWO_POW_63..TWO_POW_63).contains(&f) {
+        Err(DecodeReason::OutOfRange)
+    } else {
+        Ok(f as i64)
+    }
+}
+
+fn float_to_u64(f: f64) -> Result<u64, DecodeReason> {
+    if !f.is_finite() {
+        Err(DecodeReason::NonFinite)
+    } else if f.fract() != 0.0 {
+        Err(DecodeReason::NotAnInteger)
+    } else if !(0.0..TWO_POW_64).contains(&f) {
+        // -0.0 is in the range: it is 0.
+        Err(DecodeReason::OutOfRange)
+    } else {
+        Ok(f as u64)
+    }
+}
+
+/// A JSON value as a field of type `ty` (`None`: untyped). `Ok(None)`: `null`, left out like a
+/// missing path. `Err`: the value does not fit and is dropped from the point.
+fn json_field(
+    v: &Value,
+    ty: Option<FieldType>,
+    parse_numeric_strings: bool,
+) -> Result<Option<FieldValue>, DecodeReason> {
+    use FieldType as T;
+    let value = match (v, ty) {
+        (Value::Null, _) => return Ok(None),
+        (Value::Number(n), None | Some(T::Float)) => match n.as_f64() {
+            Some(f) if f.is_finite() => FieldValue::Float(f),
+            _ => return Err(DecodeReason::NonFinite),
+        },
+        (Value::Number(n), Some(T::Integer)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => FieldValue::Int(i),
+            (None, Some(_)) => return Err(DecodeReason::OutOfRange),
+            (None, None) => FieldValue::Int(float_to_i64(n.as_f64().unwrap_or(f64::NAN))?),
+        },
+        (Value::Number(n), Some(T::Unsigned)) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => FieldValue::UInt(u),
+            (None, Some(_)) => return Err(DecodeReason::OutOfRange),
+            (None, None) => FieldValue::UInt(float_to_u64(n.as_f64().unwrap_or(f64::NAN))?),
+        },
+        (Value::Number(n), Some(T::String)) => FieldValue::Str(Arc::from(n.to_string())),
+        (Value::Bool(b), None | Some(T::Bool)) => FieldValue::Bool(*b),
+        (Value::Bool(b), Some(T::String)) => {
+            FieldValue::Str(Arc::from(if *b { "true" } else { "false" }))
+        }
+        (Value::String(s), Some(T::String)) => FieldValue::Str(Arc::from(s.as_str())),
+        (Value::String(s), None) if parse_numeric_strings => parse_numeric_str(s.trim(), T::Float)?,
+        (Value::String(s), Some(numeric @ (T::Float | T::Integer | T::Unsigned)))
+            if parse_numeric_strings =>
+        {
+            parse_numeric_str(s.trim(), numeric)?
+        }
+        _ => return Err(DecodeReason::TypeMismatch),
+    };
+    Ok(Some(value))
+}
+
+/// What a dropped JSON field value was and why it does not fit (for the log line).
+fn field_problem(
+    f: &JsonField,
+    v: &Value,
+    parse_numeric_strings: bool,
+    reason: DecodeReason,
+) -> String {
+    use FieldType as T;
+    let got = match v {
+        Value::String(s) => format!("string {}", preview(s)),
+        Value::Number(n) => format!("number {n}"),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
+        Value::Null => "null".to_string(),
+    };
+    let declared = match f.ty {
+        Some(t) => format!("type = \"{t}\""),
+        None => "no declared type".to_string(),
+    };
+    let why = match reason {
+        DecodeReason::TypeMismatch => match (f.ty, v) {
+            (None, Value::String(_)) if !parse_numeric_strings => {
+                "a field without a type takes numbers and booleans; declare type = \"string\" \
+                 to store strings, or set parse_numeric_strings = true for quoted numbers"
+            }
+            (Some(T::Float | T::Integer | T::Unsigned), Value::String(_)) => {
+                "quoted numbers are parsed only with parse_numeric_strings = true"
+            }
+            _ => "does not fit",
+        },
+        DecodeReason::NotANumber => "is not a number (write numbers with a decimal point)",
+        DecodeReason::NotAnInteger => "is not a whole number",
+        DecodeReason::OutOfRange => "is out of the type's range",
+        DecodeReason::NonFinite => "is not a finite number",
+        _ => "does not fit",
+    };
+    format!(
+        "field {:?} (path {:?}, {declared}): {got} dropped: {why}",
+        f.name, f.path.source
+    )
+}
+
+/// Why a `number` payload was rejected (for the log line).
+fn number_payload_problem(text: &str, ty: Option<FieldType>, reason: DecodeReason) -> String {
+    let expected = match ty {
+        None => "a number or true/false",
+        Some(FieldType::Float) => "a number (type = \"float\")",
+        Some(FieldType::Integer) => "a whole number (type = \"integer\")",
+        Some(FieldType::Unsigned) => "a whole number >= 0 (type = \"unsigned\")",
+        Some(FieldType::Bool) => "true or false (type = \"bool\")",
+        Some(FieldType::String) => "a non-empty text (type = \"string\")",
+    };
+    format!("expected {expected}, got {} ({reason})", preview(text))
 }
 
 fn json_tag(v: &Value) -> Option<Arc<str>> {
@@ -713,7 +988,7 @@ mod tests {
             topic = "z2m/{sensor}"
             measurement = "env"
             format = "json"
-            fields = { temp = "sensor.temperature", hum = "readings.1.v", leak = "water_leak", state = "state", battery = "battery" }
+            fields = { temp = "sensor.temperature", hum = "readings.1.v", leak = "water_leak", state = { path = "state", type = "string" }, battery = "battery" }
             tag_paths = { model = "device.model", zone = "zone" }
             timestamp = "ts"
             parse_numeric_strings = true
@@ -756,6 +1031,293 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].timestamp_ns, 1_700_000_000_000_000_000);
         assert_eq!(s[1].timestamp_ns, NOW);
+    }
+
+    /// Decodes and returns the samples (or error) plus the field values dropped.
+    fn run_typed(
+        d: &Decoder,
+        topic: &str,
+        payload: &[u8],
+    ) -> (Result<Vec<Sample>, DecodeError>, Vec<FieldError>) {
+        let mut caps = Vec::new();
+        assert!(d.template.match_topic(topic, &mut caps), "topic must match");
+        let mut errors = Vec::new();
+        let r = d.decode_into(topic, &caps, payload, NOW, &mut errors);
+        (r, errors)
+    }
+
+    fn reasons(errors: &[FieldError]) -> Vec<(&str, DecodeReason)> {
+        errors.iter().map(|e| (&*e.field, e.reason)).collect()
+    }
+
+    #[test]
+    fn untyped_strings_never_become_string_fields() {
+        // The issue's failing case: `"12,5"` must not be written as a string, or InfluxDB
+        // fixes `value` as a string field and rejects every later number.
+        let d =
+            sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={value=\"value\"}");
+        let (r, errors) = run_typed(&d, "t/x", br#"{"value":"12,5"}"#);
+        assert_eq!(r.unwrap_err().reason, DecodeReason::NoValidFields);
+        assert_eq!(
+            reasons(&errors),
+            vec![("value", DecodeReason::TypeMismatch)]
+        );
+        assert!(
+            errors[0].detail.contains("\"12,5\"") && errors[0].detail.contains("type = \"string\""),
+            "{}",
+            errors[0].detail
+        );
+        // A quoted number is not parsed without parse_numeric_strings either.
+        let (r, errors) = run_typed(&d, "t/x", br#"{"value":"12.5"}"#);
+        assert!(r.is_err());
+        assert_eq!(
+            reasons(&errors),
+            vec![("value", DecodeReason::TypeMismatch)]
+        );
+        // Numbers (integers too) are floats, booleans stay booleans.
+        for (payload, want) in [
+            (&br#"{"value":12}"#[..], FieldValue::Float(12.0)),
+            (br#"{"value":12.5}"#, FieldValue::Float(12.5)),
+            (br#"{"value":true}"#, FieldValue::Bool(true)),
+        ] {
+            let (r, errors) = run_typed(&d, "t/x", payload);
+            assert_eq!(r.unwrap()[0].field("value"), Some(&want));
+            assert!(errors.is_empty());
+        }
+        // Null and a missing path are "no value", not an error.
+        let (r, errors) = run_typed(&d, "t/x", br#"{"value":null}"#);
+        assert_eq!(r.unwrap_err().reason, DecodeReason::NoFields);
+        assert!(errors.is_empty());
+
+        // With parse_numeric_strings: "12.5" is a number, "12,5" still is not.
+        let d = sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={value=\"value\", rh=\"rh\"}\nparse_numeric_strings=true");
+        let (r, errors) = run_typed(&d, "t/x", br#"{"value":" 12.5 ","rh":"40"}"#);
+        let s = r.unwrap();
+        assert_eq!(s[0].field("value"), Some(&FieldValue::Float(12.5)));
+        assert_eq!(s[0].field("rh"), Some(&FieldValue::Float(40.0)));
+        assert!(errors.is_empty());
+        // The bad value is dropped, the rest of the point is kept.
+        let (r, errors) = run_typed(&d, "t/x", br#"{"value":"12,5","rh":41}"#);
+        let s = r.unwrap();
+        assert_eq!(s[0].fields, vec![("rh".into(), FieldValue::Float(41.0))]);
+        assert_eq!(reasons(&errors), vec![("value", DecodeReason::NotANumber)]);
+        let (_, errors) = run_typed(&d, "t/x", br#"{"value":"NaN","rh":"inf"}"#);
+        assert_eq!(
+            reasons(&errors),
+            vec![
+                ("rh", DecodeReason::NonFinite),
+                ("value", DecodeReason::NonFinite)
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_types_are_enforced_per_field() {
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            [fields]
+            f = { path = "f", type = "float" }
+            i = { path = "i", type = "integer" }
+            u = { path = "u", type = "unsigned" }
+            b = { path = "b", type = "bool" }
+            s = { path = "s", type = "string" }
+            plain = "plain"
+        "#);
+        let (r, errors) = run_typed(
+            &d,
+            "t/x",
+            br#"{"f":21,"i":-3,"u":18446744073709551615,"b":false,"s":"on battery","plain":1.5}"#,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let s = &r.unwrap()[0];
+        assert_eq!(s.field("f"), Some(&FieldValue::Float(21.0)));
+        assert_eq!(s.field("i"), Some(&FieldValue::Int(-3)));
+        assert_eq!(s.field("u"), Some(&FieldValue::UInt(u64::MAX)));
+        assert_eq!(s.field("b"), Some(&FieldValue::Bool(false)));
+        assert_eq!(s.field("s"), Some(&FieldValue::Str("on battery".into())));
+        assert_eq!(s.field("plain"), Some(&FieldValue::Float(1.5)));
+
+        // Whole floats fit the integer types; numbers and booleans fit `string` by their text.
+        let (r, errors) = run_typed(&d, "t/x", br#"{"i":3.0,"u":1e3,"s":2.5,"plain":true}"#);
+        assert!(errors.is_empty(), "{errors:?}");
+        let s = &r.unwrap()[0];
+        assert_eq!(s.field("i"), Some(&FieldValue::Int(3)));
+        assert_eq!(s.field("u"), Some(&FieldValue::UInt(1000)));
+        assert_eq!(s.field("s"), Some(&FieldValue::Str("2.5".into())));
+
+        // Everything that does not fit is dropped and reported; `plain` survives.
+        let (r, errors) = run_typed(
+            &d,
+            "t/x",
+            br#"{"f":true,"i":3.7,"u":-1,"b":1,"s":{"a":1},"plain":2}"#,
+        );
+        assert_eq!(
+            r.unwrap()[0].fields,
+            vec![("plain".into(), FieldValue::Float(2.0))]
+        );
+        assert_eq!(
+            reasons(&errors),
+            // In field-name order.
+            vec![
+                ("b", DecodeReason::TypeMismatch),
+                ("f", DecodeReason::TypeMismatch),
+                ("i", DecodeReason::NotAnInteger),
+                ("s", DecodeReason::TypeMismatch),
+                ("u", DecodeReason::OutOfRange),
+            ]
+        );
+        // Strings for numeric types: only with parse_numeric_strings.
+        let (r, errors) = run_typed(&d, "t/x", br#"{"f":"12.5","i":"abc","plain":1}"#);
+        assert_eq!(r.unwrap()[0].fields.len(), 1);
+        assert_eq!(
+            reasons(&errors),
+            vec![
+                ("f", DecodeReason::TypeMismatch),
+                ("i", DecodeReason::TypeMismatch)
+            ]
+        );
+        assert!(
+            errors[0].detail.contains("parse_numeric_strings"),
+            "{}",
+            errors[0].detail
+        );
+        // Integers beyond i64 for `integer`.
+        let (_, errors) = run_typed(&d, "t/x", br#"{"i":9223372036854775808,"plain":1}"#);
+        assert_eq!(reasons(&errors), vec![("i", DecodeReason::OutOfRange)]);
+
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            parse_numeric_strings = true
+            fields = { i = { path = "i", type = "integer" }, u = { path = "u", type = "unsigned" }, b = { path = "b", type = "bool" } }
+        "#);
+        let (r, errors) = run_typed(&d, "t/x", br#"{"i":" -42 ","u":"7","b":"true"}"#);
+        let s = &r.unwrap()[0];
+        assert_eq!(s.field("i"), Some(&FieldValue::Int(-42)));
+        assert_eq!(s.field("u"), Some(&FieldValue::UInt(7)));
+        // Booleans are never parsed from strings.
+        assert_eq!(reasons(&errors), vec![("b", DecodeReason::TypeMismatch)]);
+        let (_, errors) = run_typed(&d, "t/x", br#"{"i":"12,5","u":"-1"}"#);
+        assert_eq!(
+            reasons(&errors),
+            vec![
+                ("i", DecodeReason::NotANumber),
+                ("u", DecodeReason::OutOfRange)
+            ]
+        );
+        let (_, errors) = run_typed(&d, "t/x", br#"{"i":"99999999999999999999","u":"2.5"}"#);
+        assert_eq!(
+            reasons(&errors),
+            vec![
+                ("i", DecodeReason::OutOfRange),
+                ("u", DecodeReason::NotAnInteger)
+            ]
+        );
+    }
+
+    #[test]
+    fn number_payload_with_a_type() {
+        let typed = |ty: &str| {
+            sub(&format!(
+                "topic=\"t/{{a}}\"\nformat=\"number\"\nmeasurement=\"m\"\ntype=\"{ty}\""
+            ))
+        };
+        let ok = |d: &Decoder, p: &[u8]| run(d, "t/x", p).unwrap()[0].field("value").cloned();
+        let bad = |d: &Decoder, p: &[u8]| run(d, "t/x", p).unwrap_err().reason;
+        let float = typed("float");
+        assert_eq!(ok(&float, b"21"), Some(FieldValue::Float(21.0)));
+        assert_eq!(bad(&float, b"true"), DecodeReason::TypeMismatch);
+        assert_eq!(bad(&float, b"12,5"), DecodeReason::NotANumber);
+        let int = typed("integer");
+        assert_eq!(ok(&int, b" 42\n"), Some(FieldValue::Int(42)));
+        assert_eq!(bad(&int, b"3.7"), DecodeReason::NotAnInteger);
+        let uint = typed("unsigned");
+        assert_eq!(ok(&uint, b"42"), Some(FieldValue::UInt(42)));
+        assert_eq!(bad(&uint, b"-1"), DecodeReason::OutOfRange);
+        let boolean = typed("bool");
+        assert_eq!(ok(&boolean, b"false"), Some(FieldValue::Bool(false)));
+        assert_eq!(bad(&boolean, b"1"), DecodeReason::TypeMismatch);
+        let string = typed("string");
+        assert_eq!(
+            ok(&string, b"online\n"),
+            Some(FieldValue::Str("online".into()))
+        );
+        assert_eq!(bad(&string, b"  "), DecodeReason::NoFields);
+        let e = run(&int, "t/x", b"3.7").unwrap_err().to_string();
+        assert!(e.contains("type = \"integer\"") && e.contains("t/x"), "{e}");
+    }
+
+    #[test]
+    fn field_type_config_errors() {
+        // Misspelt keys and unknown types fail parsing (with a position, see config tests).
+        for src in [
+            "topic=\"a\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={v={path=\"v\",typ=\"float\"}}",
+            "topic=\"a\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={v={path=\"v\",type=\"double\"}}",
+            "topic=\"a\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={v={type=\"float\"}}",
+            "topic=\"a\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={v=1}",
+            "topic=\"a\"\nformat=\"number\"\nmeasurement=\"m\"\ntype=\"int\"",
+        ] {
+            let e = toml::from_str::<SubscriptionConfig>(src).unwrap_err();
+            assert!(e.span().is_some(), "{src}: {e}");
+        }
+        let e = toml::from_str::<SubscriptionConfig>(
+            "topic=\"a\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={v={path=\"v\",type=\"double\"}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("double") && e.contains("integer"), "{e}");
+        // `type` belongs to `number`; json fields carry their own.
+        for src in [
+            "topic=\"a\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={v=\"v\"}\ntype=\"float\"",
+            "topic=\"a\"\nformat=\"line_protocol\"\ntype=\"float\"",
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains("`type`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_payload_is_inherited_and_overridden() {
+        let cfg: super::super::config::MqttConfig = toml::from_str(
+            r#"
+            host = "h"
+            max_payload_size = 8
+            [[subscription]]
+            topic = "a/{x}"
+            measurement = "m"
+            format = "number"
+            [[subscription]]
+            topic = "b/{x}"
+            measurement = "m"
+            format = "number"
+            max_payload_size = 2
+            "#,
+        )
+        .unwrap();
+        let d = cfg.compile().unwrap();
+        assert!(run(&d[0], "a/x", b"12345678").is_ok());
+        let e = run(&d[0], "a/x", b"123456789").unwrap_err();
+        assert_eq!(e.reason, DecodeReason::Oversized);
+        assert!(
+            e.to_string().contains("9 bytes") && e.to_string().contains("a/x"),
+            "{e}"
+        );
+        assert_eq!(
+            run(&d[1], "b/x", b"123").unwrap_err().reason,
+            DecodeReason::Oversized
+        );
+        // Standalone and without a global setting: 1 MiB.
+        let one = sub("topic=\"t/{a}\"\nformat=\"line_protocol\"");
+        let mut big = b"m v=1 ".to_vec();
+        big.resize(DEFAULT_MAX_PAYLOAD_SIZE + 1, b' ');
+        assert_eq!(
+            run(&one, "t/x", &big).unwrap_err().reason,
+            DecodeReason::Oversized
+        );
     }
 
     #[test]
@@ -863,6 +1425,180 @@ mod tests {
             Just(sub("topic=\"t/{a}\"\nformat=\"line_protocol\"")),
             Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={x=\"a.0.b\",y=\"\"}\ntimestamp=\"ts\"\ntag_paths={k=\"k\"}\nparse_numeric_strings=true")),
         ]
+    }
+
+    fn any_field_type() -> impl Strategy<Value = Option<FieldType>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(FieldType::Float)),
+            Just(Some(FieldType::Integer)),
+            Just(Some(FieldType::Unsigned)),
+            Just(Some(FieldType::Bool)),
+            Just(Some(FieldType::String)),
+        ]
+    }
+
+    /// Strings firmware sends: numbers in every notation, decimal commas, units, words.
+    fn numberish_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,12}",
+            " ?[+-]?[0-9]{1,25}(\\.[0-9]{0,6})?([eE][+-]?[0-9]{1,3})? ?",
+            "[+-]?[0-9]{1,4},[0-9]{1,4}",
+            "[0-9]{1,3}(\\.[0-9])? ?(C|%|V|°C)",
+            "(NaN|nan|inf|-inf|infinity|true|false|null|ON|OFF|n/a)",
+        ]
+    }
+
+    fn any_json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter_map("finite", serde_json::Number::from_f64)
+                .prop_map(Value::Number),
+            numberish_string().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,3}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A json decoder with field `v` of type `ty` and an untyped field `k`.
+    fn typed_decoder(ty: Option<FieldType>, parse_numeric_strings: bool) -> Decoder {
+        let v = match ty {
+            Some(t) => format!("{{ path = \"v\", type = \"{t}\" }}"),
+            None => "\"v\"".to_string(),
+        };
+        sub(&format!(
+            "topic=\"t/{{a}}\"\nformat=\"json\"\nmeasurement=\"m\"\n\
+             parse_numeric_strings={parse_numeric_strings}\nfields={{ v = {v}, k = \"k\" }}"
+        ))
+    }
+
+    fn fits(ty: Option<FieldType>, v: &FieldValue) -> bool {
+        matches!(
+            (ty, v),
+            (None, FieldValue::Float(_) | FieldValue::Bool(_))
+                | (Some(FieldType::Float), FieldValue::Float(_))
+                | (Some(FieldType::Integer), FieldValue::Int(_))
+                | (Some(FieldType::Unsigned), FieldValue::UInt(_))
+                | (Some(FieldType::Bool), FieldValue::Bool(_))
+                | (Some(FieldType::String), FieldValue::Str(_))
+        )
+    }
+
+    /// Decodes `{"v": value, "k": 1}` and returns `v` (if written) and the field errors.
+    fn decode_v(d: &Decoder, value: &Value) -> (Option<FieldValue>, Vec<FieldError>) {
+        let payload = serde_json::json!({ "v": value, "k": 1 }).to_string();
+        let (r, errors) = run_typed(d, "t/x", payload.as_bytes());
+        let samples = r.expect("k always decodes, so the point is kept");
+        assert_eq!(samples[0].field("k"), Some(&FieldValue::Float(1.0)));
+        (samples[0].field("v").cloned(), errors)
+    }
+
+    proptest! {
+        /// Whatever arrives, a written value has the declared type (untyped: float or bool,
+        /// never a string), a dropped one is reported, and the rest of the point is kept.
+        #[test]
+        fn written_values_always_have_the_declared_type(
+            ty in any_field_type(), parse in any::<bool>(), value in any_json_value(),
+        ) {
+            let d = typed_decoder(ty, parse);
+            let (got, errors) = decode_v(&d, &value);
+            match got {
+                Some(v) => {
+                    prop_assert!(fits(ty, &v), "{value} as {ty:?} gave {v:?}");
+                    prop_assert!(errors.is_empty());
+                    if let FieldValue::Float(f) = v { prop_assert!(f.is_finite()); }
+                }
+                None if value.is_null() => prop_assert!(errors.is_empty()),
+                None => {
+                    prop_assert_eq!(errors.len(), 1, "{} dropped without a report", value);
+                    prop_assert_eq!(&*errors[0].field, "v");
+                    prop_assert!(errors[0].detail.contains("\"v\""));
+                }
+            }
+        }
+
+        /// Strings reach numeric fields only as numbers, and only with parse_numeric_strings.
+        #[test]
+        fn strings_are_parsed_only_when_allowed(
+            ty in prop_oneof![Just(None), Just(Some(FieldType::Float)), Just(Some(FieldType::Integer)), Just(Some(FieldType::Unsigned))],
+            s in numberish_string(),
+        ) {
+            let (got, _) = decode_v(&typed_decoder(ty, false), &Value::String(s.clone()));
+            prop_assert_eq!(got, None);
+            let (got, errors) = decode_v(&typed_decoder(ty, true), &Value::String(s.clone()));
+            match got {
+                Some(v) => {
+                    let f = v.as_f64().expect("numeric");
+                    let parsed: f64 = s.trim().parse().expect("only numbers are parsed");
+                    prop_assert!(f == parsed || matches!(v, FieldValue::Int(_) | FieldValue::UInt(_)));
+                }
+                None => prop_assert_eq!(errors.len(), 1),
+            }
+            if s.contains(',') {
+                prop_assert!(errors.iter().any(|e| e.reason == DecodeReason::NotANumber));
+            }
+        }
+
+        #[test]
+        fn integers_round_trip(i in any::<i64>(), u in any::<u64>()) {
+            for parse in [false, true] {
+                let d = typed_decoder(Some(FieldType::Integer), parse);
+                prop_assert_eq!(decode_v(&d, &Value::from(i)).0, Some(FieldValue::Int(i)));
+                let d = typed_decoder(Some(FieldType::Unsigned), parse);
+                prop_assert_eq!(decode_v(&d, &Value::from(u)).0, Some(FieldValue::UInt(u)));
+            }
+            let d = typed_decoder(Some(FieldType::Integer), true);
+            prop_assert_eq!(decode_v(&d, &Value::String(i.to_string())).0, Some(FieldValue::Int(i)));
+            let d = typed_decoder(Some(FieldType::Unsigned), true);
+            prop_assert_eq!(decode_v(&d, &Value::String(format!(" {u} "))).0, Some(FieldValue::UInt(u)));
+            if i < 0 {
+                let (got, errors) = decode_v(&typed_decoder(Some(FieldType::Unsigned), true), &Value::from(i));
+                prop_assert_eq!(got, None);
+                prop_assert_eq!(errors[0].reason, DecodeReason::OutOfRange);
+            }
+        }
+
+        #[test]
+        fn floats_keep_their_value_and_fractions_are_not_integers(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let json = serde_json::json!({ "v": f, "k": 1 }).to_string();
+            // What serde_json itself reads back from that text: sitewatch must not alter it.
+            let want: f64 = serde_json::from_str::<Value>(&json).unwrap()["v"].as_f64().unwrap();
+            for ty in [None, Some(FieldType::Float)] {
+                let (got, _) = decode_v(&typed_decoder(ty, false), &Value::from(f));
+                prop_assert_eq!(got, Some(FieldValue::Float(want)));
+            }
+            let (got, _) = decode_v(&typed_decoder(Some(FieldType::Float), true), &Value::String(f.to_string()));
+            prop_assert_eq!(got, Some(FieldValue::Float(f)));
+            if want.fract() != 0.0 {
+                for ty in [FieldType::Integer, FieldType::Unsigned] {
+                    let (got, errors) = decode_v(&typed_decoder(Some(ty), true), &Value::from(f));
+                    prop_assert_eq!(got, None);
+                    prop_assert_eq!(errors[0].reason, DecodeReason::NotAnInteger);
+                }
+            }
+        }
+
+        #[test]
+        fn number_payloads_have_the_declared_type(ty in any_field_type(), text in numberish_string()) {
+            let src = match ty {
+                Some(t) => format!("topic=\"t/{{a}}\"\nformat=\"number\"\nmeasurement=\"m\"\ntype=\"{t}\""),
+                None => "topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"".to_string(),
+            };
+            let d = sub(&src);
+            if let Ok(s) = run(&d, "t/x", text.as_bytes()) {
+                let v = s[0].field("value").expect("the one field");
+                prop_assert!(fits(ty, v), "{text:?} as {ty:?} gave {v:?}");
+            }
+        }
     }
 
     proptest! {

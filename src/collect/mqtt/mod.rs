@@ -22,7 +22,20 @@
 //! come again, so nothing is lost.
 //!
 //! Payloads that can never decode are counted (`sitewatch_mqtt_decode_errors_total`),
-//! logged, dropped and acknowledged at once: redelivering them would only loop.
+//! logged, dropped and acknowledged at once: redelivering them would only loop. Field values
+//! that do not fit their field's type are dropped from the point, which is kept, and counted
+//! (`sitewatch_mqtt_field_errors_total`; see [`decode`] for the type policy).
+//!
+//! # Oversized messages
+//!
+//! rumqttc reads any incoming packet MQTT allows (268,435,455 bytes); only sitewatch's own
+//! outgoing packets have a small limit. A payload over `max_payload_size` (per subscription,
+//! else `[mqtt] max_payload_size`, else 1 MiB) is rejected by its length before it is looked
+//! at, counted (`reason="oversized"`), logged with topic and size, and acknowledged, so the
+//! session keeps flowing. (A limit in rumqttc would drop the connection instead, before the
+//! message could be acknowledged, and the broker would redeliver it after every reconnect.)
+//! The payload is read once into rumqttc's buffer and borrowed from there, never copied; the
+//! broker's `message_size_limit` is what bounds that memory.
 //!
 //! # Broker settings
 //!
@@ -34,13 +47,9 @@
 //! ```text
 //! max_inflight_messages 1000     # un-acked messages in flight per client
 //! max_queued_messages 100000     # per-client queue while sitewatch is down or slow
-//! message_size_limit 1048576     # keep <= sitewatch's mqtt.max_packet_size
+//! message_size_limit 16777216    # largest publish the broker takes (and sitewatch may hold)
 //! persistence true               # keep sessions across broker restarts
 //! ```
-//!
-//! An incoming packet above `max_packet_size` makes rumqttc drop the connection before the
-//! message can be acknowledged; the broker would redeliver it forever, so keep the broker's
-//! `message_size_limit` at or below it.
 //!
 //! # Scale-out
 //!
@@ -66,8 +75,9 @@ pub mod subscriber;
 pub mod topic;
 
 pub use config::{
-    MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig, TimestampUnit, TlsConfig,
+    FieldSpec, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
+    TimestampUnit, TlsConfig,
 };
-pub use decode::{DecodeError, DecodeReason, Decoder};
+pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
 pub use subscriber::{collect_for, run, MqttError};
 pub use topic::{TopicTemplate, TopicTemplateError};

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{MqttConfig, MqttConfigError, TlsConfig};
-use super::decode::Decoder;
+use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
+use super::decode::{Decoder, FieldError};
 use super::series_cap::SeriesCap;
 use crate::config::SecretError;
 use crate::model::{now_ns, Sample};
@@ -32,8 +32,12 @@ const REQUEST_CAPACITY: usize = 256;
 const COALESCE_MAX_SAMPLES: usize = 512;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Decode errors per subscription logged at warn before dropping to debug (then every
-/// 1000th is still a warn, so a persistent problem stays visible).
+/// 1000th is still a warn, so a persistent problem stays visible). Field errors are counted
+/// the same way, separately.
 const WARN_FIRST_ERRORS: u64 = 10;
+/// Outgoing packets (CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT) are small; the limit is
+/// this, or the SUBSCRIBE or CONNECT if they are larger. sitewatch publishes nothing.
+const OUTGOING_PACKET_MIN: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -75,9 +79,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
     let decoders = cfg.compile()?;
-    let options = mqtt_options(&cfg, &cfg.client_id, cfg.clean_session, true)?;
     let subscribe = subscribe_request(&decoders, cfg.share_group.as_deref());
+    let options = mqtt_options(&cfg, &cfg.client_id, cfg.clean_session, true, &subscribe)?;
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    metrics::describe_counter!(
+        "sitewatch_mqtt_field_errors_total",
+        "Field values dropped from MQTT points because they do not fit the field's type, by \
+         subscription, field and reason"
+    );
+    if cfg.max_packet_size.is_some() {
+        tracing::warn!(
+            max_payload_size = cfg.max_payload(),
+            "mqtt.max_packet_size is deprecated and now sets max_payload_size: larger payloads \
+             are dropped, counted and acknowledged, the connection stays up; rename the key"
+        );
+    }
     let mut router = Router::new(decoders);
     let acks = AckForwarder::spawn(client.clone());
     let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
@@ -88,6 +104,7 @@ pub async fn run(
     let mut pending = Batch::default();
     // Present from the start, so "never connected" is visible and alertable.
     metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
+    crate::status::set_mqtt(false, None);
     tracing::info!(
         host = %cfg.host, port = cfg.port, client_id = %cfg.client_id,
         share_group = cfg.share_group.as_deref().unwrap_or("-"),
@@ -106,6 +123,7 @@ pub async fn run(
                 backoff.reset();
                 acks.connection_changed();
                 metrics::gauge!("sitewatch_mqtt_connected").set(1.0);
+                crate::status::set_mqtt(true, None);
                 // Without a session the broker has forgotten our subscriptions. On the first
                 // connection we subscribe anyway, so config changes apply to a resumed session.
                 if !connack.session_present || first_connack {
@@ -178,6 +196,7 @@ pub async fn run(
                     connected = false;
                     metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
                 }
+                crate::status::set_mqtt(false, Some(e.to_string()));
                 metrics::counter!("sitewatch_mqtt_reconnects_total").increment(1);
                 let delay = backoff.next_delay();
                 if matches!(e, ConnectionError::ConnectionRefused(_)) {
@@ -203,6 +222,7 @@ pub async fn run(
         graceful_disconnect(&mut eventloop, &client, &acks, cfg.shutdown_grace).await;
     }
     metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
+    crate::status::set_mqtt(false, Some("stopped".into()));
     acks.stop();
     tracing::info!(host = %cfg.host, port = cfg.port, "MQTT collector stopped");
     result
@@ -221,9 +241,9 @@ pub async fn collect_for(cfg: &MqttConfig, duration: Duration) -> Result<Vec<Sam
         cfg.client_id.as_str()
     };
     let client_id = format!("{base}-once-{}", std::process::id());
-    let options = mqtt_options(cfg, &client_id, true, false)?;
     // No share group: a one-shot look must not take messages away from running instances.
     let subscribe = subscribe_request(&decoders, None);
+    let options = mqtt_options(cfg, &client_id, true, false, &subscribe)?;
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut router = Router::new(decoders);
     let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
@@ -355,21 +375,29 @@ fn mqtt_options(
     client_id: &str,
     clean_session: bool,
     manual_acks: bool,
+    subscribe: &Subscribe,
 ) -> Result<MqttOptions, MqttError> {
     // compile() has checked what rumqttc would otherwise assert on (empty id without clean
     // session, sub-second keep-alive).
     let mut o = MqttOptions::new(client_id, cfg.host.trim(), cfg.port);
-    o.set_clean_session(clean_session)
-        .set_keep_alive(cfg.keep_alive)
-        .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
-        .set_manual_acks(manual_acks);
+    let mut credentials_len = 0;
     if let Some(user) = &cfg.username {
         let password = match &cfg.password {
             Some(secret) => secret.resolve()?,
             None => String::new(),
         };
+        credentials_len = user.len() + password.len();
         o.set_credentials(user.as_str(), password);
     }
+    // Incoming: whatever MQTT allows. rumqttc drops the connection on a larger packet before
+    // it can be acknowledged, and the broker redelivers it after every reconnect: one
+    // oversized message would stop the session for good. Payloads over max_payload_size are
+    // dropped (and acknowledged) by the decoder instead.
+    let outgoing = outgoing_packet_limit(subscribe, client_id.len() + credentials_len);
+    o.set_clean_session(clean_session)
+        .set_keep_alive(cfg.keep_alive)
+        .set_max_packet_size(MQTT_MAX_PACKET_SIZE, outgoing)
+        .set_manual_acks(manual_acks);
     if let Some(tls) = &cfg.tls {
         let config = tls_client_config(tls)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
@@ -377,6 +405,15 @@ fn mqtt_options(
         )));
     }
     Ok(o)
+}
+
+/// Largest packet sitewatch sends: it must fit the SUBSCRIBE of all filters and the CONNECT
+/// (client id and credentials, `connect_strings` bytes), everything else is tiny.
+fn outgoing_packet_limit(subscribe: &Subscribe, connect_strings: usize) -> usize {
+    // CONNECT: fixed header (5) + protocol name, level, flags and keep-alive (10) + a 2-byte
+    // length per string.
+    let connect = 5 + 10 + 3 * 2 + connect_strings;
+    OUTGOING_PACKET_MIN.max(subscribe.size()).max(connect)
 }
 
 fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttError> {
@@ -450,7 +487,10 @@ fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttError>
 struct Router {
     decoders: Vec<Decoder>,
     captures: Vec<(Arc<str>, Arc<str>)>,
+    /// Scratch for the field values a decode drops; empty between messages.
+    field_errors: Vec<FieldError>,
     error_counts: Vec<u64>,
+    field_error_counts: Vec<u64>,
     series_caps: Vec<SeriesCap>,
 }
 
@@ -464,7 +504,9 @@ impl Router {
         Router {
             decoders,
             captures: Vec::new(),
+            field_errors: Vec::new(),
             error_counts: vec![0; n],
+            field_error_counts: vec![0; n],
             series_caps,
         }
     }
@@ -487,7 +529,39 @@ impl Router {
         let label = decoder.label.clone();
         metrics::counter!("sitewatch_mqtt_messages_total", "subscription" => label.clone())
             .increment(1);
-        match decoder.decode(&publish.topic, &self.captures, &publish.payload, recv_ns) {
+        // The payload stays in rumqttc's buffer (`Bytes`): decoding borrows it, and an
+        // oversized one is rejected by its length alone.
+        let decoded = decoder.decode_into(
+            &publish.topic,
+            &self.captures,
+            &publish.payload,
+            recv_ns,
+            &mut self.field_errors,
+        );
+        for fe in self.field_errors.drain(..) {
+            metrics::counter!(
+                "sitewatch_mqtt_field_errors_total",
+                "subscription" => label.clone(),
+                "field" => fe.field.clone(),
+                "reason" => fe.reason.as_str()
+            )
+            .increment(1);
+            let count = &mut self.field_error_counts[decoder.index];
+            *count += 1;
+            if *count <= WARN_FIRST_ERRORS || *count % 1000 == 0 {
+                tracing::warn!(
+                    subscription = %label, topic = %publish.topic, field = %fe.field,
+                    reason = %fe.reason, field_errors_so_far = *count,
+                    "MQTT field value dropped from its point: {}", fe.detail
+                );
+            } else {
+                tracing::debug!(
+                    subscription = %label, topic = %publish.topic, field = %fe.field,
+                    reason = %fe.reason, "MQTT field value dropped: {}", fe.detail
+                );
+            }
+        }
+        match decoded {
             Ok(mut samples) => {
                 self.series_caps[decoder.index].filter(&label, &mut samples);
                 if samples.is_empty() {
@@ -701,6 +775,19 @@ mod tests {
                 SubscribeFilter::new("$share/sw/b/#".into(), QoS::AtLeastOnce),
             ]
         );
+    }
+
+    #[test]
+    fn outgoing_limit_fits_subscribe_and_connect() {
+        let small = Subscribe::new_many([SubscribeFilter::new("a/#".into(), QoS::AtLeastOnce)]);
+        assert_eq!(outgoing_packet_limit(&small, 20), OUTGOING_PACKET_MIN);
+        // 2,000 subscriptions with long filters: one SUBSCRIBE of ~200 KB must still go out.
+        let big = Subscribe::new_many((0..2000).map(|i| {
+            SubscribeFilter::new(format!("site/{i}/{}/#", "x".repeat(90)), QoS::AtLeastOnce)
+        }));
+        assert!(big.size() > OUTGOING_PACKET_MIN);
+        assert!(outgoing_packet_limit(&big, 20) >= big.size());
+        assert!(outgoing_packet_limit(&small, 3 * 65535) > 3 * 65535);
     }
 
     #[tokio::test]

@@ -81,10 +81,13 @@ pub async fn run_with_traps(
             }
         }
     }
-    tracing::info!(
-        targets = tasks.len() - usize::from(has_listener),
-        "SNMP poller started"
-    );
+    let targets = tasks.len() - usize::from(has_listener);
+    crate::status::set_snmp(crate::status::SnmpStatus {
+        targets,
+        up: 0,
+        down: 0,
+    });
+    tracing::info!(targets, "SNMP poller started");
     while tasks.join_next().await.is_some() {}
     tracing::info!("SNMP poller stopped");
 }
@@ -114,6 +117,7 @@ async fn target_loop(
     let mut ticker = tokio::time::interval(rt.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut state = TargetState::default();
+    let mut last_up: Option<bool> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -129,6 +133,9 @@ async fn target_loop(
             r = poll_target(&rt, &mut state) => r,
         };
         drop(permit);
+        let up = result.error.is_none();
+        crate::status::snmp_target_result(last_up, up);
+        last_up = Some(up);
         if !result.samples.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

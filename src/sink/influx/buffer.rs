@@ -48,10 +48,15 @@ impl Chunk {
         &self.buf[start..self.ends[i]]
     }
 
-    /// Frees the bytes once every line has been copied into a flight or dropped.
-    fn release_if_taken(&mut self) {
-        if self.next == self.len() {
+    /// Frees the bytes once every line has been copied into a flight or dropped; returns
+    /// how many were freed.
+    fn release_if_taken(&mut self) -> usize {
+        if self.next == self.len() && !self.buf.is_empty() {
+            let freed = self.buf.len();
             self.buf = Vec::new();
+            freed
+        } else {
+            0
         }
     }
 }
@@ -66,6 +71,8 @@ struct Queue {
     pending: usize,
     /// Lines taken or pending but not yet resolved.
     held: usize,
+    /// Bytes of encoded lines not yet copied into a flight.
+    bytes: usize,
 }
 
 impl Queue {
@@ -79,6 +86,14 @@ impl Queue {
         self.chunks
             .iter()
             .find(|c| c.next < c.len())
+            .map(|c| c.arrived)
+    }
+
+    /// Arrival of the oldest line not yet written (pending or in a flight).
+    fn oldest_unresolved(&self) -> Option<Instant> {
+        self.chunks
+            .iter()
+            .find(|c| c.done < c.len())
             .map(|c| c.arrived)
     }
 
@@ -242,6 +257,22 @@ impl Buffer {
         self.events.held + self.series.held
     }
 
+    /// Bytes of encoded lines waiting in memory (not yet copied into a request).
+    pub fn bytes(&self) -> usize {
+        self.events.bytes + self.series.bytes
+    }
+
+    /// When the oldest sample not yet written arrived: how long the sink has kept it.
+    pub fn oldest_unresolved(&self) -> Option<Instant> {
+        match (
+            self.events.oldest_unresolved(),
+            self.series.oldest_unresolved(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Samples not yet in a flight.
     pub fn pending(&self) -> usize {
         self.events.pending + self.series.pending
@@ -310,6 +341,7 @@ impl Buffer {
         }
         let n = ends.len();
         let q = self.queue(source);
+        q.bytes += buf.len();
         let id = q.next_id;
         q.next_id += 1;
         q.chunks.push_back(Chunk {
@@ -348,7 +380,7 @@ impl Buffer {
             chunk.next += d;
             chunk.done += d;
             chunk.lost = true;
-            chunk.release_if_taken();
+            q.bytes -= chunk.release_if_taken();
             excess -= d;
             dropped += d;
         }
@@ -405,7 +437,7 @@ impl Buffer {
                 }
                 flight.parts.push((source, chunk.id, k));
                 chunk.next += k;
-                chunk.release_if_taken();
+                q.bytes -= chunk.release_if_taken();
                 q.pending -= k;
                 room -= k;
             }
@@ -532,6 +564,30 @@ mod tests {
         assert_eq!(out.unencodable, 1);
         assert_eq!(n.load(Ordering::SeqCst), 1);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn bytes_and_age_of_the_oldest_unwritten_line() {
+        let mut b = buffer(2, 100);
+        let t0 = Instant::now();
+        assert_eq!(b.bytes(), 0);
+        assert_eq!(b.oldest_unresolved(), None);
+        b.push(Source::Series, batch("m", 0, 2), t0);
+        let later = t0 + Duration::from_secs(3);
+        b.push(Source::Series, batch("m", 2, 2), later);
+        let all = b.bytes();
+        assert!(all > 0);
+        // The first chunk goes into a request: its bytes leave the buffer, but it stays the
+        // oldest unwritten line until the request is resolved.
+        let f = b.take_flight().unwrap();
+        assert!(b.bytes() < all && b.bytes() > 0, "{} of {all}", b.bytes());
+        assert_eq!(b.oldest_unresolved(), Some(t0));
+        b.resolve(&f);
+        assert_eq!(b.oldest_unresolved(), Some(later));
+        let f = b.take_flight().unwrap();
+        assert_eq!(b.bytes(), 0);
+        b.resolve(&f);
+        assert_eq!(b.oldest_unresolved(), None);
     }
 
     #[test]

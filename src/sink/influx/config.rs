@@ -99,6 +99,17 @@ pub struct InfluxConfig {
     /// are dropped instead (events never are).
     #[serde(default = "default_buffer_limit")]
     pub buffer_limit: usize,
+    /// Most bytes of encoded lines held in memory (a second bound beside `buffer_limit`, for
+    /// sources whose samples are large). Reaching it has the same effect as `buffer_limit`.
+    #[serde(default = "default_buffer_max_bytes")]
+    pub buffer_max_bytes: usize,
+    /// With `spool_dir`: when the oldest sample in memory has waited this long beyond its
+    /// `flush_interval` for the server (a hung or slow InfluxDB), everything in memory moves
+    /// to the spool and is acknowledged to its sources, so the MQTT broker's in-flight window
+    /// keeps moving instead of filling (a broker with a full queue drops messages). At most
+    /// `timeout`; default 3 s, or `timeout` if that is shorter.
+    #[serde(default, with = "humantime_serde")]
+    pub spill_after: Option<Duration>,
     /// How long shutdown may spend flushing what is buffered.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -117,6 +128,38 @@ pub struct InfluxConfig {
     /// before their acks complete) or `never`.
     #[serde(default)]
     pub fsync: FsyncPolicy,
+    /// Samples per second this instance is expected to write: only for `sitewatch check`,
+    /// which then says whether the spool holds an outage of `hold_outage` and which broker
+    /// settings hold the time before memory moves to the spool.
+    #[serde(default)]
+    pub expected_rate: Option<f64>,
+    /// The InfluxDB outage the spool should hold at `expected_rate` (default 1 h).
+    #[serde(default = "default_hold_outage", with = "humantime_serde")]
+    pub hold_outage: Duration,
+}
+
+/// The URL as it may be printed: a password in it (`http://user:PASS@host`) becomes `***`.
+pub fn redacted_url(url: &reqwest::Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Cannot fail: the URL has a host (it carried a password).
+    let _ = shown.set_password(Some("***"));
+    shown.to_string()
+}
+
+/// Like [`redacted_url`] for text that may not parse as a URL (config errors).
+pub fn redacted_url_text(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(u) => redacted_url(&u),
+        Err(_) => match (text.find("://"), text.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}://***@{}", &text[..scheme_end], &text[at + 1..])
+            }
+            _ => text.to_string(),
+        },
+    }
 }
 
 /// Below this a spool holds too little to be worth its segments.
@@ -139,6 +182,13 @@ fn default_max_retry_delay() -> Duration {
 }
 fn default_buffer_limit() -> usize {
     100_000
+}
+fn default_buffer_max_bytes() -> usize {
+    64 << 20
+}
+const DEFAULT_SPILL_AFTER: Duration = Duration::from_secs(3);
+fn default_hold_outage() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_spool_max_bytes() -> u64 {
     1 << 30
@@ -184,7 +234,7 @@ impl InfluxConfig {
         let url = reqwest::Url::parse(&self.url).map_err(|e| {
             missing(
                 "url",
-                format!("{:?} is not a URL ({e})", self.url),
+                format!("{:?} is not a URL ({e})", redacted_url_text(&self.url)),
                 "write it like \"http://127.0.0.1:8086\"",
             )
         })?;
@@ -312,6 +362,34 @@ impl InfluxConfig {
                 ));
             }
         }
+        if self.buffer_max_bytes < 1 << 20 {
+            return Err(missing(
+                "buffer_max_bytes",
+                format!("{} bytes is too small", self.buffer_max_bytes),
+                "use at least 1048576 (1 MiB); the default is 67108864 (64 MiB)",
+            ));
+        }
+        if self
+            .expected_rate
+            .is_some_and(|r| !r.is_finite() || r <= 0.0)
+        {
+            return Err(missing(
+                "expected_rate",
+                "must be a positive number of samples per second".into(),
+                "e.g. expected_rate = 500, or leave it out",
+            ));
+        }
+        let spill = self.spill_after();
+        if spill.is_zero() || spill > self.timeout {
+            return Err(missing(
+                "spill_after",
+                format!(
+                    "{spill:?} must be longer than 0 and at most timeout ({:?})",
+                    self.timeout
+                ),
+                "leave it out (3s, or timeout if shorter) or set it below timeout",
+            ));
+        }
         if self.spool_dir.is_some() && self.spool_max_bytes < MIN_SPOOL_BYTES {
             return Err(missing(
                 "spool_max_bytes",
@@ -340,6 +418,12 @@ impl InfluxConfig {
         Ok(())
     }
 
+    /// How long memory may wait for the server before it moves to the spool.
+    pub fn spill_after(&self) -> Duration {
+        self.spill_after
+            .unwrap_or(DEFAULT_SPILL_AFTER.min(self.timeout))
+    }
+
     /// A key that belongs to another API is almost always a copy-paste mistake that would
     /// otherwise be silently ignored.
     fn reject_keys(&self, api: &str, keys: &[(&'static str, bool)]) -> Result<(), InfluxError> {
@@ -362,6 +446,38 @@ mod tests {
 
     fn parse(s: &str) -> InfluxConfig {
         toml::from_str(s).expect("parse")
+    }
+
+    #[test]
+    fn passwords_in_urls_are_never_shown() {
+        let u = reqwest::Url::parse("http://admin:S3cret%21@db.example:8086/x").unwrap();
+        assert_eq!(redacted_url(&u), "http://admin:***@db.example:8086/x");
+        let plain = reqwest::Url::parse("http://db.example:8086").unwrap();
+        assert_eq!(redacted_url(&plain), "http://db.example:8086/");
+        assert_eq!(
+            redacted_url_text("http://u:pa ss@bad host"),
+            "http://***@bad host"
+        );
+        let c = parse("url = \"http://u:hunter2@[::1\"\ndatabase = \"sw\"");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn spill_after_is_at_most_the_timeout() {
+        let c = parse("url = \"http://127.0.0.1:8086\"\ndatabase = \"sw\"");
+        assert_eq!(c.spill_after(), Duration::from_secs(3));
+        let short = parse("url = \"http://127.0.0.1:8086\"\ndatabase = \"sw\"\ntimeout = \"2s\"");
+        short.validate().unwrap();
+        assert_eq!(short.spill_after(), Duration::from_secs(2));
+        assert_eq!(c.buffer_max_bytes, 64 << 20);
+        for bad in ["spill_after = \"11s\"", "spill_after = \"0s\""] {
+            let c = parse(&format!(
+                "url = \"http://127.0.0.1:8086\"\ndatabase = \"sw\"\n{bad}"
+            ));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("spill_after"), "{e}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! (`never`: not a power cut) and is replayed at the next start.
 
 mod buffer;
+pub mod capacity;
 pub mod config;
 pub mod line_protocol;
 mod spool;

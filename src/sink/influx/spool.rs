@@ -22,6 +22,16 @@
 //! appended to; each run starts a new one. A segment is deleted once every record in it has
 //! been written to InfluxDB (or rejected by it).
 //!
+//! # Permissions
+//!
+//! The spool holds what the collectors read (device names, sites, values, alert events), for
+//! the sitewatch user only, whatever the process umask: directories are created 0700 and
+//! files (segments, `LOCK`) 0600. At open, an existing spool directory, queue directory,
+//! `LOCK` or segment that group or others may access (say 0755/0644 from an older version or
+//! a copy) is tightened to 0700/0600 with a warning naming it. If that cannot be done (the
+//! file belongs to another user), opening fails with an error naming the path and the fix,
+//! rather than keep writing data others can read.
+//!
 //! # Crashes
 //!
 //! On open every segment is scanned: a torn or corrupt record (short, impossible length, CRC
@@ -48,6 +58,9 @@ use serde::Deserialize;
 use super::buffer::Source;
 
 const HEADER_LEN: u64 = 8;
+/// Mode of spool directories and files (see "Permissions").
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
 /// A record claiming more is treated as corruption (the writer never builds one this big).
 const MAX_RECORD: u64 = 256 << 20;
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -83,6 +96,91 @@ pub enum SpoolError {
          held); give each instance its own spool_dir"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "[influx] spool_dir: {path} has mode {mode:04o}, open to other users, and cannot be \
+         restricted to {want:04o}: {source}; make the sitewatch user its owner, or fix it by \
+         hand (chown -R sitewatch: <spool_dir>; chmod -R go-rwx <spool_dir>)"
+    )]
+    Permissions {
+        path: PathBuf,
+        mode: u32,
+        want: u32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why the spool could not be opened, before it is tied to the spool root.
+enum OpenError {
+    Io(io::Error),
+    Permissions(SpoolError),
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// Creates `dir` and missing parents with mode 0700 (not the umask's 0755).
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        fs::create_dir_all(dir)
+    }
+}
+
+/// Open options that create files with mode 0600 (not the umask's 0644).
+fn private_file() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(FILE_MODE);
+    }
+    o
+}
+
+/// Takes every group and other permission away from `path` (to `want`, 0700 or 0600) if it
+/// has any, with a warning. A path that is already private is left alone.
+#[cfg(unix)]
+fn make_private(path: &Path, want: u32) -> Result<(), OpenError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    match fs::set_permissions(path, fs::Permissions::from_mode(want)) {
+        Ok(()) => {
+            tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:04o}"),
+                now = format!("{want:04o}"),
+                "influx spool: other users could read this; restricted to the sitewatch user"
+            );
+            Ok(())
+        }
+        Err(source) => Err(OpenError::Permissions(SpoolError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+            want,
+            source,
+        })),
+    }
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path, _want: u32) -> Result<(), OpenError> {
+    Ok(())
 }
 
 /// A position in a queue: segment, byte offset in it, lines before that offset.
@@ -182,8 +280,9 @@ fn report_corruption(path: &Path, offset: u64, size: u64, reason: &str) {
 }
 
 impl SpoolQueue {
-    fn open(dir: PathBuf, name: &'static str, segment_bytes: u64) -> io::Result<SpoolQueue> {
-        fs::create_dir_all(&dir)?;
+    fn open(dir: PathBuf, name: &'static str, segment_bytes: u64) -> Result<SpoolQueue, OpenError> {
+        create_private_dir(&dir)?;
+        make_private(&dir, DIR_MODE)?;
         let mut seqs: Vec<u64> = fs::read_dir(&dir)?
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
@@ -211,6 +310,7 @@ impl SpoolQueue {
         };
         for seq in seqs {
             let path = segment_path(&q.dir, seq);
+            make_private(&path, FILE_MODE)?;
             let (bytes, lines) = scan_segment(&path)?;
             if bytes == 0 {
                 fs::remove_file(&path)?;
@@ -264,10 +364,7 @@ impl SpoolQueue {
         if needs_new {
             let seq = self.next_seq;
             let path = segment_path(&self.dir, seq);
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
+            let file = private_file().create_new(true).append(true).open(&path)?;
             if fsync_new_files {
                 // The new directory entry must survive a power cut too.
                 File::open(&self.dir)?.sync_all()?;
@@ -577,13 +674,20 @@ impl Spool {
             path: root.to_path_buf(),
             source,
         };
-        fs::create_dir_all(root).map_err(io_err)?;
-        let lock = OpenOptions::new()
+        let open_err = |e: OpenError| match e {
+            OpenError::Io(source) => io_err(source),
+            OpenError::Permissions(e) => e,
+        };
+        create_private_dir(root).map_err(io_err)?;
+        make_private(root, DIR_MODE).map_err(open_err)?;
+        let lock_path = root.join("LOCK");
+        let lock = private_file()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(root.join("LOCK"))
+            .open(&lock_path)
             .map_err(io_err)?;
+        make_private(&lock_path, FILE_MODE).map_err(open_err)?;
         match try_lock(&lock) {
             Ok(true) => {}
             Ok(false) => {
@@ -597,9 +701,9 @@ impl Spool {
         // enough that files stay few.
         let segment_bytes = (max_bytes / 16).clamp(4 << 10, 64 << 20);
         let events =
-            SpoolQueue::open(root.join("events"), "events", segment_bytes).map_err(io_err)?;
+            SpoolQueue::open(root.join("events"), "events", segment_bytes).map_err(open_err)?;
         let series =
-            SpoolQueue::open(root.join("series"), "series", segment_bytes).map_err(io_err)?;
+            SpoolQueue::open(root.join("series"), "series", segment_bytes).map_err(open_err)?;
         let spool = Spool {
             root: root.to_path_buf(),
             events,
@@ -914,6 +1018,88 @@ mod tests {
         let rest = drain(s.queue(Source::Series), 1000);
         assert_eq!(rest.len(), 100 - first_seg_lines);
         assert_eq!(rest, expected(first_seg_lines, 100 - first_seg_lines));
+    }
+
+    #[cfg(unix)]
+    use crate::test_support::Umask;
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[cfg(unix)]
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn created_private_whatever_the_umask() {
+        let _umask = Umask::set(0o022);
+        let tmp = tempfile::tempdir().unwrap();
+        // Missing parents are created private too.
+        let root = tmp.path().join("var/spool");
+        let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
+        s.append(Source::Series, &lines(0, 3), 3).unwrap();
+        s.append(Source::Events, &lines(3, 1), 1).unwrap();
+        s.sync().unwrap();
+        for d in [
+            tmp.path().join("var"),
+            root.clone(),
+            root.join("events"),
+            root.join("series"),
+        ] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        assert_eq!(mode(&root.join("LOCK")), 0o600);
+        let segs: Vec<PathBuf> = ["events", "series"]
+            .iter()
+            .flat_map(|q| segments(&root.join(q)))
+            .collect();
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        for seg in segs {
+            assert_eq!(mode(&seg), 0o600, "{}", seg.display());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_open_spool_is_tightened_at_open_and_keeps_its_data() {
+        use std::os::unix::fs::PermissionsExt;
+        let _umask = Umask::set(0o022);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("spool");
+        {
+            let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
+            s.append(Source::Series, &lines(0, 5), 5).unwrap();
+            s.sync().unwrap();
+        }
+        // As an older version (or `cp -r`) would have left it.
+        let set = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        set(&root, 0o755);
+        set(&root.join("series"), 0o777);
+        set(&root.join("events"), 0o750);
+        set(&root.join("LOCK"), 0o644);
+        let seg = segments(&root.join("series")).remove(0);
+        set(&seg, 0o666);
+
+        let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("series")), 0o700);
+        assert_eq!(mode(&root.join("events")), 0o700);
+        assert_eq!(mode(&root.join("LOCK")), 0o600);
+        assert_eq!(mode(&seg), 0o600);
+        assert_eq!(drain(s.queue(Source::Series), 100), expected(0, 5));
+        // Already private, and stricter than asked, is left alone.
+        drop(s);
+        set(&root.join("LOCK"), 0o400);
+        let _s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
+        assert_eq!(mode(&root.join("LOCK")), 0o400);
     }
 
     #[test]

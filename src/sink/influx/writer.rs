@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pipeline::{Ack, Batch, BatchReceiver};
 
 use super::buffer::{Buffer, Flight, Source};
-use super::config::{InfluxApi, InfluxConfig, InfluxError};
+use super::config::{redacted_url, InfluxApi, InfluxConfig, InfluxError};
 use super::line_protocol::EncodeOptions;
 use super::spool::{Cursor, FsyncPolicy, Spool};
 
@@ -81,11 +81,15 @@ enum Auth {
 struct Target {
     client: reqwest::Client,
     endpoint: reqwest::Url,
+    /// The endpoint as logs and `check` show it: a password in the URL is `***`.
+    shown: String,
     auth: Auth,
     gzip: bool,
     max_retry_delay: Duration,
     /// True while a request is being retried (the server fails), false once it answers.
     failing: watch::Sender<bool>,
+    /// The last failure while failing, for /ready.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Target {
@@ -104,6 +108,8 @@ pub struct InfluxWriter {
     batch_size: usize,
     flush_interval: Duration,
     buffer_limit: usize,
+    buffer_max_bytes: usize,
+    spill_after: Duration,
     shutdown_timeout: Duration,
     events_measurement: String,
     encode: EncodeOptions,
@@ -116,7 +122,7 @@ pub struct InfluxWriter {
 impl std::fmt::Debug for InfluxWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InfluxWriter")
-            .field("endpoint", &self.target.endpoint.as_str())
+            .field("endpoint", &self.target.shown)
             .finish_non_exhaustive()
     }
 }
@@ -216,15 +222,19 @@ impl InfluxWriter {
         Ok(InfluxWriter {
             target: Arc::new(Target {
                 client,
+                shown: redacted_url(&endpoint),
                 endpoint,
                 auth,
                 gzip: cfg.gzip,
                 max_retry_delay: cfg.max_retry_delay,
                 failing: watch::Sender::new(false),
+                last_error: std::sync::Mutex::new(None),
             }),
             batch_size: cfg.batch_size,
             flush_interval: cfg.flush_interval,
             buffer_limit: cfg.buffer_limit,
+            buffer_max_bytes: cfg.buffer_max_bytes,
+            spill_after: cfg.spill_after(),
             shutdown_timeout: cfg.shutdown_timeout,
             events_measurement: cfg.events_measurement.clone(),
             encode: EncodeOptions {
@@ -237,9 +247,9 @@ impl InfluxWriter {
         })
     }
 
-    /// The write URL (no credentials in it), for startup logs and `sitewatch check`.
+    /// The write URL with any password in it shown as `***`, for logs and `sitewatch check`.
     pub fn endpoint(&self) -> &str {
-        self.target.endpoint.as_str()
+        &self.target.shown
     }
 
     /// Opens the on-disk spool when `spool_dir` is set (a relative `spool_dir` is taken
@@ -290,7 +300,14 @@ impl InfluxWriter {
             ),
             spool,
             batch_size: self.batch_size,
+            max_bytes: self.buffer_max_bytes,
+            flush_interval: self.flush_interval,
+            spill_after: self.spill_after,
             current: None,
+            resend: VecDeque::new(),
+            next_spill_attempt: None,
+            down_since: None,
+            last_error: None,
             unsynced: Vec::new(),
             drops_since_log: 0,
             last_drop_log: None,
@@ -298,23 +315,35 @@ impl InfluxWriter {
         };
         let mut failing_rx = self.target.failing.subscribe();
         tracing::info!(
-            endpoint = %self.target.endpoint,
+            endpoint = %self.target.shown,
             spool = ?self.spool_dir,
             "influx writer started"
         );
         let mut events_open = true;
         let mut series_open = true;
         loop {
-            state.start_flight(Instant::now(), false);
+            let now = Instant::now();
+            if state.spill_due().is_some_and(|due| due <= now) {
+                state.spill_stalled(now);
+            }
+            state.start_flight(now, false);
             state.update_gauges();
+            state.report_status(now);
             if !events_open && !series_open {
                 break;
             }
-            let due = state
-                .buffer
-                .flush_due()
-                .filter(|_| state.current.is_none())
-                .map(tokio::time::Instant::from_std);
+            let flush_due = state.buffer.flush_due().filter(|_| state.current.is_none());
+            // Wake for the next flush, the spill deadline, and once a second while a request
+            // runs, so /ready sees a hung server without waiting for its answer.
+            let due = [
+                flush_due,
+                state.spill_due(),
+                state.current.as_ref().map(|_| now + Duration::from_secs(1)),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
             // Backpressure: while the server keeps up (or merely lags), a full buffer stops
             // the writer from taking series; the rules stage and collectors wait.
             let take_series = series_open && state.accepts_series();
@@ -380,6 +409,7 @@ impl InfluxWriter {
         if flushed.is_err() {
             state.spill_memory();
         }
+        state.report_status(Instant::now());
         state.release_spool_flight();
         state.update_gauges();
         let left = state.buffer.held();
@@ -390,7 +420,7 @@ impl InfluxWriter {
             tracing::error!(
                 samples = left,
                 timeout = ?self.shutdown_timeout,
-                endpoint = %self.target.endpoint,
+                endpoint = %self.target.shown,
                 "influx writer gave up flushing at shutdown; these samples are lost (MQTT QoS 1 \
                  sources were not acknowledged and will be redelivered)"
             );
@@ -417,6 +447,7 @@ struct InFlight {
     future: FlightFuture,
     flight: Arc<Flight>,
     origin: Origin,
+    started: Instant,
 }
 
 /// Batches taken from the channels in one go after a receive, so their spool appends share
@@ -430,7 +461,18 @@ struct RunState {
     buffer: Buffer,
     spool: Option<Spool>,
     batch_size: usize,
+    max_bytes: usize,
+    flush_interval: Duration,
+    spill_after: Duration,
     current: Option<InFlight>,
+    /// Memory flights taken from the buffer that could not be spooled: sent before anything
+    /// newer, so no line is left behind.
+    resend: VecDeque<Arc<Flight>>,
+    /// After a failed spill, when to try again (a failing disk must not spin the loop).
+    next_spill_attempt: Option<Instant>,
+    /// Since when nothing has been written: the server fails, or a request hangs.
+    down_since: Option<Instant>,
+    last_error: Option<String>,
     /// Acks of batches appended to the spool, completed once the spool is synced.
     unsynced: Vec<Ack>,
     drops_since_log: usize,
@@ -452,7 +494,81 @@ impl RunState {
     }
 
     fn accepts_series(&self) -> bool {
-        self.buffer.held() < self.buffer.limit() || self.is_failing() || self.spooling()
+        (self.buffer.held() < self.buffer.limit() && self.buffer.bytes() < self.max_bytes)
+            || self.is_failing()
+            || self.spooling()
+    }
+
+    /// When memory must move to the spool: the oldest unwritten sample has waited
+    /// `spill_after` beyond its `flush_interval` (the server hangs or is too slow). None
+    /// without a spool.
+    fn spill_due(&self) -> Option<Instant> {
+        self.spool.as_ref()?;
+        let due = self.buffer.oldest_unresolved()? + self.flush_interval + self.spill_after;
+        Some(match self.next_spill_attempt {
+            Some(retry) => due.max(retry),
+            None => due,
+        })
+    }
+
+    /// The server has kept data too long: move memory to the spool and acknowledge it, so
+    /// sources (an MQTT broker's in-flight window) keep moving.
+    fn spill_stalled(&mut self, now: Instant) {
+        let held = self.buffer.held();
+        let moved = self.spill_memory();
+        self.down_since.get_or_insert(now);
+        if moved > 0 {
+            metrics::counter!("sitewatch_influx_spilled_samples_total").increment(moved as u64);
+            tracing::warn!(
+                samples = moved,
+                after = ?self.spill_after,
+                endpoint = %self.target.shown,
+                "influx server slow or hung: moved samples waiting in memory to the spool and \
+                 acknowledged them; they are written from the spool once it answers"
+            );
+        }
+        self.next_spill_attempt = (moved < held).then(|| now + self.spill_after);
+    }
+
+    /// Publishes the writer's state for /health and /ready.
+    fn report_status(&mut self, now: Instant) {
+        if let Some(c) = &self.current {
+            if now.duration_since(c.started) >= self.spill_after {
+                // A request that long without an answer: the server hangs.
+                self.down_since.get_or_insert(c.started + self.spill_after);
+                self.last_error.get_or_insert_with(|| {
+                    format!("no answer for {:?}", now.duration_since(c.started))
+                });
+            }
+        }
+        if self.is_failing() {
+            self.down_since.get_or_insert(now);
+            if let Some(e) = self
+                .target
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                self.last_error = Some(e);
+            }
+        }
+        let state = match (self.down_since, &self.spool) {
+            (None, _) => crate::status::SinkState::Writing,
+            (Some(_), Some(_)) => crate::status::SinkState::Spooling,
+            (Some(_), None) => crate::status::SinkState::Failing,
+        };
+        crate::status::set_sink(crate::status::SinkStatus {
+            name: "influx".into(),
+            state,
+            down_since: self.down_since,
+            oldest_unwritten: self
+                .buffer
+                .oldest_unresolved()
+                .map(|t| now.duration_since(t)),
+            spooled_samples: self.spool.as_ref().map_or(0, |s| s.unread_lines() as u64),
+            last_error: self.last_error.clone(),
+        });
     }
 
     fn update_gauges(&self) {
@@ -586,13 +702,15 @@ impl RunState {
         });
         let mem_due = self.buffer.pending() > 0
             && (spool_events || spool_series || shutting_down || self.buffer.should_flush(now));
-        let picked = if mem_due && (self.buffer.events_pending() > 0 || !spool_events) {
+        let picked = if let Some(f) = self.resend.pop_front() {
+            Some((f, Origin::Memory))
+        } else if mem_due && (self.buffer.events_pending() > 0 || !spool_events) {
             let flight = if spool_events {
                 self.buffer.take_flight_from(&[Source::Events])
             } else {
                 self.buffer.take_flight()
             };
-            flight.map(|f| (f, Origin::Memory))
+            flight.map(|f| (Arc::new(f), Origin::Memory))
         } else if spool_events {
             self.spool_flight(Source::Events)
         } else if spool_series {
@@ -603,23 +721,23 @@ impl RunState {
         let Some((flight, origin)) = picked else {
             return false;
         };
-        let flight = Arc::new(flight);
         self.current = Some(InFlight {
             future: Box::pin(deliver(self.target.clone(), flight.clone())),
             flight,
             origin,
+            started: now,
         });
         true
     }
 
-    fn spool_flight(&mut self, source: Source) -> Option<(Flight, Origin)> {
+    fn spool_flight(&mut self, source: Source) -> Option<(Arc<Flight>, Origin)> {
         let read = self
             .spool
             .as_mut()?
             .queue(source)
             .read_batch(self.batch_size)?;
         Some((
-            Flight::from_body(read.body),
+            Arc::new(Flight::from_body(read.body)),
             Origin::Spool(source, read.end),
         ))
     }
@@ -630,6 +748,13 @@ impl RunState {
         };
         metrics::counter!("sitewatch_influx_points_written_total")
             .increment(delivery.written as u64);
+        if !self.is_failing() {
+            // The server answered: it is up again.
+            if self.down_since.take().is_some() {
+                tracing::info!(endpoint = %self.target.shown, "influx server answers again");
+            }
+            self.last_error = None;
+        }
         if delivery.rejected > 0 {
             metrics::counter!("sitewatch_influx_dropped_total", "reason" => "rejected")
                 .increment(delivery.rejected as u64);
@@ -664,55 +789,70 @@ impl RunState {
         }
     }
 
-    /// Shutdown with data still in memory: moves it to the spool (if there is one), so it is
-    /// written at the next start instead of lost.
-    fn spill_memory(&mut self) {
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        let mut flights = Vec::new();
-        match self.current.take() {
+    /// Moves what memory holds (the request in flight, if from memory, and every pending
+    /// line) to the spool and completes the acks of what got there; at shutdown, so it is
+    /// written at the next start, and while running when the server hangs. A flight that
+    /// cannot be spooled is kept to be sent first. Returns the lines moved.
+    fn spill_memory(&mut self) -> usize {
+        if self.spool.is_none() {
+            return 0;
+        }
+        let mut next = match self.current.take() {
             Some(InFlight {
                 flight,
                 origin: Origin::Memory,
                 ..
-            }) => flights.push(flight),
-            Some(other) => self.current = Some(other),
-            None => {}
-        }
-        while let Some(f) = self.buffer.take_flight() {
-            flights.push(Arc::new(f));
-        }
-        let mut stored = Vec::new();
-        for flight in flights {
-            let mut ok = true;
-            for (source, range) in flight.source_ranges() {
-                let bytes = &flight.body[flight.byte_range(range.clone())];
-                if let Err(e) = spool.append(source, bytes, range.len()) {
-                    tracing::error!(error = %e, "influx spool: cannot keep buffered data at shutdown");
-                    ok = false;
-                    break;
-                }
+            }) => Some(flight),
+            Some(other) => {
+                self.current = Some(other);
+                None
             }
-            if ok {
-                stored.push(flight);
+            None => None,
+        };
+        let mut stored: Vec<Arc<Flight>> = Vec::new();
+        loop {
+            let flight = match next.take().or_else(|| self.resend.pop_front()) {
+                Some(f) => f,
+                None => match self.buffer.take_flight() {
+                    Some(f) => Arc::new(f),
+                    None => break,
+                },
+            };
+            if let Err(e) = self.append_flight(&flight) {
+                tracing::error!(error = %e, "influx spool: cannot move buffered data to disk; keeping it in memory");
+                self.resend.push_front(flight);
+                break;
             }
+            stored.push(flight);
         }
+        let spool = self.spool.as_mut().expect("checked above");
         match spool.sync() {
             Ok(()) => {
                 let n: usize = stored.iter().map(|f| f.lines()).sum();
-                if n > 0 {
-                    tracing::info!(
-                        samples = n,
-                        "influx writer moved unwritten samples to the spool"
-                    );
-                }
                 for f in stored {
                     self.buffer.resolve(&f);
                 }
+                n
             }
-            Err(e) => tracing::error!(error = %e, "influx spool: fsync failed at shutdown"),
+            Err(e) => {
+                // Not durable: send them from memory as if never spooled (a later replay of
+                // the same lines overwrites, never duplicates, in InfluxDB).
+                tracing::error!(error = %e, "influx spool: fsync failed; keeping the data in memory");
+                for f in stored.into_iter().rev() {
+                    self.resend.push_front(f);
+                }
+                0
+            }
         }
+    }
+
+    fn append_flight(&mut self, flight: &Flight) -> std::io::Result<()> {
+        let spool = self.spool.as_mut().expect("caller checked the spool");
+        for (source, range) in flight.source_ranges() {
+            let bytes = &flight.body[flight.byte_range(range.clone())];
+            spool.append(source, bytes, range.len())?;
+        }
+        Ok(())
     }
 }
 
@@ -921,7 +1061,7 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
             match verdict {
                 Verdict::Written => {
                     if attempt > 0 {
-                        tracing::info!(attempts = attempt + 1, endpoint = %target.endpoint, "influx write succeeded after retries");
+                        tracing::info!(attempts = attempt + 1, endpoint = %target.shown, "influx write succeeded after retries");
                     }
                     attempt = 0;
                     delivery.written += n;
@@ -934,6 +1074,8 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                     metrics::counter!("sitewatch_influx_write_errors_total", "kind" => kind)
                         .increment(1);
                     metrics::counter!("sitewatch_influx_retries_total").increment(1);
+                    *target.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("{kind}: {}", truncate(&detail)));
                     let delay = after.unwrap_or_else(|| backoff(attempt, target.max_retry_delay));
                     let hint = match kind {
                         "auth" => "check username/password or token",
@@ -943,9 +1085,9 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                         _ => "holding the data and retrying",
                     };
                     if matches!(kind, "auth" | "not_found") {
-                        tracing::error!(endpoint = %target.endpoint, kind, attempt, ?delay, server = %detail, "influx write failed; {hint}");
+                        tracing::error!(endpoint = %target.shown, kind, attempt, ?delay, server = %detail, "influx write failed; {hint}");
                     } else {
-                        tracing::warn!(endpoint = %target.endpoint, kind, attempt, ?delay, lines = n, error = %detail, "influx write failed; {hint}");
+                        tracing::warn!(endpoint = %target.shown, kind, attempt, ?delay, lines = n, error = %detail, "influx write failed; {hint}");
                     }
                     attempt = attempt.saturating_add(1);
                     tokio::time::sleep(delay).await;
@@ -959,7 +1101,7 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                         split(&mut todo, range);
                     } else {
                         delivery.rejected += 1;
-                        tracing::warn!(endpoint = %target.endpoint, bytes = lines.len(), line = %String::from_utf8_lossy(truncate_bytes(lines)), "influx rejected a single line as too large (413); dropped");
+                        tracing::warn!(endpoint = %target.shown, bytes = lines.len(), line = %String::from_utf8_lossy(truncate_bytes(lines)), "influx rejected a single line as too large (413); dropped");
                     }
                 }
                 Verdict::Partial { dropped, detail } => {
@@ -969,7 +1111,7 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                     let dropped = dropped.min(n);
                     delivery.written += n - dropped;
                     delivery.rejected += dropped;
-                    tracing::warn!(endpoint = %target.endpoint, lines = n, dropped, server = %detail, "influx partial write: the good points were stored, the bad ones dropped");
+                    tracing::warn!(endpoint = %target.shown, lines = n, dropped, server = %detail, "influx partial write: the good points were stored, the bad ones dropped");
                 }
                 Verdict::Rejected { detail } => {
                     metrics::counter!("sitewatch_influx_write_errors_total", "kind" => "rejected")
@@ -979,7 +1121,7 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                         split(&mut todo, range);
                     } else {
                         delivery.rejected += 1;
-                        tracing::warn!(endpoint = %target.endpoint, line = %String::from_utf8_lossy(truncate_bytes(lines)).trim_end(), server = %detail, "influx rejected a line; dropped");
+                        tracing::warn!(endpoint = %target.shown, line = %String::from_utf8_lossy(truncate_bytes(lines)).trim_end(), server = %detail, "influx rejected a line; dropped");
                     }
                 }
             }
