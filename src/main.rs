@@ -417,6 +417,8 @@ async fn reload_rules_on_sighup(
                 .and_then(|cfg| load_rules(&cfg));
             match loaded {
                 Ok(set) => {
+                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "ok")
+                        .increment(1);
                     tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
                     sitewatch::status::set_rules(sitewatch::status::RulesStatus {
                         rules: set.len(),
@@ -428,6 +430,8 @@ async fn reload_rules_on_sighup(
                     }
                 }
                 Err(e) => {
+                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "error")
+                        .increment(1);
                     tracing::error!(error = %format!("{e:#}"), "SIGHUP: rules not reloaded, the previous rules stay in force");
                     sitewatch::status::rules_reload_failed(format!("{e:#}"))
                 }

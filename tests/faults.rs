@@ -717,3 +717,49 @@ fn soak_refused_hung_slow_and_a_crash() {
         started.elapsed()
     );
 }
+
+/// Issue 12: SIGHUP reloads are counted with their result (as file-change reloads are), and
+/// `/ready` shows the last reload's result.
+#[test]
+fn sighup_reloads_are_counted_and_reported() {
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+    let body = format!(
+        "{}\n[rules]\nfiles = [\"rules.toml\"]\nwatch_interval = \"0s\"\n",
+        config(&influx, &broker, "faults-hup", "")
+    );
+    let mut sw = Sw::start_paused(&body);
+    let rule = |above: f64| {
+        format!(
+            "[[rule]]\nname = \"hot\"\nmeasurement = \"load\"\nfield = \"x\"\nabove = {{ critical = {above} }}\n"
+        )
+    };
+    std::fs::write(sw.dir().join("rules.toml"), rule(10.0)).unwrap();
+    sw.launch();
+    let reloads = |sw: &Sw, result: &str| {
+        sw.metric(
+            "sitewatch_rules_reloads_total",
+            &["trigger=\"sighup\"", &format!("result=\"{result}\"")],
+        )
+    };
+    std::fs::write(sw.dir().join("rules.toml"), rule(20.0)).unwrap();
+    sw.signal("-HUP");
+    eventually(Duration::from_secs(10), "a counted SIGHUP reload", || {
+        (reloads(&sw, "ok") == 1.0).then_some(())
+    });
+    std::fs::write(sw.dir().join("rules.toml"), "[[rule]]\nname = \"broken\"\n").unwrap();
+    sw.signal("-HUP");
+    eventually(
+        Duration::from_secs(10),
+        "a counted failed SIGHUP reload",
+        || (reloads(&sw, "error") == 1.0).then_some(()),
+    );
+    let (_, report) = common::alertmanager::http_get(sw.metrics_port, "/ready").unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["rules"]["last_reload_ok"], false, "{report}");
+    assert_eq!(
+        report["rules"]["rules"], 1,
+        "the previous rules stay: {report}"
+    );
+}

@@ -69,6 +69,6 @@ pub fn describe_metrics() {
     metrics::describe_histogram!(
         "sitewatch_notify_latency_seconds",
         metrics::Unit::Seconds,
-        "From the event's time to its successful delivery"
+        "From the event being handed to the notifier (just after the rules made it) to the receiver accepting it; re-sends are not counted"
     );
 }

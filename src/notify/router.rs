@@ -286,7 +286,9 @@ struct Queue {
 
 #[derive(Default)]
 struct QueueState {
-    items: VecDeque<Event>,
+    /// Events with the time the notifier took them from the rules stage (just after they
+    /// were made): the start of the latency to the receiver's answer.
+    items: VecDeque<(Event, std::time::Instant)>,
     closed: bool,
 }
 
@@ -309,11 +311,11 @@ impl Queue {
         let (dropped, depth) = {
             let mut st = self.lock();
             let dropped = if st.items.len() >= self.cap {
-                st.items.pop_front()
+                st.items.pop_front().map(|(ev, _)| ev)
             } else {
                 None
             };
-            st.items.push_back(ev);
+            st.items.push_back((ev, std::time::Instant::now()));
             (dropped, st.items.len())
         };
         self.set_depth(depth);
@@ -337,8 +339,8 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// The next event; `None` once closed and empty.
-    async fn pop(&self) -> Option<Event> {
+    /// The next event and when it was queued; `None` once closed and empty.
+    async fn pop(&self) -> Option<(Event, std::time::Instant)> {
         loop {
             {
                 let mut st = self.lock();
@@ -376,7 +378,7 @@ impl Queue {
 }
 
 enum Work {
-    Event(Event),
+    Event(Event, std::time::Instant),
     Repeat,
 }
 
@@ -421,13 +423,13 @@ impl Worker {
                 biased;
                 _ = self.hard_stop.cancelled() => break,
                 ev = self.queue.pop() => match ev {
-                    Some(ev) => Work::Event(ev),
+                    Some((ev, queued)) => Work::Event(ev, queued),
                     None => break,
                 },
                 _ = tick(&mut repeat), if !self.shutdown.is_cancelled() => Work::Repeat,
             };
             match work {
-                Work::Event(ev) => self.handle_event(ev).await,
+                Work::Event(ev, queued) => self.handle_event(ev, queued).await,
                 Work::Repeat => self.resend_firing().await,
             }
         }
@@ -443,7 +445,7 @@ impl Worker {
         }
     }
 
-    async fn handle_event(&mut self, ev: Event) {
+    async fn handle_event(&mut self, ev: Event, queued: std::time::Instant) {
         let key = key_of(&ev);
         let batch = match ev.state {
             EventState::Firing => {
@@ -476,7 +478,7 @@ impl Worker {
                 vec![ev]
             }
         };
-        self.deliver(&batch, true).await;
+        self.deliver(&batch, Some(queued)).await;
     }
 
     async fn resend_firing(&mut self) {
@@ -487,20 +489,21 @@ impl Worker {
         alerts.sort_by_key(|e| e.started_ns);
         tracing::debug!(receiver = %self.receiver.name, alerts = alerts.len(), "notify: re-sending firing alerts");
         if self.receiver.kind == ReceiverKind::Alertmanager {
-            self.deliver(&alerts, false).await;
+            self.deliver(&alerts, None).await;
         } else {
             for ev in &alerts {
                 if self.hard_stop.is_cancelled() {
                     return;
                 }
-                self.deliver(std::slice::from_ref(ev), false).await;
+                self.deliver(std::slice::from_ref(ev), None).await;
             }
         }
     }
 
-    /// Sends `batch` as one or more requests; `fresh` events (not re-sends) feed the latency
-    /// histogram.
-    async fn deliver(&self, batch: &[Event], fresh: bool) {
+    /// Sends `batch` as one or more requests. `fresh` (not a re-send) gives when the events
+    /// were queued: the latency histogram measures from then to the receiver's answer, not
+    /// from the sample's own time (a re-announced or replayed alert would look hours late).
+    async fn deliver(&self, batch: &[Event], fresh: Option<std::time::Instant>) {
         let r = &*self.receiver;
         let groups: Vec<&[Event]> = match r.kind {
             ReceiverKind::Alertmanager => batch.chunks(ALERTMANAGER_CHUNK).collect(),
@@ -525,7 +528,7 @@ impl Worker {
                     ReceiverKind::Slack => payload::slack_body(&group[0], &r.ctx),
                 })
                 .await;
-            if outcome == Outcome::Abandoned && fresh {
+            if outcome == Outcome::Abandoned && fresh.is_some() {
                 metrics::counter!("sitewatch_notify_dropped_total", "receiver" => r.name.clone())
                     .increment(group.len() as u64);
                 tracing::warn!(
@@ -537,10 +540,9 @@ impl Worker {
             if outcome == Outcome::Delivered {
                 metrics::counter!("sitewatch_notify_sent_total", "receiver" => r.name.clone())
                     .increment(group.len() as u64);
-                if fresh {
-                    let now = now_ns();
-                    for ev in group {
-                        let secs = (now - ev.timestamp_ns).max(0) as f64 / 1e9;
+                if let Some(queued) = fresh {
+                    let secs = queued.elapsed().as_secs_f64();
+                    for _ in group {
                         metrics::histogram!("sitewatch_notify_latency_seconds", "receiver" => r.name.clone())
                             .record(secs);
                     }
@@ -733,8 +735,8 @@ mod tests {
         q.push(ev("b", Severity::Warning, EventState::Firing));
         q.push(ev("c", Severity::Warning, EventState::Firing));
         q.close();
-        assert_eq!(&*q.pop().await.unwrap().rule, "b");
-        assert_eq!(&*q.pop().await.unwrap().rule, "c");
+        assert_eq!(&*q.pop().await.unwrap().0.rule, "b");
+        assert_eq!(&*q.pop().await.unwrap().0.rule, "c");
         assert!(q.pop().await.is_none());
     }
 
@@ -788,7 +790,7 @@ mod tests {
             let st = q.lock();
             st.items
                 .iter()
-                .map(|e| (e.severity, e.state))
+                .map(|(e, _)| (e.severity, e.state))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
@@ -858,7 +860,9 @@ mod tests {
                 let shutdown = CancellationToken::new();
                 let task = tokio::spawn(n.run(rx, shutdown.clone()));
                 let mut e = ev("x", Severity::Critical, EventState::Firing);
-                e.timestamp_ns = now_ns();
+                // About a sample an hour old (a late device, a restored alert): the latency
+                // is still the notifier's own, from hand-over to the receiver's answer.
+                e.timestamp_ns = now_ns() - 3600 * 1_000_000_000;
                 for rule in ["a", "b", "c"] {
                     let mut e = e.clone();
                     e.rule = rule.into();
@@ -913,6 +917,11 @@ mod tests {
         assert_eq!(
             value("sitewatch_notify_queue_depth{", &["receiver=\"m\""]),
             0.0
+        );
+        let latency_sum = value("sitewatch_notify_latency_seconds_sum{", &["receiver=\"m\""]);
+        assert!(
+            latency_sum < 30.0,
+            "latency is measured from hand-over, not from the hour-old sample: {latency_sum} s"
         );
     }
 

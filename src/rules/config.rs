@@ -133,10 +133,18 @@ pub struct RulesConfig {
     /// turns file watching off (SIGHUP still reloads). Default 5 s.
     #[serde(default, with = "humantime_serde")]
     pub watch_interval: Option<Duration>,
+    /// Samples stamped further ahead of the clock than this are not evaluated (counted in
+    /// `sitewatch_rules_future_samples_total`; they are still stored): one sample from a
+    /// device with a clock a year ahead must not make every later, correct sample of its
+    /// series look out of order. Default 5 min.
+    #[serde(default, with = "humantime_serde")]
+    pub max_future_skew: Option<Duration>,
 }
 
 /// Default for [`RulesConfig::watch_interval`].
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default for [`RulesConfig::max_future_skew`].
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(300);
 
 impl RulesConfig {
     /// Expands the patterns into a sorted, de-duplicated list of files. A pattern that matches

@@ -192,6 +192,8 @@ pub struct Engine {
     has_stale: bool,
     state_file: Option<PathBuf>,
     restored_alerts: Vec<Event>,
+    /// Samples more than this ahead of the clock are not evaluated.
+    max_future_ns: i64,
 }
 
 fn build_index(rules: &RuleSet) -> HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize>>> {
@@ -248,7 +250,13 @@ impl Engine {
             has_stale,
             state_file: None,
             restored_alerts: Vec::new(),
+            max_future_ns: duration_ns(super::config::DEFAULT_MAX_FUTURE_SKEW),
         }
+    }
+
+    /// How far ahead of the clock a sample's timestamp may be and still be evaluated.
+    pub fn set_max_future_skew(&mut self, d: std::time::Duration) {
+        self.max_future_ns = duration_ns(d);
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -292,6 +300,13 @@ impl Engine {
             return;
         }
         let arrival = self.clock.unwrap_or(sample.timestamp_ns);
+        if sample.timestamp_ns.saturating_sub(arrival) > self.max_future_ns {
+            // Evaluating it would set the series' last time a year ahead, and every correct
+            // sample after it would then be "out of order": a rack at 35 °C would never page.
+            metrics::counter!("sitewatch_rules_future_samples_total").increment(1);
+            tracing::debug!(series = %sample.series, ts = sample.timestamp_ns, clock = arrival, "sample stamped too far in the future (see [rules] max_future_skew); not evaluated");
+            return;
+        }
         let mut evaluations = 0u64;
         let firing_before = self.firing;
         for (field, value) in &sample.fields {
@@ -399,6 +414,10 @@ impl Engine {
                 }
                 if let Some(reason) = deps.inhibited(rule, key) {
                     metrics::counter!("sitewatch_rules_inhibited_total", "rule" => rule.name.to_string(), "reason" => reason).increment(1);
+                    // The device is down (its own alarm says so): restart the no-data clock,
+                    // so its return is not a false "stale" page and this counts once per
+                    // `stale_after`, not on every tick.
+                    st.last_arrival = now;
                     continue;
                 }
                 st.stale = true;
@@ -1790,6 +1809,61 @@ mod tests {
         (rule.to_string(), ts, state, sev, rack.to_string())
     }
 
+    /// Issue 12: one sample stamped a year ahead must not blind the rule for its series.
+    #[test]
+    fn a_future_timestamp_does_not_blind_the_series() {
+        use Step::*;
+        let mut e = Engine::new(rules(&rule("hot", "above = { critical = 32.0 }")));
+        let year = 365 * 24 * 3600;
+        let events = script(
+            &mut e,
+            &[
+                Tick(1000),
+                V("r1", 1000, 20.0),
+                // A device clock a year ahead, once: not evaluated (stored as usual).
+                V("r1", 1000 + year, 20.0),
+                Tick(1001),
+                // Correct clocks again, and hot: must page.
+                V("r1", 1001, 35.0),
+            ],
+        );
+        assert_eq!(events, vec![got("hot", 1001, "firing", "critical", "r1")]);
+        // A little ahead (a device clock a minute fast) is still evaluated.
+        let events2 = script(&mut e, &[Tick(1002), V("r2", 1062, 35.0)]);
+        assert_eq!(events2, vec![got("hot", 1062, "firing", "critical", "r2")]);
+    }
+
+    /// Issue 12: a device that comes back after an outage does not page "stale" at once:
+    /// while it was down (inhibited) its no-data clock restarts.
+    #[test]
+    fn a_device_back_from_down_is_not_stale_at_once() {
+        use Step::*;
+        let body = "above = { critical = 50.0 }\nstale_after = \"5m\"";
+        let mut e = Engine::new(rules(&rule("r", body)));
+        let events = script(
+            &mut e,
+            &[
+                Tick(0),
+                Up(0, true),
+                V("r1", 0, 20.0),
+                Tick(60),
+                Up(60, false),
+                // Down for an hour: its sensors send nothing, the device alarm covers it.
+                Tick(400),
+                Tick(2000),
+                Tick(3600),
+                Up(3600, true),
+                Tick(3601),
+                Tick(3700),
+            ],
+        );
+        assert!(events.is_empty(), "no stale page on recovery: {events:?}");
+        // Still silent 5 min after it came back: now it is stale.
+        let later = script(&mut e, &[Tick(3600 + 301), Tick(3600 + 400)]);
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert_eq!(later[0].0, "r:stale");
+    }
+
     #[test]
     fn band_sequences() {
         let outside = "outside = { warning = [18.0, 27.0], warning_clear = [19.0, 26.0], critical = [15.0, 32.0], critical_clear = [16.0, 31.0] }";
@@ -2192,8 +2266,9 @@ above = { warning = 1.0 }
                     ("r", 300, "resolved", "critical"),
                 ],
             ),
-            // A device known down: its series do not go stale (the device alert covers it);
-            // after it is back, a still silent series does.
+            // A device known down: its series do not go stale (the device alert covers it),
+            // and its no-data clock restarts while down (the last inhibited tick, 400 s), so
+            // coming back is no false page; a series still silent `stale_after` later is stale.
             (
                 &[
                     Tick(0),
@@ -2203,8 +2278,10 @@ above = { warning = 1.0 }
                     Up(500, true),
                     Tick(500),
                     Tick(501),
+                    Tick(699),
+                    Tick(700),
                 ],
-                &[("r:stale", 500, "firing", "critical")],
+                &[("r:stale", 700, "firing", "critical")],
             ),
         ];
         for (i, (steps, expected)) in cases.iter().enumerate() {

@@ -20,6 +20,10 @@ use super::engine::Engine;
 /// cannot be read is logged and the engine starts fresh: alerting must start even then.
 pub fn prepare_engine(rules: RuleSet, cfg: Option<&RulesConfig>, base_dir: &Path) -> Engine {
     let mut engine = Engine::new(rules);
+    engine.set_max_future_skew(
+        cfg.and_then(|c| c.max_future_skew)
+            .unwrap_or(super::config::DEFAULT_MAX_FUTURE_SKEW),
+    );
     let Some(path) = cfg.and_then(|c| c.state_path(base_dir)) else {
         return engine;
     };

@@ -210,6 +210,30 @@ pub fn select_rules(set: &RuleSet, names: &[String]) -> Result<RuleSet, ReplayEr
             picked.push((**r).clone());
         }
     }
+    // A rule is replayed with what it depends on, or its `depends_on` would name a rule
+    // that is not there (and the set would not build).
+    let mut i = 0;
+    while i < picked.len() {
+        if let Some(dep) = picked[i].depends_on.as_ref().map(|d| d.rule.clone()) {
+            if !picked.iter().any(|p| p.name == dep) {
+                match set.get(&dep) {
+                    Some(d) => picked.push((**d).clone()),
+                    None => {
+                        return Err(ReplayError::UnknownRule {
+                            name: dep.to_string(),
+                            known: set
+                                .rules()
+                                .iter()
+                                .map(|r| r.name.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        })
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
     // Names were unique in `set`, so this cannot fail.
     Ok(RuleSet::new(picked).unwrap_or_default())
 }
@@ -1343,6 +1367,19 @@ stale_after = "5m"
         let rep = rp.finish();
         assert!(rep.notes[0].contains("1 sample(s) arrived out of time order"));
         assert_eq!(rep.incidents(), 0);
+    }
+
+    /// Issue 12: `--rule X` where X has `depends_on` replays X with what it depends on.
+    #[test]
+    fn a_selected_rule_brings_what_it_depends_on() {
+        let set = ruleset(
+            "[[rule]]\nname = \"down\"\nmeasurement = \"snmp_poll\"\nfield = \"up\"\nequals = { critical = false }\n\
+             [[rule]]\nname = \"hot\"\nmeasurement = \"env\"\nfield = \"t\"\nabove = { critical = 30.0 }\n\
+             depends_on = { rule = \"down\", match_tags = [\"device\"] }\n",
+        );
+        let picked = select_rules(&set, &["hot".into()]).unwrap();
+        let names: Vec<&str> = picked.rules().iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["hot", "down"]);
     }
 
     #[test]

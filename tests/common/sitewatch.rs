@@ -114,6 +114,21 @@ impl Sitewatch {
         metric_sum(&self.metrics(), name, labels)
     }
 
+    /// Sends a signal (`"-HUP"`, ...) to the running instance.
+    pub fn signal(&self, sig: &str) {
+        let child = self
+            .proc
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .expect("sitewatch is running");
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
     /// SIGKILL: nothing is flushed.
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {
