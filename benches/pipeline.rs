@@ -234,6 +234,39 @@ fn bench_rules(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a new series costs the engine (matching it against the rules and setting up its
+/// state, once): after a restart every known series is new at once, so this decides how long
+/// catching up takes. Each measured batch is 1,000 new series into a fresh engine, so the
+/// series map does not grow across iterations.
+fn bench_rules_new_series(c: &mut Criterion) {
+    const NEW: usize = 1000;
+    let fresh: Vec<Sample> = (0..NEW)
+        .map(|i| {
+            let tags = TagSet::new([("site", "ams1".to_string()), ("rack", format!("n{i:04}"))]);
+            Sample::new(SeriesKey::new("env0", tags), RECV_NS)
+                .with_field("temperature", FieldValue::Float(20.0))
+        })
+        .collect();
+    let mut group = c.benchmark_group("rules_new_series");
+    group.throughput(Throughput::Elements(NEW as u64));
+    for n in [100usize, 1000] {
+        let set = rules(n);
+        group.bench_function(BenchmarkId::new("rules", n), |b| {
+            b.iter_batched(
+                || (Engine::new(set.clone()), Vec::new()),
+                |(mut engine, mut events)| {
+                    for s in &fresh {
+                        engine.observe(s, &mut events);
+                    }
+                    (engine, events)
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn bench_line_protocol(c: &mut Criterion) {
     let samples = samples();
     let mut group = c.benchmark_group("line_protocol");
@@ -263,6 +296,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_mqtt_decode, bench_snmp_decode, bench_rules, bench_line_protocol
+    targets = bench_mqtt_decode, bench_snmp_decode, bench_rules, bench_rules_new_series, bench_line_protocol
 }
 criterion_main!(benches);

@@ -567,7 +567,36 @@ pub struct TagMatcher {
     pub tag: String,
     pub pattern: String,
     pub negate: bool,
-    matcher: GlobMatcher,
+    matcher: PatternMatcher,
+}
+
+/// The pattern compiled once: most rules say `rack = "*"` (the tag is present) or name one
+/// value, which need no glob engine; a new series is matched against every candidate rule.
+#[derive(Clone, Debug)]
+enum PatternMatcher {
+    Any,
+    Exact(String),
+    Glob(GlobMatcher),
+}
+
+impl PatternMatcher {
+    fn new(glob: &str, compiled: GlobMatcher) -> PatternMatcher {
+        if glob == "*" {
+            PatternMatcher::Any
+        } else if !glob.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+            PatternMatcher::Exact(glob.to_string())
+        } else {
+            PatternMatcher::Glob(compiled)
+        }
+    }
+
+    fn is_match(&self, v: &str) -> bool {
+        match self {
+            PatternMatcher::Any => true,
+            PatternMatcher::Exact(x) => x == v,
+            PatternMatcher::Glob(g) => g.is_match(v),
+        }
+    }
 }
 
 impl PartialEq for TagMatcher {
@@ -902,6 +931,8 @@ impl Rule {
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
     silences: Vec<Arc<Silence>>,
+    /// Measurement → positions in `rules`, ascending: the candidates for a new series.
+    by_measurement: HashMap<Arc<str>, Vec<usize>>,
 }
 
 impl RuleSet {
@@ -952,10 +983,25 @@ impl RuleSet {
         if !problems.is_empty() {
             return Err(RulesError::Invalid(problems));
         }
+        let mut by_measurement: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            by_measurement
+                .entry(r.measurement.clone())
+                .or_default()
+                .push(i);
+        }
         Ok(RuleSet {
             rules: rules.into_iter().map(Arc::new).collect(),
             silences: silences.into_iter().map(Arc::new).collect(),
+            by_measurement,
         })
+    }
+
+    /// Positions (in [`RuleSet::rules`], ascending) of the rules on `measurement`.
+    pub fn for_measurement(&self, measurement: &str) -> &[usize] {
+        self.by_measurement
+            .get(measurement)
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn rules(&self) -> &[Arc<Rule>] {
@@ -1167,7 +1213,7 @@ impl Checker<'_> {
                     tag: tag.clone(),
                     pattern: pattern.clone(),
                     negate,
-                    matcher: g.compile_matcher(),
+                    matcher: PatternMatcher::new(glob, g.compile_matcher()),
                 }),
                 Err(e) => self.report(
                     m.span(),
@@ -2450,6 +2496,21 @@ daily = { from = "02:00", to = "03:00" }
         assert_eq!(format_number(29.999999), "30");
         assert_eq!(format_number(-3.00049), "-3");
         assert_eq!(format_number(0.1 + 0.2), "0.3");
+    }
+
+    proptest::proptest! {
+        /// The fast paths (`*`, a plain value) decide exactly as the glob engine would.
+        #[test]
+        fn pattern_fast_paths_agree_with_globs(
+            pattern in "([a-z0-9_.-]{0,6}|\\*|[a-z]{1,3}\\*|\\*[a-z]{1,2}|[a-z]\\?[a-z])",
+            value in "[a-z0-9_.*-]{1,8}",
+        ) {
+            let glob = GlobBuilder::new(&pattern).build();
+            proptest::prop_assume!(glob.is_ok() && !pattern.is_empty());
+            let compiled = glob.unwrap().compile_matcher();
+            let fast = PatternMatcher::new(&pattern, compiled.clone());
+            proptest::prop_assert_eq!(fast.is_match(&value), compiled.is_match(&value), "{} on {}", pattern, value);
+        }
     }
 
     proptest::proptest! {

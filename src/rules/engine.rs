@@ -209,14 +209,15 @@ fn build_index(rules: &RuleSet) -> HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize
     index
 }
 
-/// Rules of `key`'s measurement whose matchers accept its tags, with their variant.
+/// Rules of `key`'s measurement whose matchers accept its tags, with their variant, in rule
+/// order. Only that measurement's rules are looked at (an index lookup), never all of them.
 fn matching_rules(rules: &RuleSet, key: &SeriesKey) -> Vec<(usize, usize)> {
+    let all = rules.rules();
     rules
-        .rules()
+        .for_measurement(&key.measurement)
         .iter()
-        .enumerate()
-        .filter(|(_, r)| r.measurement == key.measurement && r.matches_tags(&key.tags))
-        .map(|(i, r)| (i, r.variant_for(&key.tags)))
+        .filter(|&&i| all[i].matches_tags(&key.tags))
+        .map(|&i| (i, all[i].variant_for(&key.tags)))
         .collect()
 }
 
