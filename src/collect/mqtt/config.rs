@@ -286,13 +286,15 @@ pub struct SubscriptionConfig {
     /// Most distinct series (measurement + tags) this subscription creates; samples of further
     /// new series are dropped and counted (`sitewatch_mqtt_dropped_total{reason="series_cap"}`),
     /// so one publisher with a changing topic level or tag cannot flood InfluxDB with series.
-    /// 0: no cap.
+    /// A warning is logged once the subscription reaches 80 % of it. 0: no cap. The default
+    /// (100,000) holds a large site's sensors on one subscription; the cap itself costs about
+    /// 16 bytes per series.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
 }
 
 fn default_max_series() -> usize {
-    10_000
+    100_000
 }
 
 impl SubscriptionConfig {

@@ -20,6 +20,8 @@ pub(crate) struct SeriesCap {
     seen: HashSet<u64>,
     dropped_since_log: u64,
     last_log: Option<Instant>,
+    /// The 80 % warning was given (once per process: series are never forgotten).
+    warned_near: bool,
 }
 
 fn series_hash(key: &SeriesKey) -> u64 {
@@ -36,6 +38,7 @@ impl SeriesCap {
             seen: HashSet::new(),
             dropped_since_log: 0,
             last_log: None,
+            warned_near: false,
         }
     }
 
@@ -57,6 +60,16 @@ impl SeriesCap {
             false
         });
         let dropped = before - samples.len();
+        if !self.warned_near && self.seen.len() * 5 >= self.max * 4 {
+            self.warned_near = true;
+            tracing::warn!(
+                subscription,
+                series = self.seen.len(),
+                max_series = self.max,
+                "MQTT subscription has reached 80 % of max_series; beyond it new series are \
+                 dropped: raise max_series now if the site is growing"
+            );
+        }
         if dropped > 0 {
             metrics::counter!(
                 "sitewatch_mqtt_dropped_total",
@@ -114,5 +127,16 @@ mod tests {
         let mut none = SeriesCap::new(0);
         let mut many: Vec<Sample> = (0..100).map(|i| sample(&i.to_string())).collect();
         assert_eq!(none.filter("sub", &mut many), 0);
+    }
+
+    #[test]
+    fn warns_once_at_80_percent() {
+        let mut cap = SeriesCap::new(10);
+        let mut seven: Vec<Sample> = (0..7).map(|i| sample(&i.to_string())).collect();
+        cap.filter("sub", &mut seven);
+        assert!(!cap.warned_near);
+        let mut eighth = vec![sample("7")];
+        cap.filter("sub", &mut eighth);
+        assert!(cap.warned_near, "8 of 10 is 80 %");
     }
 }
