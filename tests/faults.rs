@@ -172,6 +172,25 @@ fn publish_range(
     }
 }
 
+/// Publishes `0..n` on `topic` from a thread at one message per `every`; returns the thread
+/// (it ends once the broker acknowledged all) and the running count of messages sent.
+fn spawn_publisher(
+    broker: &Mosquitto,
+    topic: &str,
+    base: i64,
+    n: usize,
+    every: Duration,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicUsize>) {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut p = Publisher::start(broker, topic);
+    let counter = sent.clone();
+    let thread = std::thread::spawn(move || {
+        publish_range(&mut p, base, 0..n, every, &counter);
+        p.finish();
+    });
+    (thread, sent)
+}
+
 #[test]
 fn influx_outage_under_steady_load_loses_nothing() {
     let mut influx = Influxd::start();
@@ -180,15 +199,8 @@ fn influx_outage_under_steady_load_loses_nothing() {
     let sw = Sw::start(&config(&influx, &broker, "faults-outage", ""), "info", &[]);
     let base = base_ns();
     let n = 600;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let sent = sent.clone();
-        let mut p = Publisher::start(&broker, "faults/lp/a");
-        std::thread::spawn(move || {
-            publish_range(&mut p, base, 0..n, Duration::from_millis(5), &sent);
-            p.finish();
-        })
-    };
+    let (publisher, sent) =
+        spawn_publisher(&broker, "faults/lp/a", base, n, Duration::from_millis(5));
     eventually(Duration::from_secs(20), "200 published", || {
         (sent.load(Ordering::SeqCst) >= 200).then_some(())
     });
@@ -518,15 +530,8 @@ fn soak_repeated_outages_and_a_crash() {
     let mut sw = Sw::start(&config(&influx, &broker, "faults-soak", ""), "info", &[]);
     let base = base_ns();
     let n = 20_000;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let sent = sent.clone();
-        let mut p = Publisher::start(&broker, "faults/lp/soak");
-        std::thread::spawn(move || {
-            publish_range(&mut p, base, 0..n, Duration::from_millis(1), &sent);
-            p.finish();
-        })
-    };
+    let (publisher, sent) =
+        spawn_publisher(&broker, "faults/lp/soak", base, n, Duration::from_millis(1));
     for round in 0..3 {
         let at = (round + 1) * n / 5;
         eventually(Duration::from_secs(120), "progress", || {
@@ -586,15 +591,8 @@ qos = 1
     };
     let base = base_ns();
     let n = 15_000;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let sent = sent.clone();
-        let mut p = Publisher::start(&broker, "faults/lp/hung");
-        std::thread::spawn(move || {
-            publish_range(&mut p, base, 0..n, Duration::from_millis(2), &sent);
-            p.finish();
-        })
-    };
+    let (publisher, sent) =
+        spawn_publisher(&broker, "faults/lp/hung", base, n, Duration::from_millis(2));
     eventually(Duration::from_secs(20), "ready before the fault", || {
         (ready(&sw) == 200 && sent.load(Ordering::SeqCst) >= 1500).then_some(())
     });

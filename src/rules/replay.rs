@@ -193,43 +193,31 @@ pub fn select_rules(set: &RuleSet, names: &[String]) -> Result<RuleSet, ReplayEr
     if names.is_empty() {
         return Ok(set.clone());
     }
+    let find = |name: &str| {
+        set.get(name).ok_or_else(|| ReplayError::UnknownRule {
+            name: name.to_string(),
+            known: set
+                .rules()
+                .iter()
+                .map(|r| r.name.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    };
     let mut picked: Vec<Rule> = Vec::new();
     for name in names {
-        let Some(r) = set.get(name) else {
-            return Err(ReplayError::UnknownRule {
-                name: name.clone(),
-                known: set
-                    .rules()
-                    .iter()
-                    .map(|r| r.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
+        let r = find(name)?;
         if !picked.iter().any(|p| p.name == r.name) {
             picked.push((**r).clone());
         }
     }
-    // A rule is replayed with what it depends on, or its `depends_on` would name a rule
-    // that is not there (and the set would not build).
+    // A rule is replayed with what it depends on (transitively), or its `depends_on` would
+    // name a rule that is not there and the set would not build.
     let mut i = 0;
     while i < picked.len() {
         if let Some(dep) = picked[i].depends_on.as_ref().map(|d| d.rule.clone()) {
             if !picked.iter().any(|p| p.name == dep) {
-                match set.get(&dep) {
-                    Some(d) => picked.push((**d).clone()),
-                    None => {
-                        return Err(ReplayError::UnknownRule {
-                            name: dep.to_string(),
-                            known: set
-                                .rules()
-                                .iter()
-                                .map(|r| r.name.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        })
-                    }
-                }
+                picked.push((**find(&dep)?).clone());
             }
         }
         i += 1;
