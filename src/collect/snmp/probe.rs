@@ -73,7 +73,6 @@ async fn identity<V: MibView>(view: &mut V) -> Result<(String, String), SnmpErro
 }
 
 fn report(
-    rt: &TargetRt,
     profiles: &ProfileSet,
     (sys_object_id, sys_descr): (String, String),
     result: super::poll::PollResult,
@@ -94,7 +93,6 @@ fn report(
             "profile {p} matched but returned no values: the device does not serve what it reads"
         ));
     }
-    let _ = rt;
     Ok(ProbeReport {
         sys_object_id,
         sys_descr,
@@ -130,7 +128,7 @@ pub async fn probe(
         result = poll_target(&rt, &mut state).await;
         notes.push("counters: rates are from two polls one second apart".into());
     }
-    report(&rt, profiles, ident, result, state, notes)
+    report(profiles, ident, result, state, notes)
 }
 
 /// Decodes a recording offline exactly as a poll of the live device would (detection
@@ -173,7 +171,7 @@ pub async fn profile_test(
             recording.first_skipped.join("; ")
         ));
     }
-    report(&rt, profiles, ident, result, state, notes)
+    report(profiles, ident, result, state, notes)
 }
 
 /// Walks the whole agent (everything under 1.3.6.1) into a recording, for `probe --record`.
