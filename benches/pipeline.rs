@@ -188,6 +188,20 @@ fn rules(n: usize) -> RuleSet {
     RuleSet::new(parsed).expect("bench rules are valid")
 }
 
+/// `n` threshold rules all on `env0` with `rack = "*"`: every new series matches every rule.
+fn broad_rules(n: usize) -> RuleSet {
+    let mut text = String::new();
+    for i in 0..n {
+        let warn = 25.0 + i as f64 * 0.01;
+        text.push_str(&format!(
+            "[[rule]]\nname = \"b{i}\"\nmeasurement = \"env0\"\nfield = \"temperature\"\n\
+             match = {{ rack = \"*\" }}\nabove = {{ warning = {warn} }}\n\n"
+        ));
+    }
+    let parsed = parse_rules(&text, Path::new("bench-broad.toml")).expect("bench rules parse");
+    RuleSet::new(parsed).expect("bench rules are valid")
+}
+
 /// One sample per (measurement, rack), values oscillating across the warning level so the
 /// engine also produces events now and then.
 fn samples() -> Vec<Sample> {
@@ -249,9 +263,15 @@ fn bench_rules_new_series(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("rules_new_series");
     group.throughput(Throughput::Elements(NEW as u64));
-    for n in [100usize, 1000] {
-        let set = rules(n);
-        group.bench_function(BenchmarkId::new("rules", n), |b| {
+    // "spread": rules over 10 measurements (a new env0 series matches a tenth of them);
+    // "broad": every rule on env0 with `rack = "*"` (a new series matches all of them).
+    let cases = [
+        ("spread", 100usize, rules(100)),
+        ("spread", 1000, rules(1000)),
+        ("broad", 1000, broad_rules(1000)),
+    ];
+    for (kind, n, set) in cases {
+        group.bench_function(BenchmarkId::new(kind, n), |b| {
             b.iter_batched(
                 || (Engine::new(set.clone()), Vec::new()),
                 |(mut engine, mut events)| {
