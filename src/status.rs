@@ -33,7 +33,7 @@ impl SinkState {
 
 #[derive(Clone, Debug)]
 pub struct SinkStatus {
-    pub name: String,
+    pub name: &'static str,
     pub state: SinkState,
     /// Since when the server has not been written to (None while writing).
     pub down_since: Option<Instant>,
@@ -209,7 +209,7 @@ mod tests {
 
     fn sink(state: SinkState, down_for_s: Option<u64>) -> SinkStatus {
         SinkStatus {
-            name: "influx".into(),
+            name: "influx",
             state,
             down_since: down_for_s.map(|s| Instant::now() - Duration::from_secs(s)),
             oldest_unwritten: None,

@@ -307,6 +307,7 @@ impl InfluxWriter {
             resend: VecDeque::new(),
             next_spill_attempt: None,
             down_since: None,
+            status_published: None,
             last_error: None,
             unsynced: Vec::new(),
             drops_since_log: 0,
@@ -453,6 +454,8 @@ struct InFlight {
 /// Batches taken from the channels in one go after a receive, so their spool appends share
 /// one fsync.
 const SPOOL_GROUP: usize = 256;
+/// The status board (/ready) is refreshed at least this often while nothing changes.
+const STATUS_PERIOD: Duration = Duration::from_millis(500);
 /// Spool write errors are logged at most once per this period.
 const SPOOL_ERROR_LOG_PERIOD: Duration = Duration::from_secs(10);
 
@@ -472,6 +475,8 @@ struct RunState {
     next_spill_attempt: Option<Instant>,
     /// Since when nothing has been written: the server fails, or a request hangs.
     down_since: Option<Instant>,
+    /// When and in which state the status board last heard from this writer.
+    status_published: Option<(Instant, crate::status::SinkState)>,
     last_error: Option<String>,
     /// Acks of batches appended to the spool, completed once the spool is synced.
     unsynced: Vec<Ack>,
@@ -543,6 +548,22 @@ impl RunState {
         }
         if self.is_failing() {
             self.down_since.get_or_insert(now);
+        }
+        let state = match (self.down_since, &self.spool) {
+            (None, _) => crate::status::SinkState::Writing,
+            (Some(_), Some(_)) => crate::status::SinkState::Spooling,
+            (Some(_), None) => crate::status::SinkState::Failing,
+        };
+        // Called once per loop turn (per received batch): publish on a change of state and
+        // otherwise at most every STATUS_PERIOD, so the hot path neither locks nor allocates.
+        if self
+            .status_published
+            .is_some_and(|(at, s)| s == state && now.duration_since(at) < STATUS_PERIOD)
+        {
+            return;
+        }
+        self.status_published = Some((now, state));
+        if self.is_failing() {
             if let Some(e) = self
                 .target
                 .last_error
@@ -553,13 +574,8 @@ impl RunState {
                 self.last_error = Some(e);
             }
         }
-        let state = match (self.down_since, &self.spool) {
-            (None, _) => crate::status::SinkState::Writing,
-            (Some(_), Some(_)) => crate::status::SinkState::Spooling,
-            (Some(_), None) => crate::status::SinkState::Failing,
-        };
         crate::status::set_sink(crate::status::SinkStatus {
-            name: "influx".into(),
+            name: "influx",
             state,
             down_since: self.down_since,
             oldest_unwritten: self
