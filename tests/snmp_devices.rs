@@ -238,19 +238,7 @@ async fn every_recording_is_detected_and_decoded_right() {
             .profiles
             .iter()
             .filter_map(|p| set.get(p))
-            .flat_map(|p| {
-                p.scalars
-                    .iter()
-                    .map(|s| &s.spec)
-                    .chain(
-                        p.tables
-                            .iter()
-                            .flat_map(|t| t.columns.iter().map(|c| &c.spec)),
-                    )
-                    .filter(|s| s.kind == sitewatch::collect::snmp::decode::Kind::Counter)
-                    .map(|s| s.name.to_string())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|p| p.counter_fields().map(str::to_string).collect::<Vec<_>>())
             .collect();
         let mut live = shape(&report.samples);
         for fields in live.values_mut() {
@@ -398,15 +386,7 @@ fn probe_record_then_profile_test_reproduces_the_live_probe() {
     let set = profiles();
     let counters: BTreeSet<String> = set
         .iter()
-        .flat_map(|p| {
-            p.tables
-                .iter()
-                .flat_map(|t| t.columns.iter().map(|c| &c.spec))
-                .chain(p.scalars.iter().map(|s| &s.spec))
-                .filter(|s| s.kind == sitewatch::collect::snmp::decode::Kind::Counter)
-                .map(|s| s.name.to_string())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|p| p.counter_fields().map(str::to_string).collect::<Vec<_>>())
         .collect();
     let (live, offline) = (samples_of(&live), samples_of(&offline));
     assert!(!offline.is_empty(), "offline decode wrote nothing");

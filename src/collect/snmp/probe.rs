@@ -12,8 +12,8 @@ use super::config::{SnmpConfig, TargetConfig};
 use super::decode::text_of;
 use super::mib_view::MibView;
 use super::poll::{
-    build_target, finish, named_profile, poll_target, poll_view, FieldOrigin, PollHealth, TargetRt,
-    TargetState, SYS_DESCR, SYS_OBJECT_ID,
+    build_target, finish, named_profile, poll_target, poll_view, FieldOrigin, PollHealth,
+    PollResult, TargetRt, TargetState, SYS_DESCR, SYS_OBJECT_ID,
 };
 use super::profile::ProfileSet;
 use super::recording::Recording;
@@ -75,7 +75,7 @@ async fn identity<V: MibView>(view: &mut V) -> Result<(String, String), SnmpErro
 fn report(
     profiles: &ProfileSet,
     (sys_object_id, sys_descr): (String, String),
-    result: super::poll::PollResult,
+    result: PollResult,
     state: TargetState,
     mut notes: Vec<String>,
 ) -> Result<ProbeReport, SnmpError> {
@@ -104,6 +104,15 @@ fn report(
     })
 }
 
+/// Whether a profile used in this poll has counters (rates need a second reading).
+fn uses_counters(result: &PollResult, profiles: &ProfileSet) -> bool {
+    result
+        .profiles
+        .iter()
+        .filter_map(|n| profiles.get(n))
+        .any(|p| p.has_counters())
+}
+
 /// Polls a live device once with detection (or `force_profile`), as `run` would. When the
 /// profiles have counters, polls a second time one second later so rates appear.
 pub async fn probe(
@@ -117,12 +126,7 @@ pub async fn probe(
     let mut state = TargetState::default();
     let mut notes = Vec::new();
     let mut result = poll_target(&rt, &mut state).await;
-    let counters = result
-        .profiles
-        .iter()
-        .filter_map(|n| profiles.get(n))
-        .any(|p| p.has_counters());
-    if counters && result.error.is_none() {
+    if uses_counters(&result, profiles) && result.error.is_none() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         state.origins.clear();
         result = poll_target(&rt, &mut state).await;
@@ -154,12 +158,7 @@ pub async fn profile_test(
     };
     let result = finish(&rt, &mut state, ts, res, health, samples);
     let mut notes = Vec::new();
-    let counters = result
-        .profiles
-        .iter()
-        .filter_map(|n| profiles.get(n))
-        .any(|p| p.has_counters());
-    if counters {
+    if uses_counters(&result, profiles) {
         notes.push(
             "counters: a recording holds one reading, so per-second rates are not shown".into(),
         );

@@ -271,12 +271,22 @@ pub struct Profile {
 impl Profile {
     /// True if any value in this profile is a counter (so a probe needs two polls).
     pub fn has_counters(&self) -> bool {
-        self.scalars.iter().any(|s| s.spec.kind == Kind::Counter)
-            || self
-                .tables
-                .iter()
-                .flat_map(|t| &t.columns)
-                .any(|c| c.spec.kind == Kind::Counter)
+        self.counter_fields().next().is_some()
+    }
+
+    /// Names of the fields that are per-second rates of counters (written from the second
+    /// poll on, never from a single reading such as a recording).
+    pub fn counter_fields(&self) -> impl Iterator<Item = &str> {
+        self.scalars
+            .iter()
+            .map(|s| &s.spec)
+            .chain(
+                self.tables
+                    .iter()
+                    .flat_map(|t| t.columns.iter().map(|c| &c.spec)),
+            )
+            .filter(|s| s.kind == Kind::Counter)
+            .map(|s| &*s.name)
     }
 
     /// Length of the longest sysObjectID prefix matching `oid`, if any.
