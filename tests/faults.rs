@@ -82,14 +82,29 @@ fn lp_line(base: i64, i: usize) -> String {
     )
 }
 
+/// The fault tests' config with a 2 s request timeout (outages are noticed fast).
 fn config(influx: &Influxd, broker: &Mosquitto, client_id: &str, extra_influx: &str) -> String {
+    config_with(
+        influx,
+        broker,
+        client_id,
+        &format!("timeout = \"2s\"\n{extra_influx}"),
+    )
+}
+
+/// The fault tests' config, `[influx]` tuning left at its defaults but for `extra_influx`.
+fn config_with(
+    influx: &Influxd,
+    broker: &Mosquitto,
+    client_id: &str,
+    extra_influx: &str,
+) -> String {
     format!(
         r#"[influx]
 url = "{}"
 database = "{DB}"
 batch_size = 500
 flush_interval = "100ms"
-timeout = "2s"
 max_retry_delay = "300ms"
 spool_dir = "{{spool}}"
 {extra_influx}
@@ -558,30 +573,7 @@ fn hung_influx_loses_nothing_and_ready_tells() {
     let influx = Influxd::start();
     influx.create_database(DB);
     let broker = Mosquitto::start_with_limits(1000, 1000);
-    let body = format!(
-        r#"[influx]
-url = "{}"
-database = "{DB}"
-batch_size = 500
-flush_interval = "100ms"
-max_retry_delay = "300ms"
-spool_dir = "{{spool}}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {}
-client_id = "faults-hung"
-keep_alive = "5s"
-reconnect_backoff_max = "500ms"
-
-[[mqtt.subscription]]
-topic = "faults/lp/#"
-format = "line_protocol"
-qos = 1
-"#,
-        influx.url(),
-        broker.port
-    );
+    let body = config_with(&influx, &broker, "faults-hung", "");
     // timeout (10 s) and spill_after (3 s) at their defaults.
     let sw = Sw::start_with_service("ready_grace = \"4s\"", &body, "info", &[]);
     let ready = |sw: &Sw| {
