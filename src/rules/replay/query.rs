@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
 use crate::rules::config::RuleSet;
-use crate::sink::influx::{InfluxApi, InfluxConfig, InfluxError};
+use crate::sink::influx::client::{self, server_message, Class, InfluxClient, Purpose};
+use crate::sink::influx::{InfluxApi, InfluxConfig};
 use crate::time::parse_time;
 
 use super::error::ReplayError;
@@ -240,93 +240,32 @@ fn json_field_value(v: &Value) -> Option<FieldValue> {
 // ---------------------------------------------------------------------------------------------
 // InfluxDB client
 
-enum Auth {
-    None,
-    Basic { user: String, password: String },
-    Header(reqwest::header::HeaderValue),
-}
-
 /// A read-only client for the v1 `/query` endpoint, configured from `[influx]`.
 pub struct QueryClient {
-    client: reqwest::Client,
-    endpoint: reqwest::Url,
+    client: InfluxClient,
     db: String,
     rp: Option<String>,
-    auth: Auth,
 }
 
 impl QueryClient {
     pub fn new(cfg: &InfluxConfig) -> Result<QueryClient, ReplayError> {
-        cfg.validate()?;
-        let bad_url = |problem: String| InfluxError::Config {
-            key: "url",
-            problem,
-            fix: "write it like \"http://127.0.0.1:8086\"",
+        let client = InfluxClient::new(cfg, Purpose::Query)?;
+        // 2.x maps a v1 database name onto a bucket (DBRP); 2.1+ has a virtual mapping named
+        // after every bucket.
+        let db = match cfg.api {
+            InfluxApi::V1 | InfluxApi::V3 => cfg.database.clone().unwrap_or_default(),
+            InfluxApi::V2 => cfg.bucket.clone().unwrap_or_default(),
         };
-        let mut endpoint =
-            reqwest::Url::parse(&cfg.url).map_err(|e| bad_url(format!("{:?}: {e}", cfg.url)))?;
-        endpoint
-            .path_segments_mut()
-            .map_err(|()| bad_url(format!("{:?} cannot take a path", cfg.url)))?
-            .pop_if_empty()
-            .push("query");
-        let secret = |key: &'static str, s: &crate::config::Secret| {
-            s.resolve()
-                .map_err(|source| InfluxError::Secret { key, source })
-        };
-        let header = |scheme: &str| -> Result<Auth, InfluxError> {
-            let Some(token) = &cfg.token else {
-                return Ok(Auth::None);
-            };
-            let token = secret("token", token)?;
-            let mut v = reqwest::header::HeaderValue::from_str(&format!("{scheme} {token}"))
-                .map_err(|_| InfluxError::Config {
-                    key: "token",
-                    problem: "contains characters not allowed in an HTTP header".into(),
-                    fix: "check the token file for stray bytes",
-                })?;
-            v.set_sensitive(true);
-            Ok(Auth::Header(v))
-        };
-        let (db, auth) = match cfg.api {
-            InfluxApi::V1 => (
-                cfg.database.clone().unwrap_or_default(),
-                match (&cfg.username, &cfg.password) {
-                    (Some(user), Some(p)) => Auth::Basic {
-                        user: user.clone(),
-                        password: secret("password", p)?,
-                    },
-                    _ => Auth::None,
-                },
-            ),
-            // 2.x maps a v1 database name onto a bucket (DBRP); 2.1+ has a virtual mapping
-            // named after every bucket.
-            InfluxApi::V2 => (cfg.bucket.clone().unwrap_or_default(), header("Token")?),
-            InfluxApi::V3 => (cfg.database.clone().unwrap_or_default(), header("Bearer")?),
-        };
-        let client = reqwest::Client::builder()
-            // A big window can take a while in total; what `timeout` bounds is each wait.
-            .read_timeout(cfg.timeout.max(Duration::from_secs(30)))
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!(
-                "sitewatch/",
-                env!("CARGO_PKG_VERSION"),
-                " rules-test"
-            ))
-            .build()
-            .map_err(InfluxError::Client)?;
         Ok(QueryClient {
             client,
-            endpoint,
             db,
             rp: cfg.retention_policy.clone(),
-            auth,
         })
     }
 
     /// The query URL without parameters or credentials, for messages.
     pub fn endpoint(&self) -> &str {
-        self.endpoint.as_str()
+        self.client.endpoint().as_str()
     }
 
     /// Runs `query` and hands each parsed chunk's samples to `sink`, in the order received.
@@ -338,7 +277,7 @@ impl QueryClient {
         fields: &[Arc<str>],
         sink: &mut dyn FnMut(Vec<Sample>),
     ) -> Result<usize, ReplayError> {
-        let mut url = self.endpoint.clone();
+        let mut url = self.client.endpoint().clone();
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("db", &self.db);
@@ -350,29 +289,16 @@ impl QueryClient {
                 .append_pair("chunk_size", &CHUNK_SIZE.to_string())
                 .append_pair("q", query);
         }
-        let mut req = self.client.get(url);
-        req = match &self.auth {
-            Auth::None => req,
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
-            Auth::Header(v) => req.header(reqwest::header::AUTHORIZATION, v.clone()),
-        };
-        let at = self.endpoint.to_string();
+        let req = self.client.request(reqwest::Method::GET, url);
+        let at = self.client.endpoint().to_string();
         // The request URL carries the whole query; messages name the endpoint instead.
         let mut resp = req.send().await.map_err(|e| ReplayError::Unreachable {
             url: at.clone(),
             source: e.without_url(),
         })?;
         let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let body = resp.text().await.unwrap_or_default();
-            let body = match serde_json::from_str::<Value>(&body) {
-                Ok(v) => v
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or(body),
-                Err(_) => body,
-            };
+        if client::classify(status) != Class::Ok {
+            let body = server_message(&resp.text().await.unwrap_or_default());
             return Err(ReplayError::Http {
                 url: at,
                 status,

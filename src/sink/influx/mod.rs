@@ -27,6 +27,7 @@
 
 mod buffer;
 pub mod capacity;
+pub mod client;
 pub mod config;
 pub mod line_protocol;
 mod spool;
