@@ -8,6 +8,7 @@ pub mod config;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
+pub mod retry;
 pub mod rules;
 pub mod sink;
 pub mod status;

@@ -50,12 +50,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::Rng as _;
 use reqwest::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{Ack, Batch, BatchReceiver};
+use crate::retry::{self, Backoff};
 
 use super::buffer::{Buffer, Flight, Source};
 use super::client::{self, Class, InfluxClient, Purpose};
@@ -866,19 +866,17 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Verdict {
     }
 }
 
+/// `Retry-After` (delta-seconds or a future HTTP-date), at most [`MAX_RETRY_AFTER`].
 fn parse_retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    // Only the delta-seconds form: servers in this space do not send HTTP dates.
-    let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    retry::retry_after_value(value).map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 /// Full jitter: uniform in [0, min(cap, 250 ms · 2^attempt)], with a 10 ms floor so a dead
 /// server is not hammered in a tight loop.
 fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let exp = BASE_RETRY_DELAY.saturating_mul(1u32 << attempt.min(20));
-    let ceiling = exp.min(cap).max(Duration::from_millis(10));
-    let ms = rand::rng().random_range(10..=ceiling.as_millis().max(10) as u64);
-    Duration::from_millis(ms)
+    Backoff::full_jitter(BASE_RETRY_DELAY, cap)
+        .with_floor(Duration::from_millis(10))
+        .delay(attempt)
 }
 
 fn gzip(data: &[u8]) -> Bytes {
