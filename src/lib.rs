@@ -13,6 +13,7 @@ pub mod rules;
 pub mod sink;
 pub mod status;
 pub mod telemetry;
+pub mod text;
 pub mod time;
 
 #[cfg(test)]

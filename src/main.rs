@@ -21,6 +21,7 @@ use sitewatch::pipeline::{COLLECT_CHANNEL_CAPACITY, SINK_CHANNEL_CAPACITY};
 use sitewatch::rules::{self, Engine, RuleSet};
 use sitewatch::sink::influx::{encode_sample, InfluxWriter};
 use sitewatch::telemetry;
+use sitewatch::text::anyhow_error_chain as error_chain;
 
 #[derive(Parser)]
 #[command(
@@ -122,23 +123,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, skipping a cause whose text the message before it
-/// already contains (library errors often embed their source).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 /// Everything `check` validates, loaded once so `run` and `once` share it.

@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 pub use secret::{Secret, SecretError};
 
+pub use crate::text::line_col;
+
 use crate::collect::mqtt::MqttConfig;
 use crate::collect::snmp::SnmpConfig;
 use crate::notify::NotifyConfig;
@@ -162,24 +164,6 @@ pub fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigErr
         column,
         message: err.message().trim().to_string(),
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    // Lossy: an offset inside a multi-byte character must not panic.
-    let column = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line, column)
 }
 
 #[cfg(test)]

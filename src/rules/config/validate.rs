@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::model::Severity;
 use crate::rules::silence::{parse_hhmm, parse_rfc3339, DailyWindow, Silence};
+use crate::text::line_col;
 
 use super::condition::{Band, Condition, Direction, Expected, Level};
 use super::error::{RuleProblem, RulesError};
@@ -21,22 +22,6 @@ use super::template::{
     DEFAULT_STALE_MESSAGE, SPECIAL_PLACEHOLDERS,
 };
 use super::{Rule, RuleFile};
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
-    let column = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line, column)
-}
 
 /// Collects problems for one rule with line numbers from spans.
 struct Checker<'a> {

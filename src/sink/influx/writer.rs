@@ -56,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{Ack, Batch, BatchReceiver};
 use crate::retry::{self, Backoff};
+use crate::text::error_chain;
 
 use super::buffer::{Buffer, Flight, Source};
 use super::client::{self, Class, InfluxClient, Purpose};
@@ -931,17 +932,6 @@ impl Target {
             .record(started.elapsed().as_secs_f64());
         verdict
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Delivers every line of `flight`, retrying until each is written or rejected. Only ends
