@@ -10,6 +10,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod retry;
 pub mod rules;
+pub mod secret;
 pub mod sink;
 pub mod status;
 pub mod telemetry;

@@ -4,7 +4,7 @@
 //! `collect::mqtt`, ...); this module composes them, turns parse errors into `file:line:col`
 //! messages and resolves paths relative to the config file.
 
-pub mod secret;
+pub use crate::secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

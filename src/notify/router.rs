@@ -90,7 +90,7 @@ impl Notifier {
             })?;
         let mut receivers = Vec::with_capacity(cfg.receivers.len());
         for (index, r) in cfg.receivers.iter().enumerate() {
-            let secret = |key: &str, s: &crate::config::Secret| {
+            let secret = |key: &str, s: &crate::secret::Secret| {
                 s.resolve().map_err(|source| NotifyError::Secret {
                     index,
                     name: r.name.clone(),

@@ -66,7 +66,7 @@ impl Endpoint {
             message,
         };
         let (host, port) = super::config::split_host_port(&t.address).map_err(cfg_err)?;
-        let resolve = |s: &crate::config::Secret, key: &str| {
+        let resolve = |s: &crate::secret::Secret, key: &str| {
             s.resolve()
                 .map_err(|e| cfg_err(format!("{key}: {e}")))
                 .map(String::into_bytes)

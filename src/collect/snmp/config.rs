@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Secret, SecretError};
+use crate::secret::{Secret, SecretError};
 
 use super::profile::ProfileSet;
 pub use super::security::{AuthProtocol, PrivProtocol, SecurityLevel, SnmpVersion};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 use super::config::{InfluxApi, InfluxConfig, InfluxError};
 

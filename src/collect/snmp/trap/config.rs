@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 use crate::collect::snmp::security::{AuthProtocol, PrivProtocol, SecurityLevel};
-use crate::config::{Secret, SecretError};
+use crate::secret::{Secret, SecretError};
 
 /// Default measurement of trap samples.
 pub const TRAPS_MEASUREMENT: &str = "snmp_traps";

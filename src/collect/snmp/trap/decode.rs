@@ -485,7 +485,7 @@ fn value_text(v: &SnmpValue) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
     use std::time::Instant;
 
     fn decoder() -> TrapDecoder {

@@ -671,7 +671,7 @@ mod tests {
     use super::super::config::{ByteSize, MAX_RECEIVE_BUFFER};
     use super::super::decode::tests::{from, ups_on_battery_v2c};
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     #[test]
     fn inform_dedup_window() {
