@@ -2551,6 +2551,33 @@ above = { warning = 1.0 }
         );
     }
 
+    /// The stage's path: a snapshot taken on the rules task, written on a blocking thread.
+    #[test]
+    fn a_snapshot_written_elsewhere_restores_like_save_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = rule("hot", "above = { warning = 27.0 }");
+        let mut e = Engine::new(rules(&hot));
+        let mut out = Vec::new();
+        e.tick(0, &mut out);
+        run(&mut e, "r1", &[(0, 30.0)]);
+        run(&mut e, "r2", &[(0, 5.0)]);
+        let snap = e.state_snapshot().unwrap();
+        assert_eq!(snap.states, 2);
+        let written = dir.path().join("snap/state.json");
+        state::write_snapshot_blocking(&written, &snap.bytes).unwrap();
+        assert_eq!(std::fs::read(&written).unwrap(), snap.bytes);
+        assert!(!dir.path().join("snap/state.json.tmp").exists());
+        let saved = dir.path().join("saved.json");
+        assert_eq!(e.save_state(&saved).unwrap(), snap.states);
+        for path in [&written, &saved] {
+            let mut e2 = Engine::new(rules(&hot));
+            assert_eq!(e2.load_state(path).unwrap(), 2);
+            let restored = e2.take_restored_alerts();
+            assert_eq!(restored.len(), 1);
+            assert_eq!(&*restored[0].rule, "hot");
+        }
+    }
+
     #[test]
     fn silenced_alerts_survive_a_restart_unsent() {
         let text = format!(
