@@ -11,10 +11,14 @@ pub mod config;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
+pub mod registry;
+pub mod retry;
 pub mod rules;
+pub mod secret;
 pub mod sink;
 pub mod status;
 pub mod telemetry;
+pub mod text;
 pub mod time;
 pub mod topology;
 

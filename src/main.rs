@@ -18,6 +18,7 @@ use sitewatch::pipeline::EventRecord;
 use sitewatch::rules;
 use sitewatch::sink::influx::{encode_sample, event_sample, EVENTS_MEASUREMENT};
 use sitewatch::telemetry;
+use sitewatch::text::anyhow_error_chain as error_chain;
 use sitewatch::topology::{load_rules, Topology};
 
 #[derive(Parser)]
@@ -120,23 +121,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, skipping a cause whose text the message before it
-/// already contains (library errors often embed their source).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 fn check(path: &Path) -> Result<()> {

@@ -3,7 +3,7 @@
 //! `check` share it, so what `check` accepts is exactly what `run` starts.
 //!
 //! ```text
-//! sources (collect::build_sources) ──Batch──> rules stage ──copy per sink──> sinks (sink::build_sinks)
+//! sources (registry::build_sources) ──Batch──> rules stage ──copy per sink──> sinks (registry::build_sinks)
 //!                                               └──Event──> notifier (alert router)
 //! ```
 //!
@@ -20,13 +20,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::{build_sources, BoxError, Source, SourceContext, SourceOptions};
+use crate::collect::{BoxError, Source, SourceContext, SourceOptions};
 use crate::config::{ConfigError, LoadedConfig, LogFormat};
 use crate::model::{Event, Sample};
 use crate::notify::Notifier;
 use crate::pipeline::{SinkSenders, COLLECT_CHANNEL_CAPACITY, SINK_CHANNEL_CAPACITY};
+use crate::registry::{build_sinks, build_sources};
 use crate::rules::{self, Engine, RuleSet};
-use crate::sink::{build_sinks, Sink};
+use crate::sink::Sink;
 use crate::telemetry;
 
 /// How long sinks may take to flush at shutdown before they are told to stop.

@@ -2,14 +2,13 @@
 //!
 //! A collector knows nothing of rules or sinks; it only sends [`Batch`]es on its channel.
 //! Each lives in a folder of its own (`snmp/`, `mqtt/`, ...) with a `README.md` and a sample
-//! config, implements [`Source`], and is registered by one line in [`build_sources`]; the
+//! config, implements [`Source`], and is registered by one line in [`crate::registry::build_sources`]; the
 //! topology (`crate::topology`) starts, stops and feeds them. See `docs/adding-a-collector.md`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::LoadedConfig;
 use crate::model::Sample;
 use crate::pipeline::BatchSender;
 
@@ -38,7 +37,7 @@ pub struct SourceOptions {
     pub shard: Option<Shard>,
 }
 
-/// A collector, built from its config table by [`build_sources`].
+/// A collector, built from its config table by [`crate::registry::build_sources`].
 #[async_trait]
 pub trait Source: Send {
     /// Short name for logs and `check` (`snmp`, `mqtt`, `modbus`).
@@ -60,15 +59,4 @@ pub trait Source: Send {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), BoxError>;
     /// One collection cycle for `sitewatch once` (`listen_for` bounds push sources).
     async fn collect_once(&mut self, listen_for: Duration) -> Result<Vec<Sample>, BoxError>;
-}
-
-/// Every configured collector, in start-up order. One line per collector.
-pub fn build_sources(
-    cfg: &LoadedConfig,
-    opts: SourceOptions,
-) -> Result<Vec<Box<dyn Source>>, BoxError> {
-    let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    sources.extend(mqtt::source(cfg)?);
-    sources.extend(snmp::source(cfg, opts)?);
-    Ok(sources)
 }

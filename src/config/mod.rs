@@ -4,7 +4,7 @@
 //! `collect::mqtt`, ...); this module composes them, turns parse errors into `file:line:col`
 //! messages and resolves paths relative to the config file.
 
-pub mod secret;
+pub use crate::secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use secret::{Secret, SecretError};
+
+pub use crate::text::line_col;
 
 use crate::collect::mqtt::MqttConfig;
 use crate::collect::snmp::SnmpConfig;
@@ -163,24 +165,6 @@ pub fn toml_error(text: &str, origin: &Path, err: &toml::de::Error) -> ConfigErr
         column,
         message: err.message().trim().to_string(),
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    // Lossy: an offset inside a multi-byte character must not panic.
-    let column = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::matcher::Matchers;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// PagerDuty Events API v2 endpoint used when a `pagerduty` receiver sets no `url`.
 pub const PAGERDUTY_DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";

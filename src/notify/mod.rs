@@ -17,7 +17,7 @@ pub mod router;
 pub use config::{NotifyConfig, NotifyConfigError, ReceiverConfig, ReceiverKind};
 pub use router::Notifier;
 
-use crate::config::SecretError;
+use crate::secret::SecretError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
@@ -22,6 +22,7 @@ use super::matcher::Matchers;
 use super::payload::{self, PayloadContext};
 use super::{NotifyConfigError, NotifyError};
 use crate::model::{now_ns, Event, EventState, SeriesKey, Severity};
+use crate::retry::{self, Backoff};
 
 /// First retry delay; doubles per attempt up to the receiver's `max_retry_delay`.
 const RETRY_BASE: Duration = Duration::from_millis(250);
@@ -89,7 +90,7 @@ impl Notifier {
             })?;
         let mut receivers = Vec::with_capacity(cfg.receivers.len());
         for (index, r) in cfg.receivers.iter().enumerate() {
-            let secret = |key: &str, s: &crate::config::Secret| {
+            let secret = |key: &str, s: &crate::secret::Secret| {
                 s.resolve().map_err(|source| NotifyError::Secret {
                     index,
                     name: r.name.clone(),
@@ -641,17 +642,9 @@ impl Worker {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare on these APIs and falls back to
-/// backoff).
+/// `Retry-After`: delta-seconds or a future HTTP-date (a passed one falls back to backoff).
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    retry::retry_after(headers)
 }
 
 /// Full-jitter exponential backoff: uniform in [0, min(cap, base·2^(attempt−1))], floored
@@ -660,17 +653,16 @@ fn retry_delay(attempt: u32, cap: Duration, retry_after: Option<Duration>) -> Du
     if let Some(ra) = retry_after {
         return ra.min(cap);
     }
-    let exp = RETRY_BASE
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(cap);
-    let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::random_range(0..=ms)).max(RETRY_MIN)
+    Backoff::full_jitter(RETRY_BASE, cap)
+        .with_floor(RETRY_MIN)
+        .delay(attempt.saturating_sub(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{FieldValue, TagSet};
+    use reqwest::header::RETRY_AFTER;
 
     fn ev(rule: &str, sev: Severity, state: EventState) -> Event {
         Event {

@@ -36,7 +36,7 @@
 //! - **Silences** are not applied here but through [`Engine::gate_alert`] (see
 //!   [`super::silence`]): the stage writes every event and sends only the notified ones.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ use super::config::{
     duration_ns, format_value, Condition, RenderContext, Rule, RuleSet, STALE_SUFFIX,
 };
 use super::silence::{Gate, Silencer};
-use super::state::{self, StateError};
+use super::state::{self, RuleState, SaveEntry, StateError};
 
 /// Most samples kept per series for a `rate` rule; when samples come faster than
 /// window / this, the effective window shortens to the newest samples.
@@ -56,79 +56,6 @@ pub const RATE_RING_CAP: usize = 512;
 pub const POLL_MEASUREMENT: &str = "snmp_poll";
 const POLL_UP_FIELD: &str = "up";
 const DEVICE_TAG: &str = "device";
-
-#[derive(Clone, Debug)]
-pub(crate) struct RuleState {
-    /// Timestamp of the newest sample evaluated; older samples are ignored.
-    pub(crate) last_ts: i64,
-    /// Last evaluated value (for a rate rule, the change over the window).
-    pub(crate) last_value: Option<FieldValue>,
-    /// Severity the condition calls for now (`Ok`: nothing).
-    pub(crate) active: Severity,
-    /// Severity of the last event sent (`Ok`: resolved or never fired).
-    pub(crate) notified: Severity,
-    /// First breaching sample of the current incident.
-    pub(crate) started_ns: i64,
-    /// Since when the value has been continuously beyond each level (for `for`).
-    pub(crate) since_warning: Option<i64>,
-    pub(crate) since_critical: Option<i64>,
-    /// First clear sample while firing (for `keep_firing_for`).
-    pub(crate) clear_since: Option<i64>,
-    pub(crate) unusable_warned: bool,
-    pub(crate) ring: VecDeque<(i64, f64)>,
-    /// A usable value has been seen (stale detection starts then).
-    pub(crate) seen: bool,
-    pub(crate) last_arrival: i64,
-    pub(crate) stale: bool,
-    pub(crate) stale_started: i64,
-    /// Timestamps of recent notified changes (flapping detection).
-    pub(crate) changes: VecDeque<i64>,
-    pub(crate) flapping: bool,
-    pub(crate) last_change_ts: i64,
-}
-
-impl RuleState {
-    pub(crate) fn new() -> Self {
-        RuleState {
-            last_ts: i64::MIN,
-            last_value: None,
-            active: Severity::Ok,
-            notified: Severity::Ok,
-            started_ns: 0,
-            since_warning: None,
-            since_critical: None,
-            clear_since: None,
-            unusable_warned: false,
-            ring: VecDeque::new(),
-            seen: false,
-            last_arrival: i64::MIN,
-            stale: false,
-            stale_started: 0,
-            changes: VecDeque::new(),
-            flapping: false,
-            last_change_ts: i64::MIN,
-        }
-    }
-
-    fn since_at(&self, sev: Severity) -> Option<i64> {
-        match sev {
-            Severity::Critical => self.since_critical,
-            _ => self.since_warning,
-        }
-    }
-
-    fn since(&mut self, sev: Severity) -> &mut Option<i64> {
-        match sev {
-            Severity::Critical => &mut self.since_critical,
-            _ => &mut self.since_warning,
-        }
-    }
-
-    /// Alerts this state has open in the world (threshold and stale).
-    fn open_alerts(&self) -> usize {
-        usize::from(self.notified != Severity::Ok) + usize::from(self.stale)
-    }
-}
 
 pub(crate) struct MatchedRule {
     pub(crate) rule_idx: usize,
@@ -458,13 +385,26 @@ impl Engine {
 
     /// Writes the state (atomically: temp file, fsync, rename).
     pub fn save_state(&self, path: &Path) -> Result<usize, StateError> {
-        state::save(self, path)
+        self.state_snapshot().write(path)
     }
 
-    /// The state to save, copied out; write it with [`state::Snapshot::write`] on a blocking
-    /// thread so the rules task never waits for the disk.
+    /// The state as [`Engine::save_state`] writes it, copied out (strings shared, no
+    /// serialisation, no I/O), so the rules task takes it and [`state::Snapshot::write`]
+    /// runs on a blocking thread.
     pub fn state_snapshot(&self) -> state::Snapshot {
-        state::snapshot(self)
+        let rules = self.rules.rules();
+        let entries = self.series.iter().flat_map(|(key, slot)| {
+            slot.matched.iter().map(move |m| {
+                let rule = &rules[m.rule_idx];
+                SaveEntry {
+                    series: key,
+                    rule,
+                    stale_severity: stale_severity(rule),
+                    state: &m.state,
+                }
+            })
+        });
+        state::snapshot(entries, &self.devices_down, self.silencer.held())
     }
 
     /// Loads state saved by [`Engine::save_state`] for the current rules. A missing file is not
@@ -472,9 +412,101 @@ impl Engine {
     /// re-judges a firing incident on its last value; alarms of removed rules are resolved
     /// (those events come out of the next [`Engine::tick`]). Returns the states restored.
     pub fn load_state(&mut self, path: &Path) -> Result<usize, StateError> {
-        let n = state::load(self, path)?;
+        let n = match state::read(path)? {
+            Some(saved) => self.restore(saved),
+            None => 0,
+        };
         self.recount();
         Ok(n)
+    }
+
+    /// Applies state read from the file to the current rules; returns the states restored.
+    fn restore(&mut self, saved: state::Restored) -> usize {
+        let now = now_ns();
+        let rules = self.rules().clone();
+        let mut restored = 0;
+        let mut pending = Vec::new();
+        let mut announce = Vec::new();
+        for restored_state in saved.states {
+            let state::RestoredState {
+                series: key,
+                rule: rule_name,
+                field,
+                signature,
+                stale_severity: stale_sev,
+                state: st,
+            } = restored_state;
+            let rule = rules.get(&rule_name).cloned();
+            let slot = match self.series.get_mut(&key) {
+                Some(s) => s,
+                None => {
+                    let slot = new_slot(&rules, &key);
+                    self.series.entry(key.clone()).or_insert(slot)
+                }
+            };
+            let target = rule.as_ref().and_then(|r| {
+                slot.matched
+                    .iter_mut()
+                    .find(|m| rules.rules()[m.rule_idx].name == r.name)
+            });
+            let (Some(rule), Some(m)) = (rule.as_ref(), target) else {
+                // The rule is gone or no longer matches: close what it had open.
+                close_removed(
+                    &rule_name.as_str().into(),
+                    &field.as_str().into(),
+                    stale_sev,
+                    &st,
+                    &key,
+                    now,
+                    "a restart",
+                    &mut pending,
+                );
+                continue;
+            };
+            let state = if signature == rule.signature() {
+                st
+            } else {
+                rejudge(rule, m.variant, st, &key, now, &mut pending)
+            };
+            let (cond, _) = rule.variant(m.variant);
+            if state.notified != Severity::Ok {
+                if let Some(v) = &state.last_value {
+                    announce.push(firing_event(
+                        rule,
+                        cond,
+                        &key,
+                        v,
+                        state.notified,
+                        state.started_ns,
+                        state.last_ts.max(state.started_ns),
+                    ));
+                }
+            }
+            if state.stale {
+                announce.push(stale_event(
+                    rule,
+                    &key,
+                    &state,
+                    EventState::Firing,
+                    now,
+                    None,
+                ));
+            }
+            m.state = state;
+            restored += 1;
+        }
+        self.series.retain(|_, slot| !slot.matched.is_empty());
+        for d in saved.devices_down {
+            self.devices_down.insert(d.into());
+        }
+        self.silencer.restore(saved.silenced);
+        for ev in pending {
+            self.push_pending(ev);
+        }
+        for ev in announce {
+            self.push_restored(ev);
+        }
+        restored
     }
 
     pub(crate) fn push_pending(&mut self, ev: Event) {
@@ -2512,6 +2544,34 @@ above = { warning = 1.0 }
                 .unwrap(),
             0
         );
+    }
+
+    /// The stage's path: a snapshot taken on the rules task, written on a blocking thread.
+    #[test]
+    fn a_snapshot_written_elsewhere_restores_like_save_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = rule("hot", "above = { warning = 27.0 }");
+        let mut e = Engine::new(rules(&hot));
+        let mut out = Vec::new();
+        e.tick(0, &mut out);
+        run(&mut e, "r1", &[(0, 30.0)]);
+        run(&mut e, "r2", &[(0, 5.0)]);
+        let snap = e.state_snapshot();
+        assert_eq!(snap.len(), 2);
+        let written = dir.path().join("snap/state.json");
+        let moved = std::thread::spawn(move || snap.write(&written).map(|n| (n, written)));
+        let (n, written) = moved.join().unwrap().unwrap();
+        assert_eq!(n, 2);
+        assert!(!dir.path().join("snap/state.json.tmp").exists());
+        let saved = dir.path().join("saved.json");
+        assert_eq!(e.save_state(&saved).unwrap(), n);
+        for path in [&written, &saved] {
+            let mut e2 = Engine::new(rules(&hot));
+            assert_eq!(e2.load_state(path).unwrap(), 2);
+            let restored = e2.take_restored_alerts();
+            assert_eq!(restored.len(), 1);
+            assert_eq!(&*restored[0].rule, "hot");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! config directory); a warning says so when group or others may write to it, because they
 //! could replace the file.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{now_ns, Event, EventState, FieldValue, SeriesKey, Severity, TagSet};
 
-use super::engine::{
-    close_removed, firing_event, new_slot, rejudge, stale_event, stale_severity, Engine, RuleState,
-};
+use super::config::Rule;
 
 const VERSION: u32 = 1;
 /// Modes of the state file and of a directory created for it.
@@ -57,6 +56,80 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Alarm state of one rule on one series: what the engine evaluates and what is saved.
+#[derive(Clone, Debug)]
+pub(crate) struct RuleState {
+    /// Timestamp of the newest sample evaluated; older samples are ignored.
+    pub(crate) last_ts: i64,
+    /// Last evaluated value (for a rate rule, the change over the window).
+    pub(crate) last_value: Option<FieldValue>,
+    /// Severity the condition calls for now (`Ok`: nothing).
+    pub(crate) active: Severity,
+    /// Severity of the last event sent (`Ok`: resolved or never fired).
+    pub(crate) notified: Severity,
+    /// First breaching sample of the current incident.
+    pub(crate) started_ns: i64,
+    /// Since when the value has been continuously beyond each level (for `for`).
+    pub(crate) since_warning: Option<i64>,
+    pub(crate) since_critical: Option<i64>,
+    /// First clear sample while firing (for `keep_firing_for`).
+    pub(crate) clear_since: Option<i64>,
+    pub(crate) unusable_warned: bool,
+    pub(crate) ring: VecDeque<(i64, f64)>,
+    /// A usable value has been seen (stale detection starts then).
+    pub(crate) seen: bool,
+    pub(crate) last_arrival: i64,
+    pub(crate) stale: bool,
+    pub(crate) stale_started: i64,
+    /// Timestamps of recent notified changes (flapping detection).
+    pub(crate) changes: VecDeque<i64>,
+    pub(crate) flapping: bool,
+    pub(crate) last_change_ts: i64,
+}
+
+impl RuleState {
+    pub(crate) fn new() -> Self {
+        RuleState {
+            last_ts: i64::MIN,
+            last_value: None,
+            active: Severity::Ok,
+            notified: Severity::Ok,
+            started_ns: 0,
+            since_warning: None,
+            since_critical: None,
+            clear_since: None,
+            unusable_warned: false,
+            ring: VecDeque::new(),
+            seen: false,
+            last_arrival: i64::MIN,
+            stale: false,
+            stale_started: 0,
+            changes: VecDeque::new(),
+            flapping: false,
+            last_change_ts: i64::MIN,
+        }
+    }
+
+    pub(crate) fn since_at(&self, sev: Severity) -> Option<i64> {
+        match sev {
+            Severity::Critical => self.since_critical,
+            _ => self.since_warning,
+        }
+    }
+
+    pub(crate) fn since(&mut self, sev: Severity) -> &mut Option<i64> {
+        match sev {
+            Severity::Critical => &mut self.since_critical,
+            _ => &mut self.since_warning,
+        }
+    }
+
+    /// Alerts this state has open in the world (threshold and stale).
+    pub(crate) fn open_alerts(&self) -> usize {
+        usize::from(self.notified != Severity::Ok) + usize::from(self.stale)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -237,14 +310,23 @@ struct SavedFile {
     silenced: Vec<SavedEvent>,
 }
 
-/// The engine's state, copied out so it can be serialised and written away from the rules
-/// task ([`Snapshot::write`] on a blocking thread): taking it costs one pass over the states.
+/// One (series, rule) state to save, with the rule it belongs to.
+pub(crate) struct SaveEntry<'a> {
+    pub(crate) series: &'a SeriesKey,
+    pub(crate) rule: &'a Rule,
+    pub(crate) stale_severity: Severity,
+    pub(crate) state: &'a RuleState,
+}
+
+/// The state to save, copied out of the engine (strings shared, not copied), not yet
+/// serialised: the rules task takes it in one pass over the states and [`Snapshot::write`]
+/// serialises and writes it on a blocking thread.
 pub struct Snapshot {
     file: SavedFile,
 }
 
 impl Snapshot {
-    /// Alarm states in the snapshot.
+    /// (series, rule) states in it.
     pub fn len(&self) -> usize {
         self.file.states.len()
     }
@@ -253,75 +335,68 @@ impl Snapshot {
         self.file.states.is_empty()
     }
 
-    /// Serialises and writes atomically (temp file, fsync, rename). Blocking: call it from a
-    /// blocking thread (`tokio::task::spawn_blocking`), not from an async worker.
+    /// Serialises and writes atomically ([`write_snapshot_blocking`]); returns the states
+    /// written. Blocks: call it from a blocking thread when on the async runtime.
     pub fn write(&self, path: &Path) -> Result<usize, StateError> {
-        let write_err = |source| StateError::Write {
+        let bytes = serde_json::to_vec(&self.file).map_err(|e| StateError::Write {
             path: path.to_path_buf(),
-            source,
-        };
-        let body =
-            serde_json::to_vec(&self.file).map_err(|e| write_err(std::io::Error::other(e)))?;
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = path.with_file_name(tmp_name);
-        create_dir_for(path).map_err(write_err)?;
-        let mut f = create_private(&tmp).map_err(write_err)?;
-        f.write_all(&body).map_err(write_err)?;
-        f.sync_all().map_err(write_err)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(write_err)?;
+            source: std::io::Error::other(e),
+        })?;
+        write_snapshot_blocking(path, &bytes)?;
         Ok(self.len())
     }
 }
 
-pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
-    snapshot(engine).write(path)
-}
-
-pub(crate) fn snapshot(engine: &Engine) -> Snapshot {
-    let rules = engine.rules().rules();
-    // Per rule once, not per state: the signature is a formatted string.
-    let identity: Vec<(Arc<str>, Arc<str>, Arc<str>)> = rules
-        .iter()
-        .map(|r| (r.name.clone(), r.field.clone(), r.signature().into()))
-        .collect();
+/// Copies the states out (those that never saw a usable value are left out), the devices
+/// known to be down and the silenced alerts not yet sent. No I/O, no serialisation.
+pub(crate) fn snapshot<'a>(
+    entries: impl IntoIterator<Item = SaveEntry<'a>>,
+    devices_down: impl IntoIterator<Item = &'a Arc<str>>,
+    silenced: impl IntoIterator<Item = &'a Event>,
+) -> Snapshot {
     let mut states = Vec::new();
-    for (key, slot) in &engine.series {
-        for m in &slot.matched {
-            let st = &m.state;
-            // A state that never saw a usable value carries nothing worth keeping.
-            if !st.seen && st.notified == Severity::Ok && !st.stale {
-                continue;
-            }
-            let rule = &rules[m.rule_idx];
-            let (name, field, signature) = &identity[m.rule_idx];
-            states.push(SavedState {
-                series: SavedSeries::of(key),
-                rule: name.clone(),
-                field: field.clone(),
-                stale_severity: sev_str(stale_severity(rule)),
-                signature: signature.clone(),
-                active: sev_str(st.active),
-                notified: sev_str(st.notified),
-                started_ns: st.started_ns,
-                last_ts: st.last_ts,
-                last_value: st.last_value.as_ref().map(SavedValue::from),
-                since_warning: st.since_warning,
-                since_critical: st.since_critical,
-                clear_since: st.clear_since,
-                ring: st.ring.iter().copied().collect(),
-                seen: st.seen,
-                last_arrival: st.last_arrival,
-                stale: st.stale,
-                stale_started: st.stale_started,
-                changes: st.changes.iter().copied().collect(),
-                flapping: st.flapping,
-                last_change_ts: st.last_change_ts,
-            });
+    // A rule's signature is a formatted string: made once per rule, shared by its states.
+    let mut signatures: HashMap<*const Rule, Arc<str>> = HashMap::new();
+    for SaveEntry {
+        series: key,
+        rule,
+        stale_severity,
+        state: st,
+    } in entries
+    {
+        // A state that never saw a usable value carries nothing worth keeping.
+        if !st.seen && st.notified == Severity::Ok && !st.stale {
+            continue;
         }
+        let signature = signatures
+            .entry(rule as *const Rule)
+            .or_insert_with(|| rule.signature().into())
+            .clone();
+        states.push(SavedState {
+            series: SavedSeries::of(key),
+            rule: rule.name.clone(),
+            field: rule.field.clone(),
+            stale_severity: sev_str(stale_severity),
+            signature,
+            active: sev_str(st.active),
+            notified: sev_str(st.notified),
+            started_ns: st.started_ns,
+            last_ts: st.last_ts,
+            last_value: st.last_value.as_ref().map(SavedValue::from),
+            since_warning: st.since_warning,
+            since_critical: st.since_critical,
+            clear_since: st.clear_since,
+            ring: st.ring.iter().copied().collect(),
+            seen: st.seen,
+            last_arrival: st.last_arrival,
+            stale: st.stale,
+            stale_started: st.stale_started,
+            changes: st.changes.iter().copied().collect(),
+            flapping: st.flapping,
+            last_change_ts: st.last_change_ts,
+        });
     }
-    let mut devices_down: Vec<String> = engine.devices_down.iter().map(|d| d.to_string()).collect();
+    let mut devices_down: Vec<String> = devices_down.into_iter().map(|d| d.to_string()).collect();
     devices_down.sort();
     Snapshot {
         file: SavedFile {
@@ -329,9 +404,29 @@ pub(crate) fn snapshot(engine: &Engine) -> Snapshot {
             saved_ns: now_ns(),
             states,
             devices_down,
-            silenced: engine.silencer.held().map(SavedEvent::of).collect(),
+            silenced: silenced.into_iter().map(SavedEvent::of).collect(),
         },
     }
+}
+
+/// Writes a [`Snapshot`]'s bytes atomically (0600 temp file, fsync, rename over `path`),
+/// creating a missing directory 0700. Blocks: call it from a blocking thread
+/// (`tokio::task::spawn_blocking`) when on the async runtime.
+pub fn write_snapshot_blocking(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let write_err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    create_dir_for(path).map_err(write_err)?;
+    let mut f = create_private(&tmp).map_err(write_err)?;
+    f.write_all(bytes).map_err(write_err)?;
+    f.sync_all().map_err(write_err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(write_err)?;
+    Ok(())
 }
 
 /// Creates the file's directory (and missing parents) with mode 0700 if it does not exist.
@@ -417,11 +512,30 @@ fn check_permissions(path: &Path) {
 #[cfg(not(unix))]
 fn check_permissions(_path: &Path) {}
 
-pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError> {
+/// State read back from the file, for [`super::engine::Engine::load_state`] to apply.
+pub(crate) struct Restored {
+    pub(crate) states: Vec<RestoredState>,
+    pub(crate) devices_down: Vec<String>,
+    pub(crate) silenced: Vec<Event>,
+}
+
+/// One saved (series, rule) state and what it was saved for.
+pub(crate) struct RestoredState {
+    pub(crate) series: SeriesKey,
+    pub(crate) rule: String,
+    pub(crate) field: String,
+    /// [`Rule::signature`] at save time.
+    pub(crate) signature: String,
+    pub(crate) stale_severity: Severity,
+    pub(crate) state: RuleState,
+}
+
+/// Reads the state file; `None` when there is none (first start).
+pub(crate) fn read(path: &Path) -> Result<Option<Restored>, StateError> {
     check_permissions(path);
     let body = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(StateError::Read {
                 path: path.to_path_buf(),
@@ -439,91 +553,23 @@ pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError
             found: file.version,
         });
     }
-    let now = now_ns();
-    let rules = engine.rules().clone();
-    let mut restored = 0;
-    let mut pending = Vec::new();
-    let mut announce = Vec::new();
-    for saved in file.states {
-        let key = saved.series.key();
-        let rule_name = saved.rule.clone();
-        let field = saved.field.clone();
-        let signature = saved.signature.clone();
-        let stale_sev = sev_parse(&saved.stale_severity);
-        let st = saved.restore();
-        let rule = rules.get(&rule_name).cloned();
-        let slot = match engine.series.get_mut(&key) {
-            Some(s) => s,
-            None => {
-                let slot = new_slot(&rules, &key);
-                engine.series.entry(key.clone()).or_insert(slot)
-            }
-        };
-        let target = rule.as_ref().and_then(|r| {
-            slot.matched
-                .iter_mut()
-                .find(|m| rules.rules()[m.rule_idx].name == r.name)
-        });
-        let (Some(rule), Some(m)) = (rule.as_ref(), target) else {
-            // The rule is gone or no longer matches: close what it had open.
-            close_removed(
-                &rule_name,
-                &field,
-                stale_sev,
-                &st,
-                &key,
-                now,
-                "a restart",
-                &mut pending,
-            );
-            continue;
-        };
-        let state = if *signature == *rule.signature() {
-            st
-        } else {
-            rejudge(rule, m.variant, st, &key, now, &mut pending)
-        };
-        let (cond, _) = rule.variant(m.variant);
-        if state.notified != Severity::Ok {
-            if let Some(v) = &state.last_value {
-                announce.push(firing_event(
-                    rule,
-                    cond,
-                    &key,
-                    v,
-                    state.notified,
-                    state.started_ns,
-                    state.last_ts.max(state.started_ns),
-                ));
-            }
-        }
-        if state.stale {
-            announce.push(stale_event(
-                rule,
-                &key,
-                &state,
-                EventState::Firing,
-                now,
-                None,
-            ));
-        }
-        m.state = state;
-        restored += 1;
-    }
-    engine.series.retain(|_, slot| !slot.matched.is_empty());
-    for d in file.devices_down {
-        engine.devices_down.insert(d.into());
-    }
-    engine
-        .silencer
-        .restore(file.silenced.into_iter().map(SavedEvent::event).collect());
-    for ev in pending {
-        engine.push_pending(ev);
-    }
-    for ev in announce {
-        engine.push_restored(ev);
-    }
-    Ok(restored)
+    let states = file
+        .states
+        .into_iter()
+        .map(|saved| RestoredState {
+            series: saved.series.key(),
+            rule: saved.rule.to_string(),
+            field: saved.field.to_string(),
+            signature: saved.signature.to_string(),
+            stale_severity: sev_parse(&saved.stale_severity),
+            state: saved.restore(),
+        })
+        .collect();
+    Ok(Some(Restored {
+        states,
+        devices_down: file.devices_down,
+        silenced: file.silenced.into_iter().map(SavedEvent::event).collect(),
+    }))
 }
 
 #[cfg(all(test, unix))]
@@ -531,7 +577,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::rules::RuleSet;
+    use crate::rules::{Engine, RuleSet};
 
     use crate::test_support::Umask;
 
@@ -552,7 +598,7 @@ mod tests {
         let _umask = Umask::set(0o022);
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("state/rules-state.json");
-        save(&engine(), &path).unwrap();
+        engine().save_state(&path).unwrap();
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         assert!(!tmp.path().join("state/rules-state.json.tmp").exists());
@@ -561,12 +607,12 @@ mod tests {
         let stale = tmp.path().join("state/rules-state.json.tmp");
         std::fs::write(&stale, b"{").unwrap();
         set_mode(&stale, 0o644);
-        save(&engine(), &path).unwrap();
+        engine().save_state(&path).unwrap();
         assert_eq!(mode(&path), 0o600);
 
         // An existing directory is left as it is (it may be shared).
         set_mode(path.parent().unwrap(), 0o750);
-        save(&engine(), &path).unwrap();
+        engine().save_state(&path).unwrap();
         assert_eq!(mode(path.parent().unwrap()), 0o750);
         assert_eq!(mode(&path), 0o600);
     }
@@ -576,17 +622,17 @@ mod tests {
         let _umask = Umask::set(0o022);
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("rules-state.json");
-        save(&engine(), &path).unwrap();
+        engine().save_state(&path).unwrap();
         set_mode(&path, 0o644);
-        assert_eq!(load(&mut engine(), &path).unwrap(), 0);
+        assert_eq!(engine().load_state(&path).unwrap(), 0);
         assert_eq!(mode(&path), 0o600);
         // Already private (even stricter) is left alone.
         set_mode(&path, 0o400);
-        load(&mut engine(), &path).unwrap();
+        engine().load_state(&path).unwrap();
         assert_eq!(mode(&path), 0o400);
         // A missing file is still a fresh start, not an error.
         assert_eq!(
-            load(&mut engine(), &tmp.path().join("none.json")).unwrap(),
+            engine().load_state(&tmp.path().join("none.json")).unwrap(),
             0
         );
     }

@@ -1,7 +1,7 @@
 //! Sinks: where samples and events are stored.
 //!
 //! Each sink lives in a folder of its own (`influx/`, ...) with a `README.md` and a sample
-//! config, implements [`Sink`], and is registered by one line in [`build_sinks`]. Every sink
+//! config, implements [`Sink`], and is registered by one line in [`crate::registry::build_sinks`]. Every sink
 //! is optional; the topology requires at least one. Each gets its own copy of every batch and
 //! every event ([`crate::pipeline::SinkSenders`]); a batch's acks complete only when every
 //! sink has settled its copy ([`crate::ack`]).
@@ -10,12 +10,11 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::collect::BoxError;
-use crate::config::LoadedConfig;
 use crate::pipeline::SinkInputs;
 
 pub mod influx;
 
-/// A storage backend, built from its config table by [`build_sinks`].
+/// A storage backend, built from its config table by [`crate::registry::build_sinks`].
 #[async_trait]
 pub trait Sink: Send {
     /// Short name for logs, metrics labels and `check` (`influx`, `remote_write`).
@@ -35,11 +34,4 @@ pub trait Sink: Send {
     /// Stores series and events until both inputs close and everything taken is stored or
     /// spooled; `stop` ends a flush that cannot finish (server hung at shutdown).
     async fn run(self: Box<Self>, inputs: SinkInputs, stop: CancellationToken);
-}
-
-/// Every configured sink. One line per sink.
-pub fn build_sinks(cfg: &LoadedConfig) -> Result<Vec<Box<dyn Sink>>, BoxError> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    sinks.extend(influx::sink(cfg)?);
-    Ok(sinks)
 }

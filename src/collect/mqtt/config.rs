@@ -41,8 +41,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::decode::Decoder;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Broker connection and subscriptions, TOML table `[mqtt]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -323,13 +322,9 @@ pub enum MqttConfigError {
 }
 
 impl MqttConfig {
-    /// Checks everything that can be checked without the network, including compiling every
-    /// subscription (templates, paths, tag/field name clashes).
-    pub fn validate(&self) -> Result<(), MqttConfigError> {
-        self.compile().map(|_| ())
-    }
-
-    pub(crate) fn compile(&self) -> Result<Vec<Decoder>, MqttConfigError> {
+    /// The checks of the `[mqtt]` table's own keys; [`MqttConfig::validate`] (in `decode`)
+    /// adds compiling every subscription.
+    pub(crate) fn check_global(&self) -> Result<(), MqttConfigError> {
         let global = |key, problem: &str| MqttConfigError::Global {
             key,
             problem: problem.to_string(),
@@ -401,23 +396,7 @@ impl MqttConfig {
                 "is set without username; MQTT 3.1.1 sends a password only with a username",
             ));
         }
-        let mut labels = std::collections::HashSet::new();
-        let mut decoders = Vec::with_capacity(self.subscriptions.len());
-        for (index, sub) in self.subscriptions.iter().enumerate() {
-            if !labels.insert(sub.label()) {
-                return Err(MqttConfigError::Subscription {
-                    index,
-                    topic: sub.topic.clone(),
-                    key: "name",
-                    problem: format!(
-                        "label {:?} is used by an earlier subscription; set a distinct `name`",
-                        sub.label()
-                    ),
-                });
-            }
-            decoders.push(Decoder::compile_with(index, sub, self.max_payload())?);
-        }
-        Ok(decoders)
+        Ok(())
     }
 
     /// The payload limit subscriptions inherit: `max_payload_size`, or the deprecated

@@ -25,11 +25,41 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::config::{
-    check_max_payload, FieldType, MqttConfigError, PayloadFormat, SubscriptionConfig,
+    check_max_payload, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
     TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
 };
 use super::topic::TopicTemplate;
 use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
+
+impl MqttConfig {
+    /// Checks everything that can be checked without the network, including compiling every
+    /// subscription (templates, paths, tag/field name clashes).
+    pub fn validate(&self) -> Result<(), MqttConfigError> {
+        self.compile().map(|_| ())
+    }
+
+    /// One decoder per subscription, after [`MqttConfig::check_global`].
+    pub(crate) fn compile(&self) -> Result<Vec<Decoder>, MqttConfigError> {
+        self.check_global()?;
+        let mut labels = std::collections::HashSet::new();
+        let mut decoders = Vec::with_capacity(self.subscriptions.len());
+        for (index, sub) in self.subscriptions.iter().enumerate() {
+            if !labels.insert(sub.label()) {
+                return Err(MqttConfigError::Subscription {
+                    index,
+                    topic: sub.topic.clone(),
+                    key: "name",
+                    problem: format!(
+                        "label {:?} is used by an earlier subscription; set a distinct `name`",
+                        sub.label()
+                    ),
+                });
+            }
+            decoders.push(Decoder::compile_with(index, sub, self.max_payload())?);
+        }
+        Ok(decoders)
+    }
+}
 
 /// 2000-01-01T00:00:00Z in ns: older payload timestamps are a device with an unset clock.
 const MIN_TIMESTAMP_NS: i64 = 946_684_800_000_000_000;

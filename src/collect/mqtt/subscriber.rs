@@ -26,6 +26,7 @@ use crate::ack::Ack;
 use crate::config::SecretError;
 use crate::model::{now_ns, Sample};
 use crate::pipeline::{Batch, BatchSender};
+use crate::retry::Backoff;
 
 /// Capacity of rumqttc's request channel (acks, subscribe, disconnect).
 const REQUEST_CAPACITY: usize = 256;
@@ -693,38 +694,6 @@ impl AckForwarder {
 
     fn stop(self) {
         self.task.abort();
-    }
-}
-
-/// Exponential backoff with jitter (half fixed, half random) so a fleet of collectors does
-/// not reconnect in lockstep after a broker restart.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        let initial = initial.min(max);
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        use rand::Rng;
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = base / 2;
-        let jitter_ms = rand::rng().random_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter_ms)
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
     }
 }
 

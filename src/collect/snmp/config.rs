@@ -41,9 +41,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Secret, SecretError};
+use crate::secret::{Secret, SecretError};
 
 use super::profile::ProfileSet;
+pub use super::security::{AuthProtocol, PrivProtocol, SecurityLevel, SnmpVersion};
 use super::trap::{TrapConfig, TrapError};
 
 #[derive(Clone, Debug, Deserialize)]
@@ -90,47 +91,6 @@ impl Default for SnmpConfig {
             traps: None,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-pub enum SnmpVersion {
-    #[serde(rename = "1")]
-    V1,
-    #[serde(rename = "2c")]
-    V2c,
-    #[serde(rename = "3")]
-    V3,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-pub enum SecurityLevel {
-    #[serde(rename = "noAuthNoPriv")]
-    NoAuthNoPriv,
-    #[serde(rename = "authNoPriv")]
-    AuthNoPriv,
-    #[serde(rename = "authPriv")]
-    AuthPriv,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum AuthProtocol {
-    Md5,
-    Sha,
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum PrivProtocol {
-    Des,
-    /// AES-128 (RFC 3826).
-    Aes,
-    Aes192,
-    Aes256,
 }
 
 #[derive(Clone, Debug, Deserialize)]

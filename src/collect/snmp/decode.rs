@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::model::FieldValue;
 
-use super::client::{ObjectId, Received, SnmpValue};
+use super::value::{ObjectId, Received, SnmpValue};
 
 /// How a profile asks for a value to be read.
 #[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use super::client::ObjectId;
 use super::mib_view::MibView;
 use super::profile::{Profile, ProfileClass, ProfileSet};
+use super::value::ObjectId;
 use super::SnmpError;
 
 /// Asks the device about every anchor of `set` (one GETNEXT each, batched) and returns the

@@ -2,7 +2,8 @@
 //! ([`super::recording::Recording`]). The poll logic is written once against this trait, so
 //! `sitewatch profile test` on a recording shows exactly what `run` writes for that device.
 
-use super::client::{Client, ObjectId, Received};
+use super::client::Client;
+use super::value::{ObjectId, Received};
 use super::SnmpError;
 
 /// The three questions a poll asks of an agent.

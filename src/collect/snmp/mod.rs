@@ -41,8 +41,10 @@ pub mod probe;
 pub mod profile;
 pub mod rate;
 pub mod recording;
+pub mod security;
 mod source;
 pub mod trap;
+pub mod value;
 
 pub use config::{SnmpConfig, SnmpConfigError, TargetConfig};
 pub use poll::{FieldOrigin, POLL_MEASUREMENT};

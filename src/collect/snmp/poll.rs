@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{now_ns, FieldValue, Sample, SeriesKey, TagSet};
 
-use super::client::{Client, Endpoint, ObjectId, Received, SnmpValue};
+use super::client::{Client, Endpoint};
 use super::config::{SnmpConfig, SnmpVersion, TargetConfig};
 use super::decode::{
     entity_sensor_type_name, entity_sensor_value, raw_number, text_of, Decoded, Raw, ScalarValues,
@@ -21,6 +21,7 @@ use super::profile::{
     ENT_SENSOR_PRECISION, ENT_SENSOR_SCALE, ENT_SENSOR_TYPE, ENT_SENSOR_VALUE,
 };
 use super::rate::{CounterState, RateOutcome};
+use super::value::{ObjectId, Received, SnmpValue};
 use super::SnmpError;
 
 /// Measurement of the per-poll health sample.

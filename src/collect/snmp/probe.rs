@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::model::{now_ns, Sample};
 
-use super::client::{Client, ObjectId, SnmpValue};
+use super::client::Client;
 use super::config::{SnmpConfig, TargetConfig};
 use super::decode::text_of;
 use super::mib_view::MibView;
@@ -17,6 +17,7 @@ use super::poll::{
 };
 use super::profile::ProfileSet;
 use super::recording::Recording;
+use super::value::{ObjectId, SnmpValue};
 use super::SnmpError;
 
 /// What `sitewatch probe` and `sitewatch profile test` print.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::client::ObjectId;
 use super::decode::{InvalidWhen, Kind, Scale, ValueSpec};
+use super::value::ObjectId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -626,8 +626,8 @@ pub fn parse_profile(path: &Path, text: &str) -> Result<Profile, ProfileError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::client::SnmpValue;
     use super::super::decode::{Decoded, ScalarValues};
+    use super::super::value::SnmpValue;
     use super::*;
     use crate::model::FieldValue;
 

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use super::client::ObjectId;
 use super::decode::CounterWidth;
+use super::value::ObjectId;
 
 /// Outcome of one counter reading.
 #[derive(Clone, Copy, Debug, PartialEq)]

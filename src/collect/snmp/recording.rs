@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use std::ops::Bound;
 use std::path::Path;
 
-use super::client::{ObjectId, Received, SnmpValue};
 use super::mib_view::MibView;
+use super::value::{ObjectId, Received, SnmpValue};
 use super::SnmpError;
 
 #[derive(Debug, thiserror::Error)]

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Secret, SecretError};
+use crate::secret::{Secret, SecretError};
 
 pub use crate::buffer::{FsyncPolicy, SpoolError};
 

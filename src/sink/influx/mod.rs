@@ -28,6 +28,7 @@
 //! (`never`: not a power cut) and is replayed at the next start.
 
 pub mod capacity;
+pub mod client;
 pub mod config;
 pub mod event;
 pub mod line_protocol;

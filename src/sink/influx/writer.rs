@@ -50,15 +50,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::Rng as _;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::Ack;
 use crate::blocking::on_blocking_thread;
 use crate::pipeline::{Batch, BatchReceiver};
+use crate::retry::{self, Backoff};
+use crate::text::error_chain;
 
+use super::client::{self, Class, InfluxClient, Purpose};
 use super::config::{redacted_url, InfluxApi, InfluxConfig, InfluxError};
 use super::line_protocol::EncodeOptions;
 use super::line_protocol::LineEncoder;
@@ -81,19 +83,11 @@ const BASE_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// Buffer-full drops are summarised in one log line per this period.
 const DROP_LOG_PERIOD: Duration = Duration::from_secs(10);
 
-enum Auth {
-    None,
-    Basic { user: String, password: String },
-    Header(HeaderValue),
-}
-
 /// Everything a request needs; shared by the in-flight delivery future.
 struct Target {
-    client: reqwest::Client,
-    endpoint: reqwest::Url,
+    client: InfluxClient,
     /// The endpoint as logs and `check` show it: a password in the URL is `***`.
     shown: String,
-    auth: Auth,
     gzip: bool,
     max_retry_delay: Duration,
     /// True while a request is being retried (the server fails), false once it answers.
@@ -137,104 +131,15 @@ impl std::fmt::Debug for InfluxWriter {
     }
 }
 
-fn config_err(key: &'static str, problem: String, fix: &'static str) -> InfluxError {
-    InfluxError::Config { key, problem, fix }
-}
-
 impl InfluxWriter {
     /// Validates the config, resolves secrets and builds the HTTP client. Fails on a missing
     /// key, an unreadable secret or a bad URL, naming the key.
     pub fn new(cfg: &InfluxConfig) -> Result<InfluxWriter, InfluxError> {
-        cfg.validate()?;
-        let mut endpoint = reqwest::Url::parse(&cfg.url).map_err(|e| {
-            config_err(
-                "url",
-                format!("{:?}: {e}", cfg.url),
-                "write it like \"http://127.0.0.1:8086\"",
-            )
-        })?;
-        let path: &[&str] = match cfg.api {
-            InfluxApi::V1 => &["write"],
-            InfluxApi::V2 => &["api", "v2", "write"],
-            InfluxApi::V3 => &["api", "v3", "write_lp"],
-        };
-        endpoint
-            .path_segments_mut()
-            .map_err(|()| {
-                config_err(
-                    "url",
-                    format!("{:?} cannot take a path", cfg.url),
-                    "use http://host:port",
-                )
-            })?
-            .pop_if_empty()
-            .extend(path);
-        {
-            let mut q = endpoint.query_pairs_mut();
-            let text = |v: &Option<String>| v.clone().unwrap_or_default();
-            match cfg.api {
-                InfluxApi::V1 => {
-                    q.append_pair("db", &text(&cfg.database));
-                    if let Some(rp) = &cfg.retention_policy {
-                        q.append_pair("rp", rp);
-                    }
-                    q.append_pair("precision", "ns");
-                }
-                InfluxApi::V2 => {
-                    q.append_pair("org", &text(&cfg.org));
-                    q.append_pair("bucket", &text(&cfg.bucket));
-                    q.append_pair("precision", "ns");
-                }
-                InfluxApi::V3 => {
-                    q.append_pair("db", &text(&cfg.database));
-                    q.append_pair("precision", "nanosecond");
-                }
-            }
-        }
-        let token = |scheme: &str| -> Result<Auth, InfluxError> {
-            let Some(secret) = &cfg.token else {
-                return Ok(Auth::None);
-            };
-            let token = secret.resolve().map_err(|source| InfluxError::Secret {
-                key: "token",
-                source,
-            })?;
-            let mut value = HeaderValue::from_str(&format!("{scheme} {token}")).map_err(|_| {
-                config_err(
-                    "token",
-                    "contains characters not allowed in an HTTP header".into(),
-                    "check the token file for stray bytes",
-                )
-            })?;
-            value.set_sensitive(true);
-            Ok(Auth::Header(value))
-        };
-        let auth = match cfg.api {
-            InfluxApi::V1 => match (&cfg.username, &cfg.password) {
-                (Some(user), Some(password)) => Auth::Basic {
-                    user: user.clone(),
-                    password: password.resolve().map_err(|source| InfluxError::Secret {
-                        key: "password",
-                        source,
-                    })?,
-                },
-                _ => Auth::None,
-            },
-            InfluxApi::V2 => token("Token")?,
-            InfluxApi::V3 => token("Bearer")?,
-        };
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("sitewatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(InfluxError::Client)?;
+        let client = InfluxClient::new(cfg, Purpose::Write)?;
         Ok(InfluxWriter {
             target: Arc::new(Target {
+                shown: redacted_url(client.endpoint()),
                 client,
-                shown: redacted_url(&endpoint),
-                endpoint,
-                auth,
                 gzip: cfg.gzip,
                 max_retry_delay: cfg.max_retry_delay,
                 failing: watch::Sender::new(false),
@@ -961,50 +866,35 @@ fn partial_dropped(body: &str) -> usize {
 
 fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Verdict {
     let detail = || truncate(body.trim()).to_string();
-    match status {
-        200..=299 => Verdict::Written,
-        413 => Verdict::TooLarge,
-        429 => Verdict::Retry {
-            kind: "throttled",
+    if status == 413 {
+        return Verdict::TooLarge;
+    }
+    match client::classify(status) {
+        Class::Ok => Verdict::Written,
+        Class::Retry { kind } => Verdict::Retry {
+            kind,
             after: retry_after,
             detail: detail(),
         },
-        401 | 403 => Verdict::Retry {
-            kind: "auth",
-            after: retry_after,
-            detail: detail(),
-        },
-        404 => Verdict::Retry {
-            kind: "not_found",
-            after: retry_after,
-            detail: detail(),
-        },
-        400..=499 if body.contains("partial write") => Verdict::Partial {
+        Class::Reject if body.contains("partial write") => Verdict::Partial {
             dropped: partial_dropped(body),
             detail: detail(),
         },
-        400..=499 => Verdict::Rejected { detail: detail() },
-        _ => Verdict::Retry {
-            kind: "server",
-            after: retry_after,
-            detail: detail(),
-        },
+        Class::Reject => Verdict::Rejected { detail: detail() },
     }
 }
 
+/// `Retry-After` (delta-seconds or a future HTTP-date), at most [`MAX_RETRY_AFTER`].
 fn parse_retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    // Only the delta-seconds form: servers in this space do not send HTTP dates.
-    let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    retry::retry_after_value(value).map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 /// Full jitter: uniform in [0, min(cap, 250 ms · 2^attempt)], with a 10 ms floor so a dead
 /// server is not hammered in a tight loop.
 fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let exp = BASE_RETRY_DELAY.saturating_mul(1u32 << attempt.min(20));
-    let ceiling = exp.min(cap).max(Duration::from_millis(10));
-    let ms = rand::rng().random_range(10..=ceiling.as_millis().max(10) as u64);
-    Duration::from_millis(ms)
+    Backoff::full_jitter(BASE_RETRY_DELAY, cap)
+        .with_floor(Duration::from_millis(10))
+        .delay(attempt)
 }
 
 fn gzip(data: &[u8]) -> Bytes {
@@ -1030,17 +920,12 @@ impl Target {
     async fn post(&self, body: Bytes) -> Verdict {
         let mut req = self
             .client
-            .post(self.endpoint.clone())
+            .request(reqwest::Method::POST, self.client.endpoint().clone())
             .header(CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(body);
         if self.gzip {
             req = req.header(CONTENT_ENCODING, "gzip");
         }
-        req = match &self.auth {
-            Auth::None => req,
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
-            Auth::Header(v) => req.header(AUTHORIZATION, v.clone()),
-        };
         let started = Instant::now();
         let result = req.send().await;
         let verdict = match result {
@@ -1064,17 +949,6 @@ impl Target {
             .record(started.elapsed().as_secs_f64());
         verdict
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Delivers every line of `flight`, retrying until each is written or rejected. Only ends
