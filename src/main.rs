@@ -399,26 +399,11 @@ async fn reload_rules_on_sighup(
             let loaded = LoadedConfig::load(&config_path)
                 .map_err(anyhow::Error::from)
                 .and_then(|cfg| load_rules(&cfg));
-            match loaded {
-                Ok(set) => {
-                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "ok")
-                        .increment(1);
-                    tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
-                    sitewatch::status::set_rules(sitewatch::status::RulesStatus {
-                        rules: set.len(),
-                        last_reload_ok: true,
-                        last_reload_error: None,
-                    });
-                    if reload_tx.send(set).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "error")
-                        .increment(1);
-                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: rules not reloaded, the previous rules stay in force");
-                    sitewatch::status::rules_reload_failed(format!("{e:#}"))
-                }
+            let loaded = loaded.map_err(|e| format!("{e:#}"));
+            if !rules::reload::publish_reload(rules::reload::Trigger::Sighup, loaded, &reload_tx)
+                .await
+            {
+                return;
             }
         }
     }
