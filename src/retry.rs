@@ -196,17 +196,19 @@ mod tests {
     }
 
     #[test]
-    fn half_jitter_keeps_half_and_resets() {
+    fn half_jitter_keeps_half_of_each_step() {
         let mut b = Backoff::new(Duration::from_millis(400), Duration::from_secs(2));
-        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(200) && d[0] <= Duration::from_millis(400));
-        assert!(d[1] >= Duration::from_millis(400) && d[1] <= Duration::from_millis(800));
-        assert!(d[7] >= Duration::from_secs(1) && d[7] <= Duration::from_secs(2));
+        for attempt in 0..8 {
+            let step = b.step(attempt);
+            let d = b.next_delay();
+            assert!(d >= step / 2 && d <= step, "{attempt}: {d:?} for {step:?}");
+        }
+        assert_eq!(b.step(7), Duration::from_secs(2));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(400));
         // An initial above the cap starts at the cap.
-        let b = Backoff::new(Duration::from_secs(10), Duration::from_secs(1));
-        assert!(b.delay(0) <= Duration::from_secs(1));
+        let capped = Backoff::new(Duration::from_secs(10), Duration::from_secs(1));
+        assert_eq!(capped.step(0), Duration::from_secs(1));
     }
 
     #[test]

@@ -326,26 +326,10 @@ async fn reload_rules_on_sighup(
             let loaded = LoadedConfig::load(&config_path)
                 .map_err(|e| e.to_string())
                 .and_then(|cfg| load_rules(&cfg).map_err(|e| e.to_string()));
-            match loaded {
-                Ok(set) => {
-                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "ok")
-                        .increment(1);
-                    tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
-                    crate::status::set_rules(crate::status::RulesStatus {
-                        rules: set.len(),
-                        last_reload_ok: true,
-                        last_reload_error: None,
-                    });
-                    if reload_tx.send(set).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "error")
-                        .increment(1);
-                    tracing::error!(error = %e, "SIGHUP: rules not reloaded, the previous rules stay in force");
-                    crate::status::rules_reload_failed(e)
-                }
+            if !rules::reload::publish_reload(rules::reload::Trigger::Sighup, loaded, &reload_tx)
+                .await
+            {
+                return;
             }
         }
     }

@@ -104,27 +104,73 @@ pub async fn watch_rule_files(
         .await;
         let Ok((res, l)) = res else { return };
         last = l;
-        match res {
-            Ok(None) => {}
-            Ok(Some(set)) => {
-                metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "file", "result" => "ok")
-                    .increment(1);
-                tracing::info!(rules = set.len(), "rule files changed: rules reloaded");
-                crate::status::set_rules(crate::status::RulesStatus {
-                    rules: set.len(),
-                    last_reload_ok: true,
-                    last_reload_error: None,
-                });
-                if reload_tx.send(set).await.is_err() {
-                    return;
+        let outcome = match res {
+            Ok(None) => continue,
+            Ok(Some(set)) => Ok(set),
+            Err(e) => Err(e),
+        };
+        if !publish_reload(Trigger::File, outcome, &reload_tx).await {
+            return;
+        }
+    }
+}
+
+/// What made the rules be reloaded: the `trigger` label of `sitewatch_rules_reloads_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP: the main config and the rule files were read again.
+    Sighup,
+    /// [`watch_rule_files`] saw the rule files change.
+    File,
+}
+
+impl Trigger {
+    fn label(self) -> &'static str {
+        match self {
+            Trigger::Sighup => "sighup",
+            Trigger::File => "file",
+        }
+    }
+}
+
+/// Counts, logs and publishes (`/ready`, `/status`) the outcome of a reload, and sends a new
+/// rule set to the rules stage; on an error (`Err(message)`) the rules in force stay. False
+/// when the stage is gone, so the caller can stop.
+pub async fn publish_reload(
+    trigger: Trigger,
+    outcome: Result<RuleSet, String>,
+    reload_tx: &mpsc::Sender<RuleSet>,
+) -> bool {
+    match outcome {
+        Ok(set) => {
+            metrics::counter!("sitewatch_rules_reloads_total", "trigger" => trigger.label(), "result" => "ok")
+                .increment(1);
+            match trigger {
+                Trigger::Sighup => tracing::info!(rules = set.len(), "SIGHUP: rules reloaded"),
+                Trigger::File => {
+                    tracing::info!(rules = set.len(), "rule files changed: rules reloaded")
                 }
             }
-            Err(e) => {
-                metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "file", "result" => "error")
-                    .increment(1);
-                tracing::error!(error = %e, "rule files changed but are not valid; the previous rules stay in force");
-                crate::status::rules_reload_failed(e.to_string());
+            crate::status::set_rules(crate::status::RulesStatus {
+                rules: set.len(),
+                last_reload_ok: true,
+                last_reload_error: None,
+            });
+            reload_tx.send(set).await.is_ok()
+        }
+        Err(e) => {
+            metrics::counter!("sitewatch_rules_reloads_total", "trigger" => trigger.label(), "result" => "error")
+                .increment(1);
+            match trigger {
+                Trigger::Sighup => {
+                    tracing::error!(error = %e, "SIGHUP: rules not reloaded, the previous rules stay in force")
+                }
+                Trigger::File => {
+                    tracing::error!(error = %e, "rule files changed but are not valid; the previous rules stay in force")
+                }
             }
+            crate::status::rules_reload_failed(e);
+            true
         }
     }
 }
