@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 pub use secret::{Secret, SecretError};
 
+use crate::collect::modbus::ModbusConfig;
 use crate::collect::mqtt::MqttConfig;
 use crate::collect::snmp::SnmpConfig;
 use crate::notify::NotifyConfig;
@@ -28,6 +29,7 @@ pub struct Config {
     pub influx: InfluxConfig,
     pub mqtt: Option<MqttConfig>,
     pub snmp: Option<SnmpConfig>,
+    pub modbus: Option<ModbusConfig>,
     pub rules: Option<RulesConfig>,
     pub notify: Option<NotifyConfig>,
 }
