@@ -69,6 +69,8 @@ pub fn build_sources(
     opts: SourceOptions,
 ) -> Result<Vec<Box<dyn Source>>, BoxError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    sources.extend(mqtt::source(cfg)?);
+    sources.extend(snmp::source(cfg, opts)?);
     sources.extend(modbus::source(cfg, opts)?);
     Ok(sources)
 }

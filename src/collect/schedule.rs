@@ -35,6 +35,12 @@ pub struct Slot {
     pub polls_metric: &'static str,
 }
 
+/// One device's poll, as the schedule calls it: the poller keeps whatever state it needs
+/// between polls (counters for rates, a connection, detected profiles).
+pub trait DevicePoller: Send {
+    fn poll(&mut self) -> impl Future<Output = PollResult> + Send;
+}
+
 /// Stable per-name offset in `[0, interval)`, so schedules survive restarts and spread out.
 pub fn start_offset(name: &str, interval: Duration) -> Duration {
     let h = super::shard::fnv1a(name.as_bytes());
@@ -44,17 +50,14 @@ pub fn start_offset(name: &str, interval: Duration) -> Duration {
 
 /// Polls one device every `slot.interval` until `shutdown` or until the channel closes.
 /// `on_result(previous_up, up)` is called after each poll (status board transitions).
-pub async fn run_device<P, F>(
+pub async fn run_device(
     slot: Slot,
     sem: Arc<Semaphore>,
     tx: BatchSender,
     shutdown: CancellationToken,
-    mut poll: P,
+    mut device: impl DevicePoller,
     mut on_result: impl FnMut(Option<bool>, bool),
-) where
-    P: FnMut() -> F,
-    F: Future<Output = PollResult>,
-{
+) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(start_offset(&slot.device, slot.interval)) => {}
@@ -74,7 +77,7 @@ pub async fn run_device<P, F>(
         };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = poll() => r,
+            r = device.poll() => r,
         };
         drop(permit);
         on_result(last_up, result.up);
@@ -119,7 +122,23 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Up on even polls, down on odd ones; one sample each.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl DevicePoller for Counting {
+        async fn poll(&mut self) -> PollResult {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            PollResult {
+                samples: vec![Sample::new(
+                    crate::model::SeriesKey::new("m", crate::model::TagSet::empty()),
+                    n as i64,
+                )],
+                up: n % 2 == 0,
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn polls_on_schedule_and_reports_transitions() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let stop = CancellationToken::new();
@@ -129,24 +148,13 @@ mod tests {
         let task = tokio::spawn(run_device(
             Slot {
                 device: "dev".into(),
-                interval: Duration::from_secs(1),
+                interval: Duration::from_millis(20),
                 polls_metric: "test_polls_total",
             },
             Arc::new(Semaphore::new(1)),
             tx,
             stop.clone(),
-            move || {
-                let n = p.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    PollResult {
-                        samples: vec![Sample::new(
-                            crate::model::SeriesKey::new("m", crate::model::TagSet::empty()),
-                            n as i64,
-                        )],
-                        up: n % 2 == 0,
-                    }
-                }
-            },
+            Counting(p),
             move |before, now| s.lock().unwrap().push((before, now)),
         ));
         for _ in 0..3 {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::config::ModbusConfig;
 use super::map::{self, valid_name, MapError, RegisterMap};
 use super::poll::{poll_device, DeviceRt, DeviceState};
-use crate::collect::schedule::{run_device, Slot};
+use crate::collect::schedule::{run_device, DevicePoller, PollResult, Slot};
 use crate::collect::shard::retain_owned;
 use crate::collect::{BoxError, Source, SourceContext, SourceOptions};
 use crate::config::{line_col, LoadedConfig};
@@ -170,6 +170,18 @@ impl ModbusSource {
     }
 }
 
+/// One device on the shared schedule: its connection and read state live between polls.
+struct ScheduledDevice {
+    rt: Arc<DeviceRt>,
+    state: DeviceState,
+}
+
+impl DevicePoller for ScheduledDevice {
+    async fn poll(&mut self) -> PollResult {
+        poll_device(&self.rt, &mut self.state).await
+    }
+}
+
 /// Logs a device going down or coming back, and keeps its `up` gauge.
 fn on_transition(device: &str, before: Option<bool>, up: bool) {
     metrics::gauge!("sitewatch_modbus_device_up", "device" => device.to_string()).set(if up {
@@ -197,7 +209,7 @@ impl Source for ModbusSource {
 
     fn describe(&self) -> String {
         let mut s = format!(
-            "modbus: {} device(s), {} register map(s)",
+            "{} device(s), {} register map(s)",
             self.devices.len(),
             self.maps
         );
@@ -224,24 +236,17 @@ impl Source for ModbusSource {
                 interval: rt.interval,
                 polls_metric: POLLS_METRIC,
             };
-            let state = Arc::new(Mutex::new(DeviceState::default()));
             let name = rt.name.clone();
-            let poll = move || {
-                let rt = rt.clone();
-                let state = state.clone();
-                async move {
-                    // Polls of one device never overlap (the schedule waits for each), so the
-                    // lock is never contended; it only lets the state cross the await.
-                    let mut state = state.lock().await;
-                    poll_device(&rt, &mut state).await
-                }
+            let poller = ScheduledDevice {
+                rt,
+                state: DeviceState::default(),
             };
             tasks.spawn(run_device(
                 slot,
                 sem.clone(),
                 ctx.tx.clone(),
                 ctx.stop.clone(),
-                poll,
+                poller,
                 move |before, up| on_transition(&name, before, up),
             ));
         }
