@@ -356,4 +356,24 @@ mod tests {
         }
         assert_eq!(total, 30);
     }
+
+    #[test]
+    fn the_example_config_is_valid_against_the_shipped_maps() {
+        let text = include_str!("example.toml");
+        let cfg = toml::from_str::<Wrapper>(text).unwrap().modbus;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/modbus");
+        let maps = map::load_dir(&dir).unwrap();
+        let s = ModbusSource::build(
+            &cfg,
+            &maps,
+            Path::new("example.toml"),
+            text,
+            SourceOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(s.devices().len(), 3);
+        assert_eq!(s.devices()[1].unit_id, 10);
+        assert_eq!(s.devices()[1].retries, 2);
+        assert_eq!(s.devices()[2].address, "bms-gw-1.example.net:502");
+    }
 }
