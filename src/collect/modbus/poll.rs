@@ -9,6 +9,7 @@
 //! | no TCP connection (refused, unreachable, connect timeout) | `up = false`, `error` says why | `connect` |
 //! | a request unanswered within `timeout`, after `retries` reconnects | `up = false` | `timeout` |
 //! | the connection breaks or the answer does not match the request | reconnect and retry; `up = false` when retries run out | `transport` |
+//! | the connection kept from the last poll was closed by the device (idle timeout) | one reconnect that does not count against `retries` | not an error |
 //! | a gateway answers 0x0A/0x0B (the RTU device behind it is silent) | `up = false` | `gateway` |
 //! | an exception for one read (illegal address, illegal function, busy, ...) | `up = true`; that read's fields are left out (a gap) | `illegal_address`, `illegal_function`, ... |
 //! | a raw value listed in the map's `invalid` (a sentinel), NaN or infinity | that field is left out | not an error |
@@ -187,6 +188,10 @@ struct Stats {
     requests: u64,
     registers: u64,
     read_errors: u64,
+    /// The connection is left from an earlier poll and has not answered in this one yet: a
+    /// device or gateway that closes idle connections breaks it without being down, so its
+    /// first transport error gets a reconnect that does not count against `retries`.
+    reused: bool,
 }
 
 async fn connect(rt: &DeviceRt) -> Result<Context, PollError> {
@@ -288,6 +293,7 @@ async fn request(
                             }
                         } else {
                             stats.registers += u64::from(read.count);
+                            stats.reused = false;
                             return Ok(data);
                         }
                     }
@@ -305,7 +311,10 @@ async fn request(
                             },
                         }))
                     }
-                    Ok(Ok(Err(code))) => return Err(ReadFailure::Exception(code)),
+                    Ok(Ok(Err(code))) => {
+                        stats.reused = false;
+                        return Err(ReadFailure::Exception(code));
+                    }
                     Ok(Err(e)) => PollError::Transport {
                         address: rt.address.clone(),
                         read: read.location(),
@@ -324,6 +333,10 @@ async fn request(
         // request's): drop it, and connect afresh for the retry.
         if let Some(mut ctx) = state.ctx.take() {
             let _ = tokio::time::timeout(Duration::from_millis(100), ctx.disconnect()).await;
+        }
+        if std::mem::take(&mut stats.reused) && matches!(failure, PollError::Transport { .. }) {
+            tracing::debug!(device = %rt.name, error = %failure, "kept Modbus connection was closed; reconnecting");
+            continue;
         }
         if attempt >= rt.retries {
             return Err(ReadFailure::Down(failure));
@@ -380,7 +393,10 @@ pub fn fields_of(point: &Point, raw: Raw) -> Vec<(Arc<str>, FieldValue)> {
 pub async fn poll_device(rt: &DeviceRt, state: &mut DeviceState) -> PollResult {
     let started = Instant::now();
     let ts = now_ns();
-    let mut stats = Stats::default();
+    let mut stats = Stats {
+        reused: state.ctx.is_some(),
+        ..Stats::default()
+    };
     let mut raws: Vec<Option<Raw>> = vec![None; rt.map.points.len()];
     let mut failed_now: HashSet<usize> = HashSet::new();
     let mut down: Option<PollError> = None;
@@ -616,6 +632,59 @@ type = "uint16"
         );
         assert_eq!(s[0].fields.len(), 2);
         assert_eq!(rt.base_tags.get("device"), Some("m1"));
+    }
+
+    /// A Modbus TCP server that answers one read of holding registers (all words `value`)
+    /// per connection, then closes it: a gateway that drops idle connections.
+    async fn one_answer_per_connection(value: u16) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = [0u8; 12];
+                if s.read_exact(&mut req).await.is_err() {
+                    continue;
+                }
+                let count = u16::from_be_bytes([req[10], req[11]]);
+                let mut resp = req[..4].to_vec(); // transaction and protocol id
+                resp.extend_from_slice(&(3 + 2 * count).to_be_bytes());
+                resp.extend_from_slice(&[req[6], req[7], (2 * count) as u8]);
+                for _ in 0..count {
+                    resp.extend_from_slice(&value.to_be_bytes());
+                }
+                let _ = s.write_all(&resp).await;
+                // Dropped here: the connection closes after one answer.
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_between_polls_is_reopened_without_a_failed_poll() {
+        let port = one_answer_per_connection(230).await;
+        let m = Arc::new(map(
+            "[[point]]\nmeasurement = \"m\"\nfield = \"voltage_v\"\naddress = 3\ntype = \"uint16\"\n",
+        ));
+        // No retries: only the free reconnect of a kept connection can save the second poll.
+        let rt = DeviceRt::new(
+            "gw",
+            format!("127.0.0.1:{port}"),
+            1,
+            (Duration::from_secs(1), Duration::from_secs(2), 0),
+            m,
+            8,
+            &Default::default(),
+        );
+        let mut state = DeviceState::default();
+        for poll in 0..3 {
+            let r = poll_device(&rt, &mut state).await;
+            assert!(r.up, "poll {poll}: {:?}", r.samples);
+            assert_eq!(
+                r.samples[0].field("voltage_v"),
+                Some(&FieldValue::Float(230.0))
+            );
+        }
     }
 
     #[tokio::test]
