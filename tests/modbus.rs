@@ -438,6 +438,36 @@ fn shipped_maps_land_in_influxdb_with_names_scale_states_and_gaps() {
         metric("sitewatch_modbus_device_up", &["device=\"meter-1\""]) == 1.0,
         "{m}"
     );
+
+    // `sitewatch once`: one poll of every device, as line protocol on stdout.
+    let out = Command::new(sitewatch_bin())
+        .args(["once", "--config"])
+        .arg(&sw.config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{stdout}"))
+            .to_string()
+    };
+    let l = line("cooling,device=chiller-1 ");
+    assert!(
+        l.contains("system_state=3i")
+            && l.contains("system_state_state=\"run\"")
+            && l.contains("setpoint_c=7"),
+        "{l}"
+    );
+    assert!(!l.contains("units"), "{l}");
+    assert!(line("genset,device=genset-1 ").contains("battery_voltage_v=13.6"));
+    assert!(line("modbus_poll,device=dead-1 ").contains("up=false"));
     drop(server);
 }
 

@@ -693,6 +693,43 @@ type = "uint16"
         assert!(!inv[0].matches(Raw::Int(65534)));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_map_or_an_error_with_a_line(text in "\\PC{0,400}") {
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(e.to_string().starts_with("maps/test-meter.toml:"), "{}", e);
+            }
+        }
+
+        #[test]
+        fn any_point_definition_is_accepted_or_rejected_with_its_line(
+            address in 0u32..70_000,
+            ty in proptest::sample::select(vec!["int16", "uint32", "float32", "uint64", "bool", "int8"]),
+            table in proptest::sample::select(vec!["holding", "input", "coil", "discrete", "x"]),
+            bit in proptest::option::of(0u8..20),
+            scale in proptest::option::of(-5.0f64..5.0),
+        ) {
+            let mut text = format!(
+                "[[point]]\nmeasurement = \"m\"\nfield = \"a\"\ntable = \"{table}\"\naddress = {address}\ntype = \"{ty}\"\n"
+            );
+            if let Some(b) = bit {
+                text.push_str(&format!("bit = {b}\n"));
+            }
+            if let Some(s) = scale {
+                text.push_str(&format!("scale = {s:?}\n"));
+            }
+            match parse(&text) {
+                Ok(m) => {
+                    let p = &m.points[0];
+                    proptest::prop_assert!(u32::from(p.end()) <= 65_535);
+                    proptest::prop_assert!(p.bit.is_none_or(|b| b < 16));
+                    proptest::prop_assert!(!p.table.is_bits() || p.ty == DataType::Bool);
+                }
+                Err(e) => proptest::prop_assert!(e.to_string().starts_with("maps/test-meter.toml:"), "{}", e),
+            }
+        }
+    }
+
     #[test]
     fn the_shipped_maps_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/modbus");
