@@ -389,14 +389,16 @@ fn shipped_maps_land_in_influxdb_with_names_scale_states_and_gaps() {
         .map(|r| r[0].as_i64().unwrap())
         .collect();
     assert!(
-        times.len() >= 4,
+        times.len() >= 3,
         "meter polls in the last 5 s: {}",
         times.len()
     );
+    // Were the meter waiting on the dead device, its polls would be 3 s apart; the bound
+    // leaves room for a loaded machine.
     for w in times.windows(2) {
         let gap_s = (w[1] - w[0]) as f64 / 1e9;
         assert!(
-            gap_s < 1.8,
+            gap_s < 2.5,
             "meter polls {gap_s:.2} s apart while the dead device hangs"
         );
     }
