@@ -96,7 +96,17 @@ impl ModbusServer {
                 )
                 .is_ok()
                 {
-                    return ModbusServer { port, proc };
+                    // Another process may have taken the port first (then pymodbus exits on
+                    // its bind error): only a pymodbus still running owns it.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let alive = proc
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+                    if alive {
+                        return ModbusServer { port, proc };
+                    }
+                    break;
                 }
                 if std::time::Instant::now() > deadline {
                     panic!(
