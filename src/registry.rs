@@ -3,7 +3,7 @@
 //! Kept apart from the `Source` and `Sink` traits so that a collector's or sink's folder
 //! depends on its seam, and only this file depends on every folder.
 
-use crate::collect::{mqtt, snmp, BoxError, Source, SourceOptions};
+use crate::collect::{modbus, mqtt, snmp, BoxError, Source, SourceOptions};
 use crate::config::LoadedConfig;
 use crate::sink::{influx, Sink};
 
@@ -15,6 +15,7 @@ pub fn build_sources(
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     sources.extend(mqtt::source(cfg)?);
     sources.extend(snmp::source(cfg, opts)?);
+    sources.extend(modbus::source(cfg, opts)?);
     Ok(sources)
 }
 

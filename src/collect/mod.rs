@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::model::Sample;
 use crate::pipeline::BatchSender;
 
+pub mod modbus;
 pub mod mqtt;
 pub mod schedule;
 pub mod shard;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 pub use secret::{Secret, SecretError};
 
+use crate::collect::modbus::ModbusConfig;
 pub use crate::text::line_col;
 
 use crate::collect::mqtt::MqttConfig;
@@ -31,6 +32,7 @@ pub struct Config {
     pub influx: Option<InfluxConfig>,
     pub mqtt: Option<MqttConfig>,
     pub snmp: Option<SnmpConfig>,
+    pub modbus: Option<ModbusConfig>,
     pub rules: Option<RulesConfig>,
     pub notify: Option<NotifyConfig>,
 }

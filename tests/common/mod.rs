@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod alertmanager;
 pub mod influx;
+pub mod modbus;
 pub mod mosquitto;
 pub mod sitewatch;
 pub mod snmp;
