@@ -3,6 +3,7 @@
 //! Data flows one way: `collect` → `rules` → `sink` / `notify`, through the typed channels in
 //! [`pipeline`]. See `docs/ARCHITECTURE.md` for the shape and the reasons behind it.
 
+pub mod ack;
 pub mod collect;
 pub mod config;
 pub mod model;

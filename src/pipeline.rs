@@ -1,36 +1,21 @@
 //! The typed channels between stages and the acknowledgement that travels with data.
 //!
 //! ```text
-//! collectors --Batch--> rules engine --Batch (series)--> influx writer
-//!                                     \-EventBatch------> influx writer (events, priority)
-//!                                      \-Event----------> alert router
+//! sources --Batch--> rules stage --Batch (series)-----> each sink (a copy, acks shared)
+//!                                 \-EventBatch---------> each sink (events, priority)
+//!                                  \-Event-------------> alert router
 //! ```
 //!
 //! A source that must not lose data (MQTT QoS 1) attaches an [`Ack`] to its batch. The ack
-//! travels with the samples and is completed by the sink once the data is safely stored. A
+//! travels with the samples and is completed by each sink once the data is safely stored. A
 //! dropped ack means "not stored": the source then lets its broker redeliver.
 
-use crate::model::Sample;
+use std::sync::Arc;
 
-/// Called once when the batch it travels with has been stored (or deliberately dropped as
-/// permanently invalid, which is counted and logged where it happens).
-pub struct Ack(Box<dyn FnOnce() + Send + 'static>);
+use tokio::sync::mpsc;
 
-impl Ack {
-    pub fn new(on_stored: impl FnOnce() + Send + 'static) -> Self {
-        Ack(Box::new(on_stored))
-    }
-
-    pub fn complete(self) {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Ack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ack")
-    }
-}
+use crate::ack::Ack;
+use crate::model::{Event, Sample};
 
 /// Samples moving downstream together, with the acks to complete once they are stored.
 #[derive(Debug, Default)]
@@ -58,6 +43,15 @@ impl Batch {
             ack.complete();
         }
     }
+
+    /// A copy for another sink: the samples cloned, each ack shared, so the source hears
+    /// back only when every sink has settled its copy (see [`crate::ack`]).
+    pub fn share(&self) -> Batch {
+        Batch {
+            samples: self.samples.clone(),
+            acks: self.acks.iter().map(Ack::share).collect(),
+        }
+    }
 }
 
 /// Capacity of the channel from collectors to the rules engine, in batches. Bounded so a
@@ -66,14 +60,160 @@ pub const COLLECT_CHANNEL_CAPACITY: usize = 1024;
 /// Capacity of the channel from the rules engine to each sink, in batches.
 pub const SINK_CHANNEL_CAPACITY: usize = 1024;
 
-pub type BatchSender = tokio::sync::mpsc::Sender<Batch>;
-pub type BatchReceiver = tokio::sync::mpsc::Receiver<Batch>;
+pub type BatchSender = mpsc::Sender<Batch>;
+pub type BatchReceiver = mpsc::Receiver<Batch>;
+
+/// A rule event on its way to the sinks. Each sink shapes it for its own store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub event: Event,
+    /// A silence held back its notification; stored anyway, marked, for the history.
+    pub silenced: bool,
+}
+
+pub type EventBatch = Vec<EventRecord>;
+
+/// What one sink receives: its copy of every series batch and of every event batch.
+pub struct SinkInputs {
+    pub series: BatchReceiver,
+    pub events: mpsc::Receiver<EventBatch>,
+}
+
+impl SinkInputs {
+    /// A pair of inputs and the port that feeds them, for tests of one sink.
+    pub fn channel(capacity: usize) -> (SinkPort, SinkInputs) {
+        let (series_tx, series) = mpsc::channel(capacity);
+        let (events_tx, events) = mpsc::channel(capacity);
+        (
+            SinkPort {
+                name: "sink".into(),
+                series: series_tx,
+                events: events_tx,
+                series_gone_logged: false,
+                events_gone_logged: false,
+            },
+            SinkInputs { series, events },
+        )
+    }
+}
+
+/// The rules stage's end of one sink.
+pub struct SinkPort {
+    name: Arc<str>,
+    pub series: BatchSender,
+    pub events: mpsc::Sender<EventBatch>,
+    series_gone_logged: bool,
+    events_gone_logged: bool,
+}
+
+/// The rules stage's end of every sink: a batch goes to each (the last one gets the
+/// original, the others a [`Batch::share`]d copy), in the order the sinks were added.
+#[derive(Default)]
+pub struct SinkSenders {
+    ports: Vec<SinkPort>,
+}
+
+impl SinkSenders {
+    /// Adds a sink called `name` and returns the inputs it reads.
+    pub fn add(&mut self, name: &str) -> SinkInputs {
+        let (mut port, inputs) = SinkInputs::channel(SINK_CHANNEL_CAPACITY);
+        port.name = name.into();
+        self.ports.push(port);
+        inputs
+    }
+
+    /// Senders for tests and tools that feed the stage's outputs themselves.
+    pub fn from_ports(ports: Vec<SinkPort>) -> SinkSenders {
+        SinkSenders { ports }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// Sends `batch` to every sink, waiting while a sink's queue is full (backpressure). A
+    /// sink that has stopped drops its copy, and with it its acks: the source is not told
+    /// the data was stored, so an acknowledging source lets its broker redeliver.
+    pub async fn send_series(&mut self, batch: Batch) {
+        let last = self.ports.len().saturating_sub(1);
+        let mut batch = Some(batch);
+        for (i, port) in self.ports.iter_mut().enumerate() {
+            let copy = if i == last {
+                batch.take().expect("the original goes to the last sink")
+            } else {
+                batch.as_ref().expect("kept until the last sink").share()
+            };
+            let n = copy.samples.len() as u64;
+            if port.series.send(copy).await.is_err() {
+                metrics::counter!("sitewatch_rules_forward_dropped_samples_total", "sink" => port.name.to_string())
+                    .increment(n);
+                if !port.series_gone_logged {
+                    port.series_gone_logged = true;
+                    tracing::error!(sink = %port.name, "sink has stopped; samples are no longer forwarded to it");
+                }
+            }
+        }
+    }
+
+    /// Sends `events` to every sink (events are few; each sink gets a clone).
+    pub async fn send_events(&mut self, events: EventBatch) {
+        let n = events.len() as u64;
+        for port in &mut self.ports {
+            if port.events.send(events.clone()).await.is_err() {
+                metrics::counter!("sitewatch_rules_events_dropped_total", "sink" => port.name.to_string())
+                    .increment(n);
+                if !port.events_gone_logged {
+                    port.events_gone_logged = true;
+                    tracing::error!(sink = %port.name, "sink has stopped; rule events are no longer stored in it");
+                }
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn every_sink_gets_the_batch_and_the_source_hears_once_all_stored() {
+        let mut senders = SinkSenders::default();
+        let mut a = senders.add("a");
+        let mut b = senders.add("b");
+        let acked = Arc::new(AtomicUsize::new(0));
+        let n = acked.clone();
+        let batch = Batch::new(vec![Sample::new(
+            crate::model::SeriesKey::new("m", crate::model::TagSet::empty()),
+            1,
+        )])
+        .with_ack(Ack::new(move |d| {
+            assert_eq!(d, crate::ack::Delivery::Delivered);
+            n.fetch_add(1, Ordering::SeqCst);
+        }));
+        senders.send_series(batch).await;
+        let mut got_a = a.series.recv().await.unwrap();
+        let mut got_b = b.series.recv().await.unwrap();
+        assert_eq!(got_a.samples, got_b.samples);
+        got_a.complete_acks();
+        assert_eq!(acked.load(Ordering::SeqCst), 0, "b has not stored it yet");
+        got_b.complete_acks();
+        assert_eq!(acked.load(Ordering::SeqCst), 1);
+
+        // A stopped sink drops its copy: the source is told "not stored".
+        drop(b);
+        let failed = Arc::new(AtomicUsize::new(0));
+        let f = failed.clone();
+        senders
+            .send_series(Batch::new(Vec::new()).with_ack(Ack::new(move |d| {
+                if !d.releases() {
+                    f.fetch_add(1, Ordering::SeqCst);
+                }
+            })))
+            .await;
+        a.series.recv().await.unwrap().complete_acks();
+        assert_eq!(failed.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn complete_acks_runs_each_once() {
@@ -81,7 +221,7 @@ mod tests {
         let mut b = Batch::new(Vec::new());
         for _ in 0..3 {
             let n = n.clone();
-            b = b.with_ack(Ack::new(move || {
+            b = b.with_ack(Ack::new(move |_| {
                 n.fetch_add(1, Ordering::SeqCst);
             }));
         }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use common::influx::{Influxd, VictoriaMetrics};
 use serde_json::{json, Value};
+use sitewatch::ack::Ack;
 use sitewatch::model::{FieldValue, Sample, SeriesKey, TagSet};
-use sitewatch::pipeline::{Ack, Batch, BatchSender};
+use sitewatch::pipeline::{Batch, BatchSender};
 use sitewatch::sink::influx::{InfluxConfig, InfluxWriter};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,8 +69,10 @@ impl Running {
 
     fn acked(&self, samples: Vec<Sample>) -> Batch {
         let n = self.acks.clone();
-        Batch::new(samples).with_ack(Ack::new(move || {
-            n.fetch_add(1, Ordering::SeqCst);
+        Batch::new(samples).with_ack(Ack::new(move |d| {
+            if d.releases() {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
         }))
     }
 

@@ -275,8 +275,8 @@ async fn process(engine: &mut Engine, out: &mut Outputs, batch: Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ack::Ack;
     use crate::model::{EventState, FieldValue, SeriesKey, TagSet};
-    use crate::pipeline::Ack;
     use crate::rules::config::parse_rules;
     use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -331,8 +331,10 @@ message = "{rack} at {value}"
             sample("r1", 2, 33.0),
             sample("r2", 2, 28.0),
         ])
-        .with_ack(Ack::new(move || {
-            a.fetch_add(1, Ordering::SeqCst);
+        .with_ack(Ack::new(move |d| {
+            if d.releases() {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
         }));
         tx.send(batch).await.unwrap();
         let mut forwarded = within(series_rx.recv()).await.unwrap();

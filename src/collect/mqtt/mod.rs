@@ -10,7 +10,7 @@
 //!
 //! With `clean_session = false` (the default) and a stable `client_id`, the broker keeps the
 //! session while sitewatch is down or reconnecting. Each QoS 1 message travels downstream with
-//! a [`crate::pipeline::Ack`]; the PUBACK goes to the broker when the sink completes it. A
+//! a [`crate::ack::Ack`]; the PUBACK goes to the broker when the sink completes it. A
 //! message whose ack never completes (crash, shutdown, sink failure) is redelivered by the
 //! broker on the next connection. InfluxDB stores the same series and timestamp once, so a
 //! redelivered message with a payload timestamp overwrites instead of duplicating; one decoded

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
 use super::decode::{Decoder, FieldError};
 use super::series_cap::SeriesCap;
+use crate::ack::Ack;
 use crate::config::SecretError;
 use crate::model::{now_ns, Sample};
-use crate::pipeline::{Ack, Batch, BatchSender};
+use crate::pipeline::{Batch, BatchSender};
 
 /// Capacity of rumqttc's request channel (acks, subscribe, disconnect).
 const REQUEST_CAPACITY: usize = 256;
@@ -670,8 +671,10 @@ impl AckForwarder {
     fn ack_for(&self, publish: &Publish) -> Ack {
         let pending = self.pending(publish);
         let tx = self.tx.clone();
-        Ack::new(move || {
-            let _ = tx.send(pending);
+        Ack::new(move |d| {
+            if d.releases() {
+                let _ = tx.send(pending);
+            }
         })
     }
 

@@ -13,7 +13,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::{Ack, Batch};
+use crate::ack::Ack;
+use crate::pipeline::Batch;
 
 use super::line_protocol::{encode_line, EncodeOptions};
 
@@ -480,8 +481,10 @@ mod tests {
 
     fn counted(b: Batch, n: &Arc<AtomicUsize>) -> Batch {
         let n = n.clone();
-        b.with_ack(Ack::new(move || {
-            n.fetch_add(1, Ordering::SeqCst);
+        b.with_ack(Ack::new(move |d| {
+            if d.releases() {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
         }))
     }
 

@@ -55,7 +55,8 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{Ack, Batch, BatchReceiver};
+use crate::ack::Ack;
+use crate::pipeline::{Batch, BatchReceiver};
 
 use super::buffer::{Buffer, Flight, Source};
 use super::config::{redacted_url, InfluxApi, InfluxConfig, InfluxError};
@@ -1333,8 +1334,8 @@ mod tests {
     /// every request it answers with 204, like a database would.
     mod scripted {
         use super::super::*;
+        use crate::ack::Ack;
         use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
-        use crate::pipeline::Ack;
         use axum::http::{HeaderMap, StatusCode};
         use std::io::Read as _;
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1418,8 +1419,10 @@ mod tests {
                     })
                     .collect(),
             )
-            .with_ack(Ack::new(move || {
-                acks.fetch_add(1, Ordering::SeqCst);
+            .with_ack(Ack::new(move |d| {
+                if d.releases() {
+                    acks.fetch_add(1, Ordering::SeqCst);
+                }
             }))
         }
 
