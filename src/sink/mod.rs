@@ -14,6 +14,7 @@ use crate::config::LoadedConfig;
 use crate::pipeline::SinkInputs;
 
 pub mod influx;
+pub mod remote_write;
 
 /// A storage backend, built from its config table by [`build_sinks`].
 #[async_trait]
