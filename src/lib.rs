@@ -14,6 +14,7 @@ pub mod sink;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod topology;
 
 #[cfg(test)]
 mod test_support;

@@ -1,26 +1,24 @@
-//! The `sitewatch` command line: `run`, `check`, `once`, `probe`.
+//! The `sitewatch` command line: `run`, `check`, `once`, `probe`, `health`, `profile`,
+//! `rules`. The running service itself is built by `sitewatch::topology`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use sitewatch::collect::snmp;
 use sitewatch::collect::snmp::config::{AuthProtocol, PrivProtocol, SecurityLevel, SnmpVersion};
 use sitewatch::collect::snmp::{ProfileSet, TargetConfig};
-use sitewatch::collect::{mqtt, snmp};
+use sitewatch::collect::{Shard, SourceOptions};
 use sitewatch::config::Secret;
 use sitewatch::config::{LoadedConfig, LogFormat};
-use sitewatch::model::Sample;
-use sitewatch::notify::Notifier;
-use sitewatch::pipeline::{COLLECT_CHANNEL_CAPACITY, SINK_CHANNEL_CAPACITY};
-use sitewatch::rules::{self, Engine, RuleSet};
-use sitewatch::sink::influx::{encode_sample, InfluxWriter};
+use sitewatch::pipeline::EventRecord;
+use sitewatch::rules;
+use sitewatch::sink::influx::{encode_sample, event_sample, EVENTS_MEASUREMENT};
 use sitewatch::telemetry;
+use sitewatch::topology::{load_rules, Topology};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +43,7 @@ enum Command {
         /// of the target name), e.g. `--shard 2/3` on the second of three instances sharing
         /// one config. MQTT is split with `[mqtt] share_group` instead.
         #[arg(long, env = "SITEWATCH_SHARD", value_name = "INDEX/COUNT")]
-        shard: Option<snmp::Shard>,
+        shard: Option<Shard>,
     },
     /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
     Check {
@@ -141,308 +139,20 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// Everything `check` validates, loaded once so `run` and `once` share it.
-struct Loaded {
-    cfg: LoadedConfig,
-    rules: RuleSet,
-    profiles: Option<ProfileSet>,
-}
-
-fn load(path: &Path) -> Result<Loaded> {
-    let cfg = LoadedConfig::load(path)?;
-    let c = &cfg.config;
-    let at = |what: &str| format!("{}: {what}", cfg.path.display());
-    c.influx.validate().with_context(|| at("[influx]"))?;
-    if let Some(m) = &c.mqtt {
-        m.validate().with_context(|| at("[mqtt]"))?;
-    }
-    if let Some(n) = &c.notify {
-        n.validate().with_context(|| at("[notify]"))?;
-    }
-    let rules = load_rules(&cfg)?;
-    let profiles = match &c.snmp {
-        Some(sc) => {
-            let dir = sc.profiles_path(&cfg.base_dir);
-            let profiles = ProfileSet::load_dir(&dir)?;
-            sc.validate(&profiles).with_context(|| at("[snmp]"))?;
-            Some(profiles)
-        }
-        None => None,
-    };
-    if cfg.config.mqtt.is_none() && cfg.config.snmp.is_none() {
-        bail!(
-            "{}: no collector configured: add an [mqtt] or [snmp] table",
-            cfg.path.display()
-        );
-    }
-    Ok(Loaded {
-        cfg,
-        rules,
-        profiles,
-    })
-}
-
-fn load_rules(cfg: &LoadedConfig) -> Result<RuleSet> {
-    let rule_files = match &cfg.config.rules {
-        Some(rc) => rc.resolve(&cfg.base_dir)?,
-        None => Vec::new(),
-    };
-    Ok(rules::load_rule_files(&rule_files)?)
-}
-
 fn check(path: &Path) -> Result<()> {
-    let loaded = load(path)?;
-    // Secrets are resolved too: a missing token file is a deployment error worth catching here.
-    let writer = InfluxWriter::new(&loaded.cfg.config.influx)?;
-    let c = &loaded.cfg.config;
+    let topology = Topology::build(path, SourceOptions::default())?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: OK", loaded.cfg.path.display())?;
-    writeln!(out, "  influx: {}", writer.endpoint())?;
-    if let Some(m) = &c.mqtt {
-        if let Some(password) = &m.password {
-            password.resolve().context("[mqtt] password")?;
-        }
-        writeln!(out, "  mqtt: {} subscription(s)", m.subscriptions.len())?;
-    }
-    if let (Some(s), Some(p)) = (&c.snmp, &loaded.profiles) {
-        writeln!(
-            out,
-            "  snmp: {} target(s), {} profile(s)",
-            s.targets.len(),
-            p.len()
-        )?;
-    }
-    writeln!(out, "  rules: {}", loaded.rules.len())?;
-    let influx = &c.influx;
-    let qos1 = c
-        .mqtt
-        .as_ref()
-        .is_some_and(|m| m.subscriptions.iter().any(|s| s.qos >= 1));
-    if qos1 && influx.spool_dir.is_none() {
-        writeln!(
-            out,
-            "  warning: [influx] has no spool_dir: while InfluxDB is down or hung, MQTT QoS 1 messages wait unacknowledged in memory and a full broker queue drops them; set spool_dir"
-        )?;
-    }
-    if let Some(rate) = influx.expected_rate {
-        let plan =
-            sitewatch::sink::influx::capacity::OutagePlan::new(influx, rate, influx.hold_outage);
-        for w in plan.warnings() {
-            writeln!(out, "  warning: {w}")?;
-        }
-        if qos1 {
-            writeln!(out, "  {}", plan.broker_advice())?;
-        }
-    }
-    if let Some(n) = &c.notify {
-        let notifier = Notifier::new(n)?;
-        writeln!(out, "  notify: {}", notifier.receiver_names().join(", "))?;
+    writeln!(out, "{}: OK", topology.cfg.path.display())?;
+    for line in topology.summary() {
+        writeln!(out, "  {line}")?;
     }
     Ok(())
 }
 
-async fn run(path: &Path, shard: Option<snmp::Shard>) -> Result<()> {
-    let Loaded {
-        cfg,
-        rules,
-        profiles,
-    } = load(path)?;
-    let service = &cfg.config.service;
-    telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
-    let handle = telemetry::init_metrics()?;
-    sitewatch::notify::describe_metrics();
-    let health = telemetry::Health::new(sitewatch::status::ReadyPolicy {
-        sink_grace: service.ready_grace,
-    });
-
-    let collectors_stop = CancellationToken::new();
-    let writer_stop = CancellationToken::new();
-    let endpoint_stop = CancellationToken::new();
-    let endpoint = telemetry::serve(
-        service.listen,
-        handle,
-        health.clone(),
-        endpoint_stop.clone(),
-    )
-    .await?;
-
-    // Opened here so a bad or busy spool_dir stops start-up; relative to the config file.
-    let writer = InfluxWriter::new(&cfg.config.influx)?.open_spool(&cfg.base_dir)?;
-    let events_measurement: Arc<str> = cfg.config.influx.events_measurement.as_str().into();
-    let (collect_tx, collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
-    let (series_tx, series_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
-    let (events_tx, events_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
-
-    let notifier = match &cfg.config.notify {
-        Some(n) => Notifier::new(n)?,
-        None => Notifier::new(&Default::default())?,
-    };
-    let (alerts_tx, alerts_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
-    let (reload_tx, reload_rx) = mpsc::channel(1);
-    let notify_stop = CancellationToken::new();
-    let rules_stop = CancellationToken::new();
-
-    let writer_task = tokio::spawn(writer.run(series_rx, events_rx, writer_stop.clone()));
-    let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
-    sitewatch::status::set_rules(sitewatch::status::RulesStatus {
-        rules: rules.len(),
-        last_reload_ok: true,
-        last_reload_error: None,
-    });
-    let rules_task = tokio::spawn(rules::stage::run_with_reload(
-        rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.base_dir),
-        collect_rx,
-        series_tx,
-        events_tx,
-        Some(alerts_tx),
-        events_measurement,
-        reload_rx,
-        rules_stop.clone(),
-    ));
-    let watch_task = tokio::spawn(rules::reload::watch_rule_files(
-        cfg.config.rules.clone().unwrap_or_default(),
-        cfg.base_dir.clone(),
-        reload_tx.clone(),
-        collectors_stop.clone(),
-    ));
-    let reload_task = tokio::spawn(reload_rules_on_sighup(
-        cfg.path.clone(),
-        reload_tx,
-        collectors_stop.clone(),
-    ));
-
-    let mut collectors = tokio::task::JoinSet::new();
-    // A collector that cannot go on (unreadable secret or certificate) stops the service with
-    // an error, so systemd restarts it and the operator sees it, instead of a half-working
-    // process that silently collects nothing from that source.
-    let fatal = CancellationToken::new();
-    if let Some(mqtt_cfg) = cfg.config.mqtt.clone() {
-        let tx = collect_tx.clone();
-        let stop = collectors_stop.clone();
-        let fatal = fatal.clone();
-        collectors.spawn(async move {
-            if let Err(e) = mqtt::run(mqtt_cfg, tx, stop).await {
-                tracing::error!(error = %e, "MQTT collector stopped; shutting down");
-                fatal.cancel();
-            }
-        });
-    }
-    if let (Some(mut snmp_cfg), Some(profiles)) = (cfg.config.snmp.clone(), profiles) {
-        // Bound here, before polling and before the shard filter (the trap decoder maps source
-        // addresses to all configured devices): a taken or privileged port stops start-up
-        // instead of silently losing the trap path. With --shard only shard 1 listens.
-        let traps = match &snmp_cfg.traps {
-            Some(tc) if shard.is_none_or(|s| s.index() == 1) => Some(
-                snmp::TrapListener::bind(tc, &snmp_cfg.targets)
-                    .await
-                    .context("[snmp.traps]")?,
-            ),
-            _ => None,
-        };
-        if let Some(shard) = shard {
-            let skipped = snmp::shard::retain_owned(&mut snmp_cfg.targets, shard);
-            tracing::info!(%shard, polled = snmp_cfg.targets.len(), left_to_other_shards = skipped, "SNMP shard");
-        }
-        let tx = collect_tx.clone();
-        let stop = collectors_stop.clone();
-        collectors.spawn(async move {
-            snmp::run_with_traps(snmp_cfg, profiles, traps, tx, stop).await;
-        });
-    }
-    // Only collectors hold senders now: when they stop, the rules stage sees the channel
-    // close, forwards what it has, and the writer flushes and returns.
-    drop(collect_tx);
-    health.set_ready(true);
-    tracing::info!(config = %cfg.path.display(), "sitewatch running");
-
-    tokio::select! {
-        _ = wait_for_shutdown_signal() => {}
-        _ = fatal.cancelled() => {}
-    }
-    tracing::info!("shutting down: stopping collectors, flushing buffered data");
-    health.set_ready(false);
-    collectors_stop.cancel();
-    while collectors.join_next().await.is_some() {}
-    let _ = reload_task.await;
-    let _ = watch_task.await;
-    let _ = rules_task.await;
-    // The rules stage has handed every event over; give receivers their grace period.
-    notify_stop.cancel();
-    let _ = notify_task.await;
-    // The writer finishes on its own once its inputs close; the token bounds a stuck server.
-    let flush_deadline = tokio::time::sleep(Duration::from_secs(30));
-    tokio::pin!(flush_deadline);
-    let mut writer_task = writer_task;
-    tokio::select! {
-        _ = &mut writer_task => {}
-        _ = &mut flush_deadline => {
-            tracing::warn!("InfluxDB flush did not finish in 30 s; forcing the writer to stop");
-            writer_stop.cancel();
-            let _ = writer_task.await;
-        }
-    }
-    endpoint_stop.cancel();
-    let _ = endpoint.await;
-    tracing::info!("sitewatch stopped");
-    if fatal.is_cancelled() {
-        bail!("a collector failed (see the log above); buffered data was flushed");
-    }
+async fn run(path: &Path, shard: Option<Shard>) -> Result<()> {
+    let topology = Topology::build(path, SourceOptions { shard })?;
+    topology.run(wait_for_shutdown_signal()).await?;
     Ok(())
-}
-
-/// Reloads rule files on SIGHUP. An invalid file is logged with file:line and the running
-/// rules stay in force.
-async fn reload_rules_on_sighup(
-    config_path: PathBuf,
-    reload_tx: mpsc::Sender<RuleSet>,
-    stop: CancellationToken,
-) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; rule reload disabled");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                got = hup.recv() => if got.is_none() { return },
-            }
-            let loaded = LoadedConfig::load(&config_path)
-                .map_err(anyhow::Error::from)
-                .and_then(|cfg| load_rules(&cfg));
-            match loaded {
-                Ok(set) => {
-                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "ok")
-                        .increment(1);
-                    tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
-                    sitewatch::status::set_rules(sitewatch::status::RulesStatus {
-                        rules: set.len(),
-                        last_reload_ok: true,
-                        last_reload_error: None,
-                    });
-                    if reload_tx.send(set).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "error")
-                        .increment(1);
-                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: rules not reloaded, the previous rules stay in force");
-                    sitewatch::status::rules_reload_failed(format!("{e:#}"))
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (config_path, reload_tx);
-        stop.cancelled().await;
-    }
 }
 
 async fn wait_for_shutdown_signal() {
@@ -468,40 +178,34 @@ async fn wait_for_shutdown_signal() {
     }
 }
 
+/// Prints what one cycle collected as InfluxDB line protocol (events as the InfluxDB sink
+/// would store them), whatever sinks are configured.
 async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
-    let Loaded {
-        cfg,
-        rules,
-        profiles,
-    } = load(path)?;
-    let service = &cfg.config.service;
+    let topology = Topology::build(path, SourceOptions::default())?;
+    let service = &topology.cfg.config.service;
     telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
-    let mut samples: Vec<Sample> = Vec::new();
-    if let (Some(snmp_cfg), Some(profiles)) = (&cfg.config.snmp, &profiles) {
-        samples.extend(snmp::poll_once(snmp_cfg, profiles).await);
-    }
-    if let Some(mqtt_cfg) = &cfg.config.mqtt {
-        let got = mqtt::collect_for(mqtt_cfg, mqtt_duration)
-            .await
-            .context("MQTT collection")?;
-        samples.extend(got);
-    }
-    let mut engine = Engine::new(rules);
-    let events = rules::stage::evaluate_batch(&mut engine, &samples);
-    let measurement = cfg.config.influx.events_measurement.as_str();
+    let measurement = topology
+        .cfg
+        .config
+        .influx
+        .as_ref()
+        .map_or(EVENTS_MEASUREMENT.to_string(), |i| {
+            i.events_measurement.clone()
+        });
+    let (samples, events) = topology.once(mqtt_duration).await?;
     let mut buf = Vec::with_capacity(samples.len() * 96);
     for s in &samples {
         encode_sample(&mut buf, s);
     }
-    for e in &events {
-        encode_sample(&mut buf, &e.to_sample(measurement));
+    for event in events {
+        let record = EventRecord {
+            event,
+            silenced: false,
+        };
+        encode_sample(&mut buf, &event_sample(&record, &measurement));
     }
     std::io::stdout().lock().write_all(&buf)?;
-    tracing::info!(
-        samples = samples.len(),
-        events = events.len(),
-        "one collection cycle done"
-    );
+    tracing::info!(samples = samples.len(), "one collection cycle done");
     Ok(())
 }
 
@@ -780,6 +484,12 @@ async fn rules_test(args: RulesTestArgs) -> Result<()> {
     use sitewatch::rules::replay;
     telemetry::init_logging("warn", false)?;
     let cfg = LoadedConfig::load(&args.config)?;
+    let Some(influx) = &cfg.config.influx else {
+        bail!(
+            "{}: rules test replays history from InfluxDB, but the config has no [influx] table",
+            cfg.path.display()
+        );
+    };
     let all = if args.rules.is_empty() {
         load_rules(&cfg)?
     } else {
@@ -794,7 +504,7 @@ async fn rules_test(args: RulesTestArgs) -> Result<()> {
     )?;
     opts.window = args.window;
     opts.tick = args.tick;
-    let report = replay::replay(&cfg.config.influx, set, &opts).await?;
+    let report = replay::replay(influx, set, &opts).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;

@@ -233,56 +233,6 @@ pub struct Event {
     pub message: String,
 }
 
-/// Name of the InfluxDB measurement events are written to.
-pub const EVENTS_MEASUREMENT: &str = "events";
-
-impl Event {
-    /// The event as a point for the `events` measurement: tags `rule`, `severity`, `state`
-    /// plus the series' own tags (so Grafana can filter annotations by site or device),
-    /// fields `value`, `threshold`, `message`, `series`, `duration_s`.
-    pub fn to_sample(&self, measurement: &str) -> Sample {
-        let own = [
-            ("rule", self.rule.as_ref()),
-            ("severity", self.severity.as_str()),
-            ("state", self.state.as_str()),
-            ("source_measurement", self.series.measurement.as_ref()),
-            ("field", self.field.as_ref()),
-        ];
-        // Series tags first so the event's own identity tags win a name clash.
-        let tags = self.series.tags.merged(own);
-        let mut sample = Sample::new(SeriesKey::new(measurement, tags), self.timestamp_ns);
-        let value = match &self.value {
-            FieldValue::Str(s) => FieldValue::Str(s.clone()),
-            other => FieldValue::Float(other.as_f64().unwrap_or(f64::NAN)),
-        };
-        if let Some(v) = value.as_f64() {
-            if v.is_finite() {
-                sample.fields.push(("value".into(), value));
-            }
-        } else {
-            sample.fields.push(("value_text".into(), value));
-        }
-        if let Some(t) = self.threshold.filter(|t| t.is_finite()) {
-            sample
-                .fields
-                .push(("threshold".into(), FieldValue::Float(t)));
-        }
-        sample.fields.push((
-            "message".into(),
-            FieldValue::Str(self.message.as_str().into()),
-        ));
-        sample.fields.push((
-            "series".into(),
-            FieldValue::Str(self.series.to_string().into()),
-        ));
-        let duration_s = (self.timestamp_ns - self.started_ns).max(0) as f64 / 1e9;
-        sample
-            .fields
-            .push(("duration_s".into(), FieldValue::Float(duration_s)));
-        sample
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,31 +252,5 @@ mod tests {
         let m = t.merged([("rule", "y")]);
         assert_eq!(m.get("rule"), Some("y"));
         assert_eq!(m.get("site"), Some("s1"));
-    }
-
-    #[test]
-    fn event_sample_carries_series_tags_and_identity() {
-        let series = SeriesKey::new("environment", TagSet::new([("rack", "r1")]));
-        let ev = Event {
-            rule: "rack_hot".into(),
-            series,
-            field: "temperature".into(),
-            severity: Severity::Critical,
-            state: EventState::Firing,
-            value: FieldValue::Float(33.5),
-            threshold: Some(32.0),
-            started_ns: 1_000_000_000,
-            timestamp_ns: 3_000_000_000,
-            message: "hot".into(),
-        };
-        let s = ev.to_sample(EVENTS_MEASUREMENT);
-        assert_eq!(&*s.series.measurement, "events");
-        assert_eq!(s.series.tags.get("rack"), Some("r1"));
-        assert_eq!(s.series.tags.get("severity"), Some("critical"));
-        assert_eq!(s.series.tags.get("state"), Some("firing"));
-        assert_eq!(s.field("value"), Some(&FieldValue::Float(33.5)));
-        assert_eq!(s.field("threshold"), Some(&FieldValue::Float(32.0)));
-        assert_eq!(s.field("duration_s"), Some(&FieldValue::Float(2.0)));
-        assert_eq!(s.timestamp_ns, 3_000_000_000);
     }
 }

@@ -70,9 +70,10 @@ impl Running {
     fn acked(&self, samples: Vec<Sample>) -> Batch {
         let n = self.acks.clone();
         Batch::new(samples).with_ack(Ack::new(move |d| {
-            if d.releases() {
-                n.fetch_add(1, Ordering::SeqCst);
+            if !d.releases() {
+                return;
             }
+            n.fetch_add(1, Ordering::SeqCst);
         }))
     }
 

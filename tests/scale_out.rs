@@ -13,7 +13,7 @@ use common::mosquitto::Mosquitto;
 use common::sitewatch::metric_sum;
 use common::snmp::{Snmpd, SNMPD_COMMUNITY};
 use common::{eventually, free_tcp_port, require_binary, sitewatch_bin, ServiceProcess};
-use sitewatch::collect::snmp::shard::owner;
+use sitewatch::collect::shard::owner;
 
 /// A `sitewatch run` with extra CLI arguments, its config written to a temp dir.
 struct Instance {

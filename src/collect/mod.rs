@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::LoadedConfig;
 use crate::model::Sample;
 use crate::pipeline::BatchSender;
 
 pub mod mqtt;
+pub mod schedule;
+pub mod shard;
 pub mod snmp;
 
-// Local copy of main's seam: `schedule` and `shard` (moved out of `snmp`) arrive with main.
-pub use snmp::shard::Shard;
+pub use shard::Shard;
 
 /// Errors crossing the seam: each collector's own `thiserror` type, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -60,4 +62,13 @@ pub trait Source: Send {
     async fn collect_once(&mut self, listen_for: Duration) -> Result<Vec<Sample>, BoxError>;
 }
 
-// `build_sources` arrives with main's topology (it needs `mqtt::source`/`snmp::source`).
+/// Every configured collector, in start-up order. One line per collector.
+pub fn build_sources(
+    cfg: &LoadedConfig,
+    opts: SourceOptions,
+) -> Result<Vec<Box<dyn Source>>, BoxError> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    sources.extend(mqtt::source(cfg)?);
+    sources.extend(snmp::source(cfg, opts)?);
+    Ok(sources)
+}

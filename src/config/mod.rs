@@ -19,13 +19,14 @@ use crate::notify::NotifyConfig;
 use crate::rules::RulesConfig;
 use crate::sink::influx::InfluxConfig;
 
-/// The whole configuration file.
+/// The whole configuration file. Each collector and sink has its table here and one
+/// registration line in `collect::build_sources` / `sink::build_sinks`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub service: ServiceConfig,
-    pub influx: InfluxConfig,
+    pub influx: Option<InfluxConfig>,
     pub mqtt: Option<MqttConfig>,
     pub snmp: Option<SnmpConfig>,
     pub rules: Option<RulesConfig>,

@@ -5,17 +5,16 @@
 //! saved every [`SAVE_EVERY`] and on shutdown, and alerts open at the last save are
 //! re-announced to the alert router at start (not re-written as new events).
 //!
-//! Silences are applied here: every event goes to the events writer, a silenced one with the
-//! field `silenced = true`, and only notified ones go to `alerts_tx`.
+//! Silences are applied here: every event goes to every sink, a silenced one marked
+//! [`EventRecord::silenced`], and only notified ones go to `alerts_tx`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{now_ns, Event, FieldValue, Sample};
-use crate::pipeline::{Batch, BatchReceiver, BatchSender};
+use crate::model::{now_ns, Event, Sample};
+use crate::pipeline::{Batch, BatchReceiver, EventRecord, SinkSenders};
 
 use super::config::RuleSet;
 use super::engine::Engine;
@@ -39,34 +38,18 @@ pub fn evaluate_batch(engine: &mut Engine, samples: &[Sample]) -> Vec<Event> {
 pub async fn run(
     engine: Engine,
     rx: BatchReceiver,
-    series_tx: BatchSender,
-    events_tx: BatchSender,
+    sinks: SinkSenders,
     alerts_tx: Option<mpsc::Sender<Event>>,
-    events_measurement: Arc<str>,
     shutdown: CancellationToken,
 ) {
     // Held open for the whole run so the reload branch simply never fires.
     let (_no_reloads, reload_rx) = mpsc::channel(1);
-    run_with_reload(
-        engine,
-        rx,
-        series_tx,
-        events_tx,
-        alerts_tx,
-        events_measurement,
-        reload_rx,
-        shutdown,
-    )
-    .await
+    run_with_reload(engine, rx, sinks, alerts_tx, reload_rx, shutdown).await
 }
 
 struct Outputs {
-    series_tx: BatchSender,
-    events_tx: BatchSender,
+    sinks: SinkSenders,
     alerts_tx: Option<mpsc::Sender<Event>>,
-    events_measurement: Arc<str>,
-    series_gone_logged: bool,
-    events_gone_logged: bool,
 }
 
 impl Outputs {
@@ -96,25 +79,15 @@ impl Outputs {
                 .filter(|(_, g)| **g == Gate::Notify)
                 .map(|(ev, _)| ev),
         );
-        let n = events.len() as u64;
-        let samples = events
-            .iter()
-            .zip(&gates)
-            .map(|(e, g)| {
-                let mut s = e.to_sample(&self.events_measurement);
-                if *g == Gate::Silenced {
-                    s.fields.push(("silenced".into(), FieldValue::Bool(true)));
-                }
-                s
+        let records = events
+            .into_iter()
+            .zip(gates)
+            .map(|(event, gate)| EventRecord {
+                event,
+                silenced: gate == Gate::Silenced,
             })
             .collect();
-        if self.events_tx.send(Batch::new(samples)).await.is_err() {
-            metrics::counter!("sitewatch_rules_events_dropped_total").increment(n);
-            if !self.events_gone_logged {
-                self.events_gone_logged = true;
-                tracing::error!("events writer has stopped; rule events are no longer stored");
-            }
-        }
+        self.sinks.send_events(records).await;
     }
 
     /// Sends to the alert router only (events already in history, or re-announcements).
@@ -139,45 +112,25 @@ impl Outputs {
     }
 
     async fn forward(&mut self, batch: Batch) {
-        let n = batch.samples.len() as u64;
-        // A failed send drops the batch and its acks, which tells acknowledging sources
-        // (MQTT QoS 1) that the data was not stored, so the broker redelivers.
-        if self.series_tx.send(batch).await.is_err() {
-            metrics::counter!("sitewatch_rules_forward_dropped_samples_total").increment(n);
-            if !self.series_gone_logged {
-                self.series_gone_logged = true;
-                tracing::error!("series writer has stopped; samples are no longer forwarded");
-            }
-        }
+        self.sinks.send_series(batch).await;
     }
 }
 
 /// Runs the stage: for each batch from `rx`, evaluates every sample, sends the resulting events
-/// (as samples of `events_measurement`) on `events_tx` and to `alerts_tx`, then forwards the
-/// original batch with its acks on `series_tx`. A [`RuleSet`] received on `reload` replaces the
+/// to every sink and to `alerts_tx`, then forwards the batch with its acks to every sink. A [`RuleSet`] received on `reload` replaces the
 /// rules (see [`Engine::replace_rules`]) and its events are delivered the same way.
 ///
 /// Returns when `rx` is closed and drained, or on `shutdown` after forwarding every batch
 /// already queued; dropping the senders then lets the writers finish.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_with_reload(
     mut engine: Engine,
     mut rx: BatchReceiver,
-    series_tx: BatchSender,
-    events_tx: BatchSender,
+    sinks: SinkSenders,
     alerts_tx: Option<mpsc::Sender<Event>>,
-    events_measurement: Arc<str>,
     mut reload: mpsc::Receiver<RuleSet>,
     shutdown: CancellationToken,
 ) {
-    let mut out = Outputs {
-        series_tx,
-        events_tx,
-        alerts_tx,
-        events_measurement,
-        series_gone_logged: false,
-        events_gone_logged: false,
-    };
+    let mut out = Outputs { sinks, alerts_tx };
     let restored = engine.take_restored_alerts();
     if !restored.is_empty() {
         tracing::info!(
@@ -277,9 +230,11 @@ mod tests {
     use super::*;
     use crate::ack::Ack;
     use crate::model::{EventState, FieldValue, SeriesKey, TagSet};
+    use crate::pipeline::SinkInputs;
     use crate::rules::config::parse_rules;
     use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     const RULES: &str = r#"
@@ -310,16 +265,18 @@ message = "{rack} at {value}"
     #[tokio::test]
     async fn events_precede_their_batch_and_acks_travel_unchanged() {
         let (tx, rx) = mpsc::channel(8);
-        let (series_tx, mut series_rx) = mpsc::channel(8);
-        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (port, inputs) = SinkInputs::channel(8);
+        let SinkInputs {
+            series: mut series_rx,
+            events: mut events_rx,
+        } = inputs;
+        let sinks = SinkSenders::from_ports(vec![port]);
         let (alerts_tx, mut alerts_rx) = mpsc::channel(1);
         let stage = tokio::spawn(run(
             Engine::new(ruleset(RULES)),
             rx,
-            series_tx,
-            events_tx,
+            sinks,
             Some(alerts_tx),
-            "events".into(),
             CancellationToken::new(),
         ));
         let acked = Arc::new(AtomicUsize::new(0));
@@ -332,26 +289,23 @@ message = "{rack} at {value}"
             sample("r2", 2, 28.0),
         ])
         .with_ack(Ack::new(move |d| {
-            if d.releases() {
-                a.fetch_add(1, Ordering::SeqCst);
+            if !d.releases() {
+                return;
             }
+            a.fetch_add(1, Ordering::SeqCst);
         }));
         tx.send(batch).await.unwrap();
         let mut forwarded = within(series_rx.recv()).await.unwrap();
         // The events were sent before the batch, so they are already waiting.
         let events = events_rx.try_recv().expect("events before the samples");
-        assert_eq!(events.samples.len(), 2);
-        assert!(events.acks.is_empty());
-        let e0 = &events.samples[0];
-        assert_eq!(&*e0.series.measurement, "events");
-        assert_eq!(e0.series.tags.get("rule"), Some("hot"));
-        assert_eq!(e0.series.tags.get("severity"), Some("critical"));
+        assert_eq!(events.len(), 2);
+        let e0 = &events[0].event;
+        assert_eq!(&*e0.rule, "hot");
+        assert_eq!(e0.severity, crate::model::Severity::Critical);
         assert_eq!(e0.series.tags.get("rack"), Some("r1"));
-        assert_eq!(
-            e0.field("message"),
-            Some(&FieldValue::Str("r1 at 33".into()))
-        );
+        assert_eq!(e0.message, "r1 at 33");
         assert_eq!(e0.timestamp_ns, 2);
+        assert!(!events[0].silenced);
         assert_eq!(forwarded.samples.len(), 3);
         assert_eq!(forwarded.acks.len(), 1);
         assert_eq!(acked.load(Ordering::SeqCst), 0);
@@ -382,8 +336,12 @@ message = "{rack} at {value}"
     #[tokio::test]
     async fn shutdown_forwards_everything_already_received() {
         let (tx, rx) = mpsc::channel(16);
-        let (series_tx, mut series_rx) = mpsc::channel(16);
-        let (events_tx, mut events_rx) = mpsc::channel(16);
+        let (port, inputs) = SinkInputs::channel(16);
+        let SinkInputs {
+            series: mut series_rx,
+            events: mut events_rx,
+        } = inputs;
+        let sinks = SinkSenders::from_ports(vec![port]);
         let shutdown = CancellationToken::new();
         for i in 0..10 {
             tx.send(Batch::new(vec![sample("r1", i, 20.0 + i as f64)]))
@@ -392,16 +350,7 @@ message = "{rack} at {value}"
         }
         shutdown.cancel();
         // Cancelled before it starts: the queued batches must still all come out.
-        within(run(
-            Engine::new(ruleset(RULES)),
-            rx,
-            series_tx,
-            events_tx,
-            None,
-            "events".into(),
-            shutdown,
-        ))
-        .await;
+        within(run(Engine::new(ruleset(RULES)), rx, sinks, None, shutdown)).await;
         let mut n = 0;
         while let Some(b) = series_rx.recv().await {
             n += b.samples.len();
@@ -409,8 +358,8 @@ message = "{rack} at {value}"
         assert_eq!(n, 10);
         let mut states = Vec::new();
         while let Some(b) = events_rx.recv().await {
-            for s in b.samples {
-                states.push(s.series.tags.get("severity").unwrap().to_string());
+            for r in b {
+                states.push(r.event.severity.to_string());
             }
         }
         assert_eq!(states, vec!["warning"], "27 < 28 triggers warning once");
@@ -421,16 +370,18 @@ message = "{rack} at {value}"
     #[tokio::test]
     async fn reload_resolves_alarms_of_removed_rules() {
         let (tx, rx) = mpsc::channel(8);
-        let (series_tx, mut series_rx) = mpsc::channel(8);
-        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (port, inputs) = SinkInputs::channel(8);
+        let SinkInputs {
+            series: mut series_rx,
+            events: mut events_rx,
+        } = inputs;
+        let sinks = SinkSenders::from_ports(vec![port]);
         let (reload_tx, reload_rx) = mpsc::channel(1);
         let stage = tokio::spawn(run_with_reload(
             Engine::new(ruleset(RULES)),
             rx,
-            series_tx,
-            events_tx,
+            sinks,
             None,
-            "events".into(),
             reload_rx,
             CancellationToken::new(),
         ));
@@ -439,15 +390,12 @@ message = "{rack} at {value}"
             .unwrap();
         within(series_rx.recv()).await.unwrap();
         let firing = within(events_rx.recv()).await.unwrap();
-        assert_eq!(firing.samples[0].series.tags.get("state"), Some("firing"));
+        assert_eq!(firing[0].event.state, EventState::Firing);
 
         reload_tx.send(RuleSet::default()).await.unwrap();
         let resolved = within(events_rx.recv()).await.unwrap();
-        assert_eq!(
-            resolved.samples[0].series.tags.get("state"),
-            Some("resolved")
-        );
-        assert_eq!(resolved.samples[0].series.tags.get("rule"), Some("hot"));
+        assert_eq!(resolved[0].event.state, EventState::Resolved);
+        assert_eq!(&*resolved[0].event.rule, "hot");
 
         // With no rules, samples still flow.
         tx.send(Batch::new(vec![sample("r1", 2, 40.0)]))
@@ -468,16 +416,18 @@ message = "{rack} at {value}"
         let f = crate::rules::config::parse_rule_file(&text, Path::new("t.toml")).unwrap();
         let set = RuleSet::with_silences(f.rules, f.silences).unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let (series_tx, mut series_rx) = mpsc::channel(8);
-        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (port, inputs) = SinkInputs::channel(8);
+        let SinkInputs {
+            series: mut series_rx,
+            events: mut events_rx,
+        } = inputs;
+        let sinks = SinkSenders::from_ports(vec![port]);
         let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
         let stage = tokio::spawn(run(
             Engine::new(set),
             rx,
-            series_tx,
-            events_tx,
+            sinks,
             Some(alerts_tx),
-            "events".into(),
             CancellationToken::new(),
         ));
         tx.send(Batch::new(vec![
@@ -489,21 +439,17 @@ message = "{rack} at {value}"
         within(series_rx.recv()).await.unwrap();
         let events = within(events_rx.recv()).await.unwrap();
         let marks: Vec<_> = events
-            .samples
             .iter()
-            .map(|s| {
+            .map(|r| {
                 (
-                    s.series.tags.get("rack").unwrap().to_string(),
-                    s.field("silenced").cloned(),
+                    r.event.series.tags.get("rack").unwrap().to_string(),
+                    r.silenced,
                 )
             })
             .collect();
         assert_eq!(
             marks,
-            vec![
-                ("r1".to_string(), Some(FieldValue::Bool(true))),
-                ("r2".to_string(), None)
-            ]
+            vec![("r1".to_string(), true), ("r2".to_string(), false)]
         );
         let alert = within(alerts_rx.recv()).await.unwrap();
         assert_eq!(alert.series.tags.get("rack"), Some("r2"));
@@ -520,19 +466,15 @@ message = "{rack} at {value}"
         let mut engine = Engine::new(ruleset(text));
         engine.set_state_file(Some(state.clone()));
         let (tx, rx) = mpsc::channel(8);
-        let (series_tx, mut series_rx) = mpsc::channel(8);
-        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (port, inputs) = SinkInputs::channel(8);
+        let SinkInputs {
+            series: mut series_rx,
+            events: mut events_rx,
+        } = inputs;
+        let sinks = SinkSenders::from_ports(vec![port]);
         let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
         let stop = CancellationToken::new();
-        let stage = tokio::spawn(run(
-            engine,
-            rx,
-            series_tx,
-            events_tx,
-            Some(alerts_tx),
-            "events".into(),
-            stop.clone(),
-        ));
+        let stage = tokio::spawn(run(engine, rx, sinks, Some(alerts_tx), stop.clone()));
         // A dead leak sensor: one dry reading, then nothing.
         tx.send(Batch::new(vec![sample("r1", crate::model::now_ns(), 0.0)]))
             .await
@@ -542,10 +484,7 @@ message = "{rack} at {value}"
         assert_eq!(&*stale.rule, "leak:stale");
         assert_eq!(stale.severity, crate::model::Severity::Critical);
         let written = within(events_rx.recv()).await.unwrap();
-        assert_eq!(
-            written.samples[0].series.tags.get("rule"),
-            Some("leak:stale")
-        );
+        assert_eq!(&*written[0].event.rule, "leak:stale");
         stop.cancel();
         within(stage).await.unwrap();
         assert!(state.exists(), "state saved on shutdown");
@@ -556,19 +495,15 @@ message = "{rack} at {value}"
         let engine = crate::rules::reload::prepare_engine(ruleset(text), Some(&cfg), dir.path());
         assert_eq!(engine.firing_count(), 1);
         let (_tx, rx) = mpsc::channel(8);
-        let (series_tx, _series_rx) = mpsc::channel(8);
-        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (port, inputs) = SinkInputs::channel(8);
+        let SinkInputs {
+            series: _series_rx,
+            events: mut events_rx,
+        } = inputs;
+        let sinks = SinkSenders::from_ports(vec![port]);
         let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
         let stop = CancellationToken::new();
-        let stage = tokio::spawn(run(
-            engine,
-            rx,
-            series_tx,
-            events_tx,
-            Some(alerts_tx),
-            "events".into(),
-            stop.clone(),
-        ));
+        let stage = tokio::spawn(run(engine, rx, sinks, Some(alerts_tx), stop.clone()));
         let again = within(alerts_rx.recv()).await.unwrap();
         assert_eq!(&*again.rule, "leak:stale");
         assert_eq!(again.started_ns, stale.started_ns);

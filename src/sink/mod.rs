@@ -14,7 +14,6 @@ use crate::config::LoadedConfig;
 use crate::pipeline::SinkInputs;
 
 pub mod influx;
-pub mod remote_write;
 
 /// A storage backend, built from its config table by [`build_sinks`].
 #[async_trait]
@@ -40,8 +39,7 @@ pub trait Sink: Send {
 
 /// Every configured sink. One line per sink.
 pub fn build_sinks(cfg: &LoadedConfig) -> Result<Vec<Box<dyn Sink>>, BoxError> {
-    let sinks: Vec<Box<dyn Sink>> = Vec::new();
-    // Local copy of main's seam: main registers `influx::sink(cfg)` here.
-    let _ = cfg;
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    sinks.extend(influx::sink(cfg)?);
     Ok(sinks)
 }

@@ -5,12 +5,13 @@
 //! - [`topic`]: topic templates (`dc/{site}/{rack}/temperature`) → MQTT filters + tags.
 //! - [`decode`]: `number`, `json` and `line_protocol` payload decoders.
 //! - [`subscriber`]: the long-running [`run`] loop and the one-shot [`collect_for`].
+//! - [`source`]: the collector as the topology's [`crate::collect::Source`].
 //!
 //! # Delivery guarantees
 //!
 //! With `clean_session = false` (the default) and a stable `client_id`, the broker keeps the
 //! session while sitewatch is down or reconnecting. Each QoS 1 message travels downstream with
-//! a [`crate::ack::Ack`]; the PUBACK goes to the broker when the sink completes it. A
+//! a [`crate::ack::Ack`]; the PUBACK goes to the broker when every sink has stored it. A
 //! message whose ack never completes (crash, shutdown, sink failure) is redelivered by the
 //! broker on the next connection. InfluxDB stores the same series and timestamp once, so a
 //! redelivered message with a payload timestamp overwrites instead of duplicating; one decoded
@@ -71,6 +72,7 @@
 pub mod config;
 pub mod decode;
 mod series_cap;
+mod source;
 pub mod subscriber;
 pub mod topic;
 
@@ -79,5 +81,6 @@ pub use config::{
     TimestampUnit, TlsConfig,
 };
 pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
+pub use source::{source, MqttSource};
 pub use subscriber::{collect_for, run, MqttError};
 pub use topic::{TopicTemplate, TopicTemplateError};

@@ -671,8 +671,11 @@ impl AckForwarder {
     fn ack_for(&self, publish: &Publish) -> Ack {
         let pending = self.pending(publish);
         let tx = self.tx.clone();
-        Ack::new(move |d| {
-            if d.releases() {
+        Ack::new(move |delivery| {
+            metrics::counter!("sitewatch_mqtt_acks_total", "delivery" => delivery.as_str())
+                .increment(1);
+            // Failed: some sink did not store it; no PUBACK, so the broker redelivers.
+            if delivery.releases() {
                 let _ = tx.send(pending);
             }
         })

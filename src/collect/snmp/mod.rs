@@ -9,8 +9,9 @@
 //! - [`poll`]: one poll of one device, against a live agent or a recording.
 //! - [`probe`]: `probe`, `probe --record` and `profile test`.
 //! - [`rate`]: counter → per-second rate with wrap/reset handling.
-//! - [`shard`]: `--shard i/n`, which targets this instance polls (rendezvous hashing).
-//! - [`poller`]: the schedule ([`run`]) and one-shot polling ([`poll_once`]).
+//! - [`poller`]: the schedule ([`run`], on [`crate::collect::schedule`]) and one-shot polling
+//!   ([`poll_once`]).
+//! - [`source`]: the collector as the topology's [`crate::collect::Source`].
 //! - [`trap`]: the trap/inform listener (`[snmp.traps]`), started by [`run`] before polling.
 //!
 //! Every poll emits the profile samples (timestamp = poll start, tags `device`, the target's
@@ -40,7 +41,7 @@ pub mod probe;
 pub mod profile;
 pub mod rate;
 pub mod recording;
-pub mod shard;
+mod source;
 pub mod trap;
 
 pub use config::{SnmpConfig, SnmpConfigError, TargetConfig};
@@ -49,7 +50,7 @@ pub use poller::{poll_once, run, run_with_traps, TargetPoller};
 pub use probe::{probe, profile_test, record, ProbeReport};
 pub use profile::{ProfileError, ProfileSet};
 pub use recording::{Recording, RecordingError};
-pub use shard::Shard;
+pub use source::{source, SnmpSource};
 pub use trap::{TrapConfig, TrapError, TrapListener, TRAPS_MEASUREMENT};
 
 #[derive(Debug, thiserror::Error)]

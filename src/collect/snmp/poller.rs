@@ -1,21 +1,20 @@
 //! The polling schedule: one task per target, `sitewatch once`, and [`TargetPoller`].
 //! What one poll does is in [`super::poll`].
 //!
-//! Each target has its own task: a slow or dead device only delays itself. A global
-//! semaphore bounds polls in flight (and so sockets and memory, whatever the number of
-//! targets). Start times are spread across the interval by a stable hash of the target name,
-//! so a restart does not send every poll at the same instant. A poll that outlasts its
-//! interval makes the schedule skip (and count) the missed ticks instead of overlapping.
+//! Each target has its own task on the shared schedule ([`crate::collect::schedule`]): a
+//! slow or dead device only delays itself, `concurrency` bounds polls in flight, start times
+//! spread across the interval, and a poll that outlasts its interval skips (and counts,
+//! `result="skipped"`) the missed ticks instead of overlapping.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::collect::schedule::{run_device, DevicePoller, PollResult, Slot};
 use crate::model::{now_ns, FieldValue, Sample, SeriesKey, TagSet};
-use crate::pipeline::{Batch, BatchSender};
+use crate::pipeline::BatchSender;
 
 use super::config::{SnmpConfig, TargetConfig};
 use super::poll::{build_target, poll_target, TargetRt, TargetState, POLL_MEASUREMENT};
@@ -92,15 +91,20 @@ pub async fn run_with_traps(
     tracing::info!("SNMP poller stopped");
 }
 
-/// Stable per-name offset in `[0, interval)`, so schedules survive restarts and spread out.
-fn start_offset(name: &str, interval: Duration) -> Duration {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// One target on the shared schedule, with its state between polls.
+struct ScheduledTarget {
+    rt: Arc<TargetRt>,
+    state: TargetState,
+}
+
+impl DevicePoller for ScheduledTarget {
+    async fn poll(&mut self) -> PollResult {
+        let result = poll_target(&self.rt, &mut self.state).await;
+        PollResult {
+            up: result.error.is_none(),
+            samples: result.samples,
+        }
     }
-    let ms = interval.as_millis().max(1) as u64;
-    Duration::from_millis(h % ms)
 }
 
 async fn target_loop(
@@ -109,58 +113,24 @@ async fn target_loop(
     tx: BatchSender,
     shutdown: CancellationToken,
 ) {
-    let offset = start_offset(&rt.ep.name, rt.interval);
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        _ = tokio::time::sleep(offset) => {}
-    }
-    let mut ticker = tokio::time::interval(rt.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut state = TargetState::default();
-    let mut last_up: Option<bool> = None;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let started = Instant::now();
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = poll_target(&rt, &mut state) => r,
-        };
-        drop(permit);
-        let up = result.error.is_none();
-        crate::status::snmp_target_result(last_up, up);
-        last_up = Some(up);
-        if !result.samples.is_empty() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                sent = tx.send(Batch::new(result.samples)) => {
-                    if sent.is_err() {
-                        tracing::warn!(device = %rt.ep.name, "sample channel closed; SNMP target task ends");
-                        return;
-                    }
-                }
-            }
-        }
-        let took = started.elapsed();
-        if took >= rt.interval {
-            let missed = (took.as_nanos() / rt.interval.as_nanos().max(1)) as u64;
-            metrics::counter!("sitewatch_snmp_polls_total", "result" => "skipped")
-                .increment(missed);
-            tracing::warn!(
-                device = %rt.ep.name,
-                took_s = took.as_secs_f64(),
-                interval_s = rt.interval.as_secs_f64(),
-                missed,
-                "SNMP poll outlasted its interval; skipped the overlapping polls"
-            );
-        }
-    }
+    let slot = Slot {
+        device: rt.ep.name.as_str().into(),
+        interval: rt.interval,
+        polls_metric: "sitewatch_snmp_polls_total",
+    };
+    let target = ScheduledTarget {
+        rt,
+        state: TargetState::default(),
+    };
+    run_device(
+        slot,
+        sem,
+        tx,
+        shutdown,
+        target,
+        crate::status::snmp_target_result,
+    )
+    .await;
 }
 
 /// Polls every target once (no rates: they need two polls), for `sitewatch once`.

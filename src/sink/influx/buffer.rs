@@ -482,9 +482,10 @@ mod tests {
     fn counted(b: Batch, n: &Arc<AtomicUsize>) -> Batch {
         let n = n.clone();
         b.with_ack(Ack::new(move |d| {
-            if d.releases() {
-                n.fetch_add(1, Ordering::SeqCst);
+            if !d.releases() {
+                return;
             }
+            n.fetch_add(1, Ordering::SeqCst);
         }))
     }
 

@@ -197,7 +197,7 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_events_measurement() -> String {
-    crate::model::EVENTS_MEASUREMENT.to_string()
+    super::event::EVENTS_MEASUREMENT.to_string()
 }
 
 /// Errors from building an [`super::InfluxWriter`].

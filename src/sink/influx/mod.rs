@@ -6,7 +6,9 @@
 //!   [`line_protocol`]).
 //! - [`InfluxConfig`]: the `[influx]` table.
 //! - [`InfluxWriter`]: `new(&cfg)`, `open_spool(base_dir)`, then
-//!   `run(series_rx, events_rx, shutdown)`.
+//!   `run(series_rx, events_rx, shutdown)`; [`sink`] wraps it as the topology's
+//!   [`crate::sink::Sink`].
+//! - [`event_sample`]: how a rule event is stored (the events measurement).
 //! - `spool`: the on-disk spool (`spool_dir`) used while the server fails.
 //!
 //! # Where data waits, and when it is acknowledged
@@ -28,10 +30,14 @@
 mod buffer;
 pub mod capacity;
 pub mod config;
+pub mod event;
 pub mod line_protocol;
+mod sink;
 mod spool;
 mod writer;
 
 pub use config::{FsyncPolicy, InfluxApi, InfluxConfig, InfluxError, SpoolError};
+pub use event::{event_sample, EVENTS_MEASUREMENT};
 pub use line_protocol::{encode_line, encode_sample, EncodeOptions};
+pub use sink::{sink, InfluxSink};
 pub use writer::InfluxWriter;

@@ -1420,9 +1420,10 @@ mod tests {
                     .collect(),
             )
             .with_ack(Ack::new(move |d| {
-                if d.releases() {
-                    acks.fetch_add(1, Ordering::SeqCst);
+                if !d.releases() {
+                    return;
                 }
+                acks.fetch_add(1, Ordering::SeqCst);
             }))
         }
 

@@ -1,0 +1,98 @@
+//! How a rule event is stored in InfluxDB: a point of the events measurement (Grafana
+//! annotations and history). Other sinks shape events their own way.
+
+use crate::model::{FieldValue, Sample, SeriesKey};
+use crate::pipeline::EventRecord;
+
+/// Default name of the InfluxDB measurement events are written to.
+pub const EVENTS_MEASUREMENT: &str = "events";
+
+/// The event as a point for the events measurement: tags `rule`, `severity`, `state`
+/// plus the series' own tags (so Grafana can filter annotations by site or device),
+/// fields `value`, `threshold`, `message`, `series`, `duration_s`, and `silenced = true`
+/// when a silence held back its notification.
+pub fn event_sample(record: &EventRecord, measurement: &str) -> Sample {
+    let ev = &record.event;
+    let own = [
+        ("rule", ev.rule.as_ref()),
+        ("severity", ev.severity.as_str()),
+        ("state", ev.state.as_str()),
+        ("source_measurement", ev.series.measurement.as_ref()),
+        ("field", ev.field.as_ref()),
+    ];
+    // Series tags first so the event's own identity tags win a name clash.
+    let tags = ev.series.tags.merged(own);
+    let mut sample = Sample::new(SeriesKey::new(measurement, tags), ev.timestamp_ns);
+    let value = match &ev.value {
+        FieldValue::Str(s) => FieldValue::Str(s.clone()),
+        other => FieldValue::Float(other.as_f64().unwrap_or(f64::NAN)),
+    };
+    if let Some(v) = value.as_f64() {
+        if v.is_finite() {
+            sample.fields.push(("value".into(), value));
+        }
+    } else {
+        sample.fields.push(("value_text".into(), value));
+    }
+    if let Some(t) = ev.threshold.filter(|t| t.is_finite()) {
+        sample
+            .fields
+            .push(("threshold".into(), FieldValue::Float(t)));
+    }
+    sample.fields.push((
+        "message".into(),
+        FieldValue::Str(ev.message.as_str().into()),
+    ));
+    sample.fields.push((
+        "series".into(),
+        FieldValue::Str(ev.series.to_string().into()),
+    ));
+    let duration_s = (ev.timestamp_ns - ev.started_ns).max(0) as f64 / 1e9;
+    sample
+        .fields
+        .push(("duration_s".into(), FieldValue::Float(duration_s)));
+    if record.silenced {
+        sample
+            .fields
+            .push(("silenced".into(), FieldValue::Bool(true)));
+    }
+    sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Event, EventState, Severity, TagSet};
+
+    #[test]
+    fn event_sample_carries_series_tags_and_identity() {
+        let series = SeriesKey::new("environment", TagSet::new([("rack", "r1")]));
+        let ev = Event {
+            rule: "rack_hot".into(),
+            series,
+            field: "temperature".into(),
+            severity: Severity::Critical,
+            state: EventState::Firing,
+            value: FieldValue::Float(33.5),
+            threshold: Some(32.0),
+            started_ns: 1_000_000_000,
+            timestamp_ns: 3_000_000_000,
+            message: "hot".into(),
+        };
+        let s = event_sample(
+            &EventRecord {
+                event: ev,
+                silenced: false,
+            },
+            EVENTS_MEASUREMENT,
+        );
+        assert_eq!(&*s.series.measurement, "events");
+        assert_eq!(s.series.tags.get("rack"), Some("r1"));
+        assert_eq!(s.series.tags.get("severity"), Some("critical"));
+        assert_eq!(s.series.tags.get("state"), Some("firing"));
+        assert_eq!(s.field("value"), Some(&FieldValue::Float(33.5)));
+        assert_eq!(s.field("threshold"), Some(&FieldValue::Float(32.0)));
+        assert_eq!(s.field("duration_s"), Some(&FieldValue::Float(2.0)));
+        assert_eq!(s.timestamp_ns, 3_000_000_000);
+    }
+}

@@ -1,0 +1,356 @@
+//! The running graph, built from one config file: sources → rules stage → every sink and
+//! the alert router. It owns start-up order, shutdown and rule reloads; `run`, `once` and
+//! `check` share it, so what `check` accepts is exactly what `run` starts.
+//!
+//! ```text
+//! sources (collect::build_sources) ──Batch──> rules stage ──copy per sink──> sinks (sink::build_sinks)
+//!                                               └──Event──> notifier (alert router)
+//! ```
+//!
+//! Start-up: sinks are opened first (a bad spool directory stops start-up before anything is
+//! collected), then sources are opened (secrets, the trap port), then tasks start and the
+//! service reports ready. Shutdown runs the other way: sources stop and hand over what they
+//! hold; the rules stage drains and saves its state; the notifier gets its grace period; the
+//! sinks flush (bounded by [`SINK_FLUSH_DEADLINE`], after which they are told to stop and
+//! what they could not store stays un-acknowledged, or in their spool).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::{build_sources, BoxError, Source, SourceContext, SourceOptions};
+use crate::config::{ConfigError, LoadedConfig, LogFormat};
+use crate::model::{Event, Sample};
+use crate::notify::Notifier;
+use crate::pipeline::{SinkSenders, COLLECT_CHANNEL_CAPACITY, SINK_CHANNEL_CAPACITY};
+use crate::rules::{self, Engine, RuleSet};
+use crate::sink::{build_sinks, Sink};
+use crate::telemetry;
+
+/// How long sinks may take to flush at shutdown before they are told to stop.
+pub const SINK_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {message}")]
+    Incomplete {
+        path: PathBuf,
+        message: &'static str,
+    },
+    #[error("{stage}: {source}")]
+    Stage {
+        stage: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("a collector failed (see the log above); buffered data was flushed")]
+    SourceFailed,
+}
+
+fn stage(name: impl Into<String>) -> impl FnOnce(BoxError) -> TopologyError {
+    let stage = name.into();
+    move |source| TopologyError::Stage { stage, source }
+}
+
+/// Everything the config describes, validated and built but not started.
+pub struct Topology {
+    pub cfg: LoadedConfig,
+    pub rules: RuleSet,
+    sources: Vec<Box<dyn Source>>,
+    sinks: Vec<Box<dyn Sink>>,
+    notifier: Notifier,
+}
+
+/// Rule files named by `[rules]`, loaded and validated.
+pub fn load_rules(cfg: &LoadedConfig) -> Result<RuleSet, rules::RulesError> {
+    let rule_files = match &cfg.config.rules {
+        Some(rc) => rc.resolve(&cfg.base_dir)?,
+        None => Vec::new(),
+    };
+    rules::load_rule_files(&rule_files)
+}
+
+impl Topology {
+    /// Loads the config and builds every stage; any error names the file and the table.
+    pub fn build(path: &Path, opts: SourceOptions) -> Result<Topology, TopologyError> {
+        let cfg = LoadedConfig::load(path)?;
+        let sources = build_sources(&cfg, opts).map_err(stage("collectors"))?;
+        if sources.is_empty() {
+            return Err(TopologyError::Incomplete {
+                path: cfg.path.clone(),
+                message: "no collector configured: add an [mqtt], [snmp] or [modbus] table",
+            });
+        }
+        let sinks = build_sinks(&cfg).map_err(stage("sinks"))?;
+        if sinks.is_empty() {
+            return Err(TopologyError::Incomplete {
+                path: cfg.path.clone(),
+                message: "no sink configured: add an [influx] or [remote_write] table",
+            });
+        }
+        let notifier = match &cfg.config.notify {
+            Some(n) => {
+                n.validate()
+                    .map_err(|e| cfg.invalid(format!("[notify]: {e}")))?;
+                Notifier::new(n).map_err(|e| stage("[notify]")(e.into()))?
+            }
+            None => Notifier::new(&Default::default()).map_err(|e| stage("[notify]")(e.into()))?,
+        };
+        let rules = load_rules(&cfg).map_err(|e| stage("rules")(e.into()))?;
+        Ok(Topology {
+            cfg,
+            rules,
+            sources,
+            sinks,
+            notifier,
+        })
+    }
+
+    /// What `sitewatch check` prints after `<file>: OK`: one line per stage, then warnings.
+    pub fn summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            out.push(format!("{}: {}", s.name(), s.describe()));
+        }
+        for s in &self.sinks {
+            out.push(format!("{}: {}", s.name(), s.describe()));
+        }
+        out.push(format!("rules: {}", self.rules.len()));
+        if self.cfg.config.notify.is_some() {
+            out.push(format!(
+                "notify: {}",
+                self.notifier.receiver_names().join(", ")
+            ));
+        }
+        let acking = self.sources.iter().any(|s| s.acknowledges());
+        for s in &self.sinks {
+            for w in s.check_warnings(acking) {
+                out.push(format!("warning: {w}"));
+            }
+        }
+        out
+    }
+
+    /// One collection cycle: every source once, then the rules over the result.
+    pub async fn once(
+        mut self,
+        listen_for: Duration,
+    ) -> Result<(Vec<Sample>, Vec<Event>), TopologyError> {
+        let mut samples = Vec::new();
+        for s in &mut self.sources {
+            let name = s.name();
+            samples.extend(
+                s.collect_once(listen_for)
+                    .await
+                    .map_err(stage(format!("{name} collection")))?,
+            );
+        }
+        let mut engine = Engine::new(self.rules);
+        let events = rules::stage::evaluate_batch(&mut engine, &samples);
+        Ok((samples, events))
+    }
+
+    /// Runs until `shutdown` resolves (SIGINT/SIGTERM in the binary) or a source fails.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), TopologyError> {
+        let Topology {
+            cfg,
+            rules,
+            sources,
+            sinks,
+            notifier,
+        } = self;
+        let service = &cfg.config.service;
+        telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
+            .map_err(|e| stage("logging")(e.into()))?;
+        let handle = telemetry::init_metrics().map_err(|e| stage("metrics")(e.into()))?;
+        crate::notify::describe_metrics();
+        let health = telemetry::Health::new(crate::status::ReadyPolicy {
+            sink_grace: service.ready_grace,
+        });
+        let endpoint_stop = CancellationToken::new();
+        let endpoint = telemetry::serve(
+            service.listen,
+            handle,
+            health.clone(),
+            endpoint_stop.clone(),
+        )
+        .await
+        .map_err(|e| stage("[service] listen")(e.into()))?;
+
+        // Sinks first: a bad or busy spool directory stops start-up before anything is taken.
+        let mut senders = SinkSenders::default();
+        let sinks_stop = CancellationToken::new();
+        let mut sink_tasks = tokio::task::JoinSet::new();
+        let mut opened = Vec::with_capacity(sinks.len());
+        for mut sink in sinks {
+            let name = sink.name();
+            sink.open().await.map_err(stage(format!("[{name}]")))?;
+            opened.push(sink);
+        }
+        for sink in opened {
+            let inputs = senders.add(sink.name());
+            sink_tasks.spawn(sink.run(inputs, sinks_stop.clone()));
+        }
+
+        let mut started_sources = Vec::with_capacity(sources.len());
+        for mut source in sources {
+            let name = source.name();
+            source.open().await.map_err(stage(format!("[{name}]")))?;
+            started_sources.push(source);
+        }
+
+        let collectors_stop = CancellationToken::new();
+        let (collect_tx, collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
+        let (alerts_tx, alerts_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        let notify_stop = CancellationToken::new();
+        let rules_stop = CancellationToken::new();
+        let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
+        crate::status::set_rules(crate::status::RulesStatus {
+            rules: rules.len(),
+            last_reload_ok: true,
+            last_reload_error: None,
+        });
+        let rules_task = tokio::spawn(rules::stage::run_with_reload(
+            rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.base_dir),
+            collect_rx,
+            senders,
+            Some(alerts_tx),
+            reload_rx,
+            rules_stop.clone(),
+        ));
+        let watch_task = tokio::spawn(rules::reload::watch_rule_files(
+            cfg.config.rules.clone().unwrap_or_default(),
+            cfg.base_dir.clone(),
+            reload_tx.clone(),
+            collectors_stop.clone(),
+        ));
+        let reload_task = tokio::spawn(reload_rules_on_sighup(
+            cfg.path.clone(),
+            reload_tx,
+            collectors_stop.clone(),
+        ));
+
+        // A source that cannot go on (unreadable secret or certificate) stops the service with
+        // an error, so systemd restarts it and the operator sees it, instead of a half-working
+        // process that silently collects nothing from that source.
+        let failed = CancellationToken::new();
+        let mut source_tasks = tokio::task::JoinSet::new();
+        for source in started_sources {
+            let ctx = SourceContext {
+                tx: collect_tx.clone(),
+                stop: collectors_stop.clone(),
+            };
+            let failed = failed.clone();
+            source_tasks.spawn(async move {
+                let name = source.name();
+                if let Err(e) = source.run(ctx).await {
+                    tracing::error!(source = name, error = %e, "collector stopped; shutting down");
+                    failed.cancel();
+                }
+            });
+        }
+        // Only sources hold senders now: when they stop, the rules stage sees the channel
+        // close, forwards what it has, and the sinks flush and return.
+        drop(collect_tx);
+        health.set_ready(true);
+        tracing::info!(config = %cfg.path.display(), "sitewatch running");
+
+        tokio::select! {
+            _ = shutdown => {}
+            _ = failed.cancelled() => {}
+        }
+        tracing::info!("shutting down: stopping collectors, flushing buffered data");
+        health.set_ready(false);
+        collectors_stop.cancel();
+        while source_tasks.join_next().await.is_some() {}
+        let _ = reload_task.await;
+        let _ = watch_task.await;
+        let _ = rules_task.await;
+        // The rules stage has handed every event over; give receivers their grace period.
+        notify_stop.cancel();
+        let _ = notify_task.await;
+        // Sinks finish on their own once their inputs close; the token bounds a stuck server.
+        let all_flushed = async { while sink_tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SINK_FLUSH_DEADLINE, all_flushed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                deadline_s = SINK_FLUSH_DEADLINE.as_secs(),
+                "sink flush did not finish in time; forcing the sinks to stop"
+            );
+            sinks_stop.cancel();
+            while sink_tasks.join_next().await.is_some() {}
+        }
+        endpoint_stop.cancel();
+        let _ = endpoint.await;
+        tracing::info!("sitewatch stopped");
+        if failed.is_cancelled() {
+            return Err(TopologyError::SourceFailed);
+        }
+        Ok(())
+    }
+}
+
+/// Reloads rule files on SIGHUP. An invalid file is logged with file:line and the running
+/// rules stay in force.
+async fn reload_rules_on_sighup(
+    config_path: PathBuf,
+    reload_tx: mpsc::Sender<RuleSet>,
+    stop: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; rule reload disabled");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            let loaded = LoadedConfig::load(&config_path)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| load_rules(&cfg).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(set) => {
+                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "ok")
+                        .increment(1);
+                    tracing::info!(rules = set.len(), "SIGHUP: rules reloaded");
+                    crate::status::set_rules(crate::status::RulesStatus {
+                        rules: set.len(),
+                        last_reload_ok: true,
+                        last_reload_error: None,
+                    });
+                    if reload_tx.send(set).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("sitewatch_rules_reloads_total", "trigger" => "sighup", "result" => "error")
+                        .increment(1);
+                    tracing::error!(error = %e, "SIGHUP: rules not reloaded, the previous rules stay in force");
+                    crate::status::rules_reload_failed(e)
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (config_path, reload_tx);
+        stop.cancelled().await;
+    }
+}
