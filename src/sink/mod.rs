@@ -14,6 +14,7 @@ use crate::config::LoadedConfig;
 use crate::pipeline::SinkInputs;
 
 pub mod influx;
+pub mod remote_write;
 
 /// A storage backend, built from its config table by [`build_sinks`].
 #[async_trait]
@@ -41,5 +42,6 @@ pub trait Sink: Send {
 pub fn build_sinks(cfg: &LoadedConfig) -> Result<Vec<Box<dyn Sink>>, BoxError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     sinks.extend(influx::sink(cfg)?);
+    sinks.extend(remote_write::sink(cfg)?);
     Ok(sinks)
 }

@@ -220,6 +220,9 @@ impl RemoteWriteConfig {
             "basic auth"
         } else if self.bearer_token.is_some() {
             "bearer token"
+        } else if reqwest::Url::parse(&self.url).is_ok_and(|u| !u.username().is_empty()) {
+            // reqwest sends credentials in the URL as basic auth.
+            "basic auth from the URL"
         } else {
             "no auth"
         }

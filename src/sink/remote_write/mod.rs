@@ -56,3 +56,53 @@ mod sink;
 pub use config::{MetricNaming, RemoteWriteConfig, RemoteWriteError};
 pub use encode::{Encoder, Point, ALERT_METRIC};
 pub use sink::RemoteWriteSink;
+
+use crate::collect::BoxError;
+use crate::config::LoadedConfig;
+
+/// `[remote_write]`, when configured. Secrets are resolved here, so a missing token file is
+/// a deployment error `sitewatch check` reports.
+pub fn sink(cfg: &LoadedConfig) -> Result<Option<Box<dyn super::Sink>>, BoxError> {
+    let Some(rw) = &cfg.config.remote_write else {
+        return Ok(None);
+    };
+    rw.validate().map_err(|e| cfg.invalid(e.to_string()))?;
+    Ok(Some(Box::new(RemoteWriteSink::opened(rw.clone())?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn loaded(text: &str) -> LoadedConfig {
+        LoadedConfig {
+            path: PathBuf::from("site.toml"),
+            base_dir: PathBuf::from("."),
+            config: crate::config::parse(text, Path::new("site.toml")).expect("config parses"),
+        }
+    }
+
+    #[test]
+    fn the_table_is_registered_and_optional() {
+        let cfg = loaded("[remote_write]\nurl = \"http://127.0.0.1:8428/api/v1/write\"\n");
+        let sinks = crate::sink::build_sinks(&cfg).unwrap();
+        assert_eq!(
+            sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            vec!["remote_write"]
+        );
+        assert!(sink(&loaded("")).unwrap().is_none());
+        let err = sink(&loaded("[remote_write]\nurl = \"ftp://x\"\n"))
+            .err()
+            .expect("bad url")
+            .to_string();
+        assert!(err.starts_with("site.toml: [remote_write] url:"), "{err}");
+        let err = sink(&loaded(
+            "[remote_write]\nurl = \"http://x/\"\nbearer_token = { env = \"SITEWATCH_TEST_RW_NOPE\" }\n",
+        ))
+        .err()
+        .expect("unset secret")
+        .to_string();
+        assert!(err.contains("bearer_token"), "{err}");
+    }
+}

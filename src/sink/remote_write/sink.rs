@@ -53,6 +53,15 @@ impl RemoteWriteSink {
         cfg.validate()?;
         Ok(RemoteWriteSink { cfg, client: None })
     }
+
+    /// Like [`RemoteWriteSink::new`], with the secrets resolved and the client built now.
+    pub fn opened(cfg: RemoteWriteConfig) -> Result<RemoteWriteSink, RemoteWriteError> {
+        let client = Arc::new(Client::new(&cfg)?);
+        Ok(RemoteWriteSink {
+            cfg,
+            client: Some(client),
+        })
+    }
 }
 
 #[async_trait]
@@ -93,7 +102,9 @@ impl Sink for RemoteWriteSink {
     }
 
     async fn open(&mut self) -> Result<(), BoxError> {
-        self.client = Some(Arc::new(Client::new(&self.cfg)?));
+        if self.client.is_none() {
+            self.client = Some(Arc::new(Client::new(&self.cfg)?));
+        }
         Ok(())
     }
 
@@ -562,6 +573,33 @@ mod tests {
             .await
             .expect("inputs closed and nothing left: the sink returns")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn basic_auth_from_the_table_or_the_url() {
+        let rx = Receiver::start(Box::new(ok)).await;
+        let with_url = rx.url.replace("http://", "http://url:cred@");
+        for (url, extra, want) in [
+            (
+                rx.url.as_str(),
+                "username = \"u\"\npassword = \"p\"",
+                "Basic dTpw",
+            ),
+            (with_url.as_str(), "", "Basic dXJsOmNyZWQ="),
+        ] {
+            let cfg = config(url, extra);
+            let run = start(cfg, 8);
+            let seen: Seen = Default::default();
+            run.port()
+                .series
+                .send(acked(samples(1, 0), &seen))
+                .await
+                .unwrap();
+            wait_for("the ack", || !seen.lock().unwrap().is_empty()).await;
+            let reqs = rx.requests();
+            assert_eq!(reqs.last().unwrap().0["authorization"], want);
+            run.stop.cancel();
+        }
     }
 
     #[tokio::test]
