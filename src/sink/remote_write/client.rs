@@ -100,7 +100,8 @@ pub struct Client {
     max_retry_delay: Duration,
     /// True while a request is being retried.
     failing: AtomicBool,
-    pub last_error: std::sync::Mutex<Option<String>>,
+    /// The last failure while retrying; cleared by a delivery.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Client {
@@ -124,8 +125,11 @@ impl Client {
         })
     }
 
-    pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_failing(&self, failing: bool) {

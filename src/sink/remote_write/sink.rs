@@ -116,10 +116,37 @@ impl Sink for RemoteWriteSink {
             }
         }
         let client = self.client.clone().expect("opened above");
+        describe_metrics();
+        metrics::gauge!("sitewatch_remote_write_failing").set(0.0);
         tracing::info!(url = %client.shown, "remote write sink started");
         let mut state = State::new(&self.cfg, client);
         state.run(inputs, stop).await;
     }
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "sitewatch_remote_write_samples_total",
+        "Remote-write samples by result: delivered, rejected (4xx), shutdown (unsent at stop), \
+         skipped_string (string fields)"
+    );
+    describe_counter!(
+        "sitewatch_remote_write_requests_total",
+        "Remote-write requests by status: 2xx, the HTTP status, timeout, transport"
+    );
+    describe_gauge!(
+        "sitewatch_remote_write_buffered_samples",
+        "Remote-write samples held in memory, waiting or in flight"
+    );
+    describe_gauge!(
+        "sitewatch_remote_write_failing",
+        "1 while a remote-write request is being retried"
+    );
+    describe_histogram!(
+        "sitewatch_remote_write_request_duration_seconds",
+        "Duration of remote-write requests"
+    );
 }
 
 type FlightFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -220,6 +247,7 @@ impl State {
             tracing::error!(
                 samples = left,
                 url = %self.client.shown,
+                last_error = ?self.client.last_error(),
                 "remote write sink stopped before these samples were delivered; they are not \
                  in the receiver (MQTT QoS 1 sources were not acknowledged and are redelivered)"
             );
