@@ -1,4 +1,4 @@
-//! The `[remote_write]` configuration table (see `remote_write.toml` beside this file).
+//! The `[remote_write]` configuration table (see `example.toml` beside this file).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -252,7 +252,7 @@ mod tests {
         struct File {
             remote_write: RemoteWriteConfig,
         }
-        let sample: File = toml::from_str(include_str!("remote_write.toml")).expect("sample");
+        let sample: File = toml::from_str(include_str!("example.toml")).expect("sample");
         let c = sample.remote_write;
         c.validate().unwrap();
         assert_eq!(c.metric_naming, MetricNaming::MeasurementField);

@@ -1,7 +1,7 @@
 //! Prometheus remote write (1.0): series and rule events to VictoriaMetrics, Prometheus,
 //! Mimir, Thanos Receive or any other receiver of `POST /api/v1/write`.
 //!
-//! - [`config`]: the `[remote_write]` table (sample: `remote_write.toml` beside this file).
+//! - [`config`]: the `[remote_write]` table (sample: `example.toml` beside this file).
 //! - [`proto`]: the 1.0 protobuf messages, declared with `prost`'s derive.
 //! - [`encode`]: samples → points (names, labels, values, timestamps) and events →
 //!   `sitewatch_alert` points; points → a `WriteRequest` → the snappy body.
