@@ -54,6 +54,11 @@ impl TagSet {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
+    /// The pairs as shared strings, for copies that must not allocate text.
+    pub fn iter_shared(&self) -> impl Iterator<Item = &(Arc<str>, Arc<str>)> {
+        self.0.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

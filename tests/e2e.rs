@@ -431,6 +431,82 @@ fn example_config_passes_check() {
     assert!(!stdout.contains("example-secret-value"), "{stdout}");
 }
 
+/// Each collector's and sink's own `example.toml` (beside its code) is valid: every
+/// collector example with every sink example passes `check`, and `check` names each stage.
+#[test]
+fn folder_examples_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let collectors = [
+        "src/collect/mqtt/example.toml",
+        "src/collect/snmp/example.toml",
+    ];
+    let sinks = ["src/sink/influx/example.toml"];
+    let dir = tempfile::tempdir().unwrap();
+    // The SNMP example names the default profiles_dir, relative to the config file.
+    std::os::unix::fs::symlink(root.join("mappings"), dir.path().join("mappings")).unwrap();
+    for collector in collectors {
+        for sink in sinks {
+            let text = format!(
+                "{}\n{}",
+                std::fs::read_to_string(root.join(collector)).unwrap(),
+                std::fs::read_to_string(root.join(sink)).unwrap()
+            );
+            let path = dir.path().join("sitewatch.toml");
+            std::fs::write(&path, text).unwrap();
+            let out = Command::new(sitewatch_bin())
+                .args(["check", "--config"])
+                .arg(&path)
+                .env("SITEWATCH_SNMP_COMMUNITY", "example-secret-value")
+                .env("SITEWATCH_SNMP_AUTH", "example-secret-value")
+                .env("SITEWATCH_SNMP_PRIV", "example-secret-value")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{collector} + {sink}: {}{stdout}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for stage in [collector, sink] {
+                let name = stage.split('/').nth(2).unwrap();
+                assert!(
+                    stdout.contains(&format!("  {name}: ")),
+                    "{collector} + {sink}: no line for {name}:\n{stdout}"
+                );
+            }
+        }
+    }
+}
+
+/// Every sink is optional, but a config must name at least one sink and one collector.
+#[test]
+fn check_requires_a_sink_and_a_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[mqtt]\nhost = \"127.0.0.1\"\n[[mqtt.subscription]]\ntopic = \"t\"\nmeasurement = \"m\"\nformat = \"number\"\nfield = \"v\"\n",
+            "no sink configured",
+        ),
+        ("[influx]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\n", "no collector configured"),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("sitewatch.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(sitewatch_bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains("sitewatch.toml"),
+            "names the file: {stderr}"
+        );
+    }
+}
+
 /// SNMP through the binary: a live snmpd and an address nothing answers on. The dead device becomes an
 /// `up = false` row in `snmp_poll` (alertable) and shows per device in `/metrics`; the live
 /// one keeps its schedule.

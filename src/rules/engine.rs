@@ -461,6 +461,12 @@ impl Engine {
         state::save(self, path)
     }
 
+    /// The state to save, copied out; write it with [`state::Snapshot::write`] on a blocking
+    /// thread so the rules task never waits for the disk.
+    pub fn state_snapshot(&self) -> state::Snapshot {
+        state::snapshot(self)
+    }
+
     /// Loads state saved by [`Engine::save_state`] for the current rules. A missing file is not
     /// an error (first start). Unchanged rules continue where they were; a changed rule
     /// re-judges a firing incident on its last value; alarms of removed rules are resolved

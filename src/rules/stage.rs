@@ -143,6 +143,7 @@ pub async fn run_with_reload(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut saver = tokio::time::interval_at(tokio::time::Instant::now() + SAVE_EVERY, SAVE_EVERY);
     saver.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saving = Saver::default();
     let mut reload_open = true;
     let mut drain = true;
     loop {
@@ -159,7 +160,7 @@ pub async fn run_with_reload(
                 None => reload_open = false,
             },
             _ = ticker.tick() => tick(&mut engine, &mut out).await,
-            _ = saver.tick(), if engine.state_file().is_some() => save(&engine),
+            _ = saver.tick(), if engine.state_file().is_some() => saving.start(&engine),
             batch = rx.recv() => match batch {
                 Some(batch) => {
                     // Batches still waiting behind this one: the pipeline's backlog.
@@ -180,8 +181,11 @@ pub async fn run_with_reload(
             process(&mut engine, &mut out, batch).await;
         }
     }
+    // The last save: after any periodic one still writing, so the newest state wins.
+    saving.finish().await;
     if engine.state_file().is_some() {
-        save(&engine);
+        saving.start(&engine);
+        saving.finish().await;
     }
 }
 
@@ -200,20 +204,48 @@ async fn tick(engine: &mut Engine, out: &mut Outputs) {
     }
 }
 
-fn save(engine: &Engine) {
-    let Some(path) = engine.state_file() else {
-        return;
-    };
-    let started = std::time::Instant::now();
-    match engine.save_state(path) {
-        Ok(n) => {
-            metrics::histogram!("sitewatch_rules_state_save_seconds")
-                .record(started.elapsed().as_secs_f64());
-            tracing::debug!(states = n, path = %path.display(), "rules state saved");
+/// State saves, off the rules task: the state is copied out here (one pass over the states)
+/// and serialised, written and fsync'd on a blocking thread, at most one at a time, so a slow
+/// disk delays the next save, never a sample.
+#[derive(Default)]
+struct Saver {
+    in_flight: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Saver {
+    fn start(&mut self, engine: &Engine) {
+        let Some(path) = engine.state_file().map(std::path::Path::to_path_buf) else {
+            return;
+        };
+        let previous = self.in_flight.take();
+        if previous.as_ref().is_some_and(|h| !h.is_finished()) {
+            metrics::counter!("sitewatch_rules_state_saves_skipped_total").increment(1);
+            tracing::warn!(path = %path.display(), "rules state: the previous save is still writing; this one waits for the next interval");
+            self.in_flight = previous;
+            return;
         }
-        Err(e) => {
-            metrics::counter!("sitewatch_rules_state_errors_total", "op" => "save").increment(1);
-            tracing::error!(error = %e, "rules state not saved");
+        let started = std::time::Instant::now();
+        let snapshot = engine.state_snapshot();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            match snapshot.write(&path) {
+                Ok(n) => {
+                    metrics::histogram!("sitewatch_rules_state_save_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(states = n, path = %path.display(), "rules state saved");
+                }
+                Err(e) => {
+                    metrics::counter!("sitewatch_rules_state_errors_total", "op" => "save")
+                        .increment(1);
+                    tracing::error!(error = %e, "rules state not saved");
+                }
+            }
+        }));
+    }
+
+    /// Waits for a save in flight (shutdown).
+    async fn finish(&mut self) {
+        if let Some(h) = self.in_flight.take() {
+            let _ = h.await;
         }
     }
 }

@@ -21,6 +21,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,28 +105,25 @@ fn sev_parse(s: &str) -> Severity {
     }
 }
 
+/// Strings are shared with the engine (`Arc<str>`), so taking a snapshot copies no text.
 #[derive(Serialize, Deserialize)]
 struct SavedSeries {
-    measurement: String,
-    tags: Vec<(String, String)>,
+    measurement: Arc<str>,
+    tags: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl SavedSeries {
     fn of(key: &SeriesKey) -> Self {
         SavedSeries {
-            measurement: key.measurement.to_string(),
-            tags: key
-                .tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            measurement: key.measurement.clone(),
+            tags: key.tags.iter_shared().cloned().collect(),
         }
     }
 
     fn key(&self) -> SeriesKey {
         SeriesKey::new(
-            self.measurement.as_str(),
-            TagSet::new(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            self.measurement.clone(),
+            TagSet::new(self.tags.iter().map(|(k, v)| (&**k, &**v))),
         )
     }
 }
@@ -133,10 +131,10 @@ impl SavedSeries {
 #[derive(Serialize, Deserialize)]
 struct SavedState {
     series: SavedSeries,
-    rule: String,
-    field: String,
+    rule: Arc<str>,
+    field: Arc<str>,
     stale_severity: String,
-    signature: String,
+    signature: Arc<str>,
     active: String,
     notified: String,
     started_ns: i64,
@@ -239,8 +237,55 @@ struct SavedFile {
     silenced: Vec<SavedEvent>,
 }
 
+/// The engine's state, copied out so it can be serialised and written away from the rules
+/// task ([`Snapshot::write`] on a blocking thread): taking it costs one pass over the states.
+pub struct Snapshot {
+    file: SavedFile,
+}
+
+impl Snapshot {
+    /// Alarm states in the snapshot.
+    pub fn len(&self) -> usize {
+        self.file.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.file.states.is_empty()
+    }
+
+    /// Serialises and writes atomically (temp file, fsync, rename). Blocking: call it from a
+    /// blocking thread (`tokio::task::spawn_blocking`), not from an async worker.
+    pub fn write(&self, path: &Path) -> Result<usize, StateError> {
+        let write_err = |source| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let body =
+            serde_json::to_vec(&self.file).map_err(|e| write_err(std::io::Error::other(e)))?;
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = path.with_file_name(tmp_name);
+        create_dir_for(path).map_err(write_err)?;
+        let mut f = create_private(&tmp).map_err(write_err)?;
+        f.write_all(&body).map_err(write_err)?;
+        f.sync_all().map_err(write_err)?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(write_err)?;
+        Ok(self.len())
+    }
+}
+
 pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
+    snapshot(engine).write(path)
+}
+
+pub(crate) fn snapshot(engine: &Engine) -> Snapshot {
     let rules = engine.rules().rules();
+    // Per rule once, not per state: the signature is a formatted string.
+    let identity: Vec<(Arc<str>, Arc<str>, Arc<str>)> = rules
+        .iter()
+        .map(|r| (r.name.clone(), r.field.clone(), r.signature().into()))
+        .collect();
     let mut states = Vec::new();
     for (key, slot) in &engine.series {
         for m in &slot.matched {
@@ -250,12 +295,13 @@ pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
                 continue;
             }
             let rule = &rules[m.rule_idx];
+            let (name, field, signature) = &identity[m.rule_idx];
             states.push(SavedState {
                 series: SavedSeries::of(key),
-                rule: rule.name.to_string(),
-                field: rule.field.to_string(),
+                rule: name.clone(),
+                field: field.clone(),
                 stale_severity: sev_str(stale_severity(rule)),
-                signature: rule.signature(),
+                signature: signature.clone(),
                 active: sev_str(st.active),
                 notified: sev_str(st.notified),
                 started_ns: st.started_ns,
@@ -275,31 +321,17 @@ pub(crate) fn save(engine: &Engine, path: &Path) -> Result<usize, StateError> {
             });
         }
     }
-    let n = states.len();
     let mut devices_down: Vec<String> = engine.devices_down.iter().map(|d| d.to_string()).collect();
     devices_down.sort();
-    let file = SavedFile {
-        version: VERSION,
-        saved_ns: now_ns(),
-        states,
-        devices_down,
-        silenced: engine.silencer.held().map(SavedEvent::of).collect(),
-    };
-    let write_err = |source| StateError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let body = serde_json::to_vec(&file).map_err(|e| write_err(std::io::Error::other(e)))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    create_dir_for(path).map_err(write_err)?;
-    let mut f = create_private(&tmp).map_err(write_err)?;
-    f.write_all(&body).map_err(write_err)?;
-    f.sync_all().map_err(write_err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(write_err)?;
-    Ok(n)
+    Snapshot {
+        file: SavedFile {
+            version: VERSION,
+            saved_ns: now_ns(),
+            states,
+            devices_down,
+            silenced: engine.silencer.held().map(SavedEvent::of).collect(),
+        },
+    }
 }
 
 /// Creates the file's directory (and missing parents) with mode 0700 if it does not exist.
@@ -435,8 +467,8 @@ pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError
         let (Some(rule), Some(m)) = (rule.as_ref(), target) else {
             // The rule is gone or no longer matches: close what it had open.
             close_removed(
-                &rule_name.as_str().into(),
-                &field.as_str().into(),
+                &rule_name,
+                &field,
                 stale_sev,
                 &st,
                 &key,
@@ -446,7 +478,7 @@ pub(crate) fn load(engine: &mut Engine, path: &Path) -> Result<usize, StateError
             );
             continue;
         };
-        let state = if signature == rule.signature() {
+        let state = if *signature == *rule.signature() {
             st
         } else {
             rejudge(rule, m.variant, st, &key, now, &mut pending)

@@ -56,6 +56,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::Ack;
+use crate::blocking::on_blocking_thread;
 use crate::pipeline::{Batch, BatchReceiver};
 
 use super::buffer::{Buffer, Flight, Source};
@@ -628,7 +629,7 @@ impl RunState {
         if self.spooling() {
             let lines = encoded.ends.len();
             let spool = self.spool.as_mut().expect("spooling() checked it");
-            match spool.append(source, &encoded.buf, lines) {
+            match on_blocking_thread(|| spool.append(source, &encoded.buf, lines)) {
                 Ok(_) => {
                     metrics::counter!("sitewatch_influx_spooled_samples_total")
                         .increment(lines as u64);
@@ -691,7 +692,7 @@ impl RunState {
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
-        match spool.sync() {
+        match on_blocking_thread(|| spool.sync()) {
             Ok(()) => {
                 for ack in self.unsynced.drain(..) {
                     ack.complete();
@@ -748,11 +749,9 @@ impl RunState {
     }
 
     fn spool_flight(&mut self, source: Source) -> Option<(Arc<Flight>, Origin)> {
-        let read = self
-            .spool
-            .as_mut()?
-            .queue(source)
-            .read_batch(self.batch_size)?;
+        let spool = self.spool.as_mut()?;
+        let batch_size = self.batch_size;
+        let read = on_blocking_thread(|| spool.queue(source).read_batch(batch_size))?;
         Some((
             Arc::new(Flight::from_body(read.body)),
             Origin::Spool(source, read.end),
@@ -782,7 +781,8 @@ impl RunState {
                 metrics::counter!("sitewatch_influx_spool_replayed_samples_total")
                     .increment(done.flight.lines() as u64);
                 if let Some(s) = self.spool.as_mut() {
-                    s.queue(source).commit(end);
+                    // May delete a finished segment file.
+                    on_blocking_thread(|| s.queue(source).commit(end));
                     if s.is_empty() {
                         tracing::info!("influx spool replayed; back to writing from memory");
                     }
@@ -843,7 +843,7 @@ impl RunState {
             stored.push(flight);
         }
         let spool = self.spool.as_mut().expect("checked above");
-        match spool.sync() {
+        match on_blocking_thread(|| spool.sync()) {
             Ok(()) => {
                 let n: usize = stored.iter().map(|f| f.lines()).sum();
                 for f in stored {
@@ -865,11 +865,13 @@ impl RunState {
 
     fn append_flight(&mut self, flight: &Flight) -> std::io::Result<()> {
         let spool = self.spool.as_mut().expect("caller checked the spool");
-        for (source, range) in flight.source_ranges() {
-            let bytes = &flight.body[flight.byte_range(range.clone())];
-            spool.append(source, bytes, range.len())?;
-        }
-        Ok(())
+        on_blocking_thread(|| {
+            for (source, range) in flight.source_ranges() {
+                let bytes = &flight.body[flight.byte_range(range.clone())];
+                spool.append(source, bytes, range.len())?;
+            }
+            Ok(())
+        })
     }
 }
 
