@@ -235,9 +235,18 @@ impl State {
                 _ = sleep_until(due) => {}
             }
         }
-        // `stop`: the flush cannot finish. Unsent acks are dropped, never completed.
+        // `stop`: the flush cannot finish. Unsent acks are dropped, never completed, and so
+        // are those of batches still queued in the inputs (counted with the rest).
         self.current = None;
-        let left = self.held[EVENTS] + self.held[SERIES];
+        let mut left = self.held[EVENTS] + self.held[SERIES];
+        inputs.series.close();
+        inputs.events.close();
+        while let Ok(batch) = inputs.series.try_recv() {
+            left += numeric_fields(&batch.samples);
+        }
+        while let Ok(events) = inputs.events.try_recv() {
+            left += events.len();
+        }
         self.queues = [VecDeque::new(), VecDeque::new()];
         self.held = [0, 0];
         self.update_gauge();
@@ -402,6 +411,15 @@ impl State {
     }
 }
 
+/// Points the samples would make (one per numeric field).
+fn numeric_fields(samples: &[crate::model::Sample]) -> usize {
+    samples
+        .iter()
+        .flat_map(|s| &s.fields)
+        .filter(|(_, v)| !matches!(v, crate::model::FieldValue::Str(_)))
+        .count()
+}
+
 async fn poll_flight(f: Option<&mut FlightFuture>) -> Outcome {
     match f {
         Some(f) => f.await,
@@ -428,7 +446,7 @@ mod tests {
     use crate::pipeline::{EventRecord, SinkPort};
     use axum::http::{HeaderMap, StatusCode};
     use prost::Message as _;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
     /// Answer to request number n: (status, Retry-After, body).
@@ -436,6 +454,8 @@ mod tests {
 
     struct Receiver {
         seen: Arc<Mutex<Vec<(HeaderMap, WriteRequest)>>>,
+        /// Requests that reached the handler (answered or hanging).
+        entered: Arc<AtomicUsize>,
         hang: Arc<AtomicBool>,
         release: Arc<tokio::sync::Notify>,
         url: String,
@@ -444,20 +464,29 @@ mod tests {
     impl Receiver {
         async fn start(script: Box<Script>) -> Receiver {
             let seen = Arc::new(Mutex::new(Vec::new()));
+            let entered = Arc::new(AtomicUsize::new(0));
             let hang = Arc::new(AtomicBool::new(false));
             let release = Arc::new(tokio::sync::Notify::new());
             let script: Arc<Script> = Arc::from(script);
-            let state = (seen.clone(), hang.clone(), release.clone(), script);
+            let state = (
+                seen.clone(),
+                entered.clone(),
+                hang.clone(),
+                release.clone(),
+                script,
+            );
             type St = (
                 Arc<Mutex<Vec<(HeaderMap, WriteRequest)>>>,
+                Arc<AtomicUsize>,
                 Arc<AtomicBool>,
                 Arc<tokio::sync::Notify>,
                 Arc<Script>,
             );
             let handler =
-                |axum::extract::State((seen, hang, release, script)): axum::extract::State<St>,
+                |axum::extract::State((seen, entered, hang, release, script)): axum::extract::State<St>,
                  headers: HeaderMap,
                  body: axum::body::Bytes| async move {
+                    entered.fetch_add(1, Ordering::SeqCst);
                     while hang.load(Ordering::SeqCst) {
                         release.notified().await;
                     }
@@ -482,6 +511,7 @@ mod tests {
             tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
             Receiver {
                 seen,
+                entered,
                 hang,
                 release,
                 url,
@@ -840,8 +870,7 @@ mod tests {
             .send(vec![alert(EventState::Firing)])
             .await
             .unwrap();
-        wait_for("the request", || rx.hang.load(Ordering::SeqCst)).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_for("the request", || rx.entered.load(Ordering::SeqCst) > 0).await;
         // Inputs closed: the sink keeps trying to flush.
         drop(run.port.take());
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -852,6 +881,33 @@ mod tests {
             .expect("stop ends the flush")
             .unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![Delivery::Failed]);
+    }
+
+    #[tokio::test]
+    async fn stop_while_backpressured_fails_held_and_queued_batches() {
+        let rx = Receiver::start(Box::new(ok)).await;
+        rx.set_hang(true);
+        let mut run = start(
+            config(&rx.url, "batch_size = 5\nmax_buffered_samples = 10"),
+            2,
+        );
+        let seen: Seen = Default::default();
+        // Two batches held by the sink (its bound), two waiting in the channel.
+        for i in 0..4 {
+            run.port()
+                .series
+                .send(acked(samples(5, i * 10), &seen))
+                .await
+                .unwrap();
+        }
+        wait_for("the request", || rx.entered.load(Ordering::SeqCst) > 0).await;
+        run.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(2), &mut run.task)
+            .await
+            .expect("stop ends the sink")
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Failed; 4]);
+        assert!(rx.requests().is_empty(), "nothing was answered");
     }
 
     #[tokio::test]
