@@ -942,4 +942,61 @@ mod tests {
         assert_eq!(sink.check_warnings(true).len(), 2);
         assert!(!sink.describe().contains("secret"), "{}", sink.describe());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The batching and ack bookkeeping alone (no network: each request's outcome is
+        /// chosen by the test). For any batch sizes, request size and outcomes: every point
+        /// goes out exactly once, no request is larger than `batch_size`, and every ack is
+        /// settled exactly once: rejected if any of its points was in a rejected request,
+        /// delivered otherwise.
+        #[test]
+        fn every_ack_is_settled_once_with_the_worst_outcome_of_its_points(
+            sizes in prop::collection::vec(0usize..12, 1..12),
+            batch_size in 1usize..8,
+            outcomes in prop::collection::vec(any::<bool>(), 64),
+        ) {
+            let cfg = config("http://127.0.0.1:9/api/v1/write", &format!("batch_size = {batch_size}"));
+            let client = Arc::new(Client::new(&cfg).unwrap());
+            let mut state = State::new(&cfg, client);
+            let seen: Vec<Seen> = sizes.iter().map(|_| Seen::default()).collect();
+            let mut t = 0;
+            for (n, seen) in sizes.iter().zip(&seen) {
+                state.push_series(acked(samples(*n, t), seen));
+                t += 100;
+            }
+            // Which batch each point belongs to, in the order points were taken.
+            let owners: Vec<usize> = sizes.iter().enumerate().flat_map(|(b, n)| vec![b; *n]).collect();
+            let mut rejected_batches = vec![false; sizes.len()];
+            let mut sent = 0;
+            let mut flights = 0;
+            while !state.is_empty() {
+                state.start_flight(Instant::now(), true);
+                let taken = state.current.as_ref().expect("a flight while data waits").taken;
+                let n = taken[SERIES];
+                prop_assert!(n >= 1 && n <= batch_size);
+                let reject = outcomes[flights % outcomes.len()];
+                if reject {
+                    for b in &owners[sent..sent + n] {
+                        rejected_batches[*b] = true;
+                    }
+                }
+                sent += n;
+                flights += 1;
+                state.finish_flight(if reject {
+                    Outcome::Rejected { status: 400, message: String::new() }
+                } else {
+                    Outcome::Delivered { attempts: 1 }
+                });
+            }
+            prop_assert_eq!(sent, owners.len(), "every point sent once");
+            prop_assert_eq!(state.held, [0, 0]);
+            for (b, seen) in seen.iter().enumerate() {
+                let got = seen.lock().unwrap().clone();
+                let want = if rejected_batches[b] { Delivery::Rejected } else { Delivery::Delivered };
+                prop_assert_eq!(got, vec![want], "batch {} of {} points", b, sizes[b]);
+            }
+        }
+    }
 }
