@@ -40,9 +40,9 @@ pub struct RemoteWriteConfig {
     /// Longest time a sample waits before it is sent.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
     pub flush_interval: Duration,
-    /// Most series samples held in memory (waiting or in flight). Once reached, the sink
-    /// stops taking batches: the rules stage and collectors wait, the MQTT broker holds the
-    /// unacknowledged messages. Nothing is dropped for lack of room.
+    /// Most series samples (one per numeric field) held in memory, waiting or in flight.
+    /// Once reached, the sink stops taking batches: the rules stage and collectors wait, the
+    /// MQTT broker holds the unacknowledged messages. Nothing is dropped for lack of room.
     #[serde(default = "default_max_buffered_samples")]
     pub max_buffered_samples: usize,
     /// Cap of the exponential retry backoff (250 ms doubling).
