@@ -5,6 +5,7 @@
 
 pub mod ack;
 pub mod blocking;
+pub mod buffer;
 pub mod collect;
 pub mod config;
 pub mod model;

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::config::{Secret, SecretError};
 
-pub use super::spool::{FsyncPolicy, SpoolError};
+pub use crate::buffer::{FsyncPolicy, SpoolError};
 
 /// Which write API the server speaks. Only the URL and the authorization differ.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

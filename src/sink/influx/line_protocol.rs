@@ -32,7 +32,9 @@
 
 use std::io::Write as _;
 
+use crate::buffer::{Encoded, Lane, RecordEncoder};
 use crate::model::{FieldValue, Sample};
+use crate::pipeline::Batch;
 
 /// Which part of a line a name is written to; decides which characters get escaped.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -230,6 +232,44 @@ pub fn encode_line(
     }
     let _ = writeln!(out, " {}", sample.timestamp_ns);
     true
+}
+
+/// The InfluxDB sink's records for the shared buffer and spool: one line per sample, events
+/// to the events measurement.
+pub(crate) struct LineEncoder {
+    events_measurement: String,
+    options: EncodeOptions,
+}
+
+impl LineEncoder {
+    pub(crate) fn new(events_measurement: &str, options: EncodeOptions) -> LineEncoder {
+        LineEncoder {
+            events_measurement: events_measurement.to_string(),
+            options,
+        }
+    }
+}
+
+impl RecordEncoder for LineEncoder {
+    fn encode(&self, lane: Lane, batch: &Batch) -> Encoded {
+        let mut out = Encoded {
+            buf: Vec::with_capacity(batch.samples.len() * 96),
+            ends: Vec::with_capacity(batch.samples.len()),
+            unencodable: 0,
+        };
+        for sample in &batch.samples {
+            let measurement: &str = match lane {
+                Lane::Events => &self.events_measurement,
+                Lane::Series => &sample.series.measurement,
+            };
+            if encode_line(&mut out.buf, sample, measurement, self.options) {
+                out.ends.push(out.buf.len());
+            } else {
+                out.unencodable += 1;
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -27,13 +27,11 @@
 //! to the OS). Spooled counts as safely buffered: it survives a crash or `kill -9`
 //! (`never`: not a power cut) and is replayed at the next start.
 
-mod buffer;
 pub mod capacity;
 pub mod config;
 pub mod event;
 pub mod line_protocol;
 mod sink;
-mod spool;
 mod writer;
 
 pub use config::{FsyncPolicy, InfluxApi, InfluxConfig, InfluxError, SpoolError};

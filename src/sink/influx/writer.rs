@@ -59,10 +59,18 @@ use crate::ack::Ack;
 use crate::blocking::on_blocking_thread;
 use crate::pipeline::{Batch, BatchReceiver};
 
-use super::buffer::{Buffer, Flight, Source};
 use super::config::{redacted_url, InfluxApi, InfluxConfig, InfluxError};
 use super::line_protocol::EncodeOptions;
-use super::spool::{Cursor, FsyncPolicy, Spool};
+use super::line_protocol::LineEncoder;
+use crate::buffer::{count_lines, Buffer, Flight, Lane, SpoolOwner};
+use crate::buffer::{Cursor, FsyncPolicy, Spool};
+
+/// The InfluxDB sink's spool: `[influx] spool_dir`, `sitewatch_influx_spool_*`, one record
+/// per line.
+const SPOOL_OWNER: SpoolOwner = SpoolOwner {
+    sink: "influx",
+    count_records: count_lines,
+};
 
 /// Longest server message kept for logs.
 const MAX_LOGGED_BODY: usize = 512;
@@ -265,7 +273,12 @@ impl InfluxWriter {
             } else {
                 base_dir.join(dir)
             };
-            self.spool = Some(Spool::open(&dir, self.spool_max_bytes, self.fsync)?);
+            self.spool = Some(Spool::open(
+                &dir,
+                self.spool_max_bytes,
+                self.fsync,
+                SPOOL_OWNER,
+            )?);
             self.spool_dir = Some(dir);
         }
         Ok(self)
@@ -282,13 +295,15 @@ impl InfluxWriter {
     ) {
         let spool = match (self.spool.take(), &self.spool_dir) {
             (Some(s), _) => Some(s),
-            (None, Some(dir)) => match Spool::open(dir, self.spool_max_bytes, self.fsync) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(error = %e, "influx spool unavailable; buffering in memory only");
-                    None
+            (None, Some(dir)) => {
+                match Spool::open(dir, self.spool_max_bytes, self.fsync, SPOOL_OWNER) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(error = %e, "influx spool unavailable; buffering in memory only");
+                        None
+                    }
                 }
-            },
+            }
             (None, None) => None,
         };
         let mut state = RunState {
@@ -297,8 +312,7 @@ impl InfluxWriter {
                 self.batch_size,
                 self.flush_interval,
                 self.buffer_limit,
-                &self.events_measurement,
-                self.encode,
+                Box::new(LineEncoder::new(&self.events_measurement, self.encode)),
             ),
             spool,
             batch_size: self.batch_size,
@@ -358,14 +372,14 @@ impl InfluxWriter {
                 }
                 b = events_rx.recv(), if events_open => match b {
                     Some(b) => {
-                        state.push(Source::Events, b);
+                        state.push(Lane::Events, b);
                         state.take_waiting(&mut events_rx, &mut series_rx);
                     }
                     None => events_open = false,
                 },
                 b = series_rx.recv(), if take_series => match b {
                     Some(b) => {
-                        state.push(Source::Series, b);
+                        state.push(Lane::Series, b);
                         state.take_waiting(&mut events_rx, &mut series_rx);
                     }
                     None => series_open = false,
@@ -383,10 +397,10 @@ impl InfluxWriter {
         events_rx.close();
         series_rx.close();
         while let Some(b) = events_rx.recv().await {
-            state.push(Source::Events, b);
+            state.push(Lane::Events, b);
         }
         while let Some(b) = series_rx.recv().await {
-            state.push(Source::Series, b);
+            state.push(Lane::Series, b);
         }
         state.flush_acks();
         let held = state.buffer.held();
@@ -443,7 +457,7 @@ type FlightFuture = Pin<Box<dyn Future<Output = Delivery> + Send>>;
 /// Where the lines of a request came from, to resolve them once it is done.
 enum Origin {
     Memory,
-    Spool(Source, Cursor),
+    Spool(Lane, Cursor),
 }
 
 struct InFlight {
@@ -602,9 +616,9 @@ impl RunState {
         let mut n = 0;
         while n < SPOOL_GROUP && self.spooling() {
             if let Ok(b) = events_rx.try_recv() {
-                self.push(Source::Events, b);
+                self.push(Lane::Events, b);
             } else if let Ok(b) = series_rx.try_recv() {
-                self.push(Source::Series, b);
+                self.push(Lane::Series, b);
             } else {
                 break;
             }
@@ -612,7 +626,7 @@ impl RunState {
         }
     }
 
-    fn push(&mut self, source: Source, mut batch: Batch) {
+    fn push(&mut self, source: Lane, mut batch: Batch) {
         let encoded = self.buffer.encode(source, &batch);
         if encoded.unencodable > 0 {
             metrics::counter!("sitewatch_influx_dropped_total", "reason" => "no_fields")
@@ -714,8 +728,8 @@ impl RunState {
         }
         let (spool_events, spool_series) = self.spool.as_ref().map_or((false, false), |s| {
             (
-                !s.queue_ref(Source::Events).is_empty(),
-                !s.queue_ref(Source::Series).is_empty(),
+                !s.queue_ref(Lane::Events).is_empty(),
+                !s.queue_ref(Lane::Series).is_empty(),
             )
         });
         let mem_due = self.buffer.pending() > 0
@@ -724,15 +738,15 @@ impl RunState {
             Some((f, Origin::Memory))
         } else if mem_due && (self.buffer.events_pending() > 0 || !spool_events) {
             let flight = if spool_events {
-                self.buffer.take_flight_from(&[Source::Events])
+                self.buffer.take_flight_from(&[Lane::Events])
             } else {
                 self.buffer.take_flight()
             };
             flight.map(|f| (Arc::new(f), Origin::Memory))
         } else if spool_events {
-            self.spool_flight(Source::Events)
+            self.spool_flight(Lane::Events)
         } else if spool_series {
-            self.spool_flight(Source::Series)
+            self.spool_flight(Lane::Series)
         } else {
             None
         };
@@ -748,7 +762,7 @@ impl RunState {
         true
     }
 
-    fn spool_flight(&mut self, source: Source) -> Option<(Arc<Flight>, Origin)> {
+    fn spool_flight(&mut self, source: Lane) -> Option<(Arc<Flight>, Origin)> {
         let spool = self.spool.as_mut()?;
         let batch_size = self.batch_size;
         let read = on_blocking_thread(|| spool.queue(source).read_batch(batch_size))?;

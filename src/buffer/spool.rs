@@ -1,6 +1,8 @@
-//! The on-disk spool: where the writer puts line protocol while InfluxDB is failing, and
-//! what it replays, oldest first, once the server answers again (also after a restart or a
-//! `kill -9`).
+//! The on-disk spool any sink can use: where a sink's writer puts encoded records while its
+//! server is failing, and what it replays, oldest first, once the server answers again (also
+//! after a restart or a `kill -9`). The owning sink ([`SpoolOwner`]) names its errors, logs
+//! and metrics (`sitewatch_<sink>_spool_bytes`, ...; below with the InfluxDB sink's names)
+//! and says how to count the records of a payload.
 //!
 //! # Layout
 //!
@@ -15,12 +17,13 @@
 //! replayed first and series dropped first. A segment is a sequence of records:
 //!
 //! ```text
-//! u32 LE payload length | u32 LE CRC-32 (IEEE) of the payload | payload (complete lines, each ending in \n)
+//! u32 LE payload length | u32 LE CRC-32 (IEEE) of the payload | payload (complete records: for
+//!                                                                 line protocol, lines ending in \n)
 //! ```
 //!
 //! A record is one write of one or more batches. Segments of an earlier run are never
 //! appended to; each run starts a new one. A segment is deleted once every record in it has
-//! been written to InfluxDB (or rejected by it).
+//! been written to the server (or rejected by it).
 //!
 //! # Permissions
 //!
@@ -38,8 +41,8 @@
 //! mismatch) ends the segment there; the file is truncated at that offset, an error is logged
 //! and `sitewatch_influx_spool_corrupt_total` counts it. Records before it replay normally.
 //! The read position is not persisted: after a crash the oldest segment is replayed from its
-//! start, so up to one segment may be written twice. InfluxDB keeps one point per series and
-//! timestamp, so that overwrites rather than duplicates.
+//! start, so up to one segment may be written twice. InfluxDB and Prometheus-compatible
+//! stores keep one point per series and timestamp, so that overwrites rather than duplicates.
 //!
 //! # Size cap
 //!
@@ -55,7 +58,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::buffer::Source;
+use super::memory::Lane;
 
 const HEADER_LEN: u64 = 8;
 /// Mode of spool directories and files (see "Permissions").
@@ -64,6 +67,26 @@ const FILE_MODE: u32 = 0o600;
 /// A record claiming more is treated as corruption (the writer never builds one this big).
 const MAX_RECORD: u64 = 256 << 20;
 const SEGMENT_SUFFIX: &str = ".seg";
+
+/// The sink a spool belongs to: it names the spool's errors (`[influx] spool_dir ...`), logs
+/// and metrics (`sitewatch_influx_spool_bytes`, ...), and counts the records in a payload.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpoolOwner {
+    pub sink: &'static str,
+    /// Records in one appended payload (line protocol: its lines).
+    pub count_records: fn(&[u8]) -> usize,
+}
+
+impl SpoolOwner {
+    fn metric(&self, what: &str) -> String {
+        format!("sitewatch_{}_{what}", self.sink)
+    }
+}
+
+/// Records of newline-terminated formats (InfluxDB line protocol).
+pub(crate) fn count_lines(payload: &[u8]) -> usize {
+    payload.iter().filter(|&&b| b == b'\n').count()
+}
 
 /// When the spool calls `fsync`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -83,25 +106,27 @@ pub enum FsyncPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error(
-        "[influx] spool_dir {path}: {source}; check that the directory (or its parent) exists \
+        "[{sink}] spool_dir {path}: {source}; check that the directory (or its parent) exists \
          and is writable by the sitewatch user"
     )]
     Io {
+        sink: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
     #[error(
-        "[influx] spool_dir {path} is in use by another sitewatch process (its LOCK file is \
+        "[{sink}] spool_dir {path} is in use by another sitewatch process (its LOCK file is \
          held); give each instance its own spool_dir"
     )]
-    Locked { path: PathBuf },
+    Locked { sink: &'static str, path: PathBuf },
     #[error(
-        "[influx] spool_dir: {path} has mode {mode:04o}, open to other users, and cannot be \
+        "[{sink}] spool_dir: {path} has mode {mode:04o}, open to other users, and cannot be \
          restricted to {want:04o}: {source}; make the sitewatch user its owner, or fix it by \
          hand (chown -R sitewatch: <spool_dir>; chmod -R go-rwx <spool_dir>)"
     )]
     Permissions {
+        sink: &'static str,
         path: PathBuf,
         mode: u32,
         want: u32,
@@ -153,7 +178,7 @@ fn private_file() -> OpenOptions {
 /// Takes every group and other permission away from `path` (to `want`, 0700 or 0600) if it
 /// has any, with a warning. A path that is already private is left alone.
 #[cfg(unix)]
-fn make_private(path: &Path, want: u32) -> Result<(), OpenError> {
+fn make_private(path: &Path, want: u32, sink: &'static str) -> Result<(), OpenError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(path)?.permissions().mode() & 0o7777;
     if mode & 0o077 == 0 {
@@ -165,11 +190,13 @@ fn make_private(path: &Path, want: u32) -> Result<(), OpenError> {
                 path = %path.display(),
                 was = format!("{mode:04o}"),
                 now = format!("{want:04o}"),
-                "influx spool: other users could read this; restricted to the sitewatch user"
+                sink,
+                "spool: other users could read this; restricted to the sitewatch user"
             );
             Ok(())
         }
         Err(source) => Err(OpenError::Permissions(SpoolError::Permissions {
+            sink,
             path: path.to_path_buf(),
             mode,
             want,
@@ -179,7 +206,7 @@ fn make_private(path: &Path, want: u32) -> Result<(), OpenError> {
 }
 
 #[cfg(not(unix))]
-fn make_private(_path: &Path, _want: u32) -> Result<(), OpenError> {
+fn make_private(_path: &Path, _want: u32, _sink: &'static str) -> Result<(), OpenError> {
     Ok(())
 }
 
@@ -209,6 +236,7 @@ pub(crate) struct SpoolRead {
 pub(crate) struct SpoolQueue {
     dir: PathBuf,
     name: &'static str,
+    owner: SpoolOwner,
     segments: VecDeque<Segment>,
     /// Append handle of the last segment; None until the first append of this run.
     writer: Option<File>,
@@ -266,23 +294,24 @@ fn read_record(
     Ok(Some(()))
 }
 
-fn count_lines(payload: &[u8]) -> usize {
-    payload.iter().filter(|&&b| b == b'\n').count()
-}
-
-fn report_corruption(path: &Path, offset: u64, size: u64, reason: &str) {
-    metrics::counter!("sitewatch_influx_spool_corrupt_total").increment(1);
+fn report_corruption(owner: SpoolOwner, path: &Path, offset: u64, size: u64, reason: &str) {
+    metrics::counter!(owner.metric("spool_corrupt_total")).increment(1);
     tracing::error!(
-        segment = %path.display(), offset, bytes_discarded = size.saturating_sub(offset), reason,
-        "influx spool: corrupt or torn record (crash or disk fault); truncating the segment \
+        sink = owner.sink, segment = %path.display(), offset, bytes_discarded = size.saturating_sub(offset), reason,
+        "spool: corrupt or torn record (crash or disk fault); truncating the segment \
          there, the records before it are replayed"
     );
 }
 
 impl SpoolQueue {
-    fn open(dir: PathBuf, name: &'static str, segment_bytes: u64) -> Result<SpoolQueue, OpenError> {
+    fn open(
+        dir: PathBuf,
+        name: &'static str,
+        segment_bytes: u64,
+        owner: SpoolOwner,
+    ) -> Result<SpoolQueue, OpenError> {
         create_private_dir(&dir)?;
-        make_private(&dir, DIR_MODE)?;
+        make_private(&dir, DIR_MODE, owner.sink)?;
         let mut seqs: Vec<u64> = fs::read_dir(&dir)?
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
@@ -293,6 +322,7 @@ impl SpoolQueue {
         let mut q = SpoolQueue {
             dir,
             name,
+            owner,
             segments: VecDeque::new(),
             writer: None,
             next_seq: seqs.last().map_or(0, |s| s + 1),
@@ -310,8 +340,8 @@ impl SpoolQueue {
         };
         for seq in seqs {
             let path = segment_path(&q.dir, seq);
-            make_private(&path, FILE_MODE)?;
-            let (bytes, lines) = scan_segment(&path)?;
+            make_private(&path, FILE_MODE, owner.sink)?;
+            let (bytes, lines) = scan_segment(&path, owner)?;
             if bytes == 0 {
                 fs::remove_file(&path)?;
                 continue;
@@ -470,7 +500,7 @@ impl SpoolQueue {
             while lines < max_lines.max(1) && at.offset < size {
                 match read_record(&mut r, size - at.offset, &mut payload) {
                     Ok(Some(())) => {
-                        let n = count_lines(&payload);
+                        let n = (self.owner.count_records)(&payload);
                         body.extend_from_slice(&payload);
                         lines += n;
                         at.offset += HEADER_LEN + payload.len() as u64;
@@ -480,7 +510,7 @@ impl SpoolQueue {
                     Err(reason) => {
                         // Written and checked by this process, yet unreadable now: the disk
                         // or someone else changed it. Keep what came before.
-                        report_corruption(&path, at.offset, size, reason);
+                        report_corruption(self.owner, &path, at.offset, size, reason);
                         let _ = OpenOptions::new()
                             .write(true)
                             .open(&path)
@@ -494,7 +524,7 @@ impl SpoolQueue {
                         if self.is_writer_segment(seq) {
                             self.writer = None;
                         }
-                        metrics::counter!("sitewatch_influx_dropped_total", "reason" => "spool_corrupt")
+                        metrics::counter!(self.owner.metric("dropped_total"), "reason" => "spool_corrupt")
                             .increment(lost as u64);
                         break;
                     }
@@ -519,8 +549,8 @@ impl SpoolQueue {
             0
         };
         let lost = seg.lines - done;
-        tracing::error!(segment = %seg.path.display(), lines = lost, error = why, "influx spool: segment lost");
-        metrics::counter!("sitewatch_influx_dropped_total", "reason" => "spool_corrupt")
+        tracing::error!(sink = self.owner.sink, segment = %seg.path.display(), lines = lost, error = why, "spool: segment lost");
+        metrics::counter!(self.owner.metric("dropped_total"), "reason" => "spool_corrupt")
             .increment(lost as u64);
         self.remove_segment(idx);
     }
@@ -537,7 +567,7 @@ impl SpoolQueue {
             self.writer = None;
         }
         if let Err(e) = fs::remove_file(&seg.path) {
-            tracing::warn!(segment = %seg.path.display(), error = %e, "influx spool: cannot delete a segment");
+            tracing::warn!(segment = %seg.path.display(), error = %e, "spool: cannot delete a segment");
         }
         if idx == 0 {
             self.reset_read();
@@ -589,7 +619,7 @@ impl SpoolQueue {
 
 /// Reads a segment from disk, truncating it at the first torn or corrupt record. Returns
 /// its good size and line count.
-fn scan_segment(path: &Path) -> io::Result<(u64, usize)> {
+fn scan_segment(path: &Path, owner: SpoolOwner) -> io::Result<(u64, usize)> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut r = BufReader::with_capacity(1 << 16, file);
@@ -600,11 +630,11 @@ fn scan_segment(path: &Path) -> io::Result<(u64, usize)> {
         match read_record(&mut r, size - offset, &mut payload) {
             Ok(Some(())) => {
                 offset += HEADER_LEN + payload.len() as u64;
-                lines += count_lines(&payload);
+                lines += (owner.count_records)(&payload);
             }
             Ok(None) => break,
             Err(reason) => {
-                report_corruption(path, offset, size, reason);
+                report_corruption(owner, path, offset, size, reason);
                 let f = OpenOptions::new().write(true).open(path)?;
                 f.set_len(offset)?;
                 f.sync_all()?;
@@ -650,6 +680,7 @@ pub(crate) struct AppendOutcome {
 
 /// Both queues, the size cap and the fsync policy.
 pub(crate) struct Spool {
+    owner: SpoolOwner,
     root: PathBuf,
     events: SpoolQueue,
     series: SpoolQueue,
@@ -669,8 +700,15 @@ impl std::fmt::Debug for Spool {
 
 impl Spool {
     /// Opens (creating it if needed) and scans the spool, truncating torn records.
-    pub fn open(root: &Path, max_bytes: u64, fsync: FsyncPolicy) -> Result<Spool, SpoolError> {
+    pub fn open(
+        root: &Path,
+        max_bytes: u64,
+        fsync: FsyncPolicy,
+        owner: SpoolOwner,
+    ) -> Result<Spool, SpoolError> {
+        let sink = owner.sink;
         let io_err = |source| SpoolError::Io {
+            sink,
             path: root.to_path_buf(),
             source,
         };
@@ -679,7 +717,7 @@ impl Spool {
             OpenError::Permissions(e) => e,
         };
         create_private_dir(root).map_err(io_err)?;
-        make_private(root, DIR_MODE).map_err(open_err)?;
+        make_private(root, DIR_MODE, sink).map_err(open_err)?;
         let lock_path = root.join("LOCK");
         let lock = private_file()
             .create(true)
@@ -687,11 +725,12 @@ impl Spool {
             .write(true)
             .open(&lock_path)
             .map_err(io_err)?;
-        make_private(&lock_path, FILE_MODE).map_err(open_err)?;
+        make_private(&lock_path, FILE_MODE, sink).map_err(open_err)?;
         match try_lock(&lock) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(SpoolError::Locked {
+                    sink,
                     path: root.to_path_buf(),
                 })
             }
@@ -700,11 +739,12 @@ impl Spool {
         // Small enough that dropping one for room loses a small share of the cap, large
         // enough that files stay few.
         let segment_bytes = (max_bytes / 16).clamp(4 << 10, 64 << 20);
-        let events =
-            SpoolQueue::open(root.join("events"), "events", segment_bytes).map_err(open_err)?;
-        let series =
-            SpoolQueue::open(root.join("series"), "series", segment_bytes).map_err(open_err)?;
+        let events = SpoolQueue::open(root.join("events"), "events", segment_bytes, owner)
+            .map_err(open_err)?;
+        let series = SpoolQueue::open(root.join("series"), "series", segment_bytes, owner)
+            .map_err(open_err)?;
         let spool = Spool {
+            owner,
             root: root.to_path_buf(),
             events,
             series,
@@ -718,24 +758,25 @@ impl Spool {
                 events = spool.events.unread_lines(),
                 series = spool.series.unread_lines(),
                 bytes = spool.bytes(),
-                "influx spool holds data from an earlier run; replaying it oldest first"
+                sink,
+                "spool holds data from an earlier run; replaying it oldest first"
             );
         }
         spool.update_gauges();
         Ok(spool)
     }
 
-    pub fn queue(&mut self, source: Source) -> &mut SpoolQueue {
+    pub fn queue(&mut self, source: Lane) -> &mut SpoolQueue {
         match source {
-            Source::Events => &mut self.events,
-            Source::Series => &mut self.series,
+            Lane::Events => &mut self.events,
+            Lane::Series => &mut self.series,
         }
     }
 
-    pub fn queue_ref(&self, source: Source) -> &SpoolQueue {
+    pub fn queue_ref(&self, source: Lane) -> &SpoolQueue {
         match source {
-            Source::Events => &self.events,
-            Source::Series => &self.series,
+            Lane::Events => &self.events,
+            Lane::Series => &self.series,
         }
     }
 
@@ -752,15 +793,15 @@ impl Spool {
     }
 
     pub fn update_gauges(&self) {
-        metrics::gauge!("sitewatch_influx_spool_bytes").set(self.bytes() as f64);
-        metrics::gauge!("sitewatch_influx_spool_samples").set(self.unread_lines() as f64);
+        metrics::gauge!(self.owner.metric("spool_bytes")).set(self.bytes() as f64);
+        metrics::gauge!(self.owner.metric("spool_samples")).set(self.unread_lines() as f64);
     }
 
     /// Appends complete lines to a queue, first deleting the oldest segments (series before
     /// events) if the cap would be exceeded. `Err` means nothing was stored.
     pub fn append(
         &mut self,
-        source: Source,
+        source: Lane,
         payload: &[u8],
         lines: usize,
     ) -> io::Result<AppendOutcome> {
@@ -779,24 +820,25 @@ impl Spool {
             let name = victim.name;
             if let Some((path, lost)) = victim.drop_oldest() {
                 *dropped += lost;
-                metrics::counter!("sitewatch_influx_dropped_total", "reason" => "spool_full")
+                metrics::counter!(self.owner.metric("dropped_total"), "reason" => "spool_full")
                     .increment(lost as u64);
                 tracing::error!(
-                    queue = name, segment = %path.display(), samples = lost,
+                    sink = self.owner.sink, queue = name, segment = %path.display(), samples = lost,
                     max_bytes = self.max_bytes,
-                    "influx spool full (spool_max_bytes): deleted its oldest segment; these \
-                     samples are lost. InfluxDB has been unreachable for long, or the cap is \
+                    "spool full (spool_max_bytes): deleted its oldest segment; these \
+                     samples are lost. The server has been unreachable for long, or the cap is \
                      too small for the outage"
                 );
             }
         }
         if !fits {
-            metrics::counter!("sitewatch_influx_dropped_total", "reason" => "spool_full")
+            metrics::counter!(self.owner.metric("dropped_total"), "reason" => "spool_full")
                 .increment(lines as u64);
             tracing::error!(
+                sink = self.owner.sink,
                 bytes = need,
                 max_bytes = self.max_bytes,
-                "influx spool: one write is larger than spool_max_bytes; dropped"
+                "spool: one write is larger than spool_max_bytes; dropped"
             );
             out.dropped_self = true;
             return Ok(out);
@@ -823,6 +865,11 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEST_OWNER: SpoolOwner = SpoolOwner {
+        sink: "influx",
+        count_records: count_lines,
+    };
 
     fn lines(from: usize, n: usize) -> Vec<u8> {
         (from..from + n)
@@ -852,54 +899,54 @@ mod tests {
     #[test]
     fn replays_in_order_across_segments_and_deletes_what_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 64 << 10, FsyncPolicy::Batch).unwrap();
+        let mut s = Spool::open(dir.path(), 64 << 10, FsyncPolicy::Batch, TEST_OWNER).unwrap();
         for k in 0..100 {
-            s.append(Source::Series, &lines(k * 10, 10), 10).unwrap();
+            s.append(Lane::Series, &lines(k * 10, 10), 10).unwrap();
         }
         s.sync().unwrap();
         assert_eq!(s.unread_lines(), 1000);
         let segs = fs::read_dir(dir.path().join("series")).unwrap().count();
         assert!(segs > 1, "4 KiB segments: {segs}");
-        let got = drain(s.queue(Source::Series), 64);
+        let got = drain(s.queue(Lane::Series), 64);
         assert_eq!(got, expected(0, 1000));
         assert!(s.is_empty());
         assert_eq!(s.bytes(), 0);
         assert_eq!(fs::read_dir(dir.path().join("series")).unwrap().count(), 0);
         // Appending after draining starts over cleanly.
-        s.append(Source::Series, &lines(5, 1), 1).unwrap();
-        assert_eq!(drain(s.queue(Source::Series), 64), expected(5, 1));
+        s.append(Lane::Series, &lines(5, 1), 1).unwrap();
+        assert_eq!(drain(s.queue(Lane::Series), 64), expected(5, 1));
     }
 
     #[test]
     fn survives_reopen_and_replays_uncommitted_reads_again() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Always).unwrap();
-            s.append(Source::Series, &lines(0, 3), 3).unwrap();
-            s.append(Source::Events, &lines(100, 2), 2).unwrap();
-            s.append(Source::Series, &lines(3, 3), 3).unwrap();
+            let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Always, TEST_OWNER).unwrap();
+            s.append(Lane::Series, &lines(0, 3), 3).unwrap();
+            s.append(Lane::Events, &lines(100, 2), 2).unwrap();
+            s.append(Lane::Series, &lines(3, 3), 3).unwrap();
             // Handed out but never committed (a crash mid-request).
-            let r = s.queue(Source::Series).read_batch(3).unwrap();
+            let r = s.queue(Lane::Series).read_batch(3).unwrap();
             assert_eq!(r.body, lines(0, 3));
         }
-        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Always).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Always, TEST_OWNER).unwrap();
         assert_eq!(s.unread_lines(), 8);
-        assert_eq!(drain(s.queue(Source::Events), 10), expected(100, 2));
-        assert_eq!(drain(s.queue(Source::Series), 2), expected(0, 6));
+        assert_eq!(drain(s.queue(Lane::Events), 10), expected(100, 2));
+        assert_eq!(drain(s.queue(Lane::Series), 2), expected(0, 6));
         // A new run appends to a new segment, after the old ones.
-        s.append(Source::Series, &lines(6, 1), 1).unwrap();
+        s.append(Lane::Series, &lines(6, 1), 1).unwrap();
         drop(s);
-        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Always).unwrap();
-        assert_eq!(drain(s.queue(Source::Series), 10), expected(6, 1));
+        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Always, TEST_OWNER).unwrap();
+        assert_eq!(drain(s.queue(Lane::Series), 10), expected(6, 1));
     }
 
     #[test]
     fn torn_and_corrupt_tails_are_truncated_on_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap();
-            s.append(Source::Series, &lines(0, 2), 2).unwrap();
-            s.append(Source::Series, &lines(2, 2), 2).unwrap();
+            let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+            s.append(Lane::Series, &lines(0, 2), 2).unwrap();
+            s.append(Lane::Series, &lines(2, 2), 2).unwrap();
             s.sync().unwrap();
         }
         let seg = fs::read_dir(dir.path().join("series"))
@@ -915,17 +962,17 @@ mod tests {
         f.write_all(&0u32.to_le_bytes()).unwrap();
         f.write_all(b"m v=1").unwrap();
         drop(f);
-        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
         assert_eq!(fs::metadata(&seg).unwrap().len(), good, "truncated");
-        assert_eq!(drain(s.queue(Source::Series), 10), expected(0, 4));
+        assert_eq!(drain(s.queue(Lane::Series), 10), expected(0, 4));
         drop(s);
 
         // Flip one payload byte of the second record: the first survives.
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap();
-            s.append(Source::Series, &lines(0, 2), 2).unwrap();
-            s.append(Source::Series, &lines(2, 2), 2).unwrap();
+            let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+            s.append(Lane::Series, &lines(0, 2), 2).unwrap();
+            s.append(Lane::Series, &lines(2, 2), 2).unwrap();
         }
         let seg = fs::read_dir(dir.path().join("series"))
             .unwrap()
@@ -937,22 +984,22 @@ mod tests {
         let n = bytes.len();
         bytes[n - 3] ^= 0x01;
         fs::write(&seg, &bytes).unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap();
-        assert_eq!(drain(s.queue(Source::Series), 10), expected(0, 2));
+        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+        assert_eq!(drain(s.queue(Lane::Series), 10), expected(0, 2));
     }
 
     #[test]
     fn corruption_found_during_replay_keeps_the_good_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap();
-        s.append(Source::Series, &lines(0, 2), 2).unwrap();
-        s.append(Source::Series, &lines(2, 2), 2).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+        s.append(Lane::Series, &lines(0, 2), 2).unwrap();
+        s.append(Lane::Series, &lines(2, 2), 2).unwrap();
         let seg = s.series.segments[0].path.clone();
         let mut bytes = fs::read(&seg).unwrap();
         let n = bytes.len();
         bytes[n - 3] ^= 0x01;
         fs::write(&seg, &bytes).unwrap();
-        assert_eq!(drain(s.queue(Source::Series), 10), expected(0, 2));
+        assert_eq!(drain(s.queue(Lane::Series), 10), expected(0, 2));
         assert!(s.is_empty());
     }
 
@@ -960,17 +1007,17 @@ mod tests {
     fn cap_drops_oldest_series_segment_before_any_event() {
         let dir = tempfile::tempdir().unwrap();
         // 64 KiB cap, 4 KiB segments.
-        let mut s = Spool::open(dir.path(), 64 << 10, FsyncPolicy::Never).unwrap();
-        s.append(Source::Events, &lines(1_000_000, 50), 50).unwrap();
+        let mut s = Spool::open(dir.path(), 64 << 10, FsyncPolicy::Never, TEST_OWNER).unwrap();
+        s.append(Lane::Events, &lines(1_000_000, 50), 50).unwrap();
         let mut dropped = 0;
         for k in 0..800 {
-            let out = s.append(Source::Series, &lines(k * 10, 10), 10).unwrap();
+            let out = s.append(Lane::Series, &lines(k * 10, 10), 10).unwrap();
             assert_eq!(out.dropped_events, 0);
             dropped += out.dropped_series;
         }
         assert!(s.bytes() <= 64 << 10);
         assert!(dropped > 0);
-        let series = drain(s.queue(Source::Series), 1000);
+        let series = drain(s.queue(Lane::Series), 1000);
         assert_eq!(
             series.len() + dropped,
             8000,
@@ -978,44 +1025,41 @@ mod tests {
         );
         // What is left is the newest data, in order.
         assert_eq!(series, expected(8000 - series.len(), series.len()));
-        assert_eq!(
-            drain(s.queue(Source::Events), 1000),
-            expected(1_000_000, 50)
-        );
+        assert_eq!(drain(s.queue(Lane::Events), 1000), expected(1_000_000, 50));
         // With no series left, events go oldest first.
         let mut ev_dropped = 0;
         for k in 0..800 {
             ev_dropped += s
-                .append(Source::Events, &lines(k * 10, 10), 10)
+                .append(Lane::Events, &lines(k * 10, 10), 10)
                 .unwrap()
                 .dropped_events;
         }
         assert!(ev_dropped > 0);
-        let events = drain(s.queue(Source::Events), 1000);
+        let events = drain(s.queue(Lane::Events), 1000);
         assert_eq!(events.len() + ev_dropped, 8000);
         // A record larger than the whole cap is refused and counted.
         let big = lines(0, 8000);
         let n = count_lines(&big);
         let before = s.bytes();
-        assert!(s.append(Source::Series, &big, n).unwrap().dropped_self);
+        assert!(s.append(Lane::Series, &big, n).unwrap().dropped_self);
         assert_eq!(s.bytes(), before, "nothing else dropped for it");
     }
 
     #[test]
     fn dropping_the_segment_in_flight_counts_only_unsent_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 64 << 10, FsyncPolicy::Never).unwrap();
+        let mut s = Spool::open(dir.path(), 64 << 10, FsyncPolicy::Never, TEST_OWNER).unwrap();
         for k in 0..10 {
-            s.append(Source::Series, &lines(k * 10, 10), 10).unwrap();
+            s.append(Lane::Series, &lines(k * 10, 10), 10).unwrap();
         }
         let first_seg_lines = s.series.segments[0].lines;
-        let r = s.queue(Source::Series).read_batch(10).unwrap();
+        let r = s.queue(Lane::Series).read_batch(10).unwrap();
         assert_eq!(count_lines(&r.body), 10);
         let (_, lost) = s.series.drop_oldest().unwrap();
         assert_eq!(lost, first_seg_lines - 10);
         // The request in flight completes later; its commit must not skip anything.
-        s.queue(Source::Series).commit(r.end);
-        let rest = drain(s.queue(Source::Series), 1000);
+        s.queue(Lane::Series).commit(r.end);
+        let rest = drain(s.queue(Lane::Series), 1000);
         assert_eq!(rest.len(), 100 - first_seg_lines);
         assert_eq!(rest, expected(first_seg_lines, 100 - first_seg_lines));
     }
@@ -1044,9 +1088,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // Missing parents are created private too.
         let root = tmp.path().join("var/spool");
-        let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
-        s.append(Source::Series, &lines(0, 3), 3).unwrap();
-        s.append(Source::Events, &lines(3, 1), 1).unwrap();
+        let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+        s.append(Lane::Series, &lines(0, 3), 3).unwrap();
+        s.append(Lane::Events, &lines(3, 1), 1).unwrap();
         s.sync().unwrap();
         for d in [
             tmp.path().join("var"),
@@ -1075,8 +1119,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("spool");
         {
-            let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
-            s.append(Source::Series, &lines(0, 5), 5).unwrap();
+            let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+            s.append(Lane::Series, &lines(0, 5), 5).unwrap();
             s.sync().unwrap();
         }
         // As an older version (or `cp -r`) would have left it.
@@ -1088,25 +1132,25 @@ mod tests {
         let seg = segments(&root.join("series")).remove(0);
         set(&seg, 0o666);
 
-        let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
+        let mut s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("series")), 0o700);
         assert_eq!(mode(&root.join("events")), 0o700);
         assert_eq!(mode(&root.join("LOCK")), 0o600);
         assert_eq!(mode(&seg), 0o600);
-        assert_eq!(drain(s.queue(Source::Series), 100), expected(0, 5));
+        assert_eq!(drain(s.queue(Lane::Series), 100), expected(0, 5));
         // Already private, and stricter than asked, is left alone.
         drop(s);
         set(&root.join("LOCK"), 0o400);
-        let _s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch).unwrap();
+        let _s = Spool::open(&root, 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
         assert_eq!(mode(&root.join("LOCK")), 0o400);
     }
 
     #[test]
     fn a_second_process_cannot_open_the_same_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let _s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap();
-        let e = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch).unwrap_err();
+        let _s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap();
+        let e = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Batch, TEST_OWNER).unwrap_err();
         assert!(matches!(e, SpoolError::Locked { .. }), "{e}");
         assert!(e.to_string().contains("spool_dir"));
     }
@@ -1116,7 +1160,7 @@ mod tests {
     #[ignore = "measurement"]
     fn spool_throughput() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30, FsyncPolicy::Batch).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30, FsyncPolicy::Batch, TEST_OWNER).unwrap();
         let line = format!(
             "ups,site=ams1,device=ups-{:03} load_pct=42.5,runtime_s=1800i 1700000000000000000\n",
             7
@@ -1125,12 +1169,12 @@ mod tests {
         let t = std::time::Instant::now();
         let records = 200;
         for _ in 0..records {
-            s.append(Source::Series, &record, 1000).unwrap();
+            s.append(Lane::Series, &record, 1000).unwrap();
             s.sync().unwrap();
         }
         let w = t.elapsed();
         let t = std::time::Instant::now();
-        let n = drain(s.queue(Source::Series), 5000).len();
+        let n = drain(s.queue(Lane::Series), 5000).len();
         let r = t.elapsed();
         let mb = (record.len() * records) as f64 / 1e6;
         println!(
@@ -1153,17 +1197,17 @@ mod tests {
             fn garbage_after_good_records_never_panics(garbage in proptest::collection::vec(any::<u8>(), 0..200), good in 1usize..5) {
                 let dir = tempfile::tempdir().unwrap();
                 {
-                    let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Never).unwrap();
+                    let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Never, TEST_OWNER).unwrap();
                     for k in 0..good {
-                        s.append(Source::Series, &lines(k, 1), 1).unwrap();
+                        s.append(Lane::Series, &lines(k, 1), 1).unwrap();
                     }
                 }
                 let seg = fs::read_dir(dir.path().join("series")).unwrap().next().unwrap().unwrap().path();
                 let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
                 f.write_all(&garbage).unwrap();
                 drop(f);
-                let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Never).unwrap();
-                let got = drain(s.queue(Source::Series), 3);
+                let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Never, TEST_OWNER).unwrap();
+                let got = drain(s.queue(Lane::Series), 3);
                 // Garbage can by chance form a valid record only if its CRC matches.
                 prop_assert!(got.len() >= good);
                 prop_assert_eq!(&got[..good], &expected(0, good)[..]);
@@ -1173,22 +1217,22 @@ mod tests {
             #[test]
             fn interleaved_appends_and_reads_keep_order(ops in proptest::collection::vec((1usize..20, 1usize..30, any::<bool>()), 1..40)) {
                 let dir = tempfile::tempdir().unwrap();
-                let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Never).unwrap();
+                let mut s = Spool::open(dir.path(), 1 << 20, FsyncPolicy::Never, TEST_OWNER).unwrap();
                 let mut next = 0;
                 let mut got = Vec::new();
                 for (n, read, commit) in ops {
-                    s.append(Source::Series, &lines(next, n), n).unwrap();
+                    s.append(Lane::Series, &lines(next, n), n).unwrap();
                     next += n;
-                    if let Some(r) = s.queue(Source::Series).read_batch(read) {
+                    if let Some(r) = s.queue(Lane::Series).read_batch(read) {
                         if commit {
                             got.extend(String::from_utf8(r.body).unwrap().lines().map(str::to_string));
-                            s.queue(Source::Series).commit(r.end);
+                            s.queue(Lane::Series).commit(r.end);
                         } else {
-                            s.queue(Source::Series).release();
+                            s.queue(Lane::Series).release();
                         }
                     }
                 }
-                got.extend(drain(s.queue(Source::Series), 7));
+                got.extend(drain(s.queue(Lane::Series), 7));
                 prop_assert_eq!(got, expected(0, next));
                 prop_assert!(s.is_empty());
             }

@@ -1,6 +1,7 @@
-//! The writer's in-memory buffer: encoded lines waiting to be written, with the acks of the
-//! batches they came from. Pure data structure (no I/O, no clock of its own) so the flush,
-//! drop and ack rules are unit tested without a server.
+//! A sink's in-memory buffer: encoded records ("lines": a line of line protocol for InfluxDB,
+//! one encoded series for remote write) waiting to be written, with the acks of the batches
+//! they came from. Pure data structure (no I/O, no clock of its own) so the flush, drop and
+//! ack rules are unit tested without a server. The sink supplies the [`RecordEncoder`].
 //!
 //! Lines are kept per incoming [`Batch`] in a [`Chunk`] (one byte buffer plus line ends), in
 //! two FIFO queues: events and series. A flight (one write request, retried until resolved)
@@ -16,12 +17,17 @@ use std::time::{Duration, Instant};
 use crate::ack::Ack;
 use crate::pipeline::Batch;
 
-use super::line_protocol::{encode_line, EncodeOptions};
-
+/// The two queues of a buffer or spool: events are always written before series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Source {
+pub(crate) enum Lane {
     Events,
     Series,
+}
+
+/// Turns a batch into the sink's records. Samples that cannot be encoded are counted in
+/// [`Encoded::unencodable`] and left out.
+pub(crate) trait RecordEncoder: Send + Sync {
+    fn encode(&self, lane: Lane, batch: &Batch) -> Encoded;
 }
 
 struct Chunk {
@@ -125,7 +131,7 @@ pub(crate) struct Flight {
     /// End offset of each line in `body`.
     pub ends: Vec<usize>,
     /// Which chunks the lines came from, in order: (source, chunk id, line count).
-    parts: Vec<(Source, u64, usize)>,
+    parts: Vec<(Lane, u64, usize)>,
 }
 
 impl Flight {
@@ -149,7 +155,7 @@ impl Flight {
     }
 
     /// Line ranges of the flight per source, in order (to move a flight to the spool).
-    pub fn source_ranges(&self) -> Vec<(Source, std::ops::Range<usize>)> {
+    pub fn source_ranges(&self) -> Vec<(Lane, std::ops::Range<usize>)> {
         let mut at = 0;
         self.parts
             .iter()
@@ -177,7 +183,7 @@ impl Flight {
     }
 }
 
-/// A batch encoded to line protocol: complete lines in `buf`, `ends` their end offsets.
+/// A batch encoded to records: complete records in `buf`, `ends` their end offsets.
 #[derive(Debug, Default)]
 pub(crate) struct Encoded {
     pub buf: Vec<u8>,
@@ -203,8 +209,7 @@ pub(crate) struct Buffer {
     batch_size: usize,
     flush_interval: Duration,
     limit: usize,
-    events_measurement: String,
-    encode: EncodeOptions,
+    encoder: Box<dyn RecordEncoder>,
     /// Whether going over `limit` drops the oldest pending series lines. The writer turns it
     /// off while the server answers (it stops taking new batches instead) and when a spool
     /// takes the overflow.
@@ -216,8 +221,7 @@ impl Buffer {
         batch_size: usize,
         flush_interval: Duration,
         limit: usize,
-        events_measurement: &str,
-        encode: EncodeOptions,
+        encoder: Box<dyn RecordEncoder>,
     ) -> Self {
         Buffer {
             events: Queue::default(),
@@ -225,8 +229,7 @@ impl Buffer {
             batch_size: batch_size.max(1),
             flush_interval,
             limit,
-            events_measurement: events_measurement.to_string(),
-            encode,
+            encoder,
             drop_oldest: true,
         }
     }
@@ -239,17 +242,17 @@ impl Buffer {
         self.events.pending
     }
 
-    fn queue_ref(&self, source: Source) -> &Queue {
+    fn queue_ref(&self, source: Lane) -> &Queue {
         match source {
-            Source::Events => &self.events,
-            Source::Series => &self.series,
+            Lane::Events => &self.events,
+            Lane::Series => &self.series,
         }
     }
 
-    fn queue(&mut self, source: Source) -> &mut Queue {
+    fn queue(&mut self, source: Lane) -> &mut Queue {
         match source {
-            Source::Events => &mut self.events,
-            Source::Series => &mut self.series,
+            Lane::Events => &mut self.events,
+            Lane::Series => &mut self.series,
         }
     }
 
@@ -286,31 +289,15 @@ impl Buffer {
 
     /// Encodes a batch and queues its lines (see [`Buffer::push_encoded`]).
     #[cfg(test)]
-    pub fn push(&mut self, source: Source, mut batch: Batch, now: Instant) -> PushOutcome {
+    pub fn push(&mut self, source: Lane, mut batch: Batch, now: Instant) -> PushOutcome {
         let encoded = self.encode(source, &batch);
         let acks = std::mem::take(&mut batch.acks);
         self.push_encoded(source, encoded, acks, now)
     }
 
-    /// Encodes a batch's samples (events to the events measurement).
-    pub fn encode(&self, source: Source, batch: &Batch) -> Encoded {
-        let mut out = Encoded {
-            buf: Vec::with_capacity(batch.samples.len() * 96),
-            ends: Vec::with_capacity(batch.samples.len()),
-            unencodable: 0,
-        };
-        for sample in &batch.samples {
-            let measurement: &str = match source {
-                Source::Events => &self.events_measurement,
-                Source::Series => &sample.series.measurement,
-            };
-            if encode_line(&mut out.buf, sample, measurement, self.encode) {
-                out.ends.push(out.buf.len());
-            } else {
-                out.unencodable += 1;
-            }
-        }
-        out
+    /// Encodes a batch's samples with the sink's encoder.
+    pub fn encode(&self, lane: Lane, batch: &Batch) -> Encoded {
+        self.encoder.encode(lane, batch)
     }
 
     /// Queues already encoded lines with the acks of the batch they came from; if that takes
@@ -319,7 +306,7 @@ impl Buffer {
     /// holding them would stall the source.
     pub fn push_encoded(
         &mut self,
-        source: Source,
+        source: Lane,
         encoded: Encoded,
         mut acks: Vec<Ack>,
         now: Instant,
@@ -411,11 +398,11 @@ impl Buffer {
 
     /// Copies up to `batch_size` pending lines into a flight, events first.
     pub fn take_flight(&mut self) -> Option<Flight> {
-        self.take_flight_from(&[Source::Events, Source::Series])
+        self.take_flight_from(&[Lane::Events, Lane::Series])
     }
 
     /// Like [`Buffer::take_flight`], from the given queues only, in that order.
-    pub fn take_flight_from(&mut self, sources: &[Source]) -> Option<Flight> {
+    pub fn take_flight_from(&mut self, sources: &[Lane]) -> Option<Flight> {
         if sources.iter().all(|&s| self.queue_ref(s).pending == 0) {
             return None;
         }
@@ -502,8 +489,10 @@ mod tests {
             batch_size,
             Duration::from_secs(1),
             limit,
-            "events",
-            EncodeOptions::default(),
+            Box::new(crate::sink::influx::line_protocol::LineEncoder::new(
+                "events",
+                crate::sink::influx::EncodeOptions::default(),
+            )),
         )
     }
 
@@ -512,11 +501,11 @@ mod tests {
         let mut b = buffer(3, 100);
         let t0 = Instant::now();
         assert_eq!(b.flush_due(), None);
-        b.push(Source::Series, batch("m", 0, 2), t0);
+        b.push(Lane::Series, batch("m", 0, 2), t0);
         assert!(!b.should_flush(t0));
         assert_eq!(b.flush_due(), Some(t0 + Duration::from_secs(1)));
         assert!(b.should_flush(t0 + Duration::from_secs(1)));
-        b.push(Source::Series, batch("m", 2, 1), t0);
+        b.push(Lane::Series, batch("m", 2, 1), t0);
         assert!(b.should_flush(t0));
     }
 
@@ -524,9 +513,9 @@ mod tests {
     fn events_go_first_and_order_is_kept() {
         let mut b = buffer(3, 100);
         let t = Instant::now();
-        b.push(Source::Series, batch("s", 0, 2), t);
-        b.push(Source::Events, batch("rule_state", 10, 1), t);
-        b.push(Source::Series, batch("s", 2, 2), t);
+        b.push(Lane::Series, batch("s", 0, 2), t);
+        b.push(Lane::Events, batch("rule_state", 10, 1), t);
+        b.push(Lane::Series, batch("s", 2, 2), t);
         let f = b.take_flight().unwrap();
         assert_eq!(lines(&f), ["events v=10i 10", "s v=0i 0", "s v=1i 1"]);
         // Lines in flight are not offered again; the next flight continues in order.
@@ -544,7 +533,7 @@ mod tests {
         let n = Arc::new(AtomicUsize::new(0));
         let mut b = buffer(2, 100);
         let t = Instant::now();
-        b.push(Source::Series, counted(batch("m", 0, 3), &n), t);
+        b.push(Lane::Series, counted(batch("m", 0, 3), &n), t);
         let f = b.take_flight().unwrap();
         b.resolve(&f);
         assert_eq!(
@@ -564,7 +553,7 @@ mod tests {
         let mut b = buffer(2, 100);
         let empty = Batch::new(vec![Sample::new(SeriesKey::new("m", TagSet::empty()), 1)
             .with_field("v", FieldValue::Float(f64::NAN))]);
-        let out = b.push(Source::Series, counted(empty, &n), Instant::now());
+        let out = b.push(Lane::Series, counted(empty, &n), Instant::now());
         assert_eq!(out.unencodable, 1);
         assert_eq!(n.load(Ordering::SeqCst), 1);
         assert!(b.is_empty());
@@ -576,9 +565,9 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(b.bytes(), 0);
         assert_eq!(b.oldest_unresolved(), None);
-        b.push(Source::Series, batch("m", 0, 2), t0);
+        b.push(Lane::Series, batch("m", 0, 2), t0);
         let later = t0 + Duration::from_secs(3);
-        b.push(Source::Series, batch("m", 2, 2), later);
+        b.push(Lane::Series, batch("m", 2, 2), later);
         let all = b.bytes();
         assert!(all > 0);
         // The first chunk goes into a request: its bytes leave the buffer, but it stays the
@@ -599,11 +588,11 @@ mod tests {
         let n = Arc::new(AtomicUsize::new(0));
         let mut b = buffer(2, 5);
         let t = Instant::now();
-        b.push(Source::Series, counted(batch("s", 0, 3), &n), t);
+        b.push(Lane::Series, counted(batch("s", 0, 3), &n), t);
         let f = b.take_flight().unwrap(); // s0, s1 in flight
-        b.push(Source::Events, batch("e", 100, 2), t);
+        b.push(Lane::Events, batch("e", 100, 2), t);
         assert_eq!(b.held(), 5);
-        let out = b.push(Source::Series, batch("s", 3, 2), t);
+        let out = b.push(Lane::Series, batch("s", 3, 2), t);
         // Over by 2: s2 (pending, oldest) and s3 go; s0/s1 are in flight, events stay.
         assert_eq!(out.dropped_for_room, 2);
         assert_eq!(b.held(), 5);
@@ -626,9 +615,9 @@ mod tests {
         let t = Instant::now();
         for k in 0..20 {
             let source = if k % 3 == 0 {
-                Source::Events
+                Lane::Events
             } else {
-                Source::Series
+                Lane::Series
             };
             b.push(source, counted(batch("m", k, 2), &n), t);
         }
@@ -641,7 +630,7 @@ mod tests {
     #[test]
     fn events_alone_may_exceed_the_limit() {
         let mut b = buffer(2, 2);
-        let out = b.push(Source::Events, batch("e", 0, 4), Instant::now());
+        let out = b.push(Lane::Events, batch("e", 0, 4), Instant::now());
         assert_eq!(out.dropped_for_room, 0);
         assert_eq!(b.held(), 4);
     }
@@ -650,7 +639,7 @@ mod tests {
     fn without_drop_oldest_the_buffer_grows_past_its_limit() {
         let mut b = buffer(2, 3);
         b.drop_oldest = false;
-        let out = b.push(Source::Series, batch("s", 0, 5), Instant::now());
+        let out = b.push(Lane::Series, batch("s", 0, 5), Instant::now());
         assert_eq!(out.dropped_for_room, 0);
         assert_eq!(b.held(), 5);
     }
@@ -659,16 +648,16 @@ mod tests {
     fn flights_from_one_source_and_their_ranges() {
         let mut b = buffer(10, 100);
         let t = Instant::now();
-        b.push(Source::Series, batch("s", 0, 2), t);
-        b.push(Source::Events, batch("e", 10, 1), t);
-        let e = b.take_flight_from(&[Source::Events]).unwrap();
+        b.push(Lane::Series, batch("s", 0, 2), t);
+        b.push(Lane::Events, batch("e", 10, 1), t);
+        let e = b.take_flight_from(&[Lane::Events]).unwrap();
         assert_eq!(lines(&e), ["events v=10i 10"]);
-        assert!(b.take_flight_from(&[Source::Events]).is_none());
-        b.push(Source::Events, batch("e", 11, 1), t);
+        assert!(b.take_flight_from(&[Lane::Events]).is_none());
+        b.push(Lane::Events, batch("e", 11, 1), t);
         let f = b.take_flight().unwrap();
         assert_eq!(
             f.source_ranges(),
-            vec![(Source::Events, 0..1), (Source::Series, 1..3)]
+            vec![(Lane::Events, 0..1), (Lane::Series, 1..3)]
         );
         let g = Flight::from_body(b"a v=1 1\nb v=2 2\n".to_vec());
         assert_eq!(g.lines(), 2);
@@ -678,7 +667,7 @@ mod tests {
     #[test]
     fn flight_byte_ranges_select_lines() {
         let mut b = buffer(10, 100);
-        b.push(Source::Series, batch("m", 0, 3), Instant::now());
+        b.push(Lane::Series, batch("m", 0, 3), Instant::now());
         let f = b.take_flight().unwrap();
         assert_eq!(&f.body[f.byte_range(1..3)], b"m v=1i 1\nm v=2i 2\n");
         assert_eq!(&f.body[f.byte_range(0..1)], b"m v=0i 0\n");
