@@ -5,7 +5,7 @@
 
 use crate::collect::{modbus, mqtt, snmp, BoxError, Source, SourceOptions};
 use crate::config::LoadedConfig;
-use crate::sink::{influx, Sink};
+use crate::sink::{influx, remote_write, Sink};
 
 /// Every configured collector, in start-up order.
 pub fn build_sources(
@@ -23,5 +23,6 @@ pub fn build_sources(
 pub fn build_sinks(cfg: &LoadedConfig) -> Result<Vec<Box<dyn Sink>>, BoxError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     sinks.extend(influx::sink(cfg)?);
+    sinks.extend(remote_write::sink(cfg)?);
     Ok(sinks)
 }

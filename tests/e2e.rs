@@ -440,7 +440,10 @@ fn folder_examples_pass_check() {
         "src/collect/mqtt/example.toml",
         "src/collect/snmp/example.toml",
     ];
-    let sinks = ["src/sink/influx/example.toml"];
+    let sinks = [
+        "src/sink/influx/example.toml",
+        "src/sink/remote_write/example.toml",
+    ];
     let dir = tempfile::tempdir().unwrap();
     // The SNMP example names the default profiles_dir, relative to the config file.
     std::os::unix::fs::symlink(root.join("mappings"), dir.path().join("mappings")).unwrap();

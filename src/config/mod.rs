@@ -21,6 +21,7 @@ use crate::collect::snmp::SnmpConfig;
 use crate::notify::NotifyConfig;
 use crate::rules::RulesConfig;
 use crate::sink::influx::InfluxConfig;
+use crate::sink::remote_write::RemoteWriteConfig;
 
 /// The whole configuration file. Each collector and sink has its table here and one
 /// registration line in `collect::build_sources` / `sink::build_sinks`.
@@ -30,6 +31,7 @@ pub struct Config {
     #[serde(default)]
     pub service: ServiceConfig,
     pub influx: Option<InfluxConfig>,
+    pub remote_write: Option<RemoteWriteConfig>,
     pub mqtt: Option<MqttConfig>,
     pub snmp: Option<SnmpConfig>,
     pub modbus: Option<ModbusConfig>,

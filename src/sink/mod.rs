@@ -13,6 +13,7 @@ use crate::collect::BoxError;
 use crate::pipeline::SinkInputs;
 
 pub mod influx;
+pub mod remote_write;
 
 /// A storage backend, built from its config table by [`crate::registry::build_sinks`].
 #[async_trait]

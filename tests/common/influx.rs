@@ -262,39 +262,85 @@ pub struct VictoriaMetrics {
 
 impl VictoriaMetrics {
     pub fn start() -> VictoriaMetrics {
-        let bin = require_binary("victoria-metrics", "victoria-metrics");
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-vm")
             .tempdir()
             .expect("temp dir for victoria-metrics");
         let port = free_tcp_port();
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            ))
-            // Make fresh samples queryable at once instead of after the default 30s.
-            .arg("-search.latencyOffset=0s")
-            .arg("-search.disableCache")
-            .arg("-loggerLevel=ERROR")
-            .arg("-retentionPeriod=100y");
-        let mut proc = ServiceProcess::spawn("victoria-metrics", cmd, dir);
+        let cmd = vm_command(dir.path(), port);
+        let proc = ServiceProcess::spawn("victoria-metrics", cmd, dir);
+        let mut vm = VictoriaMetrics { port, proc };
+        vm.wait_healthy();
+        vm
+    }
+
+    fn wait_healthy(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            proc.assert_running();
-            if let Ok((200, _)) = http(port, "GET", "/health", b"") {
+            self.proc.assert_running();
+            if let Ok((200, _)) = http(self.port, "GET", "/health", b"") {
                 break;
             }
             if std::time::Instant::now() > deadline {
                 panic!(
-                    "victoria-metrics not healthy on {port} within 30s; log:\n{}",
-                    proc.log()
+                    "victoria-metrics not healthy on {} within 30s; log:\n{}",
+                    self.port,
+                    self.proc.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        VictoriaMetrics { port, proc }
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted into the backlog and nothing
+    /// is answered, like a hung process. [`VictoriaMetrics::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .proc
+            .child
+            .as_ref()
+            .expect("victoria-metrics is running")
+            .id()
+            .to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Stops the server (SIGKILL), keeping its data for [`VictoriaMetrics::restart`]: the
+    /// port refuses connections meanwhile.
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the server again on the same port and data (after [`VictoriaMetrics::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.proc.log_path)
+            .expect("reopen victoria-metrics log");
+        let cmd = vm_command(self.proc.dir.path(), self.port);
+        self.proc.child = Some(
+            spawn_with_log(cmd, log).unwrap_or_else(|e| panic!("restart victoria-metrics: {e}")),
+        );
+        self.wait_healthy();
+    }
+
+    /// The remote-write endpoint.
+    pub fn remote_write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -342,4 +388,17 @@ impl VictoriaMetrics {
     pub fn log(&self) -> String {
         self.proc.log()
     }
+}
+
+fn vm_command(dir: &Path, port: u16) -> Command {
+    let bin = require_binary("victoria-metrics", "victoria-metrics");
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!("-storageDataPath={}", dir.join("data").display()))
+        // Make fresh samples queryable at once instead of after the default 30s.
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .arg("-loggerLevel=ERROR")
+        .arg("-retentionPeriod=100y");
+    cmd
 }

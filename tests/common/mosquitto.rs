@@ -155,6 +155,32 @@ impl Mosquitto {
         );
     }
 
+    /// Publishes each of `lines` as its own message (`mosquitto_pub -l`, one connection) at
+    /// `qos`; returns once the broker has acknowledged every one.
+    pub fn publish_lines(&self, topic: &str, lines: &[String], qos: u8) {
+        let bin = require_binary("mosquitto_pub", "mosquitto-clients");
+        let mut child = Command::new(bin)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-t", topic, "-q", &qos.to_string(), "-l"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mosquitto_pub");
+        let mut stdin = child.stdin.take().expect("mosquitto_pub stdin");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("wait for mosquitto_pub");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub -l -t {topic} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn log(&self) -> String {
         self.proc.log()
     }
