@@ -1,10 +1,12 @@
-//! What each stage says about itself, for `/health` and `/ready`: the sink writing, spooling
-//! or failing (and since when), MQTT connected or not, SNMP targets up and down, the rules
-//! loaded and the last reload. Stages write their own part; the HTTP side only reads.
+//! What each stage says about itself, for `/health` and `/ready`: each sink writing, spooling
+//! or failing (and since when), MQTT connected or not, each polled collector's devices up and
+//! down (SNMP, Modbus), the rules loaded and the last reload. Stages write their own part;
+//! the HTTP side only reads.
 //!
 //! One process-wide board, because the stages are built in different places and a status
 //! is a few words that change rarely: a mutex per part is cheap and never held across I/O.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,9 +52,10 @@ pub struct MqttStatus {
     pub last_error: Option<String>,
 }
 
+/// A polled collector's devices (SNMP targets, Modbus devices).
 #[derive(Clone, Debug, Default)]
-pub struct SnmpStatus {
-    pub targets: usize,
+pub struct PolledStatus {
+    pub devices: usize,
     pub up: usize,
     pub down: usize,
 }
@@ -66,9 +69,9 @@ pub struct RulesStatus {
 
 #[derive(Default)]
 struct Board {
-    sink: Mutex<Option<SinkStatus>>,
+    sinks: Mutex<BTreeMap<&'static str, SinkStatus>>,
     mqtt: Mutex<Option<MqttStatus>>,
-    snmp: Mutex<Option<SnmpStatus>>,
+    polled: Mutex<BTreeMap<&'static str, PolledStatus>>,
     rules: Mutex<Option<RulesStatus>>,
 }
 
@@ -85,8 +88,13 @@ fn get<T: Clone>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// A sink's status, by its name.
 pub fn set_sink(s: SinkStatus) {
-    set(&board().sink, s);
+    board()
+        .sinks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(s.name, s);
 }
 
 /// MQTT connected or lost; `since` moves only when the state changes.
@@ -104,17 +112,29 @@ pub fn set_mqtt(connected: bool, last_error: Option<String>) {
     });
 }
 
-pub fn set_snmp(s: SnmpStatus) {
-    set(&board().snmp, s);
+/// A polled collector started with `devices` devices (none answered yet).
+pub fn set_polled(collector: &'static str, devices: usize) {
+    board()
+        .polled
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            collector,
+            PolledStatus {
+                devices,
+                up: 0,
+                down: 0,
+            },
+        );
 }
 
-/// One SNMP target's poll result: `before` is its previous result (None on its first poll).
-pub fn snmp_target_result(before: Option<bool>, up: bool) {
+/// One device's poll result: `before` is its previous result (None on its first poll).
+pub fn device_result(collector: &'static str, before: Option<bool>, up: bool) {
     if before == Some(up) {
         return;
     }
-    let mut slot = board().snmp.lock().unwrap_or_else(|p| p.into_inner());
-    let s = slot.get_or_insert_with(SnmpStatus::default);
+    let mut polled = board().polled.lock().unwrap_or_else(|p| p.into_inner());
+    let s = polled.entry(collector).or_default();
     match before {
         Some(true) => s.up = s.up.saturating_sub(1),
         Some(false) => s.down = s.down.saturating_sub(1),
@@ -153,7 +173,15 @@ pub struct ReadyPolicy {
 pub fn report(policy: ReadyPolicy) -> (bool, Value) {
     let now = Instant::now();
     let mut problems: Vec<String> = Vec::new();
-    let sink = get(&board().sink).map(|s| {
+    let sinks: Vec<SinkStatus> = board()
+        .sinks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut sinks_json = serde_json::Map::new();
+    for s in sinks {
         let down_s = s.down_since.map(|t| now.duration_since(t).as_secs_f64());
         if let Some(d) = s.down_since.map(|t| now.duration_since(t)) {
             if d > policy.sink_grace {
@@ -166,40 +194,50 @@ pub fn report(policy: ReadyPolicy) -> (bool, Value) {
                 ));
             }
         }
-        json!({
-            "name": s.name,
-            "state": s.state.as_str(),
-            "down_for_s": down_s,
-            "oldest_unwritten_s": s.oldest_unwritten.map(|d| d.as_secs_f64()),
-            "spooled_samples": s.spooled_samples,
-            "last_error": s.last_error,
-        })
-    });
+        sinks_json.insert(
+            s.name.to_string(),
+            json!({
+                "state": s.state.as_str(),
+                "down_for_s": down_s,
+                "oldest_unwritten_s": s.oldest_unwritten.map(|d| d.as_secs_f64()),
+                "spooled_samples": s.spooled_samples,
+                "last_error": s.last_error,
+            }),
+        );
+    }
     let mqtt = get(&board().mqtt);
-    let snmp = get(&board().snmp);
-    // A collector is "connected" when MQTT is, or any SNMP target answers.
+    let polled: Vec<(&'static str, PolledStatus)> = board()
+        .polled
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    // A collector is "connected" when MQTT is, or any polled device answers.
     let mqtt_up = mqtt.as_ref().map(|m| m.connected);
-    let snmp_up = snmp.as_ref().map(|s| s.up > 0 || s.targets == 0);
-    let any_collector = mqtt_up.is_some() || snmp_up.is_some();
-    if any_collector && !mqtt_up.unwrap_or(false) && !snmp_up.unwrap_or(false) {
+    let polled_up = polled.iter().any(|(_, s)| s.up > 0 || s.devices == 0);
+    let any_collector = mqtt_up.is_some() || !polled.is_empty();
+    if any_collector && !mqtt_up.unwrap_or(false) && !polled_up {
         problems.push("no collector is connected".into());
     }
-    let body = json!({
+    let mut body = json!({
         "ready": problems.is_empty(),
         "problems": problems,
-        "sink": sink,
+        "sinks": sinks_json,
         "mqtt": mqtt.map(|m| json!({
             "connected": m.connected,
             "for_s": now.duration_since(m.since).as_secs_f64(),
             "last_error": m.last_error,
         })),
-        "snmp": snmp.map(|s| json!({"targets": s.targets, "up": s.up, "down": s.down})),
         "rules": get(&board().rules).map(|r| json!({
             "rules": r.rules,
             "last_reload_ok": r.last_reload_ok,
             "last_reload_error": r.last_reload_error,
         })),
     });
+    for (name, s) in polled {
+        body[name] = json!({"devices": s.devices, "up": s.up, "down": s.down});
+    }
     (body["ready"].as_bool().unwrap_or(false), body)
 }
 
@@ -228,7 +266,7 @@ mod tests {
         set_mqtt(true, None);
         let (ready, body) = report(policy);
         assert!(ready, "{body}");
-        assert_eq!(body["sink"]["state"], "writing");
+        assert_eq!(body["sinks"]["influx"]["state"], "writing");
 
         set_sink(sink(SinkState::Spooling, Some(2)));
         assert!(report(policy).0, "within the grace");
@@ -242,21 +280,27 @@ mod tests {
         let (ready, body) = report(policy);
         assert!(!ready, "{body}");
         assert_eq!(body["mqtt"]["last_error"], "connection refused");
-        set_snmp(SnmpStatus {
-            targets: 2,
-            up: 0,
-            down: 0,
-        });
-        snmp_target_result(None, false);
-        snmp_target_result(None, true);
+        set_polled("snmp", 2);
+        device_result("snmp", None, false);
+        device_result("snmp", None, true);
         let (ready, body) = report(policy);
         assert!(
             ready,
             "an answering SNMP target is a connected collector: {body}"
         );
         assert_eq!(body["snmp"]["up"], 1);
-        snmp_target_result(Some(true), false);
+        device_result("snmp", Some(true), false);
         assert_eq!(report(policy).1["snmp"]["down"], 2);
         assert!(!report(policy).0);
+        // A second sink failing past its grace makes the instance unready on its own.
+        set_sink(SinkStatus {
+            name: "remote_write",
+            ..sink(SinkState::Failing, Some(9))
+        });
+        device_result("snmp", Some(false), true);
+        let (ready, body) = report(policy);
+        assert!(!ready, "{body}");
+        assert_eq!(body["sinks"]["remote_write"]["state"], "failing");
+        assert_eq!(body["sinks"]["influx"]["state"], "writing");
     }
 }

@@ -548,6 +548,13 @@ fn dead_victoriametrics_keeps_mqtt_messages_unacknowledged_until_both_hold_them(
     eventually(Duration::from_secs(10), "remote write failing", || {
         (sw.metric("sitewatch_remote_write_failing", &[]) == 1.0).then_some(())
     });
+    // The status board names the failing sink beside the healthy one.
+    let (_, health) = common::alertmanager::http_get(sw.metrics_port, "/health").unwrap();
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let sinks = &health["components"]["sinks"];
+    assert_eq!(sinks["remote_write"]["state"], "failing", "{health}");
+    assert!(sinks["remote_write"]["last_error"].is_string(), "{health}");
+    assert_eq!(sinks["influx"]["state"], "writing", "{health}");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         sw.metric("sitewatch_mqtt_acks_total", &["delivery=\"delivered\""]),

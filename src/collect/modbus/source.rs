@@ -184,6 +184,7 @@ impl DevicePoller for ScheduledDevice {
 
 /// Logs a device going down or coming back, and keeps its `up` gauge.
 fn on_transition(device: &str, before: Option<bool>, up: bool) {
+    crate::status::device_result("modbus", before, up);
     metrics::gauge!("sitewatch_modbus_device_up", "device" => device.to_string()).set(if up {
         1.0
     } else {
@@ -228,6 +229,7 @@ impl Source for ModbusSource {
             left_to_other_shards = self.left_to_other_shards,
             "Modbus collector polling"
         );
+        crate::status::set_polled("modbus", self.devices.len());
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for rt in self.devices {

@@ -81,11 +81,7 @@ pub async fn run_with_traps(
         }
     }
     let targets = tasks.len() - usize::from(has_listener);
-    crate::status::set_snmp(crate::status::SnmpStatus {
-        targets,
-        up: 0,
-        down: 0,
-    });
+    crate::status::set_polled("snmp", targets);
     tracing::info!(targets, "SNMP poller started");
     while tasks.join_next().await.is_some() {}
     tracing::info!("SNMP poller stopped");
@@ -122,14 +118,9 @@ async fn target_loop(
         rt,
         state: TargetState::default(),
     };
-    run_device(
-        slot,
-        sem,
-        tx,
-        shutdown,
-        target,
-        crate::status::snmp_target_result,
-    )
+    run_device(slot, sem, tx, shutdown, target, |before, up| {
+        crate::status::device_result("snmp", before, up)
+    })
     .await;
 }
 

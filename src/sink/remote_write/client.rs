@@ -107,6 +107,8 @@ pub struct Client {
     max_retry_delay: Duration,
     /// True while a request is being retried.
     failing: AtomicBool,
+    /// Since when requests have been failing (None while they succeed).
+    down_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// The last failure while retrying; cleared by a delivery.
     last_error: std::sync::Mutex<Option<String>>,
 }
@@ -128,6 +130,7 @@ impl Client {
             auth,
             max_retry_delay: cfg.max_retry_delay,
             failing: AtomicBool::new(false),
+            down_since: std::sync::Mutex::new(None),
             last_error: std::sync::Mutex::new(None),
         })
     }
@@ -142,7 +145,27 @@ impl Client {
     fn set_failing(&self, failing: bool) {
         if self.failing.swap(failing, Ordering::AcqRel) != failing {
             metrics::gauge!("sitewatch_remote_write_failing").set(f64::from(u8::from(failing)));
+            let mut since = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+            *since = failing.then(std::time::Instant::now);
+            self.publish_status(*since);
         }
+    }
+
+    /// The sink's line on `/health` and `/ready` (not ready once failing past
+    /// `[service] ready_grace`). Data waits in memory while failing: there is no spool.
+    pub fn publish_status(&self, down_since: Option<std::time::Instant>) {
+        crate::status::set_sink(crate::status::SinkStatus {
+            name: "remote_write",
+            state: if down_since.is_some() {
+                crate::status::SinkState::Failing
+            } else {
+                crate::status::SinkState::Writing
+            },
+            down_since,
+            oldest_unwritten: None,
+            spooled_samples: 0,
+            last_error: self.last_error(),
+        });
     }
 
     /// One POST of an already compressed body.
@@ -197,18 +220,19 @@ impl Client {
         let mut attempt: u32 = 0;
         loop {
             let verdict = self.post(body.clone()).await;
-            self.set_failing(matches!(verdict, Verdict::Retry { .. }));
             match verdict {
                 Verdict::Delivered => {
                     if attempt > 0 {
                         tracing::info!(attempts = attempt + 1, url = %self.shown, "remote write delivered after retries");
                     }
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.set_failing(false);
                     return Outcome::Delivered {
                         attempts: attempt + 1,
                     };
                 }
                 Verdict::Rejected { status, message } => {
+                    self.set_failing(false);
                     return Outcome::Rejected { status, message };
                 }
                 Verdict::Retry {
@@ -223,6 +247,7 @@ impl Client {
                     });
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(format!("{status}: {detail}"));
+                    self.set_failing(true);
                     tracing::warn!(
                         url = %self.shown, status, attempt, ?delay, samples, error = %detail,
                         "remote write failed; holding the samples and retrying"

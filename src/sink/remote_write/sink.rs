@@ -118,6 +118,7 @@ impl Sink for RemoteWriteSink {
         let client = self.client.clone().expect("opened above");
         describe_metrics();
         metrics::gauge!("sitewatch_remote_write_failing").set(0.0);
+        client.publish_status(None);
         tracing::info!(url = %client.shown, "remote write sink started");
         let mut state = State::new(&self.cfg, client);
         state.run(inputs, stop).await;
