@@ -1,4 +1,5 @@
-//! Register words → typed value: data types, word and byte order, decimal scaling.
+//! Register words → typed value: data types, word and byte order (decimal scaling is the
+//! collectors' shared [`crate::collect::scale::Scale`]).
 //!
 //! A Modbus register is a 16-bit word sent high byte first. Values wider than one register
 //! span consecutive registers, and vendors disagree on the order: the map says it with
@@ -195,56 +196,6 @@ pub fn f32_to_f64(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(f64::from(v))
 }
 
-/// `raw × scale + offset`, computed in decimal where it matters.
-///
-/// Multiplying by the binary float 0.1 turns 14 into 1.4000000000000001; dividing by the
-/// exact 10 gives the nearest float to 1.4. So `scale` is taken apart into its decimal digits
-/// once, at load (the same approach as the SNMP profiles' `scale`), and the offset is brought
-/// onto the same denominator: `(raw × mul + offset × div) / div`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Linear {
-    mul: f64,
-    div: f64,
-    offset: f64,
-}
-
-impl Linear {
-    pub const IDENTITY: Linear = Linear {
-        mul: 1.0,
-        div: 1.0,
-        offset: 0.0,
-    };
-
-    /// From the numbers written in the map; `None` for a scale of 0, NaN or infinity, or an
-    /// offset that is not finite.
-    pub fn new(scale: f64, offset: f64) -> Option<Linear> {
-        if !scale.is_finite() || scale == 0.0 || !offset.is_finite() {
-            return None;
-        }
-        // `{:e}` prints the shortest digits that read back as `scale`: "1e-1", "2.5e-1".
-        let text = format!("{scale:e}");
-        let (mantissa, exp) = text.split_once('e')?;
-        let exp: i32 = exp.parse().ok()?;
-        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let digits: f64 = format!("{int_part}{frac_part}").parse().ok()?;
-        let exp = exp - frac_part.len() as i32;
-        let (mul, div) = if exp >= 0 {
-            (digits * 10f64.powi(exp), 1.0)
-        } else {
-            (digits, 10f64.powi(-exp))
-        };
-        Some(Linear { mul, div, offset })
-    }
-
-    pub fn apply(self, x: f64) -> f64 {
-        if self.div == 1.0 {
-            x * self.mul + self.offset
-        } else {
-            (x * self.mul + self.offset * self.div) / self.div
-        }
-    }
-}
-
 impl Raw {
     pub fn as_f64(self) -> f64 {
         match self {
@@ -360,23 +311,6 @@ mod tests {
         assert_eq!(decode(DataType::Int16, ABCD, &[], None), None);
     }
 
-    #[test]
-    fn decimal_scale_gives_the_devices_decimal() {
-        let l = Linear::new(0.1, 0.0).unwrap();
-        assert_eq!(l.apply(14.0), 1.4);
-        assert_eq!(l.apply(2301.0), 230.1);
-        let l = Linear::new(0.01, 0.0).unwrap();
-        assert_eq!(l.apply(4999.0), 49.99);
-        let l = Linear::new(0.1, -40.0).unwrap();
-        assert_eq!(l.apply(655.0), 25.5);
-        let l = Linear::new(1000.0, 0.0).unwrap();
-        assert_eq!(l.apply(3.0), 3000.0);
-        assert_eq!(Linear::IDENTITY.apply(7.0), 7.0);
-        assert!(Linear::new(0.0, 0.0).is_none());
-        assert!(Linear::new(f64::NAN, 0.0).is_none());
-        assert!(Linear::new(1.0, f64::INFINITY).is_none());
-    }
-
     fn layout() -> impl Strategy<Value = Layout> {
         prop::sample::select(Layout::ALL.to_vec())
     }
@@ -461,14 +395,6 @@ mod tests {
         fn out_of_range_values_do_not_encode(v in 65536i128..(1i128 << 70)) {
             prop_assert!(encode(DataType::Uint16, Layout::default(), Raw::Int(v)).is_none());
             prop_assert!(encode(DataType::Int16, Layout::default(), Raw::Int(-v)).is_none());
-        }
-
-        #[test]
-        fn scale_matches_decimal_division(raw in -1_000_000i64..1_000_000, k in 0u32..4) {
-            let scale = 10f64.powi(-(k as i32));
-            let l = Linear::new(scale, 0.0).unwrap();
-            let expected: f64 = format!("{}e-{}", raw, k).parse().unwrap();
-            prop_assert_eq!(l.apply(raw as f64), expected);
         }
     }
 }

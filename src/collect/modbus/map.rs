@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::decode::{DataType, Layout, Linear, Order, Raw};
+use super::decode::{DataType, Layout, Order, Raw};
+use crate::collect::scale::Scale;
 use crate::config::line_col;
 
 /// The four Modbus tables.
@@ -126,7 +127,7 @@ pub struct Point {
     pub ty: DataType,
     pub layout: Layout,
     pub bit: Option<u8>,
-    pub linear: Linear,
+    pub linear: Scale,
     pub invalid: Vec<Sentinel>,
     pub states: Option<HashMap<i64, Arc<str>>>,
     pub severity: Option<HashMap<i64, i64>>,
@@ -322,8 +323,8 @@ impl RegisterMap {
                         .into(),
                 ));
             }
-            let linear =
-                Linear::new(d.scale.unwrap_or(1.0), d.offset.unwrap_or(0.0)).ok_or_else(|| {
+            let linear = Scale::with_offset(d.scale.unwrap_or(1.0), d.offset.unwrap_or(0.0))
+                .ok_or_else(|| {
                     fail("`scale` must be a finite non-zero number and `offset` finite".into())
                 })?;
             let mut invalid = Vec::with_capacity(d.invalid.len());

@@ -4,6 +4,7 @@
 //! The rules of [docs/profiles.md](../../../docs/profiles.md) live here; the profile file
 //! schema that configures them is in [`super::profile`].
 
+pub use crate::collect::scale::Scale;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -38,61 +39,6 @@ impl Raw {
             Raw::Int(i) => i as f64,
             Raw::Float(f) => f,
         }
-    }
-}
-
-/// A decimal factor applied as `raw × mul / div`, with `div` a power of ten.
-///
-/// Multiplying by the binary float 0.1 turns 14 into 1.4000000000000001; dividing by the
-/// exact 10 gives the nearest float to 1.4, which prints as `1.4`. So a profile's `scale`
-/// is taken apart into its decimal digits once, at load.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Scale {
-    mul: f64,
-    div: f64,
-}
-
-impl Scale {
-    /// From the number written in the profile; `None` for 0, NaN, infinities.
-    pub fn from_f64(s: f64) -> Option<Scale> {
-        if !s.is_finite() || s == 0.0 {
-            return None;
-        }
-        // `{:e}` prints the shortest digits that read back as `s`: "1e-1", "2.5e-1", "6e1".
-        let text = format!("{s:e}");
-        let (mantissa, exp) = text.split_once('e')?;
-        let exp: i32 = exp.parse().ok()?;
-        let (negative, mantissa) = match mantissa.strip_prefix('-') {
-            Some(m) => (true, m),
-            None => (false, mantissa),
-        };
-        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let digits: f64 = format!("{int_part}{frac_part}").parse().ok()?;
-        let exp = exp - frac_part.len() as i32;
-        let sign = if negative { -1.0 } else { 1.0 };
-        Some(if exp >= 0 {
-            Scale {
-                mul: sign * digits * 10f64.powi(exp),
-                div: 1.0,
-            }
-        } else {
-            Scale {
-                mul: sign * digits,
-                div: 10f64.powi(-exp),
-            }
-        })
-    }
-
-    /// This scale followed by a division (`divide = 60`: seconds to minutes).
-    pub fn divided_by(self, d: f64) -> Scale {
-        Scale {
-            mul: self.mul,
-            div: self.div * d,
-        }
-    }
-
-    pub fn apply(self, x: f64) -> f64 {
-        x * self.mul / self.div
     }
 }
 
@@ -408,28 +354,6 @@ mod tests {
 
     fn none() -> ScalarValues {
         ScalarValues::new()
-    }
-
-    #[test]
-    fn decimal_scale_gives_the_devices_decimal() {
-        let s = Scale::from_f64(0.1).unwrap();
-        assert_eq!(s.apply(14.0), 1.4);
-        assert_eq!(format!("{}", s.apply(14.0)), "1.4");
-        assert_eq!(format!("{}", s.apply(2345.0)), "234.5");
-        let s = Scale::from_f64(0.01).unwrap();
-        assert_eq!(format!("{}", s.apply(4999.0)), "49.99");
-        assert_eq!(Scale::from_f64(10.0).unwrap().apply(34.0), 340.0);
-        assert_eq!(Scale::from_f64(60.0).unwrap().apply(7.0), 420.0);
-        assert_eq!(
-            format!("{}", Scale::from_f64(0.25).unwrap().apply(3.0)),
-            "0.75"
-        );
-        assert_eq!(Scale::from_f64(-0.1).unwrap().apply(5.0), -0.5);
-        // TimeTicks of runtime (seconds after the /100) to minutes.
-        let s = Scale::from_f64(1.0).unwrap().divided_by(60.0);
-        assert_eq!(s.apply(720.0), 12.0);
-        assert!(Scale::from_f64(0.0).is_none());
-        assert!(Scale::from_f64(f64::NAN).is_none());
     }
 
     #[test]
