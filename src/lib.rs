@@ -15,6 +15,7 @@ pub mod registry;
 pub mod retry;
 pub mod rules;
 pub mod secret;
+pub mod select;
 pub mod sink;
 pub mod status;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::pipeline::SinkInputs;
 
 pub mod influx;
 pub mod remote_write;
+pub mod url;
 
 /// A storage backend, built from its config table by [`crate::registry::build_sinks`].
 #[async_trait]

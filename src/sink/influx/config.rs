@@ -25,6 +25,8 @@
 //! fsync = "batch"               # always | batch | never
 //! ```
 
+use crate::sink::url::parse_http_url;
+pub use crate::sink::url::{redacted_url, redacted_url_text};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -138,30 +140,6 @@ pub struct InfluxConfig {
     pub hold_outage: Duration,
 }
 
-/// The URL as it may be printed: a password in it (`http://user:PASS@host`) becomes `***`.
-pub fn redacted_url(url: &reqwest::Url) -> String {
-    if url.password().is_none() {
-        return url.to_string();
-    }
-    let mut shown = url.clone();
-    // Cannot fail: the URL has a host (it carried a password).
-    let _ = shown.set_password(Some("***"));
-    shown.to_string()
-}
-
-/// Like [`redacted_url`] for text that may not parse as a URL (config errors).
-pub fn redacted_url_text(text: &str) -> String {
-    match reqwest::Url::parse(text) {
-        Ok(u) => redacted_url(&u),
-        Err(_) => match (text.find("://"), text.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                format!("{}://***@{}", &text[..scheme_end], &text[at + 1..])
-            }
-            _ => text.to_string(),
-        },
-    }
-}
-
 /// Below this a spool holds too little to be worth its segments.
 pub const MIN_SPOOL_BYTES: u64 = 64 << 10;
 
@@ -231,20 +209,8 @@ fn is_blank(v: &Option<String>) -> bool {
 impl InfluxConfig {
     /// Checks the keys the chosen `api` needs and the ranges of the tuning keys.
     pub fn validate(&self) -> Result<(), InfluxError> {
-        let url = reqwest::Url::parse(&self.url).map_err(|e| {
-            missing(
-                "url",
-                format!("{:?} is not a URL ({e})", redacted_url_text(&self.url)),
-                "write it like \"http://127.0.0.1:8086\"",
-            )
-        })?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(missing(
-                "url",
-                format!("scheme {:?} is not supported", url.scheme()),
-                "use http:// or https://",
-            ));
-        }
+        parse_http_url(&self.url, "write it like \"http://127.0.0.1:8086\"")
+            .map_err(|(problem, fix)| missing("url", problem, fix))?;
         let api = self.api.as_str();
         match self.api {
             InfluxApi::V1 => {

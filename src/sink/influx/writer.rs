@@ -58,6 +58,7 @@ use crate::ack::Ack;
 use crate::blocking::on_blocking_thread;
 use crate::pipeline::{Batch, BatchReceiver};
 use crate::retry::{self, Backoff};
+use crate::select::{or_pending, sleep_until};
 use crate::text::error_chain;
 
 use super::client::{self, Class, InfluxClient, Purpose};
@@ -272,7 +273,7 @@ impl InfluxWriter {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                delivery = poll_flight(state.current.as_mut().map(|c| &mut c.future)) => {
+                delivery = or_pending(state.current.as_mut().map(|c| &mut c.future)) => {
                     state.finish_flight(delivery);
                 }
                 b = events_rx.recv(), if events_open => match b {
@@ -321,7 +322,7 @@ impl InfluxWriter {
                     if state.current.is_none() && !state.start_flight(Instant::now(), true) {
                         break;
                     }
-                    let delivery = poll_flight(state.current.as_mut().map(|c| &mut c.future)).await;
+                    let delivery = or_pending(state.current.as_mut().map(|c| &mut c.future)).await;
                     state.finish_flight(delivery);
                 }
             })
@@ -791,20 +792,6 @@ impl RunState {
             }
             Ok(())
         })
-    }
-}
-
-async fn poll_flight(flight: Option<&mut FlightFuture>) -> Delivery {
-    match flight {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(due: Option<tokio::time::Instant>) {
-    match due {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{Secret, SecretError};
-use crate::sink::influx::config::{redacted_url, redacted_url_text};
+use crate::sink::url::{parse_http_url, redacted_url, redacted_url_text};
 
 /// How a sample's measurement and field become a metric name.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -113,20 +113,11 @@ pub enum Auth {
 impl RemoteWriteConfig {
     /// Checks the URL, the credentials' shape, the ranges and the extra labels.
     pub fn validate(&self) -> Result<reqwest::Url, RemoteWriteError> {
-        let url = reqwest::Url::parse(&self.url).map_err(|e| {
-            invalid(
-                "url",
-                format!("{:?} is not a URL ({e})", redacted_url_text(&self.url)),
-                "write it like \"http://127.0.0.1:8428/api/v1/write\"",
-            )
-        })?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(invalid(
-                "url",
-                format!("scheme {:?} is not supported", url.scheme()),
-                "use http:// or https://",
-            ));
-        }
+        let url = parse_http_url(
+            &self.url,
+            "write it like \"http://127.0.0.1:8428/api/v1/write\"",
+        )
+        .map_err(|(problem, fix)| invalid("url", problem, fix))?;
         if self.username.is_some() != self.password.is_some() {
             return Err(invalid(
                 "username",

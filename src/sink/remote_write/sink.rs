@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::Ack;
 use crate::collect::BoxError;
 use crate::pipeline::{Batch, EventBatch, SinkInputs};
+use crate::select::{or_pending, sleep_until};
 use crate::sink::Sink;
 
 use super::client::{Client, Outcome};
@@ -222,7 +223,7 @@ impl State {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                outcome = poll_flight(self.current.as_mut().map(|f| &mut f.future)) => {
+                outcome = or_pending(self.current.as_mut().map(|f| &mut f.future)) => {
                     self.finish_flight(outcome);
                 }
                 b = inputs.events.recv(), if events_open => match b {
@@ -419,20 +420,6 @@ fn numeric_fields(samples: &[crate::model::Sample]) -> usize {
         .flat_map(|s| &s.fields)
         .filter(|(_, v)| !matches!(v, crate::model::FieldValue::Str(_)))
         .count()
-}
-
-async fn poll_flight(f: Option<&mut FlightFuture>) -> Outcome {
-    match f {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(due: Option<tokio::time::Instant>) {
-    match due {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Against a scripted in-process receiver: behaviours a real one cannot be made to show on
