@@ -42,6 +42,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::decode::Decoder;
+use super::points::PointsConfig;
+use super::values::StatesSpec;
 use crate::config::Secret;
 
 /// Broker connection and subscriptions, TOML table `[mqtt]`.
@@ -185,6 +187,8 @@ pub struct FieldSpec {
     /// `None`: numbers as float, booleans as bool, strings dropped (or parsed as numbers with
     /// `parse_numeric_strings`).
     pub field_type: Option<FieldType>,
+    /// Words the device sends for states (`ON`/`OFF`) and what they are stored as.
+    pub states: Option<StatesSpec>,
 }
 
 impl FieldSpec {
@@ -192,6 +196,7 @@ impl FieldSpec {
         FieldSpec {
             path: path.into(),
             field_type,
+            states: None,
         }
     }
 }
@@ -205,6 +210,8 @@ impl<'de> Deserialize<'de> for FieldSpec {
             path: String,
             #[serde(default, rename = "type")]
             field_type: Option<FieldType>,
+            #[serde(default)]
+            states: Option<StatesSpec>,
         }
 
         struct SpecVisitor;
@@ -225,7 +232,11 @@ impl<'de> Deserialize<'de> for FieldSpec {
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
                 let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(FieldSpec::new(t.path, t.field_type))
+                Ok(FieldSpec {
+                    path: t.path,
+                    field_type: t.field_type,
+                    states: t.states,
+                })
             }
         }
 
@@ -258,13 +269,22 @@ pub struct SubscriptionConfig {
     /// Static tags added to every sample. Payload and topic tags override them.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// `json`: field name -> path like `a.b.c` or `readings.0.value`, or a table
-    /// `{ path = "a.b", type = "integer" }` that also fixes the field's type.
+    /// `json`: field name -> path like `a.b.c`, `temp\\.inlet` (a key with a dot) or
+    /// `readings.0.value`, or a table `{ path = "a.b", type = "integer" }` that also fixes the
+    /// field's type (and `states`).
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
     /// `number`: the type of `field` (default: numbers as float, `true`/`false` as bool).
     #[serde(default, rename = "type")]
     pub field_type: Option<FieldType>,
+    /// `number`: state words of the payload (`"default"` for ON/OFF, open/closed, wet/dry, or
+    /// a table such as `{ ON = true, OFF = false }`).
+    #[serde(default)]
+    pub states: Option<StatesSpec>,
+    /// `json`: a list of named points (`[mqtt.subscription.points]`, see `points.rs`): each
+    /// value is stored under the field its own name maps to, whatever its position.
+    #[serde(default)]
+    pub points: Option<PointsConfig>,
     /// `json`: tag name -> path; strings, numbers and booleans become the tag value.
     #[serde(default)]
     pub tag_paths: BTreeMap<String, String>,
@@ -327,6 +347,13 @@ impl MqttConfig {
     /// subscription (templates, paths, tag/field name clashes).
     pub fn validate(&self) -> Result<(), MqttConfigError> {
         self.compile().map(|_| ())
+    }
+
+    /// What `sitewatch check` warns about in a valid config (positional JSON paths).
+    pub fn check_warnings(&self) -> Vec<String> {
+        self.compile()
+            .map(|ds| ds.iter().flat_map(Decoder::positional_warnings).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn compile(&self) -> Result<Vec<Decoder>, MqttConfigError> {

@@ -28,7 +28,10 @@ use super::config::{
     check_max_payload, FieldType, MqttConfigError, PayloadFormat, SubscriptionConfig,
     TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
 };
+use super::path::JsonPath;
+use super::points::{PointList, Skipped};
 use super::topic::TopicTemplate;
+use super::values::ValueConv;
 use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
 
 /// 2000-01-01T00:00:00Z in ns: older payload timestamps are a device with an unset clock.
@@ -58,6 +61,10 @@ pub enum DecodeReason {
     OutOfRange,
     /// Every field value of the payload was dropped for its type.
     NoValidFields,
+    /// A string that is not one of the field's `states`.
+    UnknownState,
+    /// Two points of one payload map to the same field of the same sample; the first is kept.
+    DuplicatePoint,
 }
 
 impl DecodeReason {
@@ -76,6 +83,8 @@ impl DecodeReason {
             DecodeReason::NotAnInteger => "not_an_integer",
             DecodeReason::OutOfRange => "out_of_range",
             DecodeReason::NoValidFields => "no_valid_fields",
+            DecodeReason::UnknownState => "unknown_state",
+            DecodeReason::DuplicatePoint => "duplicate_point",
         }
     }
 }
@@ -104,47 +113,22 @@ pub struct FieldError {
     pub detail: String,
 }
 
-/// A JSON path like `a.b.0.c`: object keys, or array indices where the value is an array.
-#[derive(Debug, Clone, PartialEq)]
-struct JsonPath {
-    source: Box<str>,
-    segments: Vec<(Box<str>, Option<usize>)>,
+/// What a decode left out besides the samples, for the subscriber to count and log.
+#[derive(Debug, Default)]
+pub struct DecodeNotes {
+    /// Field values dropped from kept points because they do not fit.
+    pub field_errors: Vec<FieldError>,
+    /// Raw names of points not in `points.known`, dropped (`unknown = "drop"`).
+    pub unknown_points: Vec<String>,
+    /// Points without a usable name (shown shortened), dropped.
+    pub nameless_points: Vec<String>,
 }
 
-impl JsonPath {
-    fn parse(path: &str) -> Result<JsonPath, String> {
-        if path.is_empty() {
-            // The whole payload element, for a bare JSON number.
-            return Ok(JsonPath {
-                source: "".into(),
-                segments: Vec::new(),
-            });
-        }
-        let mut segments = Vec::new();
-        for seg in path.split('.') {
-            if seg.is_empty() {
-                return Err(format!(
-                    "path {path:?} has an empty segment; write keys separated by single dots, \
-                     e.g. \"sensor.temperature\" or \"readings.0.value\""
-                ));
-            }
-            segments.push((seg.into(), seg.parse::<usize>().ok()));
-        }
-        Ok(JsonPath {
-            source: path.into(),
-            segments,
-        })
-    }
-
-    fn get<'v>(&self, mut v: &'v Value) -> Option<&'v Value> {
-        for (key, index) in &self.segments {
-            v = match v {
-                Value::Object(map) => map.get(key.as_ref())?,
-                Value::Array(items) => items.get((*index)?)?,
-                _ => return None,
-            };
-        }
-        Some(v)
+impl DecodeNotes {
+    pub fn clear(&mut self) {
+        self.field_errors.clear();
+        self.unknown_points.clear();
+        self.nameless_points.clear();
     }
 }
 
@@ -152,20 +136,21 @@ impl JsonPath {
 struct JsonField {
     name: Arc<str>,
     path: JsonPath,
-    ty: Option<FieldType>,
+    conv: ValueConv,
 }
 
 #[derive(Debug, Clone)]
 enum Kind {
     Number {
         field: Arc<str>,
-        ty: Option<FieldType>,
+        conv: ValueConv,
     },
     Json {
         fields: Vec<JsonField>,
         tags: Vec<(Arc<str>, JsonPath)>,
         timestamp: Option<JsonPath>,
         parse_numeric_strings: bool,
+        points: Option<Box<PointList>>,
     },
     LineProtocol,
 }
@@ -276,6 +261,16 @@ impl Decoder {
             check_max_payload(max).map_err(|p| err("max_payload_size", p.into()))?;
         }
 
+        json_only("points", cfg.points.is_some())?;
+        if cfg.states.is_some() && cfg.format != PayloadFormat::Number {
+            return Err(err(
+                "states",
+                "applies to format = \"number\"; for json give the field its states, e.g. \
+                 fields = { relay = { path = \"POWER\", states = \"default\" } }"
+                    .into(),
+            ));
+        }
+
         let kind = match cfg.format {
             PayloadFormat::Number => {
                 if cfg.field.is_empty() {
@@ -283,15 +278,17 @@ impl Decoder {
                 }
                 Kind::Number {
                     field: Arc::from(cfg.field.as_str()),
-                    ty: cfg.field_type,
+                    conv: ValueConv::compile(cfg.field_type, cfg.states.as_ref())
+                        .map_err(|e| err("states", e))?,
                 }
             }
             PayloadFormat::LineProtocol => Kind::LineProtocol,
             PayloadFormat::Json => {
-                if cfg.fields.is_empty() {
+                if cfg.fields.is_empty() && cfg.points.is_none() {
                     return Err(err(
                         "fields",
-                        "json needs at least one field, e.g. fields = { temperature = \"temp\" }"
+                        "json needs at least one field, e.g. fields = { temperature = \"temp\" }, \
+                         or a [mqtt.subscription.points] table"
                             .into(),
                     ));
                 }
@@ -301,10 +298,12 @@ impl Decoder {
                         return Err(err("fields", "field names must not be empty".into()));
                     }
                     let path = JsonPath::parse(&spec.path).map_err(|e| err("fields", e))?;
+                    let conv = ValueConv::compile(spec.field_type, spec.states.as_ref())
+                        .map_err(|e| err("fields", format!("field {name:?}: {e}")))?;
                     fields.push(JsonField {
                         name: Arc::from(name.as_str()),
                         path,
-                        ty: spec.field_type,
+                        conv,
                     });
                 }
                 let mut tags = Vec::new();
@@ -321,27 +320,54 @@ impl Decoder {
                     .map(JsonPath::parse)
                     .transpose()
                     .map_err(|e| err("timestamp", e))?;
+                let points = cfg
+                    .points
+                    .as_ref()
+                    .map(|p| PointList::compile(p).map(Box::new))
+                    .transpose()
+                    .map_err(|e| err("points", e))?;
                 Kind::Json {
                     fields,
                     tags,
                     timestamp,
                     parse_numeric_strings: cfg.parse_numeric_strings,
+                    points,
                 }
             }
         };
 
         // InfluxDB 3 (and sane queries) forbid a tag and a field with the same name.
-        let field_names: Vec<&str> = match &kind {
+        let mut field_names: Vec<&str> = match &kind {
             Kind::Number { field, .. } => vec![field.as_ref()],
             Kind::Json { fields, .. } => fields.iter().map(|f| f.name.as_ref()).collect(),
             Kind::LineProtocol => Vec::new(),
         };
+        let point_list = match &kind {
+            Kind::Json { points, .. } => points.as_deref(),
+            _ => None,
+        };
+        if let Some(pl) = point_list {
+            let parent_fields = field_names.len();
+            for f in pl.field_names() {
+                if field_names[..parent_fields].contains(&f) && pl.name_tag().is_none() {
+                    return Err(err(
+                        "points",
+                        format!(
+                            "field `{f}` is written both by `fields` and by a known point; \
+                             give one of them another name"
+                        ),
+                    ));
+                }
+                field_names.push(f);
+            }
+        }
         let tag_names = cfg
             .tags
             .keys()
             .map(String::as_str)
             .chain(template.capture_names())
-            .chain(cfg.tag_paths.keys().map(String::as_str));
+            .chain(cfg.tag_paths.keys().map(String::as_str))
+            .chain(point_list.into_iter().flat_map(|p| p.tag_names()));
         for tag in tag_names {
             if field_names.contains(&tag) {
                 return Err(err(
@@ -369,6 +395,40 @@ impl Decoder {
         })
     }
 
+    /// Paths that pick an array element by its position (`points.0.value`): a device that
+    /// reorders or inserts elements moves another value under the name. One line each, for
+    /// `sitewatch check` and the start-up log.
+    pub fn positional_warnings(&self) -> Vec<String> {
+        let Kind::Json {
+            fields,
+            tags,
+            timestamp,
+            ..
+        } = &self.kind
+        else {
+            return Vec::new();
+        };
+        let named = fields
+            .iter()
+            .map(|f| (format!("fields.{}", f.name), &f.path))
+            .chain(tags.iter().map(|(n, p)| (format!("tag_paths.{n}"), p)))
+            .chain(timestamp.iter().map(|p| ("timestamp".to_string(), p)));
+        named
+            .filter_map(|(key, path)| {
+                let prefix = path.positional_prefix()?;
+                Some(format!(
+                    "mqtt.subscription[{}] ({:?}): {key}: path {:?} picks `{prefix}` by \
+                     position; if the device reorders or inserts elements, another value is \
+                     stored under this name. Where the elements carry a name, map them by it \
+                     with [mqtt.subscription.points] (mappings/mqtt/README.md, \"Point lists\")",
+                    self.index,
+                    self.template.as_str(),
+                    path.as_str()
+                ))
+            })
+            .collect()
+    }
+
     /// The subscription's label (for metrics and logs).
     pub fn label(&self) -> &str {
         &self.label
@@ -388,18 +448,25 @@ impl Decoder {
         payload: &[u8],
         recv_ns: i64,
     ) -> Result<Vec<Sample>, DecodeError> {
-        self.decode_into(topic, captures, payload, recv_ns, &mut Vec::new())
+        self.decode_into(
+            topic,
+            captures,
+            payload,
+            recv_ns,
+            &mut DecodeNotes::default(),
+        )
     }
 
-    /// Like [`Decoder::decode`], and appends every field value dropped from a point (it does
-    /// not fit the field's type) to `field_errors`, also when the whole payload fails.
+    /// Like [`Decoder::decode`], and appends to `notes` every field value dropped from a point
+    /// (it does not fit the field's type) and every point dropped from a point list, also when
+    /// the whole payload fails.
     pub fn decode_into(
         &self,
         topic: &str,
         captures: &[(Arc<str>, Arc<str>)],
         payload: &[u8],
         recv_ns: i64,
-        field_errors: &mut Vec<FieldError>,
+        notes: &mut DecodeNotes,
     ) -> Result<Vec<Sample>, DecodeError> {
         let fail = |reason: DecodeReason, detail: String| DecodeError {
             topic: topic.to_string(),
@@ -429,9 +496,23 @@ impl Decoder {
             )
         })?;
         match &self.kind {
-            Kind::Number { field, ty } => {
-                let value = parse_number_payload(text, *ty)
-                    .map_err(|reason| fail(reason, number_payload_problem(text, *ty, reason)))?;
+            Kind::Number { field, conv } => {
+                let ty = conv.field_type();
+                let value = match conv.apply_text(text) {
+                    Some(Ok(v)) => v,
+                    Some(Err(reason)) => {
+                        return Err(fail(
+                            reason,
+                            format!(
+                                "{} is none of the states {}",
+                                preview(text.trim()),
+                                conv.state_words().unwrap_or_default()
+                            ),
+                        ))
+                    }
+                    None => parse_number_payload(text, ty)
+                        .map_err(|reason| fail(reason, number_payload_problem(text, ty, reason)))?,
+                };
                 let tags = self.tags(captures, std::iter::empty());
                 Ok(vec![Sample::new(
                     SeriesKey::new(self.measurement.clone(), tags),
@@ -444,6 +525,7 @@ impl Decoder {
                 tags,
                 timestamp,
                 parse_numeric_strings,
+                points,
             } => {
                 let doc: Value = serde_json::from_str(text).map_err(|e| {
                     fail(
@@ -451,8 +533,10 @@ impl Decoder {
                         format!("{e}; payload starts {}", preview(text)),
                     )
                 })?;
+                let field_errors = &mut notes.field_errors;
                 let elements: &[Value] = match &doc {
-                    Value::Array(items) => items,
+                    Value::Array(items) if !fields.is_empty() => items,
+                    Value::Array(_) => &[],
                     other => std::slice::from_ref(other),
                 };
                 let mut samples = Vec::with_capacity(elements.len());
@@ -463,13 +547,20 @@ impl Decoder {
                         let Some(v) = f.path.get(element) else {
                             continue;
                         };
-                        match json_field(v, f.ty, *parse_numeric_strings) {
+                        match f.conv.apply(v, *parse_numeric_strings) {
                             Ok(Some(value)) => sample_fields.push((f.name.clone(), value)),
                             Ok(None) => {}
                             Err(reason) => field_errors.push(FieldError {
                                 field: f.name.clone(),
                                 reason,
-                                detail: field_problem(f, v, *parse_numeric_strings, reason),
+                                detail: field_problem(
+                                    &f.name,
+                                    f.path.as_str(),
+                                    &f.conv,
+                                    v,
+                                    *parse_numeric_strings,
+                                    reason,
+                                ),
                             }),
                         }
                     }
@@ -478,19 +569,9 @@ impl Decoder {
                     }
                     let ts = match timestamp.as_ref().and_then(|p| p.get(element)) {
                         None | Some(Value::Null) => recv_ns,
-                        Some(v) => {
-                            let ns = json_timestamp(v, self.timestamp_unit).map_err(|d| {
-                                fail(
-                                    DecodeReason::BadTimestamp,
-                                    format!(
-                                        "at path {:?}: {d}",
-                                        timestamp.as_ref().map(|p| &*p.source).unwrap_or_default()
-                                    ),
-                                )
-                            })?;
-                            check_timestamp(ns, recv_ns)
-                                .map_err(|d| fail(DecodeReason::TimestampOutOfRange, d))?
-                        }
+                        Some(v) => self
+                            .payload_timestamp(v, timestamp.as_ref(), recv_ns)
+                            .map_err(|(reason, d)| fail(reason, d))?,
                     };
                     let payload_tags = tags.iter().filter_map(|(name, path)| {
                         path.get(element)
@@ -503,6 +584,21 @@ impl Decoder {
                     sample.fields = sample_fields;
                     samples.push(sample);
                 }
+                let mut list_found = false;
+                if let Some(pl) = points {
+                    list_found = self.decode_points(
+                        pl,
+                        &doc,
+                        tags,
+                        timestamp.as_ref(),
+                        *parse_numeric_strings,
+                        captures,
+                        recv_ns,
+                        notes,
+                        &mut samples,
+                    );
+                }
+                let field_errors = &notes.field_errors;
                 if samples.is_empty() {
                     let dropped = field_errors.len() - errors_before;
                     if dropped > 0 {
@@ -515,12 +611,20 @@ impl Decoder {
                             ),
                         ));
                     }
-                    let wanted: Vec<&str> = fields.iter().map(|f| &*f.path.source).collect();
+                    let mut wanted: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
+                    let points_note = match points {
+                        Some(pl) if !list_found => {
+                            wanted.push(pl.path.as_str());
+                            " (the points path holds no array or object)"
+                        }
+                        Some(_) => " (no point of the list is mapped; see unknown points)",
+                        None => "",
+                    };
                     return Err(fail(
                         DecodeReason::NoFields,
                         format!(
-                            "none of the paths {wanted:?} holds a number, bool or string; payload \
-                             starts {}",
+                            "none of the paths {wanted:?} holds a number, bool or string\
+                             {points_note}; payload starts {}",
                             preview(text)
                         ),
                     ));
@@ -529,6 +633,135 @@ impl Decoder {
             }
             Kind::LineProtocol => self.decode_line_protocol(text, captures, recv_ns, &fail),
         }
+    }
+
+    /// A payload timestamp at `path` (for messages) as ns, checked against receive time.
+    fn payload_timestamp(
+        &self,
+        v: &Value,
+        path: Option<&JsonPath>,
+        recv_ns: i64,
+    ) -> Result<i64, (DecodeReason, String)> {
+        let ns = json_timestamp(v, self.timestamp_unit).map_err(|d| {
+            (
+                DecodeReason::BadTimestamp,
+                format!(
+                    "at path {:?}: {d}",
+                    path.map(JsonPath::as_str).unwrap_or_default()
+                ),
+            )
+        })?;
+        check_timestamp(ns, recv_ns).map_err(|d| (DecodeReason::TimestampOutOfRange, d))
+    }
+
+    /// Appends the samples of the point list `pl` in `doc` to `samples`: points with the same
+    /// tags and timestamp share one sample. `false` when `doc` has no list at `pl.path`.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_points(
+        &self,
+        pl: &PointList,
+        doc: &Value,
+        tag_paths: &[(Arc<str>, JsonPath)],
+        parent_ts_path: Option<&JsonPath>,
+        parse_numeric_strings: bool,
+        captures: &[(Arc<str>, Arc<str>)],
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+        samples: &mut Vec<Sample>,
+    ) -> bool {
+        let mut skipped = Vec::new();
+        let Some(list) = pl.extract(doc, &mut skipped) else {
+            return false;
+        };
+        for s in skipped {
+            match s {
+                Skipped::Unknown(raw) => notes.unknown_points.push(raw),
+                Skipped::NoName(what) => notes.nameless_points.push(what),
+            }
+        }
+        let first = samples.len();
+        let parent_ts = parent_ts_path
+            .and_then(|p| p.get(doc))
+            .filter(|v| !v.is_null());
+        let parent_tags: Vec<(Arc<str>, Arc<str>)> = tag_paths
+            .iter()
+            .filter_map(|(name, path)| path.get(doc).and_then(json_tag).map(|v| (name.clone(), v)))
+            .collect();
+        for p in list {
+            let (field, name_tag) = match pl.name_tag() {
+                Some((tag, field)) => (field.clone(), Some((tag.clone(), p.name.clone()))),
+                None => (p.name.clone(), None),
+            };
+            let value = match p.conv.apply(p.value, parse_numeric_strings) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(reason) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason,
+                        detail: field_problem(
+                            &field,
+                            &format!("point {:?} of {:?}", p.raw, pl.path.as_str()),
+                            p.conv,
+                            p.value,
+                            parse_numeric_strings,
+                            reason,
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let (ts_value, ts_path) = match p.timestamp {
+                Some(v) => (Some(v), pl.timestamp_path()),
+                None => (parent_ts, parent_ts_path),
+            };
+            let ts = match ts_value {
+                None => recv_ns,
+                Some(v) => match self.payload_timestamp(v, ts_path, recv_ns) {
+                    Ok(ns) => ns,
+                    Err((reason, detail)) => {
+                        notes.field_errors.push(FieldError {
+                            field: field.clone(),
+                            reason,
+                            detail: format!("point {:?} dropped: {detail}", p.raw),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let tagset = self.tags(
+                captures,
+                parent_tags.iter().cloned().chain(p.tags).chain(name_tag),
+            );
+            let slot = samples[first..]
+                .iter_mut()
+                .find(|s| s.timestamp_ns == ts && s.series.tags == tagset);
+            match slot {
+                Some(sample) => {
+                    if sample.fields.iter().any(|(k, _)| *k == field) {
+                        notes.field_errors.push(FieldError {
+                            field: field.clone(),
+                            reason: DecodeReason::DuplicatePoint,
+                            detail: format!(
+                                "point {:?} maps to field {field:?}, which an earlier point of \
+                                 the same payload already set; the first is kept (map the \
+                                 points to distinct fields in points.known)",
+                                p.raw
+                            ),
+                        });
+                    } else {
+                        sample.fields.push((field, value));
+                    }
+                }
+                None => {
+                    let mut sample =
+                        Sample::new(SeriesKey::new(self.measurement.clone(), tagset), ts);
+                    sample.fields.push((field, value));
+                    samples.push(sample);
+                }
+            }
+        }
+        true
     }
 
     fn decode_line_protocol(
@@ -731,7 +964,7 @@ fn float_to_u64(f: f64) -> Result<u64, DecodeReason> {
 
 /// A JSON value as a field of type `ty` (`None`: untyped). `Ok(None)`: `null`, left out like a
 /// missing path. `Err`: the value does not fit and is dropped from the point.
-fn json_field(
+pub(crate) fn json_field(
     v: &Value,
     ty: Option<FieldType>,
     parse_numeric_strings: bool,
@@ -772,7 +1005,9 @@ fn json_field(
 
 /// What a dropped JSON field value was and why it does not fit (for the log line).
 fn field_problem(
-    f: &JsonField,
+    name: &str,
+    path: &str,
+    conv: &ValueConv,
     v: &Value,
     parse_numeric_strings: bool,
     reason: DecodeReason,
@@ -786,31 +1021,38 @@ fn field_problem(
         Value::Object(_) => "an object".to_string(),
         Value::Null => "null".to_string(),
     };
-    let declared = match f.ty {
+    let ty = conv.field_type();
+    let declared = match ty {
         Some(t) => format!("type = \"{t}\""),
         None => "no declared type".to_string(),
     };
+    let states;
     let why = match reason {
-        DecodeReason::TypeMismatch => match (f.ty, v) {
+        DecodeReason::TypeMismatch => match (ty, v) {
             (None, Value::String(_)) if !parse_numeric_strings => {
                 "a field without a type takes numbers and booleans; declare type = \"string\" \
-                 to store strings, or set parse_numeric_strings = true for quoted numbers"
+                 to store strings, states = \"default\" for ON/OFF words, or set \
+                 parse_numeric_strings = true for quoted numbers"
             }
             (Some(T::Float | T::Integer | T::Unsigned), Value::String(_)) => {
                 "quoted numbers are parsed only with parse_numeric_strings = true"
             }
             _ => "does not fit",
         },
+        DecodeReason::UnknownState => {
+            states = format!(
+                "is none of the field's states ({}); add it to `states`",
+                conv.state_words().unwrap_or_default()
+            );
+            &states
+        }
         DecodeReason::NotANumber => "is not a number (write numbers with a decimal point)",
         DecodeReason::NotAnInteger => "is not a whole number",
         DecodeReason::OutOfRange => "is out of the type's range",
         DecodeReason::NonFinite => "is not a finite number",
         _ => "does not fit",
     };
-    format!(
-        "field {:?} (path {:?}, {declared}): {got} dropped: {why}",
-        f.name, f.path.source
-    )
+    format!("field {name:?} (path {path:?}, {declared}): {got} dropped: {why}")
 }
 
 /// Why a `number` payload was rejected (for the log line).
@@ -1033,6 +1275,300 @@ mod tests {
         assert_eq!(s[1].timestamp_ns, NOW);
     }
 
+    const BMS: &str = r#"
+        topic = "bms/{device}/points"
+        measurement = "cooling"
+        format = "json"
+        timestamp = "ts"
+        tag_paths = { gateway = "gw" }
+        [points]
+        path = "points"
+        [points.known]
+        "CRAH-1 supply air" = "crah1_supply_c"
+        "CRAH-1 return air" = "crah1_return_c"
+        "CRAH-1 fan" = { field = "crah1_fan_pct", type = "float" }
+        "CRAH-1 running" = { field = "crah1_running", states = "default" }
+    "#;
+
+    /// The issue's corruption case: a reordered point list still stores every value under
+    /// its own name; unknown points are reported, not stored.
+    #[test]
+    fn reordered_point_list_keeps_every_name() {
+        let d = sub(BMS);
+        let in_order = br#"{"gw":"bms-gw1","ts":1699999990000,"points":[
+            {"name":"CRAH-1 supply air","value":18.2,"unit":"C"},
+            {"name":"CRAH-1 return air","value":28.1,"unit":"C"},
+            {"name":"CRAH-1 fan","value":"55"},
+            {"name":"CRAH-1 running","value":"ON"}]}"#;
+        let reordered = br#"{"gw":"bms-gw1","ts":1699999990000,"points":[
+            {"name":"CRAH-2 supply air","value":19.0},
+            {"name":"CRAH-1 running","value":"OFF"},
+            {"name":"CRAH-1 return air","value":28.4,"unit":"C"},
+            {"name":"CRAH-1 supply air","value":18.1,"unit":"C"}]}"#;
+        let mut caps = Vec::new();
+        assert!(d.template.match_topic("bms/crah-1/points", &mut caps));
+        let mut notes = DecodeNotes::default();
+        let s = d
+            .decode_into("bms/crah-1/points", &caps, in_order, NOW, &mut notes)
+            .unwrap();
+        assert_eq!(s.len(), 1, "one timestamp, one tag set: one sample");
+        assert_eq!(
+            s[0].fields,
+            vec![
+                ("crah1_supply_c".into(), FieldValue::Float(18.2)),
+                ("crah1_return_c".into(), FieldValue::Float(28.1)),
+                ("crah1_running".into(), FieldValue::Bool(true)),
+            ]
+        );
+        // "55" is a string and parse_numeric_strings is off: dropped and reported.
+        assert_eq!(
+            reasons(&notes.field_errors),
+            vec![("crah1_fan_pct", DecodeReason::TypeMismatch)]
+        );
+        assert!(notes.field_errors[0].detail.contains("CRAH-1 fan"));
+        assert_eq!(s[0].timestamp_ns, 1_699_999_990_000_000_000);
+        assert_eq!(s[0].series.tags.get("gateway"), Some("bms-gw1"));
+        assert_eq!(s[0].series.tags.get("device"), Some("crah-1"));
+        let mut notes = DecodeNotes::default();
+        let s = d
+            .decode_into("bms/crah-1/points", &caps, reordered, NOW, &mut notes)
+            .unwrap();
+        let mut fields = s[0].fields.clone();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            fields,
+            vec![
+                ("crah1_return_c".into(), FieldValue::Float(28.4)),
+                ("crah1_running".into(), FieldValue::Bool(false)),
+                ("crah1_supply_c".into(), FieldValue::Float(18.1)),
+            ]
+        );
+        assert_eq!(notes.unknown_points, vec!["CRAH-2 supply air".to_string()]);
+    }
+
+    #[test]
+    fn point_lists_group_by_timestamp_and_tags() {
+        let d = sub(r#"
+            topic = "gw/{device}"
+            measurement = "sensor"
+            format = "json"
+            timestamp = "ts"
+            [points]
+            path = ""
+            tags = { unit = "u" }
+            timestamp = "t"
+            unknown = "keep"
+            [points.known]
+            "A" = "a_c"
+        "#);
+        let payload = br#"{"ts": 1699999990, "A": {"value": 1, "u": "C"}, "Fan Speed": {"value": 2, "u": "%"},
+            "B": {"value": 3, "u": "C", "t": 1699999995}, "B2": {"value": 4, "u": "C"}, "junk": {"u": "C"}}"#;
+        let s = run(&d, "gw/x", payload).unwrap();
+        let got: Vec<(i64, Option<&str>, Vec<&str>)> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.timestamp_ns,
+                    s.series.tags.get("unit"),
+                    s.fields.iter().map(|(k, _)| &**k).collect(),
+                )
+            })
+            .collect();
+        // Object entries in key order; "ts" is a point too with unknown = "keep" only if it
+        // has a value: it is a plain number, so it is its own value.
+        assert_eq!(
+            got,
+            vec![
+                (1_699_999_990_000_000_000, Some("C"), vec!["a_c", "b2"]),
+                (1_699_999_995_000_000_000, Some("C"), vec!["b"]),
+                (1_699_999_990_000_000_000, Some("%"), vec!["fan_speed"]),
+                (1_699_999_990_000_000_000, None, vec!["ts"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn point_names_as_tags_and_duplicates() {
+        let d = sub(r#"
+            topic = "gw/{device}"
+            measurement = "sensor"
+            format = "json"
+            [points]
+            path = "p"
+            name = "id"
+            value = "v"
+            name_tag = "sensor"
+            unknown = "keep"
+            [points.known]
+            "40001" = "supply"
+        "#);
+        let s = run(
+            &d,
+            "gw/x",
+            br#"{"p":[{"id":40001,"v":1.5},{"id":"Return Air","v":2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].series.tags.get("sensor"), Some("supply"));
+        assert_eq!(s[0].field("value"), Some(&FieldValue::Float(1.5)));
+        assert_eq!(s[1].series.tags.get("sensor"), Some("return_air"));
+        // Two points that sanitise to one field: the first wins, the second is reported.
+        let d = sub(r#"
+            topic = "gw/{device}"
+            measurement = "sensor"
+            format = "json"
+            [points]
+            path = "p"
+            unknown = "keep"
+        "#);
+        let (r, errors) = run_typed(
+            &d,
+            "gw/x",
+            br#"{"p":[{"name":"Supply Air","value":1},{"name":"supply-air","value":2}]}"#,
+        );
+        assert_eq!(
+            r.unwrap()[0].fields,
+            vec![("supply_air".into(), FieldValue::Float(1.0))]
+        );
+        assert_eq!(
+            reasons(&errors),
+            vec![("supply_air", DecodeReason::DuplicatePoint)]
+        );
+        // No list at the path: no_fields, naming the path.
+        let e = run(&d, "gw/x", br#"{"q":[]}"#).unwrap_err();
+        assert_eq!(e.reason, DecodeReason::NoFields);
+        assert!(e.detail.contains("\"p\""), "{e}");
+    }
+
+    #[test]
+    fn point_list_config_errors() {
+        for (extra, wants) in [
+            ("[points]\npath = \"p\"", "would store nothing"),
+            (
+                "fields = { a_c = \"x\" }\n[points]\npath = \"p\"\nknown = { A = \"a_c\" }",
+                "both by `fields` and by a known point",
+            ),
+            (
+                "[points]\npath = \"p\"\nunknown = \"keep\"\ntags = { a_c = \"u\" }\nknown = { A = \"a_c\" }",
+                "both a tag and a field",
+            ),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(&format!(
+                "topic = \"t/{{a}}\"\nmeasurement = \"m\"\nformat = \"json\"\n{extra}"
+            ))
+            .unwrap();
+            let e = Decoder::compile(2, &cfg).unwrap_err().to_string();
+            assert!(
+                e.contains(wants) && e.contains("subscription[2]") && e.contains("`"),
+                "{extra}: {e}"
+            );
+        }
+        let cfg: SubscriptionConfig = toml::from_str(
+            "topic = \"t\"\nmeasurement = \"m\"\nformat = \"number\"\n[points]\npath = \"p\"\nunknown = \"keep\"",
+        )
+        .unwrap();
+        let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+        assert!(e.contains("`points`") && e.contains("json"), "{e}");
+    }
+
+    #[test]
+    fn state_words_become_booleans_and_integers() {
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            [fields]
+            relay = { path = "POWER", states = "default" }
+            door_open = { path = "door", states = "default" }
+            mode = { path = "mode", states = { auto = 0, cool = 1, heat = 2 } }
+        "#);
+        let (r, errors) = run_typed(
+            &d,
+            "t/x",
+            br#"{"POWER":"ON","door":"closed","mode":"Cool"}"#,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let s = &r.unwrap()[0];
+        assert_eq!(s.field("relay"), Some(&FieldValue::Bool(true)));
+        assert_eq!(s.field("door_open"), Some(&FieldValue::Bool(false)));
+        assert_eq!(s.field("mode"), Some(&FieldValue::Int(1)));
+        let (r, errors) = run_typed(&d, "t/x", br#"{"POWER":"TOGGLE","door":true,"mode":"dry"}"#);
+        assert_eq!(
+            r.unwrap()[0].fields,
+            vec![("door_open".into(), FieldValue::Bool(true))]
+        );
+        assert_eq!(
+            reasons(&errors),
+            vec![
+                ("mode", DecodeReason::UnknownState),
+                ("relay", DecodeReason::UnknownState)
+            ]
+        );
+        assert!(
+            errors[1].detail.contains("TOGGLE") && errors[1].detail.contains("on, off"),
+            "{}",
+            errors[1].detail
+        );
+        // A bare ON/OFF payload (Tasmota stat/.../POWER, ESPHome binary sensors).
+        let d = sub("topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"\nfield=\"relay\"\nstates=\"default\"");
+        assert_eq!(
+            run(&d, "t/x", b"OFF").unwrap()[0].field("relay"),
+            Some(&FieldValue::Bool(false))
+        );
+        assert_eq!(
+            run(&d, "t/x", b"true").unwrap()[0].field("relay"),
+            Some(&FieldValue::Bool(true))
+        );
+        let e = run(&d, "t/x", b"blink").unwrap_err();
+        assert_eq!(e.reason, DecodeReason::UnknownState);
+        assert!(e.to_string().contains("blink") && e.to_string().contains("t/x"));
+        // Mismatched declarations are config errors.
+        for src in [
+            "topic=\"t\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={r={path=\"r\",type=\"float\",states=\"default\"}}",
+            "topic=\"t\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={r=\"r\"}\nstates=\"default\"",
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains("states"), "{e}");
+        }
+    }
+
+    #[test]
+    fn positional_paths_are_warned_about() {
+        let d = sub(r#"
+            topic = "bms/{device}"
+            measurement = "m"
+            format = "json"
+            fields = { supply_c = "points.0.value", inlet_c = "temp.inlet" }
+            tag_paths = { unit = "points.0.unit" }
+        "#);
+        let w = d.positional_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("fields.supply_c")
+                && w[0].contains("\"points.0.value\"")
+                && w[0].contains("subscription[0]")
+                && w[0].contains("[mqtt.subscription.points]"),
+            "{}",
+            w[0]
+        );
+        assert!(w[1].contains("tag_paths.unit"), "{}", w[1]);
+        assert!(sub(BMS).positional_warnings().is_empty());
+    }
+
+    #[test]
+    fn escaped_dots_in_field_paths() {
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            fields = { inlet_c = 'temp\.inlet', nested_c = "temp.inlet" }
+        "#);
+        let s = run(&d, "t/x", br#"{"temp.inlet": 21.5, "temp": {"inlet": 30}}"#).unwrap();
+        assert_eq!(s[0].field("inlet_c"), Some(&FieldValue::Float(21.5)));
+        assert_eq!(s[0].field("nested_c"), Some(&FieldValue::Float(30.0)));
+    }
+
     /// Decodes and returns the samples (or error) plus the field values dropped.
     fn run_typed(
         d: &Decoder,
@@ -1041,9 +1577,9 @@ mod tests {
     ) -> (Result<Vec<Sample>, DecodeError>, Vec<FieldError>) {
         let mut caps = Vec::new();
         assert!(d.template.match_topic(topic, &mut caps), "topic must match");
-        let mut errors = Vec::new();
-        let r = d.decode_into(topic, &caps, payload, NOW, &mut errors);
-        (r, errors)
+        let mut notes = DecodeNotes::default();
+        let r = d.decode_into(topic, &caps, payload, NOW, &mut notes);
+        (r, notes.field_errors)
     }
 
     fn reasons(errors: &[FieldError]) -> Vec<(&str, DecodeReason)> {
@@ -1424,6 +1960,8 @@ mod tests {
             Just(sub("topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"")),
             Just(sub("topic=\"t/{a}\"\nformat=\"line_protocol\"")),
             Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={x=\"a.0.b\",y=\"\"}\ntimestamp=\"ts\"\ntag_paths={k=\"k\"}\nparse_numeric_strings=true")),
+            Just(sub(&BMS.replace("bms/{device}/points", "t/{device}"))),
+            Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\n[points]\npath=\"\"\nunknown=\"keep\"\ntimestamp=\"t\"\ntags={u=\"u\"}")),
         ]
     }
 

@@ -71,10 +71,13 @@
 
 pub mod config;
 pub mod decode;
+pub mod path;
+pub mod points;
 mod series_cap;
 mod source;
 pub mod subscriber;
 pub mod topic;
+pub mod values;
 
 pub use config::{
     FieldSpec, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,

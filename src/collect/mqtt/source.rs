@@ -37,13 +37,20 @@ impl Source for MqttSource {
         "mqtt"
     }
 
+    /// One line, then one indented `warning:` line per positional JSON path (the `Source`
+    /// trait has no separate warnings, and `check` prints this under `mqtt:`).
     fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "{} subscription(s) on {}:{}",
             self.cfg.subscriptions.len(),
             self.cfg.host,
             self.cfg.port
-        )
+        );
+        for w in self.cfg.check_warnings() {
+            out.push_str("\n  warning: ");
+            out.push_str(&w);
+        }
+        out
     }
 
     fn acknowledges(&self) -> bool {

@@ -1,0 +1,281 @@
+//! Payload shapes of real gateways and firmwares through the real binary, a real Mosquitto and
+//! a real InfluxDB, each with the shipped mapping from `mappings/mqtt/` pasted into the config
+//! as the mapping's header says, checking the exact rows stored.
+//!
+//! Run: `cargo test --test mqtt_shapes` (needs mosquitto and influxd, see tests/run.sh).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::influx::Influxd;
+use common::mosquitto::Mosquitto;
+use common::sitewatch::Sitewatch as Sw;
+use common::sitewatch_bin;
+use serde_json::{json, Value};
+
+const DB: &str = "mqtt_shapes";
+
+/// A shipped mapping's text.
+fn mapping(file: &str) -> String {
+    let path = format!("{}/mappings/mqtt/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Milliseconds since the epoch, an hour ago (inside the accepted timestamp range), whole
+/// seconds so every unit reads it exactly.
+fn base_ms() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    (now - 3600) * 1000
+}
+
+fn config(influx: &Influxd, broker: &Mosquitto, client_id: &str, subscriptions: &str) -> String {
+    format!(
+        r#"[influx]
+url = "{}"
+database = "{DB}"
+flush_interval = "100ms"
+timeout = "5s"
+spool_dir = "{{spool}}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {}
+client_id = "{client_id}"
+keep_alive = "5s"
+reconnect_backoff_max = "500ms"
+
+# A subscriber is ready once this retained marker is stored.
+[[mqtt.subscription]]
+topic = "ready/{{sensor}}"
+measurement = "ready"
+format = "number"
+
+{subscriptions}"#,
+        influx.url(),
+        broker.port
+    )
+}
+
+struct Setup {
+    influx: Influxd,
+    broker: Mosquitto,
+    sw: Sw,
+}
+
+/// InfluxDB, Mosquitto and sitewatch with `subscriptions`, subscribed and ready.
+fn setup(client_id: &str, subscriptions: &str) -> Setup {
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+    let sw = Sw::start(
+        &config(&influx, &broker, client_id, subscriptions),
+        "info",
+        &[],
+    );
+    broker.publish("ready/marker", b"1", 1, true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while influx.row_maps(DB, "SELECT * FROM ready").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "sitewatch did not subscribe within 20 s; log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Setup { influx, broker, sw }
+}
+
+impl Setup {
+    /// The rows of `query` once there are `n` of them (or panics with the log after 20 s).
+    fn rows(&self, query: &str, n: usize) -> Vec<BTreeMap<String, Value>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = self.influx.row_maps(DB, query);
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{query}: {} of {n} rows after 20 s: {rows:?}\nsitewatch log:\n{}",
+                rows.len(),
+                self.sw.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A row as written in a test: column -> value.
+fn row(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// The issue's silent-corruption case with the shipped point-list mapping: the gateway
+/// reorders its points between two messages (and adds one nobody mapped); every value lands
+/// under its own unit and name, the unmapped point is counted, not stored.
+#[test]
+fn point_list_gateway_stores_reordered_points_under_their_own_names() {
+    let s = setup("shapes-points", &mapping("point-list-gateway.toml"));
+    let t1 = base_ms();
+    let t2 = t1 + 60_000;
+    let first = json!({"ts": t1, "points": [
+        {"name": "CRAH-1 supply air", "value": 18.2, "unit": "C"},
+        {"name": "CRAH-1 return air", "value": 28.1, "unit": "C"},
+        {"name": "CRAH-1 fan speed", "value": 62, "unit": "%"},
+        {"name": "CRAH-1 alarm", "value": "OFF"},
+        {"name": "CRAH-2 supply air", "value": 19.5, "unit": "C"},
+        {"name": "CRAH-2 return air", "value": 29.0, "unit": "C"}
+    ]});
+    // Reordered, one point added, one with its own timestamp.
+    let second = json!({"ts": t2, "points": [
+        {"name": "CRAH-2 return air", "value": 29.4, "unit": "C"},
+        {"name": "CRAH-3 supply air", "value": 17.0, "unit": "C"},
+        {"name": "CRAH-1 return air", "value": 28.4, "unit": "C"},
+        {"name": "CRAH-1 alarm", "value": "ON"},
+        {"name": "CRAH-2 supply air", "value": 19.1, "unit": "C"},
+        {"name": "CRAH-1 supply air", "value": 18.4, "unit": "C", "ts": t2 + 5000}
+    ]});
+    s.broker.publish(
+        "bms/dc1/gw-hall1/points",
+        first.to_string().as_bytes(),
+        1,
+        false,
+    );
+    s.broker.publish(
+        "bms/dc1/gw-hall1/points",
+        second.to_string().as_bytes(),
+        1,
+        false,
+    );
+    let rows = s.rows("SELECT * FROM cooling GROUP BY device", 5);
+    let ns = |ms: i64| json!(ms * 1_000_000);
+    let tags = |device: &str| {
+        [
+            ("device", json!(device)),
+            ("gateway", json!("gw-hall1")),
+            ("site", json!("dc1")),
+        ]
+    };
+    let with = |device: &str, t: i64, fields: &[(&str, Value)]| {
+        let mut r = row(fields);
+        r.extend(row(&tags(device)));
+        r.insert("time".into(), ns(t));
+        r
+    };
+    assert_eq!(
+        rows,
+        vec![
+            with(
+                "crah-1",
+                t1,
+                &[
+                    ("supply_air_c", json!(18.2)),
+                    ("return_air_c", json!(28.1)),
+                    ("fan_speed_pct", json!(62)), // InfluxDB writes whole floats as 62 in JSON
+                    ("alarm", json!(false)),
+                ]
+            ),
+            with(
+                "crah-1",
+                t2,
+                &[("return_air_c", json!(28.4)), ("alarm", json!(true))]
+            ),
+            with("crah-1", t2 + 5000, &[("supply_air_c", json!(18.4))]),
+            with(
+                "crah-2",
+                t1,
+                &[("supply_air_c", json!(19.5)), ("return_air_c", json!(29))]
+            ),
+            with(
+                "crah-2",
+                t2,
+                &[("supply_air_c", json!(19.1)), ("return_air_c", json!(29.4))]
+            ),
+        ],
+        "sitewatch log:\n{}",
+        s.sw.log()
+    );
+    // The types InfluxDB fixed: floats stay floats (62 is 62.0), the alarm a boolean.
+    let types = s.influx.row_maps(DB, "SHOW FIELD KEYS FROM cooling");
+    let types: Vec<(String, String)> = types
+        .iter()
+        .map(|r| {
+            (
+                r["fieldKey"].as_str().unwrap().to_string(),
+                r["fieldType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("alarm".into(), "boolean".into()),
+            ("fan_speed_pct".into(), "float".into()),
+            ("return_air_c".into(), "float".into()),
+            ("supply_air_c".into(), "float".into()),
+        ]
+    );
+    assert_eq!(
+        s.sw.metric(
+            "sitewatch_mqtt_unknown_points_total",
+            &["subscription=\"bms-points\"", "reason=\"unknown\""]
+        ),
+        1.0
+    );
+    assert!(
+        s.sw.log().contains("CRAH-3 supply air"),
+        "the warning names the unmapped point:\n{}",
+        s.sw.log()
+    );
+}
+
+/// `sitewatch check` passes the shipped mapping quietly and warns about a positional path.
+#[test]
+fn check_warns_about_positional_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[influx]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\n\n[mqtt]\nhost = \"127.0.0.1\"\n\n";
+    let check = |body: &str| {
+        let path = dir.path().join("sitewatch.toml");
+        std::fs::write(&path, format!("{base}{body}")).unwrap();
+        let out = Command::new(sitewatch_bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "check failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = check(&mapping("point-list-gateway.toml"));
+    assert!(
+        out.contains("mqtt: 1 subscription(s)") && !out.contains("warning: mqtt"),
+        "{out}"
+    );
+    let out = check(
+        "[[mqtt.subscription]]\ntopic = \"bms/{device}\"\nmeasurement = \"cooling\"\nformat = \"json\"\n\
+         fields = { supply_air_c = \"points.0.value\", return_air_c = \"points.1.value\" }\n",
+    );
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("warning: mqtt"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{out}");
+    assert!(
+        warnings[0].contains("fields.return_air_c")
+            && warnings[0].contains("\"points.1.value\"")
+            && warnings[0].contains("[mqtt.subscription.points]"),
+        "{out}"
+    );
+}
