@@ -279,3 +279,119 @@ fn check_warns_about_positional_paths() {
         "{out}"
     );
 }
+
+/// `ms` (UTC instant) as the local wall-clock time of `zone`, as devices without an offset
+/// send it (`2026-12-01T07:00:00`).
+fn local_time(ms: i64, zone: &str) -> String {
+    let tz = jiff::tz::TimeZone::get(zone).expect("zone in the system tz database");
+    jiff::Timestamp::from_millisecond(ms)
+        .expect("valid instant")
+        .to_zoned(tz)
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// Tasmota (payloads as its docs show them): local `Time` without an offset read in the
+/// mapping's zone, `ENERGY` values, `POWER` as `ON`/`OFF` in STATE and as a bare payload,
+/// and a plug with an unsynced clock (1970) stored at receive time and counted.
+#[test]
+fn tasmota_energy_state_and_power() {
+    let s = setup("shapes-tasmota", &mapping("tasmota.toml"));
+    let t1 = base_ms();
+    let sensor = format!(
+        r#"{{"Time":"{}","ENERGY":{{"TotalStartTime":"2026-01-01T00:00:00","Total":3.705,"Yesterday":0.028,"Today":0.026,"Period":1,"Power":5,"ApparentPower":5,"ReactivePower":0,"Factor":1.00,"Voltage":233,"Current":0.021}}}}"#,
+        local_time(t1, "Europe/Berlin")
+    );
+    let state = format!(
+        r#"{{"Time":"{}","Uptime":"0T01:00:05","UptimeSec":3605,"Heap":26,"SleepMode":"Dynamic","Sleep":50,"LoadAvg":19,"MqttCount":1,"POWER":"ON","Wifi":{{"AP":1,"SSId":"dc","RSSI":100}}}}"#,
+        local_time(t1 + 1000, "Europe/Berlin")
+    );
+    s.broker
+        .publish("tele/plug-a03/SENSOR", sensor.as_bytes(), 1, false);
+    s.broker
+        .publish("tele/plug-a03/STATE", state.as_bytes(), 1, false);
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    s.broker.publish("stat/plug-a03/POWER", b"OFF", 1, false);
+    // Unsynced clock: 1970 local time.
+    s.broker.publish(
+        "tele/plug-b07/SENSOR",
+        br#"{"Time":"1970-01-01T00:00:12","ENERGY":{"Power":120,"Voltage":231}}"#,
+        1,
+        false,
+    );
+    let rows = s.rows("SELECT * FROM pdu_outlet GROUP BY device", 4);
+    let after = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let ns = |ms: i64| json!(ms * 1_000_000);
+    assert_eq!(
+        rows[0],
+        row(&[
+            ("device", json!("plug-a03")),
+            ("time", ns(t1)),
+            ("power_w", json!(5)),
+            ("apparent_power_va", json!(5)),
+            ("voltage_v", json!(233)),
+            ("current_a", json!(0.021)),
+            ("energy_kwh", json!(3.705)),
+            ("power_factor", json!(1)),
+        ]),
+        "{rows:?}\n{}",
+        s.sw.log()
+    );
+    assert_eq!(
+        rows[1],
+        row(&[
+            ("device", json!("plug-a03")),
+            ("time", ns(t1 + 1000)),
+            ("relay_on", json!(true)),
+        ])
+    );
+    // stat/.../POWER and the unsynced plug: receive time.
+    let at = |r: &BTreeMap<String, Value>| r["time"].as_i64().unwrap();
+    assert!(at(&rows[2]) >= before && at(&rows[2]) <= after, "{rows:?}");
+    let mut power = rows[2].clone();
+    power.remove("time");
+    assert_eq!(
+        power,
+        row(&[("device", json!("plug-a03")), ("relay_on", json!(false))])
+    );
+    let mut unsynced = rows[3].clone();
+    assert!(
+        at(&unsynced) >= before && at(&unsynced) <= after,
+        "{rows:?}"
+    );
+    unsynced.remove("time");
+    assert_eq!(
+        unsynced,
+        row(&[
+            ("device", json!("plug-b07")),
+            ("power_w", json!(120)),
+            ("voltage_v", json!(231)),
+        ])
+    );
+    assert_eq!(
+        s.sw.metric(
+            "sitewatch_mqtt_timestamp_fallbacks_total",
+            &[
+                "subscription=\"tasmota-sensor\"",
+                "reason=\"timestamp_out_of_range\""
+            ]
+        ),
+        1.0
+    );
+    let types = s.influx.row_maps(DB, "SHOW FIELD KEYS FROM pdu_outlet");
+    assert!(
+        types.iter().all(|r| r["fieldType"]
+            == json!(if r["fieldKey"] == json!("relay_on") {
+                "boolean"
+            } else {
+                "float"
+            })),
+        "{types:?}"
+    );
+}

@@ -143,6 +143,17 @@ pub enum TimestampUnit {
     Rfc3339,
 }
 
+/// What a subscription does with a payload timestamp it cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFallback {
+    /// Drop the message (counted as `bad_timestamp` / `timestamp_out_of_range`).
+    #[default]
+    Drop,
+    /// Store it at receive time, counted in `sitewatch_mqtt_timestamp_fallbacks_total`.
+    ReceiveTime,
+}
+
 /// Declared type of a field (like Telegraf json_v2's `type`). InfluxDB fixes a field's type at
 /// its first write and rejects later points of another type, so a value that does not fit is
 /// dropped from the point (and counted) instead of being written as something else.
@@ -294,6 +305,19 @@ pub struct SubscriptionConfig {
     /// Unit of payload timestamps (`json` and `line_protocol`).
     #[serde(default)]
     pub timestamp_unit: TimestampUnit,
+    /// `json`: strftime-style layout of string timestamps (`"%d.%m.%Y %H:%M:%S"`); without an
+    /// offset (`%z`) in it, `timestamp_timezone` says the zone.
+    #[serde(default)]
+    pub timestamp_format: Option<String>,
+    /// `json`: IANA zone (`"Europe/Berlin"`) of timestamps that carry no offset, such as
+    /// Tasmota's `"2026-12-01T07:00:00"`.
+    #[serde(default)]
+    pub timestamp_timezone: Option<String>,
+    /// A payload timestamp that cannot be read or is out of range: `"drop"` the message
+    /// (default) or use `"receive_time"` instead, counted in
+    /// `sitewatch_mqtt_timestamp_fallbacks_total{subscription,reason}`.
+    #[serde(default)]
+    pub timestamp_fallback: TimestampFallback,
     /// `json`: turn strings such as `"21.5"` into numbers (some firmware quotes everything),
     /// for fields without a type and fields of type `float`, `integer` or `unsigned`.
     /// Strings that are not numbers (`"12,5"`, `"n/a"`) are dropped from the point either way.

@@ -26,10 +26,11 @@ use serde_json::Value;
 
 use super::config::{
     check_max_payload, FieldType, MqttConfigError, PayloadFormat, SubscriptionConfig,
-    TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
+    TimestampFallback, TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
 };
 use super::path::JsonPath;
 use super::points::{PointList, Skipped};
+use super::timefmt::TimestampSpec;
 use super::topic::TopicTemplate;
 use super::values::ValueConv;
 use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
@@ -122,6 +123,8 @@ pub struct DecodeNotes {
     pub unknown_points: Vec<String>,
     /// Points without a usable name (shown shortened), dropped.
     pub nameless_points: Vec<String>,
+    /// Timestamps replaced by receive time (`timestamp_fallback = "receive_time"`): why.
+    pub timestamp_fallbacks: Vec<(DecodeReason, String)>,
 }
 
 impl DecodeNotes {
@@ -129,6 +132,7 @@ impl DecodeNotes {
         self.field_errors.clear();
         self.unknown_points.clear();
         self.nameless_points.clear();
+        self.timestamp_fallbacks.clear();
     }
 }
 
@@ -165,7 +169,8 @@ pub struct Decoder {
     measurement: Arc<str>,
     static_tags: Vec<(Arc<str>, Arc<str>)>,
     kind: Kind,
-    timestamp_unit: TimestampUnit,
+    timestamps: TimestampSpec,
+    timestamp_fallback: TimestampFallback,
     max_payload: usize,
     pub(crate) max_series: usize,
 }
@@ -262,6 +267,14 @@ impl Decoder {
         }
 
         json_only("points", cfg.points.is_some())?;
+        json_only("timestamp_format", cfg.timestamp_format.is_some())?;
+        json_only("timestamp_timezone", cfg.timestamp_timezone.is_some())?;
+        let timestamps = TimestampSpec::compile(
+            cfg.timestamp_unit,
+            cfg.timestamp_format.as_deref(),
+            cfg.timestamp_timezone.as_deref(),
+        )
+        .map_err(|(key, problem)| err(key, problem))?;
         if cfg.states.is_some() && cfg.format != PayloadFormat::Number {
             return Err(err(
                 "states",
@@ -389,7 +402,8 @@ impl Decoder {
                 .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
                 .collect(),
             kind,
-            timestamp_unit: cfg.timestamp_unit,
+            timestamps,
+            timestamp_fallback: cfg.timestamp_fallback,
             max_payload: cfg.max_payload_size.unwrap_or(inherited_max_payload),
             max_series: cfg.max_series,
         })
@@ -533,14 +547,13 @@ impl Decoder {
                         format!("{e}; payload starts {}", preview(text)),
                     )
                 })?;
-                let field_errors = &mut notes.field_errors;
                 let elements: &[Value] = match &doc {
                     Value::Array(items) if !fields.is_empty() => items,
                     Value::Array(_) => &[],
                     other => std::slice::from_ref(other),
                 };
                 let mut samples = Vec::with_capacity(elements.len());
-                let errors_before = field_errors.len();
+                let errors_before = notes.field_errors.len();
                 for element in elements {
                     let mut sample_fields = Vec::with_capacity(fields.len());
                     for f in fields {
@@ -550,7 +563,7 @@ impl Decoder {
                         match f.conv.apply(v, *parse_numeric_strings) {
                             Ok(Some(value)) => sample_fields.push((f.name.clone(), value)),
                             Ok(None) => {}
-                            Err(reason) => field_errors.push(FieldError {
+                            Err(reason) => notes.field_errors.push(FieldError {
                                 field: f.name.clone(),
                                 reason,
                                 detail: field_problem(
@@ -569,9 +582,11 @@ impl Decoder {
                     }
                     let ts = match timestamp.as_ref().and_then(|p| p.get(element)) {
                         None | Some(Value::Null) => recv_ns,
-                        Some(v) => self
-                            .payload_timestamp(v, timestamp.as_ref(), recv_ns)
-                            .map_err(|(reason, d)| fail(reason, d))?,
+                        Some(v) => {
+                            let checked = self.payload_timestamp(v, timestamp.as_ref(), recv_ns);
+                            self.or_receive_time(checked, recv_ns, notes)
+                                .map_err(|(reason, d)| fail(reason, d))?
+                        }
                     };
                     let payload_tags = tags.iter().filter_map(|(name, path)| {
                         path.get(element)
@@ -631,7 +646,24 @@ impl Decoder {
                 }
                 Ok(samples)
             }
-            Kind::LineProtocol => self.decode_line_protocol(text, captures, recv_ns, &fail),
+            Kind::LineProtocol => self.decode_line_protocol(text, captures, recv_ns, notes, &fail),
+        }
+    }
+
+    /// With `timestamp_fallback = "receive_time"`, a timestamp error becomes receive time
+    /// (noted for the subscriber to count); otherwise it stays an error.
+    fn or_receive_time(
+        &self,
+        checked: Result<i64, (DecodeReason, String)>,
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+    ) -> Result<i64, (DecodeReason, String)> {
+        match (checked, self.timestamp_fallback) {
+            (Err(e), TimestampFallback::ReceiveTime) => {
+                notes.timestamp_fallbacks.push(e);
+                Ok(recv_ns)
+            }
+            (other, _) => other,
         }
     }
 
@@ -642,7 +674,7 @@ impl Decoder {
         path: Option<&JsonPath>,
         recv_ns: i64,
     ) -> Result<i64, (DecodeReason, String)> {
-        let ns = json_timestamp(v, self.timestamp_unit).map_err(|d| {
+        let ns = self.timestamps.parse(v).map_err(|d| {
             (
                 DecodeReason::BadTimestamp,
                 format!(
@@ -717,7 +749,11 @@ impl Decoder {
             };
             let ts = match ts_value {
                 None => recv_ns,
-                Some(v) => match self.payload_timestamp(v, ts_path, recv_ns) {
+                Some(v) => match self.or_receive_time(
+                    self.payload_timestamp(v, ts_path, recv_ns),
+                    recv_ns,
+                    notes,
+                ) {
                     Ok(ns) => ns,
                     Err((reason, detail)) => {
                         notes.field_errors.push(FieldError {
@@ -769,6 +805,7 @@ impl Decoder {
         text: &str,
         captures: &[(Arc<str>, Arc<str>)],
         recv_ns: i64,
+        notes: &mut DecodeNotes,
         fail: &dyn Fn(DecodeReason, String) -> DecodeError,
     ) -> Result<Vec<Sample>, DecodeError> {
         let mut samples = Vec::new();
@@ -807,18 +844,20 @@ impl Decoder {
             let ts = match line.timestamp {
                 None => recv_ns,
                 Some(raw) => {
-                    let ns = int_timestamp(raw, self.timestamp_unit).ok_or_else(|| {
-                        fail(
+                    let checked = match int_timestamp(raw, self.timestamps.unit()) {
+                        None => Err((
                             DecodeReason::BadTimestamp,
                             format!("line {}: timestamp {raw} overflows", n + 1),
-                        )
-                    })?;
-                    check_timestamp(ns, recv_ns).map_err(|d| {
-                        fail(
-                            DecodeReason::TimestampOutOfRange,
-                            format!("line {}: {d}", n + 1),
-                        )
-                    })?
+                        )),
+                        Some(ns) => check_timestamp(ns, recv_ns).map_err(|d| {
+                            (
+                                DecodeReason::TimestampOutOfRange,
+                                format!("line {}: {d}", n + 1),
+                            )
+                        }),
+                    };
+                    self.or_receive_time(checked, recv_ns, notes)
+                        .map_err(|(reason, d)| fail(reason, d))?
                 }
             };
             let payload_tags = line
@@ -1101,7 +1140,7 @@ fn int_timestamp(raw: i64, unit: TimestampUnit) -> Option<i64> {
     raw.checked_mul(unit_multiplier(unit, raw.unsigned_abs() as f64))
 }
 
-fn json_timestamp(v: &Value, unit: TimestampUnit) -> Result<i64, String> {
+pub(crate) fn json_timestamp(v: &Value, unit: TimestampUnit) -> Result<i64, String> {
     match v {
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -1554,6 +1593,93 @@ mod tests {
         );
         assert!(w[1].contains("tag_paths.unit"), "{}", w[1]);
         assert!(sub(BMS).positional_warnings().is_empty());
+    }
+
+    #[test]
+    fn local_timestamps_and_the_receive_time_fallback() {
+        let d = sub(r#"
+            topic = "tele/{device}/SENSOR"
+            measurement = "environment"
+            format = "json"
+            fields = { temperature_c = "AM2301.Temperature" }
+            timestamp = "Time"
+            timestamp_timezone = "Europe/Berlin"
+        "#);
+        // Tasmota's local time, 2023-11-14 23:13:20 CET = 22:13:20 UTC.
+        let s = run(
+            &d,
+            "tele/t1/SENSOR",
+            br#"{"Time":"2023-11-14T23:13:20","AM2301":{"Temperature":21.3}}"#,
+        )
+        .unwrap();
+        assert_eq!(s[0].timestamp_ns, 1_700_000_000_000_000_000);
+        let e = run(
+            &d,
+            "tele/t1/SENSOR",
+            br#"{"Time":"soon","AM2301":{"Temperature":1}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, DecodeReason::BadTimestamp);
+        assert!(
+            e.detail.contains("\"Time\"") && e.detail.contains("soon"),
+            "{e}"
+        );
+
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            fields = { v = "v" }
+            timestamp = "ts"
+            timestamp_format = "%d.%m.%Y %H:%M:%S"
+            timestamp_timezone = "UTC"
+            timestamp_fallback = "receive_time"
+        "#);
+        let mut caps = Vec::new();
+        d.template.match_topic("t/x", &mut caps);
+        let mut notes = DecodeNotes::default();
+        let s = d
+            .decode_into(
+                "t/x",
+                &caps,
+                br#"{"v":1,"ts":"14.11.2023 22:13:20"}"#,
+                NOW + 1,
+                &mut notes,
+            )
+            .unwrap();
+        assert_eq!(s[0].timestamp_ns, 1_700_000_000_000_000_000);
+        assert!(notes.timestamp_fallbacks.is_empty());
+        // Unreadable, and a device clock in 1970: receive time, noted with the reason.
+        for (ts, reason) in [
+            ("\"garbage\"", DecodeReason::BadTimestamp),
+            ("\"01.01.1970 00:00:10\"", DecodeReason::TimestampOutOfRange),
+        ] {
+            let mut notes = DecodeNotes::default();
+            let payload = format!("{{\"v\":1,\"ts\":{ts}}}");
+            let s = d
+                .decode_into("t/x", &caps, payload.as_bytes(), NOW, &mut notes)
+                .unwrap();
+            assert_eq!(s[0].timestamp_ns, NOW);
+            assert_eq!(notes.timestamp_fallbacks.len(), 1);
+            assert_eq!(notes.timestamp_fallbacks[0].0, reason);
+        }
+        // Config errors name the key.
+        for (extra, key) in [
+            (
+                "timestamp_timezone = \"Nowhere/Else\"",
+                "timestamp_timezone",
+            ),
+            ("timestamp_format = \"%Y-%m-%d %H:%M\"", "timestamp_format"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(&format!(
+                "topic = \"t\"\nmeasurement = \"m\"\nformat = \"json\"\nfields = {{ v = \"v\" }}\n{extra}"
+            ))
+            .unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+        let d = sub("topic=\"lp\"\nformat=\"line_protocol\"\ntimestamp_fallback=\"receive_time\"");
+        assert_eq!(run(&d, "lp", b"m v=1 12").unwrap()[0].timestamp_ns, NOW);
     }
 
     #[test]

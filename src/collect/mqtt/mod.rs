@@ -76,12 +76,13 @@ pub mod points;
 mod series_cap;
 mod source;
 pub mod subscriber;
+pub mod timefmt;
 pub mod topic;
 pub mod values;
 
 pub use config::{
     FieldSpec, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
-    TimestampUnit, TlsConfig,
+    TimestampFallback, TimestampUnit, TlsConfig,
 };
 pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
 pub use source::{source, MqttSource};

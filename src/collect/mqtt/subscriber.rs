@@ -503,6 +503,7 @@ struct Router {
     series_caps: Vec<SeriesCap>,
     /// Per subscription: dropped points and unmapped messages warn at most once a minute.
     quiet_warnings: Vec<WarnEvery>,
+    fallback_warnings: Vec<WarnEvery>,
 }
 
 /// Allows one warning per `interval`: the first event warns, then at most one per interval.
@@ -545,6 +546,9 @@ impl Router {
             field_error_counts: vec![0; n],
             series_caps,
             quiet_warnings: (0..n)
+                .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
+                .collect(),
+            fallback_warnings: (0..n)
                 .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
                 .collect(),
         }
@@ -626,6 +630,26 @@ impl Router {
                 );
             }
             self.notes.clear();
+        }
+        if !self.notes.timestamp_fallbacks.is_empty() {
+            for (reason, _) in &self.notes.timestamp_fallbacks {
+                metrics::counter!(
+                    "sitewatch_mqtt_timestamp_fallbacks_total",
+                    "subscription" => label.clone(),
+                    "reason" => reason.as_str()
+                )
+                .increment(1);
+            }
+            if self.fallback_warnings[decoder.index].should_warn(Instant::now()) {
+                let (reason, detail) = &self.notes.timestamp_fallbacks[0];
+                tracing::warn!(
+                    subscription = %label, topic = %publish.topic, reason = %reason,
+                    "MQTT payload timestamp replaced by receive time (timestamp_fallback = \
+                     \"receive_time\"): {detail}; counted in \
+                     sitewatch_mqtt_timestamp_fallbacks_total, warned at most once a minute"
+                );
+            }
+            self.notes.timestamp_fallbacks.clear();
         }
         match decoded {
             Ok(mut samples) => {
