@@ -42,8 +42,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::decode::Decoder;
+use super::each::EachConfig;
 use super::points::PointsConfig;
-use super::values::StatesSpec;
+use super::values::{NumericSpec, StatesSpec};
 use crate::config::Secret;
 
 /// Broker connection and subscriptions, TOML table `[mqtt]`.
@@ -192,7 +193,7 @@ impl fmt::Display for FieldType {
 
 /// One entry of a `json` subscription's `fields`: `name = "path"`, or
 /// `name = { path = "path", type = "integer" }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FieldSpec {
     pub path: String,
     /// `None`: numbers as float, booleans as bool, strings dropped (or parsed as numbers with
@@ -200,6 +201,8 @@ pub struct FieldSpec {
     pub field_type: Option<FieldType>,
     /// Words the device sends for states (`ON`/`OFF`) and what they are stored as.
     pub states: Option<StatesSpec>,
+    /// `scale`, `divide`, `offset`, register `decode` and `word_order`.
+    pub numeric: NumericSpec,
 }
 
 impl FieldSpec {
@@ -208,6 +211,7 @@ impl FieldSpec {
             path: path.into(),
             field_type,
             states: None,
+            numeric: NumericSpec::default(),
         }
     }
 }
@@ -223,6 +227,16 @@ impl<'de> Deserialize<'de> for FieldSpec {
             field_type: Option<FieldType>,
             #[serde(default)]
             states: Option<StatesSpec>,
+            #[serde(default)]
+            scale: Option<f64>,
+            #[serde(default)]
+            divide: Option<f64>,
+            #[serde(default)]
+            offset: Option<f64>,
+            #[serde(default)]
+            decode: Option<super::registers::RegisterType>,
+            #[serde(default)]
+            word_order: Option<super::registers::WordOrder>,
         }
 
         struct SpecVisitor;
@@ -247,6 +261,13 @@ impl<'de> Deserialize<'de> for FieldSpec {
                     path: t.path,
                     field_type: t.field_type,
                     states: t.states,
+                    numeric: NumericSpec {
+                        scale: t.scale,
+                        divide: t.divide,
+                        offset: t.offset,
+                        decode: t.decode,
+                        word_order: t.word_order,
+                    },
                 })
             }
         }
@@ -274,7 +295,8 @@ pub struct SubscriptionConfig {
     #[serde(default)]
     pub measurement: Option<String>,
     pub format: PayloadFormat,
-    /// `number`: the field name.
+    /// `number`: the field name, or `"{capture}"` to name the field by that topic level
+    /// (ESPHome's `{node}/sensor/{entity}/state`); the level is then not a tag.
     #[serde(default = "default_field")]
     pub field: String,
     /// Static tags added to every sample. Payload and topic tags override them.
@@ -292,6 +314,14 @@ pub struct SubscriptionConfig {
     /// a table such as `{ ON = true, OFF = false }`).
     #[serde(default)]
     pub states: Option<StatesSpec>,
+    /// `json`: one sample per element of an array or object (`[[mqtt.subscription.each]]`,
+    /// see `each.rs`): TTN `rx_metadata[]`, `"Power":[120,85]`, Shelly `switch:0`.
+    #[serde(default)]
+    pub each: Vec<EachConfig>,
+    /// `number` with `field = "{capture}"`: topic level value -> field name (e.g.
+    /// `{ temperature = "temperature_c" }`); other values are used sanitised to snake_case.
+    #[serde(default)]
+    pub field_names: BTreeMap<String, String>,
     /// `json`: a list of named points (`[mqtt.subscription.points]`, see `points.rs`): each
     /// value is stored under the field its own name maps to, whatever its position.
     #[serde(default)]

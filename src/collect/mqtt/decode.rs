@@ -28,8 +28,9 @@ use super::config::{
     check_max_payload, FieldType, MqttConfigError, PayloadFormat, SubscriptionConfig,
     TimestampFallback, TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
 };
+use super::each::EachList;
 use super::path::JsonPath;
-use super::points::{PointList, Skipped};
+use super::points::{sanitise, PointList, Skipped};
 use super::timefmt::TimestampSpec;
 use super::topic::TopicTemplate;
 use super::values::ValueConv;
@@ -146,7 +147,7 @@ struct JsonField {
 #[derive(Debug, Clone)]
 enum Kind {
     Number {
-        field: Arc<str>,
+        field: NumberField,
         conv: ValueConv,
     },
     Json {
@@ -155,8 +156,20 @@ enum Kind {
         timestamp: Option<JsonPath>,
         parse_numeric_strings: bool,
         points: Option<Box<PointList>>,
+        each: Vec<EachList>,
     },
     LineProtocol,
+}
+
+/// The field of a `number` payload.
+#[derive(Debug, Clone)]
+enum NumberField {
+    Fixed(Arc<str>),
+    /// Named by the topic level captured as `capture`: through `names`, else sanitised.
+    Capture {
+        capture: Arc<str>,
+        names: std::collections::HashMap<Box<str>, Arc<str>>,
+    },
 }
 
 /// One compiled subscription: topic template plus payload decoder.
@@ -267,6 +280,7 @@ impl Decoder {
         }
 
         json_only("points", cfg.points.is_some())?;
+        json_only("each", !cfg.each.is_empty())?;
         json_only("timestamp_format", cfg.timestamp_format.is_some())?;
         json_only("timestamp_timezone", cfg.timestamp_timezone.is_some())?;
         let timestamps = TimestampSpec::compile(
@@ -289,15 +303,57 @@ impl Decoder {
                 if cfg.field.is_empty() {
                     return Err(err("field", "must not be empty".into()));
                 }
+                let field = match cfg
+                    .field
+                    .strip_prefix('{')
+                    .and_then(|f| f.strip_suffix('}'))
+                {
+                    Some(capture) => {
+                        if !template.capture_names().any(|c| c == capture) {
+                            return Err(err(
+                                "field",
+                                format!(
+                                    "names the topic level {{{capture}}}, which the topic \
+                                     template does not capture"
+                                ),
+                            ));
+                        }
+                        let mut names = std::collections::HashMap::new();
+                        for (level, f) in &cfg.field_names {
+                            if f.is_empty() {
+                                return Err(err(
+                                    "field_names",
+                                    format!("{level:?}: the field name is empty"),
+                                ));
+                            }
+                            names.insert(Box::from(level.as_str()), Arc::from(f.as_str()));
+                        }
+                        NumberField::Capture {
+                            capture: Arc::from(capture),
+                            names,
+                        }
+                    }
+                    None => {
+                        if !cfg.field_names.is_empty() {
+                            return Err(err(
+                                "field_names",
+                                "only applies with field = \"{capture}\" (a field named by \
+                                 a topic level)"
+                                    .into(),
+                            ));
+                        }
+                        NumberField::Fixed(Arc::from(cfg.field.as_str()))
+                    }
+                };
                 Kind::Number {
-                    field: Arc::from(cfg.field.as_str()),
+                    field,
                     conv: ValueConv::compile(cfg.field_type, cfg.states.as_ref())
                         .map_err(|e| err("states", e))?,
                 }
             }
             PayloadFormat::LineProtocol => Kind::LineProtocol,
             PayloadFormat::Json => {
-                if cfg.fields.is_empty() && cfg.points.is_none() {
+                if cfg.fields.is_empty() && cfg.points.is_none() && cfg.each.is_empty() {
                     return Err(err(
                         "fields",
                         "json needs at least one field, e.g. fields = { temperature = \"temp\" }, \
@@ -312,6 +368,7 @@ impl Decoder {
                     }
                     let path = JsonPath::parse(&spec.path).map_err(|e| err("fields", e))?;
                     let conv = ValueConv::compile(spec.field_type, spec.states.as_ref())
+                        .and_then(|c| c.with_numeric(&spec.numeric))
                         .map_err(|e| err("fields", format!("field {name:?}: {e}")))?;
                     fields.push(JsonField {
                         name: Arc::from(name.as_str()),
@@ -339,19 +396,31 @@ impl Decoder {
                     .map(|p| PointList::compile(p).map(Box::new))
                     .transpose()
                     .map_err(|e| err("points", e))?;
+                let each = cfg
+                    .each
+                    .iter()
+                    .enumerate()
+                    .map(|(n, e)| EachList::compile(n, e))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| err("each", e))?;
                 Kind::Json {
                     fields,
                     tags,
                     timestamp,
                     parse_numeric_strings: cfg.parse_numeric_strings,
                     points,
+                    each,
                 }
             }
         };
 
         // InfluxDB 3 (and sane queries) forbid a tag and a field with the same name.
         let mut field_names: Vec<&str> = match &kind {
-            Kind::Number { field, .. } => vec![field.as_ref()],
+            Kind::Number {
+                field: NumberField::Fixed(field),
+                ..
+            } => vec![field.as_ref()],
+            Kind::Number { .. } => Vec::new(),
             Kind::Json { fields, .. } => fields.iter().map(|f| f.name.as_ref()).collect(),
             Kind::LineProtocol => Vec::new(),
         };
@@ -374,13 +443,21 @@ impl Decoder {
                 field_names.push(f);
             }
         }
+        let each_lists: &[EachList] = match &kind {
+            Kind::Json { each, .. } => each,
+            _ => &[],
+        };
+        for e in each_lists {
+            field_names.extend(e.fields.iter().map(|(n, _, _)| &**n));
+        }
         let tag_names = cfg
             .tags
             .keys()
             .map(String::as_str)
             .chain(template.capture_names())
             .chain(cfg.tag_paths.keys().map(String::as_str))
-            .chain(point_list.into_iter().flat_map(|p| p.tag_names()));
+            .chain(point_list.into_iter().flat_map(|p| p.tag_names()))
+            .chain(each_lists.iter().flat_map(|e| e.tag_names()));
         for tag in tag_names {
             if field_names.contains(&tag) {
                 return Err(err(
@@ -441,6 +518,13 @@ impl Decoder {
                 ))
             })
             .collect()
+    }
+
+    /// Whether a `no_fields` error means "a message of a shape this subscription does not
+    /// map" (json: another message type on the same topic, such as Shelly's `NotifyEvent`),
+    /// which is counted quietly rather than as a decode error.
+    pub(crate) fn maps_shapes(&self) -> bool {
+        matches!(self.kind, Kind::Json { .. })
     }
 
     /// The subscription's label (for metrics and logs).
@@ -527,12 +611,40 @@ impl Decoder {
                     None => parse_number_payload(text, ty)
                         .map_err(|reason| fail(reason, number_payload_problem(text, ty, reason)))?,
                 };
-                let tags = self.tags(captures, std::iter::empty());
+                let (name, tags) = match field {
+                    NumberField::Fixed(name) => {
+                        (name.clone(), self.tags(captures, std::iter::empty()))
+                    }
+                    NumberField::Capture { capture, names } => {
+                        let level = captures
+                            .iter()
+                            .find(|(k, _)| k == capture)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default();
+                        let name = match names.get(&*level) {
+                            Some(n) => n.clone(),
+                            None => Arc::from(sanitise(&level).ok_or_else(|| {
+                                fail(
+                                    DecodeReason::NoFields,
+                                    format!(
+                                        "topic level {{{capture}}} = {level:?} gives no field name"
+                                    ),
+                                )
+                            })?),
+                        };
+                        let others: Vec<_> = captures
+                            .iter()
+                            .filter(|(k, _)| k != capture)
+                            .cloned()
+                            .collect();
+                        (name, self.tags(&others, std::iter::empty()))
+                    }
+                };
                 Ok(vec![Sample::new(
                     SeriesKey::new(self.measurement.clone(), tags),
                     recv_ns,
                 )
-                .with_field(field.clone(), value)])
+                .with_field(name, value)])
             }
             Kind::Json {
                 fields,
@@ -540,6 +652,7 @@ impl Decoder {
                 timestamp,
                 parse_numeric_strings,
                 points,
+                each,
             } => {
                 let doc: Value = serde_json::from_str(text).map_err(|e| {
                     fail(
@@ -613,6 +726,19 @@ impl Decoder {
                         &mut samples,
                     );
                 }
+                for e in each {
+                    self.decode_each(
+                        e,
+                        &doc,
+                        tags,
+                        timestamp.as_ref(),
+                        *parse_numeric_strings,
+                        captures,
+                        recv_ns,
+                        notes,
+                        &mut samples,
+                    );
+                }
                 let field_errors = &notes.field_errors;
                 if samples.is_empty() {
                     let dropped = field_errors.len() - errors_before;
@@ -627,6 +753,7 @@ impl Decoder {
                         ));
                     }
                     let mut wanted: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
+                    wanted.extend(each.iter().map(|e| e.path.as_str()));
                     let points_note = match points {
                         Some(pl) if !list_found => {
                             wanted.push(pl.path.as_str());
@@ -664,6 +791,124 @@ impl Decoder {
                 Ok(recv_ns)
             }
             (other, _) => other,
+        }
+    }
+
+    /// Appends one sample per selected element of `e` in `doc` to `samples`; elements of
+    /// several `each` tables with the same measurement, tags and timestamp share a sample.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_each(
+        &self,
+        e: &EachList,
+        doc: &Value,
+        tag_paths: &[(Arc<str>, JsonPath)],
+        parent_ts_path: Option<&JsonPath>,
+        parse_numeric_strings: bool,
+        captures: &[(Arc<str>, Arc<str>)],
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+        samples: &mut Vec<Sample>,
+    ) {
+        let Some(elements) = e.elements(doc) else {
+            return;
+        };
+        let measurement = e.measurement.clone().unwrap_or(self.measurement.clone());
+        let parent_ts = parent_ts_path
+            .and_then(|p| p.get(doc))
+            .filter(|v| !v.is_null());
+        for (key, element) in elements {
+            let mut fields = Vec::with_capacity(e.fields.len());
+            for (name, path, conv) in &e.fields {
+                let Some(v) = path.get(element) else {
+                    continue;
+                };
+                match conv.apply(v, parse_numeric_strings) {
+                    Ok(Some(value)) => fields.push((name.clone(), value)),
+                    Ok(None) => {}
+                    Err(reason) => notes.field_errors.push(FieldError {
+                        field: name.clone(),
+                        reason,
+                        detail: field_problem(
+                            name,
+                            &format!(
+                                "{:?} of element {key} of {:?}",
+                                path.as_str(),
+                                e.path.as_str()
+                            ),
+                            conv,
+                            v,
+                            parse_numeric_strings,
+                            reason,
+                        ),
+                    }),
+                }
+            }
+            if fields.is_empty() {
+                continue;
+            }
+            let (ts_value, ts_path) = match e.timestamp.as_ref().and_then(|p| p.get(element)) {
+                Some(v) if !v.is_null() => (Some(v), e.timestamp.as_ref()),
+                _ => (parent_ts, parent_ts_path),
+            };
+            let ts = match ts_value {
+                None => recv_ns,
+                Some(v) => match self.or_receive_time(
+                    self.payload_timestamp(v, ts_path, recv_ns),
+                    recv_ns,
+                    notes,
+                ) {
+                    Ok(ns) => ns,
+                    Err((reason, detail)) => {
+                        notes.field_errors.push(FieldError {
+                            field: fields[0].0.clone(),
+                            reason,
+                            detail: format!(
+                                "element {key} of {:?} dropped: {detail}",
+                                e.path.as_str()
+                            ),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let parent_tags = tag_paths
+                .iter()
+                .filter_map(|(n, p)| p.get(doc).and_then(json_tag).map(|v| (n.clone(), v)));
+            let element_tags = e
+                .tags
+                .iter()
+                .filter_map(|(n, p)| p.get(element).and_then(json_tag).map(|v| (n.clone(), v)));
+            let key_tag = e.key_tag.clone().map(|t| (t, key.clone()));
+            let tagset = self.tags(captures, parent_tags.chain(element_tags).chain(key_tag));
+            let slot = samples.iter_mut().find(|s| {
+                s.timestamp_ns == ts
+                    && s.series.tags == tagset
+                    && s.series.measurement == measurement
+            });
+            match slot {
+                Some(sample) => {
+                    for (name, value) in fields {
+                        if sample.fields.iter().any(|(k, _)| *k == name) {
+                            notes.field_errors.push(FieldError {
+                                field: name.clone(),
+                                reason: DecodeReason::DuplicatePoint,
+                                detail: format!(
+                                    "element {key} of {:?} sets field {name:?} of a sample that \
+                                     already has it; the first is kept",
+                                    e.path.as_str()
+                                ),
+                            });
+                        } else {
+                            sample.fields.push((name, value));
+                        }
+                    }
+                }
+                None => {
+                    let mut sample = Sample::new(SeriesKey::new(measurement.clone(), tagset), ts);
+                    sample.fields = fields;
+                    samples.push(sample);
+                }
+            }
         }
     }
 
@@ -976,7 +1221,7 @@ fn is_integer_literal(t: &str) -> bool {
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
-fn float_to_i64(f: f64) -> Result<i64, DecodeReason> {
+pub(crate) fn float_to_i64(f: f64) -> Result<i64, DecodeReason> {
     if !f.is_finite() {
         Err(DecodeReason::NonFinite)
     } else if f.fract() != 0.0 {
@@ -988,7 +1233,7 @@ fn float_to_i64(f: f64) -> Result<i64, DecodeReason> {
     }
 }
 
-fn float_to_u64(f: f64) -> Result<u64, DecodeReason> {
+pub(crate) fn float_to_u64(f: f64) -> Result<u64, DecodeReason> {
     if !f.is_finite() {
         Err(DecodeReason::NonFinite)
     } else if f.fract() != 0.0 {
@@ -1145,6 +1390,9 @@ pub(crate) fn json_timestamp(v: &Value, unit: TimestampUnit) -> Result<i64, Stri
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
                 int_timestamp(i, unit).ok_or_else(|| format!("{i} overflows"))
+            } else if let Some(ns) = decimal_timestamp(&n.to_string(), unit) {
+                // `1700000000.25` read as decimal digits: exact, where f64 is 128 ns off.
+                Ok(ns)
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 float_timestamp(f, unit)
@@ -1169,6 +1417,32 @@ pub(crate) fn json_timestamp(v: &Value, unit: TimestampUnit) -> Result<i64, Stri
         }
         other => Err(format!("expected a number or a string, got {other}")),
     }
+}
+
+/// A plain decimal (`[-]digits.digits`, no exponent) timestamp as exact ns; sub-ns digits
+/// are cut. `None` for other notations or overflow.
+fn decimal_timestamp(text: &str, unit: TimestampUnit) -> Option<i64> {
+    let (neg, t) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = t.split_once('.')?;
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = int.parse().ok()?;
+    let mult = unit_multiplier(unit, whole as f64);
+    let digits = mult.ilog10() as usize;
+    let mut frac_ns: i64 = 0;
+    for i in 0..digits {
+        let d = frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+        frac_ns = frac_ns * 10 + d;
+    }
+    let ns = whole.checked_mul(mult)?.checked_add(frac_ns)?;
+    Some(if neg { -ns } else { ns })
 }
 
 fn float_timestamp(f: f64, unit: TimestampUnit) -> Result<i64, String> {
@@ -1683,6 +1957,217 @@ mod tests {
     }
 
     #[test]
+    fn one_sample_per_element() {
+        // TTN v3: one sample per receiving gateway, the uplink's own fields on their own.
+        let d = sub(r#"
+            topic = "v3/{application}/devices/{device}/up"
+            measurement = "environment"
+            format = "json"
+            timestamp = "received_at"
+            fields = { temperature_c = "uplink_message.decoded_payload.temperature" }
+            [[each]]
+            path = "uplink_message.rx_metadata"
+            measurement = "lorawan_gateway"
+            fields = { rssi_dbm = "rssi", snr_db = "snr" }
+            tags = { gateway = "gateway_ids.gateway_id" }
+            timestamp = "time"
+        "#);
+        let payload = br#"{"end_device_ids":{"device_id":"dev1"},"received_at":"2023-11-14T22:13:20Z",
+            "uplink_message":{"decoded_payload":{"temperature":21.5},"rx_metadata":[
+              {"gateway_ids":{"gateway_id":"gtw1"},"time":"2023-11-14T22:13:19.5Z","rssi":-35,"snr":5.2},
+              {"gateway_ids":{"gateway_id":"gtw2"},"rssi":-101,"snr":-3}]}}"#;
+        let s = run(&d, "v3/app1@ttn/devices/dev1/up", payload).unwrap();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.series.measurement.to_string(),
+                    s.series.tags.get("gateway").map(str::to_string),
+                    s.timestamp_ns,
+                    s.fields.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "environment".to_string(),
+                    None,
+                    1_700_000_000_000_000_000,
+                    vec![("temperature_c".into(), FieldValue::Float(21.5))]
+                ),
+                (
+                    "lorawan_gateway".to_string(),
+                    Some("gtw1".to_string()),
+                    1_699_999_999_500_000_000,
+                    vec![
+                        ("rssi_dbm".into(), FieldValue::Float(-35.0)),
+                        ("snr_db".into(), FieldValue::Float(5.2))
+                    ]
+                ),
+                (
+                    "lorawan_gateway".to_string(),
+                    Some("gtw2".to_string()),
+                    1_700_000_000_000_000_000,
+                    vec![
+                        ("rssi_dbm".into(), FieldValue::Float(-101.0)),
+                        ("snr_db".into(), FieldValue::Float(-3.0))
+                    ]
+                ),
+            ]
+        );
+        // Multi-channel arrays: one sample per channel, arrays of the same length merged.
+        let d = sub(r#"
+            topic = "tele/{device}/SENSOR"
+            measurement = "pdu_outlet"
+            format = "json"
+            fields = { voltage_v = "ENERGY.Voltage" }
+            [[each]]
+            path = "ENERGY.Power"
+            key_tag = "outlet"
+            first_index = 1
+            fields = { power_w = "" }
+            [[each]]
+            path = "ENERGY.Current"
+            key_tag = "outlet"
+            first_index = 1
+            fields = { current_a = "" }
+        "#);
+        let s = run(
+            &d,
+            "tele/p/SENSOR",
+            br#"{"ENERGY":{"Voltage":230,"Power":[120,85],"Current":[0.52,0.37]}}"#,
+        )
+        .unwrap();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.series.tags.get("outlet").map(str::to_string),
+                    s.fields.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (None, vec![("voltage_v".into(), FieldValue::Float(230.0))]),
+                (
+                    Some("1".into()),
+                    vec![
+                        ("power_w".into(), FieldValue::Float(120.0)),
+                        ("current_a".into(), FieldValue::Float(0.52))
+                    ]
+                ),
+                (
+                    Some("2".into()),
+                    vec![
+                        ("power_w".into(), FieldValue::Float(85.0)),
+                        ("current_a".into(), FieldValue::Float(0.37))
+                    ]
+                ),
+            ]
+        );
+        // JSON keys as tags: Shelly Gen2 `switch:0`; other shapes are `no_fields`.
+        let d = sub(r#"
+            topic = "{device}/events/rpc"
+            measurement = "pdu_outlet"
+            format = "json"
+            timestamp = "params.ts"
+            [[each]]
+            path = "params"
+            key_tag = "outlet"
+            key_prefix = "switch:"
+            fields = { power_w = "apower", relay_on = { path = "output", type = "bool" } }
+        "#);
+        let s = run(&d, "shellyplus1pm-a8032ab12345/events/rpc", br#"{"src":"shellyplus1pm-a8032ab12345","dst":"x/events","method":"NotifyStatus","params":{"ts":1700000000.25,"switch:0":{"id":0,"apower":8.9,"output":true},"input:0":{"id":0,"state":false}}}"#).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].series.tags.get("outlet"), Some("0"));
+        assert_eq!(s[0].timestamp_ns, 1_700_000_000_250_000_000);
+        assert_eq!(s[0].field("relay_on"), Some(&FieldValue::Bool(true)));
+        let e = run(&d, "x/events/rpc", br#"{"method":"NotifyEvent","params":{"ts":1700000000.25,"events":[{"component":"input:0","event":"single_push"}]}}"#).unwrap_err();
+        assert_eq!(e.reason, DecodeReason::NoFields);
+        assert!(d.maps_shapes());
+        // Clashes and bad tables are config errors naming each[n].
+        for (extra, wants) in [
+            (
+                "[[each]]\npath = \"p\"\nkey_tag = \"v\"\nfields = { v = \"\" }",
+                "both a tag and a field",
+            ),
+            ("[[each]]\npath = \"p\"\nfields = {}", "each[0].fields"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(&format!(
+                "topic = \"t\"\nmeasurement = \"m\"\nformat = \"json\"\n{extra}"
+            ))
+            .unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(wants), "{e}");
+        }
+    }
+
+    #[test]
+    fn decimal_timestamps_are_exact() {
+        let ts = |t: &str, u| decimal_timestamp(t, u);
+        assert_eq!(
+            ts("1700000000.25", TimestampUnit::Auto),
+            Some(1_700_000_000_250_000_000)
+        );
+        assert_eq!(
+            ts("1700000000123.5", TimestampUnit::Auto),
+            Some(1_700_000_000_123_500_000)
+        );
+        assert_eq!(
+            ts("1700000000.123456789999", TimestampUnit::S),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(ts("-1.5", TimestampUnit::S), Some(-1_500_000_000));
+        assert_eq!(ts("1.5e9", TimestampUnit::S), None);
+        assert_eq!(ts("99999999999999999999.5", TimestampUnit::S), None);
+    }
+
+    #[test]
+    fn field_named_by_a_topic_level() {
+        let d = sub(r#"
+            topic = "{device}/sensor/{entity}/state"
+            measurement = "environment"
+            format = "number"
+            field = "{entity}"
+            field_names = { temperature = "temperature_c", humidity = "humidity_pct" }
+        "#);
+        let s = run(&d, "rack7-env/sensor/temperature/state", b"21.5").unwrap();
+        assert_eq!(
+            s[0].fields,
+            vec![("temperature_c".into(), FieldValue::Float(21.5))]
+        );
+        let tags: Vec<_> = s[0].series.tags.iter().collect();
+        assert_eq!(
+            tags,
+            vec![("device", "rack7-env")],
+            "the field's level is not a tag"
+        );
+        let s = run(&d, "rack7-env/sensor/Wifi Signal/state", b"-60").unwrap();
+        assert_eq!(
+            s[0].fields,
+            vec![("wifi_signal".into(), FieldValue::Float(-60.0))]
+        );
+        assert_eq!(
+            run(&d, "rack7-env/sensor/°/state", b"1")
+                .unwrap_err()
+                .reason,
+            DecodeReason::NoFields
+        );
+        for (src, wants) in [
+            ("topic = \"a/{x}\"\nformat = \"number\"\nmeasurement = \"m\"\nfield = \"{y}\"", "{y}"),
+            ("topic = \"a/{x}\"\nformat = \"number\"\nmeasurement = \"m\"\nfield_names = { a = \"b\" }", "field_names"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(wants), "{e}");
+        }
+    }
+
+    #[test]
     fn escaped_dots_in_field_paths() {
         let d = sub(r#"
             topic = "t/{a}"
@@ -2088,6 +2573,8 @@ mod tests {
             Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={x=\"a.0.b\",y=\"\"}\ntimestamp=\"ts\"\ntag_paths={k=\"k\"}\nparse_numeric_strings=true")),
             Just(sub(&BMS.replace("bms/{device}/points", "t/{device}"))),
             Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\n[points]\npath=\"\"\nunknown=\"keep\"\ntimestamp=\"t\"\ntags={u=\"u\"}")),
+            Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\ntimestamp=\"ts\"\n[[each]]\npath=\"\"\nkey_tag=\"k\"\nfields={v=\"\",w=\"w\"}\ntimestamp=\"t\"\ntags={u=\"u\"}")),
+            Just(sub("topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"\nfield=\"{a}\"\nstates=\"default\"")),
         ]
     }
 

@@ -71,8 +71,10 @@
 
 pub mod config;
 pub mod decode;
+pub mod each;
 pub mod path;
 pub mod points;
+pub mod registers;
 mod series_cap;
 mod source;
 pub mod subscriber;

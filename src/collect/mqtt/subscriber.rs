@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
-use super::decode::{DecodeNotes, Decoder};
+use super::decode::{DecodeNotes, DecodeReason, Decoder};
 use super::series_cap::SeriesCap;
 use crate::ack::Ack;
 use crate::config::SecretError;
@@ -504,6 +504,7 @@ struct Router {
     /// Per subscription: dropped points and unmapped messages warn at most once a minute.
     quiet_warnings: Vec<WarnEvery>,
     fallback_warnings: Vec<WarnEvery>,
+    unmapped_warnings: Vec<WarnEvery>,
 }
 
 /// Allows one warning per `interval`: the first event warns, then at most one per interval.
@@ -549,6 +550,9 @@ impl Router {
                 .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
                 .collect(),
             fallback_warnings: (0..n)
+                .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
+                .collect(),
+            unmapped_warnings: (0..n)
                 .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
                 .collect(),
         }
@@ -662,6 +666,23 @@ impl Router {
                 metrics::counter!("sitewatch_mqtt_samples_total", "subscription" => label)
                     .increment(samples.len() as u64);
                 Some(samples)
+            }
+            Err(e) if e.reason == DecodeReason::NoFields && decoder.maps_shapes() => {
+                // Another message type on a mapped topic (events, announcements): expected,
+                // so a counter and one warning a minute, not one per message.
+                metrics::counter!("sitewatch_mqtt_unmapped_total", "subscription" => label.clone())
+                    .increment(1);
+                if self.unmapped_warnings[decoder.index].should_warn(Instant::now()) {
+                    tracing::warn!(
+                        subscription = %label,
+                        "MQTT message of a shape this subscription does not map, dropped \
+                         (counted in sitewatch_mqtt_unmapped_total, warned at most once a \
+                         minute per subscription; map it or narrow the topic if it matters): {e}"
+                    );
+                } else {
+                    tracing::debug!(subscription = %label, "{e}");
+                }
+                None
             }
             Err(e) => {
                 metrics::counter!(

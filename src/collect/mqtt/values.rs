@@ -21,8 +21,46 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::FieldType;
-use super::decode::{json_field, DecodeReason};
+use super::decode::{float_to_i64, float_to_u64, json_field, DecodeReason};
+use super::registers::{RegisterType, WordOrder};
+use crate::collect::snmp::decode::Scale;
 use crate::model::FieldValue;
+
+/// `scale`, `divide`, `offset`, `decode` and `word_order` of a field: numbers as a gateway
+/// sends them (raw registers, watt-minutes) to the unit of docs/naming.md.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumericSpec {
+    /// Multiplies the value, as an exact decimal (14 × 0.1 is 1.4, not 1.4000000000000001):
+    /// the same code as the SNMP profiles' `scale`.
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// Divides after `scale` (`divide = 60000`: watt-minutes to kWh).
+    #[serde(default)]
+    pub divide: Option<f64>,
+    /// Added after scaling (`offset = -40`).
+    #[serde(default)]
+    pub offset: Option<f64>,
+    /// Read the value as Modbus registers (see `registers.rs`).
+    #[serde(default)]
+    pub decode: Option<RegisterType>,
+    #[serde(default)]
+    pub word_order: Option<WordOrder>,
+}
+
+impl NumericSpec {
+    pub fn is_empty(&self) -> bool {
+        *self == NumericSpec::default()
+    }
+}
+
+/// A compiled [`NumericSpec`].
+#[derive(Debug, Clone, PartialEq)]
+struct Numeric {
+    scale: Option<Scale>,
+    offset: f64,
+    decode: Option<(RegisterType, WordOrder)>,
+}
 
 /// The `states = "default"` table: the word for "on / open / wet / active / detected" is
 /// `true`. Name fields so that true is the alarm-worthy reading (`door_open`, `leak`).
@@ -98,6 +136,7 @@ struct States {
 pub struct ValueConv {
     ty: Option<FieldType>,
     states: Option<Arc<States>>,
+    numeric: Option<Arc<Numeric>>,
 }
 
 impl ValueConv {
@@ -107,7 +146,11 @@ impl ValueConv {
         states: Option<&StatesSpec>,
     ) -> Result<ValueConv, String> {
         let Some(spec) = states else {
-            return Ok(ValueConv { ty, states: None });
+            return Ok(ValueConv {
+                ty,
+                states: None,
+                numeric: None,
+            });
         };
         let mut words: Vec<(Box<str>, FieldValue)> = Vec::new();
         let mut add = |word: &str, v: FieldValue| -> Result<(), String> {
@@ -173,12 +216,73 @@ impl ValueConv {
         Ok(ValueConv {
             ty: Some(ty),
             states: Some(Arc::new(States { words })),
+            numeric: None,
         })
+    }
+
+    /// Adds `scale`/`divide`/`offset`/`decode` to a conversion without states.
+    pub fn with_numeric(mut self, spec: &NumericSpec) -> Result<ValueConv, String> {
+        if spec.is_empty() {
+            return Ok(self);
+        }
+        if self.states.is_some() {
+            return Err(
+                "states and scale/offset/decode do not go together (a state is not a \
+                        number)"
+                    .into(),
+            );
+        }
+        if matches!(self.ty, Some(FieldType::Bool | FieldType::String)) {
+            return Err(format!(
+                "scale/offset/decode give numbers; type = \"{}\" does not take them",
+                self.ty.map(|t| t.as_str()).unwrap_or_default()
+            ));
+        }
+        if spec.word_order.is_some() && spec.decode.is_none() {
+            return Err(
+                "word_order applies with decode = \"int32\", \"uint32\" or \"float32\"".into(),
+            );
+        }
+        let mut scale = match spec.scale {
+            None => None,
+            Some(s) => Some(
+                Scale::from_f64(s)
+                    .ok_or_else(|| format!("scale = {s}: must be a finite number other than 0"))?,
+            ),
+        };
+        if let Some(d) = spec.divide {
+            if !d.is_finite() || d == 0.0 {
+                return Err(format!(
+                    "divide = {d}: must be a finite number other than 0"
+                ));
+            }
+            scale = Some(
+                scale
+                    .unwrap_or_else(|| Scale::from_f64(1.0).expect("1 is a scale"))
+                    .divided_by(d),
+            );
+        }
+        let offset = spec.offset.unwrap_or(0.0);
+        if !offset.is_finite() {
+            return Err("offset must be a finite number".into());
+        }
+        self.numeric = Some(Arc::new(Numeric {
+            scale,
+            offset,
+            decode: spec
+                .decode
+                .map(|d| (d, spec.word_order.unwrap_or_default())),
+        }));
+        Ok(self)
     }
 
     /// A plain conversion to `ty`.
     pub fn typed(ty: Option<FieldType>) -> ValueConv {
-        ValueConv { ty, states: None }
+        ValueConv {
+            ty,
+            states: None,
+            numeric: None,
+        }
     }
 
     pub fn field_type(&self) -> Option<FieldType> {
@@ -221,7 +325,68 @@ impl ValueConv {
                 None => Err(DecodeReason::UnknownState),
             };
         }
+        // A table that lists `true`/`false` maps JSON booleans too (an inverted contact:
+        // `states = { "true" = false, "false" = true }`).
+        if let (Some(_), Value::Bool(b)) = (&self.states, v) {
+            if let Some(value) = self.state(if *b { "true" } else { "false" }) {
+                return Ok(Some(value.clone()));
+            }
+        }
+        if let Some(n) = &self.numeric {
+            return self.apply_numeric(n, v, parse_numeric_strings);
+        }
         json_field(v, self.ty, parse_numeric_strings)
+    }
+
+    fn apply_numeric(
+        &self,
+        n: &Numeric,
+        v: &Value,
+        parse_numeric_strings: bool,
+    ) -> Result<Option<FieldValue>, DecodeReason> {
+        let x = match (v, n.decode) {
+            (Value::Null, _) => return Ok(None),
+            (_, Some((ty, order))) => {
+                let words: Vec<u16> = match v {
+                    Value::Number(num) => {
+                        let raw = num.as_u64().ok_or(DecodeReason::OutOfRange)?;
+                        ty.words_of(raw, order).ok_or(DecodeReason::OutOfRange)?
+                    }
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|w| {
+                            w.as_u64()
+                                .and_then(|w| u16::try_from(w).ok())
+                                .ok_or(DecodeReason::OutOfRange)
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(DecodeReason::TypeMismatch),
+                };
+                match ty.decode(&words, order) {
+                    Ok(r) => r.as_f64(),
+                    Err(super::registers::RegisterError::NonFinite) => {
+                        return Err(DecodeReason::NonFinite)
+                    }
+                    Err(_) => return Err(DecodeReason::OutOfRange),
+                }
+            }
+            (_, None) => match json_field(v, Some(FieldType::Float), parse_numeric_strings)? {
+                Some(FieldValue::Float(f)) => f,
+                _ => return Err(DecodeReason::TypeMismatch),
+            },
+        };
+        let x = match n.scale {
+            Some(s) => s.apply(x),
+            None => x,
+        } + n.offset;
+        if !x.is_finite() {
+            return Err(DecodeReason::NonFinite);
+        }
+        Ok(Some(match self.ty {
+            Some(FieldType::Integer) => FieldValue::Int(float_to_i64(x)?),
+            Some(FieldType::Unsigned) => FieldValue::UInt(float_to_u64(x)?),
+            _ => FieldValue::Float(x),
+        }))
     }
 
     /// A `number` payload's text as this field's value, where it is a state word.
@@ -297,7 +462,86 @@ mod tests {
         }
     }
 
+    fn numeric(ty: Option<FieldType>, src: &str) -> Result<ValueConv, String> {
+        let spec: NumericSpec = toml::from_str(src).map_err(|e| e.to_string())?;
+        ValueConv::typed(ty).with_numeric(&spec)
+    }
+
+    #[test]
+    fn scale_offset_and_registers() {
+        let c = numeric(None, "scale = 0.1").unwrap();
+        // Exact decimal: 14 × 0.1 is 1.4 (as SNMP profiles write it).
+        assert_eq!(c.apply(&json!(14), false), Ok(Some(FieldValue::Float(1.4))));
+        let c = numeric(None, "divide = 60000").unwrap();
+        assert_eq!(
+            c.apply(&json!(600000), false),
+            Ok(Some(FieldValue::Float(10.0)))
+        );
+        let c = numeric(None, "scale = 0.1\noffset = -40").unwrap();
+        assert_eq!(
+            c.apply(&json!(650), false),
+            Ok(Some(FieldValue::Float(25.0)))
+        );
+        let c = numeric(None, "decode = \"int16\"\nscale = 0.1").unwrap();
+        assert_eq!(
+            c.apply(&json!(65535), false),
+            Ok(Some(FieldValue::Float(-0.1)))
+        );
+        assert_eq!(c.apply(&json!(65536), false), Err(DecodeReason::OutOfRange));
+        assert_eq!(c.apply(&json!("x"), false), Err(DecodeReason::TypeMismatch));
+        let c = numeric(
+            Some(FieldType::Integer),
+            "decode = \"int32\"\nword_order = \"little\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.apply(&json!([0xFFFE, 0xFFFF]), false),
+            Ok(Some(FieldValue::Int(-2)))
+        );
+        assert_eq!(c.apply(&json!([1]), false), Err(DecodeReason::OutOfRange));
+        let c = numeric(None, "decode = \"float32\"").unwrap();
+        assert_eq!(
+            c.apply(&json!([0x4148, 0]), false),
+            Ok(Some(FieldValue::Float(12.5)))
+        );
+        assert_eq!(c.apply(&json!(null), false), Ok(None));
+        for (ty, src, wants) in [
+            (None, "scale = 0", "scale"),
+            (None, "divide = 0", "divide"),
+            (Some(FieldType::Bool), "scale = 2", "type = \"bool\""),
+            (None, "word_order = \"big\"", "word_order"),
+        ] {
+            let e = numeric(ty, src).unwrap_err();
+            assert!(e.contains(wants), "{src}: {e}");
+        }
+        let e = conv(None, "\"default\"")
+            .unwrap()
+            .with_numeric(&NumericSpec {
+                scale: Some(2.0),
+                ..NumericSpec::default()
+            })
+            .unwrap_err();
+        assert!(e.contains("states"), "{e}");
+        // Booleans through a table with true/false: an inverted contact.
+        let c = conv(None, "{ \"true\" = false, \"false\" = true }").unwrap();
+        assert_eq!(
+            c.apply(&json!(false), false),
+            Ok(Some(FieldValue::Bool(true)))
+        );
+    }
+
     proptest! {
+        /// Scaled values are finite, and register values never panic.
+        #[test]
+        fn numeric_never_panics(v in any::<i64>(), words in proptest::collection::vec(any::<u16>(), 0..3), s in -1e6f64..1e6) {
+            if let Ok(c) = numeric(None, &format!("scale = {s:e}\ndecode = \"float32\"")) {
+                if let Ok(Some(FieldValue::Float(f))) = c.apply(&json!(words), false) {
+                    prop_assert!(f.is_finite());
+                }
+                let _ = c.apply(&json!(v), false);
+            }
+        }
+
         /// A state field only ever writes a value of its table (or a JSON value of its type).
         #[test]
         fn only_table_values_are_written(word in ".{0,10}", n in any::<i64>()) {
