@@ -395,3 +395,274 @@ fn tasmota_energy_state_and_power() {
         "{types:?}"
     );
 }
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// Checks that each row's time lies in `[before, after]` (receive time) and removes it.
+fn at_receive_time(
+    mut rows: Vec<BTreeMap<String, Value>>,
+    before: i64,
+    after: i64,
+) -> Vec<BTreeMap<String, Value>> {
+    for r in &mut rows {
+        let t = r.remove("time").and_then(|t| t.as_i64()).unwrap_or(0);
+        assert!(
+            t >= before && t <= after,
+            "{t} not in [{before}, {after}]: {r:?}"
+        );
+    }
+    rows
+}
+
+/// Zigbee2MQTT state objects (Aqara climate and leak sensors as Z2M publishes them).
+#[test]
+fn zigbee2mqtt_climate_and_leak() {
+    let s = setup("shapes-z2m", &mapping("zigbee2mqtt.toml"));
+    let before = now_ns();
+    s.broker.publish(
+        "zigbee2mqtt/dc1/hall1/a03/th-a03",
+        br#"{"battery":91,"humidity":45.6,"linkquality":120,"pressure":1013.2,"temperature":22.4,"voltage":3005}"#,
+        1,
+        false,
+    );
+    s.broker.publish(
+        "zigbee2mqtt/dc1/hall1/leak/lk-a03",
+        br#"{"battery":100,"battery_low":false,"linkquality":57,"tamper":false,"voltage":3055,"water_leak":true}"#,
+        1,
+        false,
+    );
+    // Availability has another shape and one level more: matches no template.
+    s.broker.publish(
+        "zigbee2mqtt/dc1/hall1/a03/th-a03/availability",
+        br#"{"state":"online"}"#,
+        1,
+        false,
+    );
+    let env = s.rows("SELECT * FROM environment", 1);
+    let leak = s.rows("SELECT * FROM leak", 1);
+    let after = now_ns();
+    assert_eq!(
+        at_receive_time(env, before, after),
+        vec![row(&[
+            ("device", json!("th-a03")),
+            ("rack", json!("a03")),
+            ("room", json!("hall1")),
+            ("site", json!("dc1")),
+            ("temperature_c", json!(22.4)),
+            ("humidity_pct", json!(45.6)),
+            ("sensor_battery_pct", json!(91)),
+        ])]
+    );
+    assert_eq!(
+        at_receive_time(leak, before, after),
+        vec![row(&[
+            ("device", json!("lk-a03")),
+            ("room", json!("hall1")),
+            ("site", json!("dc1")),
+            ("leak", json!(true)),
+            ("sensor_battery_pct", json!(100)),
+        ])]
+    );
+}
+
+/// ESPHome's per-entity state topics: the entity names the field, ON/OFF are booleans.
+#[test]
+fn esphome_entities_and_binary_sensors() {
+    let s = setup("shapes-esphome", &mapping("esphome.toml"));
+    let before = now_ns();
+    for (topic, payload) in [
+        ("rack7-env/sensor/temperature/state", "21.5"),
+        ("rack7-env/sensor/humidity/state", "48.2"),
+        ("rack7-env/sensor/wifi_signal/state", "-61"),
+        ("rack7-env/binary_sensor/leak/state", "OFF"),
+        ("rack7-env/binary_sensor/door_open/state", "ON"),
+        ("rack7-env/status", "online"),
+    ] {
+        s.broker.publish(topic, payload.as_bytes(), 1, false);
+    }
+    let rows = s.rows("SELECT * FROM environment", 5);
+    let after = now_ns();
+    let mut got: Vec<BTreeMap<String, Value>> = at_receive_time(rows, before, after);
+    got.sort_by_key(|r| r.keys().cloned().collect::<Vec<_>>());
+    let mut want = vec![
+        row(&[
+            ("device", json!("rack7-env")),
+            ("temperature_c", json!(21.5)),
+        ]),
+        row(&[
+            ("device", json!("rack7-env")),
+            ("humidity_pct", json!(48.2)),
+        ]),
+        row(&[("device", json!("rack7-env")), ("wifi_signal", json!(-61))]),
+        row(&[("device", json!("rack7-env")), ("leak", json!(false))]),
+        row(&[("device", json!("rack7-env")), ("door_open", json!(true))]),
+    ];
+    want.sort_by_key(|r| r.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(got, want, "{}", s.sw.log());
+}
+
+/// Shelly Gen1: relay words, watts, watt-minutes scaled to kWh, an external probe.
+#[test]
+fn shelly_gen1_relay_power_energy() {
+    let s = setup("shapes-shelly1", &mapping("shelly-gen1.toml"));
+    let before = now_ns();
+    let dev = "shellies/shelly1pm-A4CF12F45F00";
+    for (topic, payload) in [
+        (format!("{dev}/relay/0"), "on"),
+        (format!("{dev}/relay/0/power"), "21.5"),
+        (format!("{dev}/relay/0/energy"), "1542010"),
+        (format!("{dev}/ext_temperature/0"), "23.75"),
+    ] {
+        s.broker.publish(&topic, payload.as_bytes(), 1, false);
+    }
+    let outlet = s.rows("SELECT * FROM pdu_outlet", 3);
+    let env = s.rows("SELECT * FROM environment", 1);
+    let after = now_ns();
+    let tags = [
+        ("device", json!("shelly1pm-A4CF12F45F00")),
+        ("outlet", json!("0")),
+    ];
+    let with = |f: (&str, Value)| {
+        let mut r = row(&tags);
+        r.insert(f.0.to_string(), f.1);
+        r
+    };
+    assert_eq!(
+        at_receive_time(outlet, before, after),
+        vec![
+            with(("relay_on", json!(true))),
+            with(("power_w", json!(21.5))),
+            // 1542010 Wmin / 60000 = 25.700166666666666 kWh.
+            with(("energy_kwh", json!(1542010.0 / 60000.0))),
+        ],
+        "{}",
+        s.sw.log()
+    );
+    assert_eq!(
+        at_receive_time(env, before, after),
+        vec![row(&[
+            ("device", json!("shelly1pm-A4CF12F45F00")),
+            ("sensor_index", json!("0")),
+            ("temperature_c", json!(23.75)),
+        ])]
+    );
+}
+
+/// Shelly Gen2 NotifyStatus (`switch:0` as a tag) and NotifyEvent (unmapped, counted quietly).
+#[test]
+fn shelly_gen2_notify_status_and_events() {
+    let s = setup("shapes-shelly2", &mapping("shelly-gen2.toml"));
+    let t = base_ms() / 1000;
+    let status = format!(
+        r#"{{"src":"shellyplus1pm-a8032ab12345","dst":"shellyplus1pm-a8032ab12345/events","method":"NotifyStatus","params":{{"ts":{t}.25,"switch:0":{{"id":0,"output":true,"apower":8.9,"voltage":229.4,"current":0.061,"aenergy":{{"total":1234.567,"by_minute":[0,0,0],"minute_ts":{t}}},"temperature":{{"tC":41.2,"tF":106.2}}}}}}}}"#
+    );
+    let event = format!(
+        r#"{{"src":"shellyplus1pm-a8032ab12345","dst":"shellyplus1pm-a8032ab12345/events","method":"NotifyEvent","params":{{"ts":{t}.5,"events":[{{"component":"input:0","id":0,"event":"single_push","ts":{t}.5}}]}}}}"#
+    );
+    for _ in 0..3 {
+        s.broker.publish(
+            "shellyplus1pm-a8032ab12345/events/rpc",
+            event.as_bytes(),
+            1,
+            false,
+        );
+    }
+    s.broker.publish(
+        "shellyplus1pm-a8032ab12345/events/rpc",
+        status.as_bytes(),
+        1,
+        false,
+    );
+    let rows = s.rows("SELECT * FROM pdu_outlet", 1);
+    assert_eq!(
+        rows,
+        vec![row(&[
+            ("device", json!("shellyplus1pm-a8032ab12345")),
+            ("outlet", json!("0")),
+            ("time", json!(t * 1_000_000_000 + 250_000_000)),
+            ("relay_on", json!(true)),
+            ("power_w", json!(8.9)),
+            ("voltage_v", json!(229.4)),
+            ("current_a", json!(0.061)),
+            ("energy_kwh", json!(1.234567)),
+        ])],
+        "{}",
+        s.sw.log()
+    );
+    assert_eq!(
+        s.sw.metric(
+            "sitewatch_mqtt_unmapped_total",
+            &["subscription=\"shelly2-status\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        s.sw.metric("sitewatch_mqtt_decode_errors_total", &[]) + 0.0,
+        0.0
+    );
+    let warnings =
+        s.sw.log()
+            .lines()
+            .filter(|l| l.contains("does not map"))
+            .count();
+    assert_eq!(warnings, 1, "one warning for three unmapped messages");
+}
+
+/// TTN v3 uplink: the decoded payload, and one sample per receiving gateway.
+#[test]
+fn ttn_v3_uplink_and_gateways() {
+    let s = setup("shapes-ttn", &mapping("ttn-v3.toml"));
+    let t = base_ms();
+    let iso = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .unwrap()
+            .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+    let uplink = format!(
+        r#"{{"end_device_ids":{{"device_id":"th-roof-1","application_ids":{{"application_id":"dc1-sensors"}},"dev_eui":"0004A30B001C0530"}},"correlation_ids":["as:up:01"],"received_at":"{}","uplink_message":{{"f_port":1,"f_cnt":42,"frm_payload":"CNUB4Q==","decoded_payload":{{"temperature":22.61,"humidity":48.1}},"rx_metadata":[{{"gateway_ids":{{"gateway_id":"gw-roof","eui":"9C5C8E00001A05C4"}},"time":"{}","timestamp":2463457000,"rssi":-35,"channel_rssi":-35,"snr":5.2}},{{"gateway_ids":{{"gateway_id":"gw-hall"}},"rssi":-107,"snr":-4.5}}],"settings":{{"frequency":"868100000"}}}}}}"#,
+        iso(t + 250),
+        iso(t + 120)
+    );
+    s.broker.publish(
+        "v3/dc1-sensors@ttn/devices/th-roof-1/up",
+        uplink.as_bytes(),
+        1,
+        false,
+    );
+    let env = s.rows("SELECT * FROM environment", 1);
+    let gw = s.rows("SELECT * FROM lorawan_gateway GROUP BY gateway", 2);
+    let ns = |ms: i64| json!(ms * 1_000_000);
+    assert_eq!(
+        env,
+        vec![row(&[
+            ("application", json!("dc1-sensors@ttn")),
+            ("device", json!("th-roof-1")),
+            ("time", ns(t + 250)),
+            ("temperature_c", json!(22.61)),
+            ("humidity_pct", json!(48.1)),
+        ])]
+    );
+    let gateway = |name: &str, time: i64, rssi: i64, snr: f64| {
+        row(&[
+            ("application", json!("dc1-sensors@ttn")),
+            ("device", json!("th-roof-1")),
+            ("gateway", json!(name)),
+            ("time", ns(time)),
+            ("rssi_dbm", json!(rssi)),
+            ("snr_db", json!(snr)),
+        ])
+    };
+    assert_eq!(
+        gw,
+        vec![
+            gateway("gw-hall", t + 250, -107, -4.5),
+            gateway("gw-roof", t + 120, -35, 5.2),
+        ]
+    );
+}
