@@ -666,3 +666,186 @@ fn ttn_v3_uplink_and_gateways() {
         ]
     );
 }
+
+/// Sparkplug B payloads made by pysparkplug (PyPI), keyed by message name.
+fn sparkplug_payloads(base_ms: i64) -> BTreeMap<String, Vec<u8>> {
+    let script = format!(
+        "{}/tests/data/sparkplug/payloads.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(base_ms.to_string())
+        .output()
+        .expect("run python3 (tests/run.sh installs pysparkplug into the test venv)");
+    assert!(
+        out.status.success(),
+        "{script}: {} (install pysparkplug: tests/run.sh)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).expect("JSON");
+    hex.into_iter()
+        .map(|(k, h)| {
+            let bytes = (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+                .collect();
+            (k, bytes)
+        })
+        .collect()
+}
+
+/// Sparkplug B through the binary: BIRTH aliases resolve alias-only DDATA, datatypes land as
+/// field types, per-metric timestamps; a DDEATH inhibits the device's rules and its next
+/// DBIRTH restores them.
+#[test]
+fn sparkplug_b_births_aliases_and_death_inhibition() {
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+    let body = config(
+        &influx,
+        &broker,
+        "shapes-sparkplug",
+        &format!(
+            "{}\n[rules]\nfiles = [\"rules.toml\"]\n",
+            mapping("sparkplug-b.toml")
+        ),
+    );
+    let mut sw = Sw::start_paused(&body);
+    std::fs::write(
+        sw.dir().join("rules.toml"),
+        r#"[[rule]]
+name = "cooling_supply_air"
+measurement = "cooling"
+field = "supply_air_c"
+match = { device = "*" }
+above = { critical = 27.0, critical_clear = 26.0 }
+message = "cooling unit {device}: supply air {value} °C"
+"#,
+    )
+    .unwrap();
+    sw.launch();
+    broker.publish("ready/marker", b"1", 1, true);
+    let s = Setup { influx, broker, sw };
+    s.rows("SELECT * FROM ready", 1);
+
+    let t = base_ms();
+    let p = sparkplug_payloads(t);
+    let publish = |topic: &str, name: &str| s.broker.publish(topic, &p[name], 1, false);
+    let fired = |s: &Setup| {
+        s.sw.metric(
+            "sitewatch_rules_events_total",
+            &["rule=\"cooling_supply_air\"", "state=\"firing\""],
+        ) + 0.0
+    };
+    let inhibited = |s: &Setup| {
+        s.sw.metric(
+            "sitewatch_rules_inhibited_total",
+            &["rule=\"cooling_supply_air\"", "reason=\"device_down\""],
+        ) + 0.0
+    };
+
+    publish("spBv1.0/dc1/NBIRTH/gw-hall1", "nbirth");
+    publish("spBv1.0/dc1/DBIRTH/gw-hall1/crah-1", "dbirth");
+    publish("spBv1.0/dc1/DDATA/gw-hall1/crah-1", "ddata");
+    let ns = |ms: i64| json!(ms * 1_000_000);
+    let rows = s.rows("SELECT * FROM cooling", 3);
+    let tags = [
+        ("device", json!("crah-1")),
+        ("edge_node", json!("gw-hall1")),
+        ("group", json!("dc1")),
+    ];
+    let with = |time: i64, fields: &[(&str, Value)]| {
+        let mut r = row(&tags);
+        r.extend(row(fields));
+        r.insert("time".into(), ns(time));
+        r
+    };
+    assert_eq!(
+        rows,
+        vec![
+            // DBIRTH (Float 18.5, Double 28.25, UInt16 62, Boolean).
+            with(
+                t,
+                &[
+                    ("supply_air_c", json!(18.5)),
+                    ("return_air_c", json!(28.25)),
+                    ("fan_speed_pct", json!(62)),
+                    ("running", json!(true)),
+                ]
+            ),
+            // DDATA: alias 11 with its own timestamp.
+            with(t + 9_500, &[("return_air_c", json!(27.5))]),
+            // DDATA: alias 10 at the payload's timestamp.
+            with(t + 10_000, &[("supply_air_c", json!(19.25))]),
+        ],
+        "{}",
+        s.sw.log()
+    );
+    let types: Vec<(String, String)> = s
+        .influx
+        .row_maps(DB, "SHOW FIELD KEYS FROM cooling")
+        .iter()
+        .map(|r| {
+            (
+                r["fieldKey"].as_str().unwrap().to_string(),
+                r["fieldType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("fan_speed_pct".into(), "integer".into()),
+            ("return_air_c".into(), "float".into()),
+            ("running".into(), "boolean".into()),
+            ("supply_air_c".into(), "float".into()),
+        ]
+    );
+    // Node metrics, Offset and Mode are not mapped: counted, not stored.
+    assert!(
+        s.sw.metric(
+            "sitewatch_mqtt_unknown_points_total",
+            &["subscription=\"sparkplug\""]
+        ) >= 6.0
+    );
+
+    // DDEATH, then a breaching value of the dead device: inhibited, no alert.
+    publish("spBv1.0/dc1/DDEATH/gw-hall1/crah-1", "ddeath");
+    publish("spBv1.0/dc1/DDATA/gw-hall1/crah-1", "ddata_while_down");
+    s.rows("SELECT * FROM cooling", 4);
+    common::eventually(Duration::from_secs(10), "inhibited", || {
+        (inhibited(&s) >= 1.0).then_some(())
+    });
+    assert_eq!(fired(&s), 0.0, "no alert while the device is down");
+    // DBIRTH: up again, and its 31.5 °C fires.
+    publish("spBv1.0/dc1/DBIRTH/gw-hall1/crah-1", "dbirth_again");
+    common::eventually(Duration::from_secs(10), "fired after DBIRTH", || {
+        (fired(&s) == 1.0).then_some(())
+    });
+    // NDEATH (the broker's will for the node): node and device down.
+    publish("spBv1.0/dc1/NDEATH/gw-hall1", "ndeath");
+    let health = s.rows("SELECT * FROM sparkplug_state GROUP BY device", 6);
+    let ups: Vec<(String, bool)> = health
+        .iter()
+        .map(|r| {
+            (
+                r["device"].as_str().unwrap().to_string(),
+                r["up"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ups,
+        vec![
+            ("crah-1".into(), true),
+            ("crah-1".into(), false),
+            ("crah-1".into(), true),
+            ("crah-1".into(), false),
+            ("gw-hall1".into(), true),
+            ("gw-hall1".into(), false),
+        ],
+        "{health:?}"
+    );
+}

@@ -37,11 +37,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$own_policy" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-# snmpsim (realistic device agents serving .snmprec data) and snmpsim-data (recordings of
-# real UPSes, PDUs and sensors, for the profile conformance tests) live on PyPI. They go into
+# snmpsim (realistic device agents serving .snmprec data), snmpsim-data (recordings of
+# real UPSes, PDUs and sensors, for the profile conformance tests) and pysparkplug live on PyPI. They go into
 # a virtualenv under target/ so the system Python is left alone (Debian forbids pip there).
 venv=target/snmpsim-venv
-if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'import snmpsim_data' 2>/dev/null; then
+if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'import snmpsim_data, pysparkplug' 2>/dev/null; then
   command -v python3 >/dev/null 2>&1 || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3; }
   if [ ! -x "$venv/bin/python3" ] && ! python3 -m venv "$venv" >/dev/null 2>&1; then
     rm -rf "$venv"
@@ -49,7 +49,10 @@ if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'i
     python3 -m venv "$venv"
   fi
   # snmpsim 1.2 imports pysmi without declaring it; snmpsim-data 1.0.1 needs pysmi < 2.
-  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==1.6.3' 'snmpsim-data==1.0.1'
+  # pysparkplug makes the Sparkplug B payloads of tests/mqtt_shapes.rs (another implementation
+  # of sparkplug_b.proto than sitewatch's).
+  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==1.6.3' 'snmpsim-data==1.0.1' \
+    'pysparkplug==0.6.1' 'protobuf==7.36.2' 'paho-mqtt==1.6.1'
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

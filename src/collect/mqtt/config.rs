@@ -126,6 +126,8 @@ pub enum PayloadFormat {
     Json,
     /// InfluxDB line protocol, one or more lines.
     LineProtocol,
+    /// Sparkplug B protobuf on `spBv1.0/<group>/<type>/<edge>[/<device>]` (see `sparkplug.rs`).
+    SparkplugB,
 }
 
 /// Unit of a numeric payload timestamp.
@@ -322,6 +324,13 @@ pub struct SubscriptionConfig {
     /// `{ temperature = "temperature_c" }`); other values are used sanitised to snake_case.
     #[serde(default)]
     pub field_names: BTreeMap<String, String>,
+    /// `sparkplug_b`: metric name as sent (`"Inputs/Supply Air"`) -> field name.
+    #[serde(default)]
+    pub metric_names: BTreeMap<String, String>,
+    /// `sparkplug_b`: metrics not in `metric_names`: `"keep"` (default, snake_case of the
+    /// name: `inputs_supply_air`) or `"drop"` (counted as unknown points).
+    #[serde(default)]
+    pub unknown_metrics: Option<super::points::UnknownPoints>,
     /// `json`: a list of named points (`[mqtt.subscription.points]`, see `points.rs`): each
     /// value is stored under the field its own name maps to, whatever its position.
     #[serde(default)]

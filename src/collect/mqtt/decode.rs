@@ -30,7 +30,8 @@ use super::config::{
 };
 use super::each::EachList;
 use super::path::JsonPath;
-use super::points::{sanitise, PointList, Skipped};
+use super::points::{sanitise, PointList, Skipped, UnknownPoints};
+use super::sparkplug::{Births, SparkplugTopic};
 use super::timefmt::TimestampSpec;
 use super::topic::TopicTemplate;
 use super::values::ValueConv;
@@ -63,6 +64,8 @@ pub enum DecodeReason {
     OutOfRange,
     /// Every field value of the payload was dropped for its type.
     NoValidFields,
+    /// Bytes that are not a Sparkplug B protobuf payload.
+    MalformedProtobuf,
     /// A string that is not one of the field's `states`.
     UnknownState,
     /// Two points of one payload map to the same field of the same sample; the first is kept.
@@ -85,6 +88,7 @@ impl DecodeReason {
             DecodeReason::NotAnInteger => "not_an_integer",
             DecodeReason::OutOfRange => "out_of_range",
             DecodeReason::NoValidFields => "no_valid_fields",
+            DecodeReason::MalformedProtobuf => "malformed_protobuf",
             DecodeReason::UnknownState => "unknown_state",
             DecodeReason::DuplicatePoint => "duplicate_point",
         }
@@ -159,7 +163,16 @@ enum Kind {
         each: Vec<EachList>,
     },
     LineProtocol,
+    SparkplugB {
+        births: Births,
+        names: std::collections::HashMap<Box<str>, Arc<str>>,
+        unknown: UnknownPoints,
+    },
 }
+
+/// Measurement of the Sparkplug B device-health rows (`up` = BIRTH, DEATH): the rules engine
+/// inhibits a device's rules while its latest row says `up=false`, as for `snmp_poll`.
+pub const SPARKPLUG_STATE_MEASUREMENT: &str = "sparkplug_state";
 
 /// The field of a `number` payload.
 #[derive(Debug, Clone)]
@@ -279,6 +292,15 @@ impl Decoder {
             check_max_payload(max).map_err(|p| err("max_payload_size", p.into()))?;
         }
 
+        let sparkplug_only = |key: &'static str, set: bool| {
+            if set && cfg.format != PayloadFormat::SparkplugB {
+                Err(err(key, "only applies to format = \"sparkplug_b\"".into()))
+            } else {
+                Ok(())
+            }
+        };
+        sparkplug_only("metric_names", !cfg.metric_names.is_empty())?;
+        sparkplug_only("unknown_metrics", cfg.unknown_metrics.is_some())?;
         json_only("points", cfg.points.is_some())?;
         json_only("each", !cfg.each.is_empty())?;
         json_only("timestamp_format", cfg.timestamp_format.is_some())?;
@@ -352,6 +374,32 @@ impl Decoder {
                 }
             }
             PayloadFormat::LineProtocol => Kind::LineProtocol,
+            PayloadFormat::SparkplugB => {
+                let mut names = std::collections::HashMap::new();
+                for (metric, f) in &cfg.metric_names {
+                    if f.is_empty() {
+                        return Err(err(
+                            "metric_names",
+                            format!("{metric:?}: the field name is empty"),
+                        ));
+                    }
+                    names.insert(Box::from(metric.as_str()), Arc::from(f.as_str()));
+                }
+                let unknown = cfg.unknown_metrics.unwrap_or(UnknownPoints::Keep);
+                if unknown == UnknownPoints::Drop && names.is_empty() {
+                    return Err(err(
+                        "unknown_metrics",
+                        "\"drop\" without metric_names would store nothing; list the metrics \
+                         in metric_names or keep them"
+                            .into(),
+                    ));
+                }
+                Kind::SparkplugB {
+                    births: Births::default(),
+                    names,
+                    unknown,
+                }
+            }
             PayloadFormat::Json => {
                 if cfg.fields.is_empty() && cfg.points.is_none() && cfg.each.is_empty() {
                     return Err(err(
@@ -422,7 +470,7 @@ impl Decoder {
             } => vec![field.as_ref()],
             Kind::Number { .. } => Vec::new(),
             Kind::Json { fields, .. } => fields.iter().map(|f| f.name.as_ref()).collect(),
-            Kind::LineProtocol => Vec::new(),
+            Kind::LineProtocol | Kind::SparkplugB { .. } => Vec::new(),
         };
         let point_list = match &kind {
             Kind::Json { points, .. } => points.as_deref(),
@@ -581,6 +629,16 @@ impl Decoder {
                     self.max_payload
                 ),
             ));
+        }
+        if let Kind::SparkplugB {
+            births,
+            names,
+            unknown,
+        } = &self.kind
+        {
+            return self.decode_sparkplug(
+                topic, captures, payload, recv_ns, births, names, *unknown, notes, &fail,
+            );
         }
         let text = std::str::from_utf8(payload).map_err(|e| {
             // Only the start is converted for the message, not a whole large payload.
@@ -774,6 +832,7 @@ impl Decoder {
                 Ok(samples)
             }
             Kind::LineProtocol => self.decode_line_protocol(text, captures, recv_ns, notes, &fail),
+            Kind::SparkplugB { .. } => unreachable!("decoded before the UTF-8 check"),
         }
     }
 
@@ -910,6 +969,142 @@ impl Decoder {
                 }
             }
         }
+    }
+
+    /// Sparkplug B: metrics as fields (one sample per timestamp) plus `sparkplug_state`
+    /// rows for BIRTH and DEATH.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_sparkplug(
+        &self,
+        topic: &str,
+        captures: &[(Arc<str>, Arc<str>)],
+        payload: &[u8],
+        recv_ns: i64,
+        births: &Births,
+        names: &std::collections::HashMap<Box<str>, Arc<str>>,
+        unknown: UnknownPoints,
+        notes: &mut DecodeNotes,
+        fail: &dyn Fn(DecodeReason, String) -> DecodeError,
+    ) -> Result<Vec<Sample>, DecodeError> {
+        let Some(t) = SparkplugTopic::parse(topic) else {
+            return Err(fail(
+                DecodeReason::NoFields,
+                "not a Sparkplug B topic (spBv1.0/<group>/<NBIRTH|NDATA|NDEATH>/<edge node>, \
+                 or .../<DBIRTH|DDATA|DDEATH>/<edge node>/<device>)"
+                    .into(),
+            ));
+        };
+        let decoded = births
+            .decode(&t, payload)
+            .map_err(|e| fail(DecodeReason::MalformedProtobuf, e))?;
+        let device = t.device.unwrap_or(t.edge);
+        let base = [
+            (Arc::<str>::from("group"), Arc::<str>::from(t.group)),
+            (Arc::from("edge_node"), Arc::from(t.edge)),
+        ];
+        let mut samples = Vec::new();
+        for (dev, up) in &decoded.health {
+            let tags = self.tags(
+                captures,
+                base.iter()
+                    .cloned()
+                    .chain([(Arc::from("device"), dev.clone())]),
+            );
+            samples.push(
+                Sample::new(SeriesKey::new(SPARKPLUG_STATE_MEASUREMENT, tags), recv_ns)
+                    .with_field("up", FieldValue::Bool(*up)),
+            );
+        }
+        if decoded.unresolved > 0 {
+            notes.nameless_points.push(format!(
+                "{} metric(s) by an alias no BIRTH of {topic:?} declared (the BIRTH was missed; \
+                 the host application should request a rebirth)",
+                decoded.unresolved
+            ));
+        }
+        let tags = self.tags(
+            captures,
+            base.iter()
+                .cloned()
+                .chain([(Arc::from("device"), Arc::from(device))]),
+        );
+        let first = samples.len();
+        for (name, value, ts_ms) in decoded.metrics {
+            let field = match names.get(&*name) {
+                Some(f) => f.clone(),
+                None => match (unknown, sanitise(&name)) {
+                    (UnknownPoints::Keep, Some(f)) => Arc::from(f),
+                    (UnknownPoints::Keep, None) => {
+                        notes.nameless_points.push(name.to_string());
+                        continue;
+                    }
+                    (UnknownPoints::Drop, _) => {
+                        notes.unknown_points.push(name.to_string());
+                        continue;
+                    }
+                },
+            };
+            let value = match value {
+                Ok(v) => v,
+                Err(why) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason: DecodeReason::TypeMismatch,
+                        detail: format!("Sparkplug metric {name:?}: {why}"),
+                    });
+                    continue;
+                }
+            };
+            let ts = match ts_ms.or(decoded.payload_ts_ms) {
+                None => recv_ns,
+                Some(ms) => {
+                    let checked = i64::try_from(ms)
+                        .ok()
+                        .and_then(|ms| ms.checked_mul(1_000_000))
+                        .ok_or_else(|| {
+                            (
+                                DecodeReason::BadTimestamp,
+                                format!("metric {name:?}: timestamp {ms} ms overflows"),
+                            )
+                        })
+                        .and_then(|ns| {
+                            check_timestamp(ns, recv_ns)
+                                .map_err(|d| (DecodeReason::TimestampOutOfRange, d))
+                        });
+                    match self.or_receive_time(checked, recv_ns, notes) {
+                        Ok(ns) => ns,
+                        Err((reason, detail)) => {
+                            notes.field_errors.push(FieldError {
+                                field: field.clone(),
+                                reason,
+                                detail,
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            match samples[first..].iter_mut().find(|s| s.timestamp_ns == ts) {
+                Some(s) if s.fields.iter().any(|(k, _)| *k == field) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason: DecodeReason::DuplicatePoint,
+                        detail: format!(
+                            "metric {name:?} maps to field {field:?}, which another metric of \
+                             the payload with the same timestamp set; the first is kept"
+                        ),
+                    });
+                }
+                Some(s) => s.fields.push((field, value)),
+                None => {
+                    let mut s =
+                        Sample::new(SeriesKey::new(self.measurement.clone(), tags.clone()), ts);
+                    s.fields.push((field, value));
+                    samples.push(s);
+                }
+            }
+        }
+        Ok(samples)
     }
 
     /// A payload timestamp at `path` (for messages) as ns, checked against receive time.

@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: the `[mqtt]` table and `[[mqtt.subscription]]` entries.
 //! - [`topic`]: topic templates (`dc/{site}/{rack}/temperature`) → MQTT filters + tags.
-//! - [`decode`]: `number`, `json` and `line_protocol` payload decoders.
+//! - [`decode`]: `number`, `json`, `line_protocol` and `sparkplug_b` payload decoders.
 //! - [`subscriber`]: the long-running [`run`] loop and the one-shot [`collect_for`].
 //! - [`source`]: the collector as the topology's [`crate::collect::Source`].
 //!
@@ -77,6 +77,7 @@ pub mod points;
 pub mod registers;
 mod series_cap;
 mod source;
+pub mod sparkplug;
 pub mod subscriber;
 pub mod timefmt;
 pub mod topic;
