@@ -17,6 +17,7 @@
 //! [mqtt.subscription.points.known]
 //! "CRAH-1 supply air" = "crah1_supply_c"
 //! "CRAH-1 return air" = { field = "crah1_return_c", type = "float" }
+//! "CRAH-1 fan raw" = { field = "crah1_fan_pct", decode = "uint16", scale = 0.1 }
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +30,7 @@ use serde_json::Value;
 
 use super::config::FieldType;
 use super::path::JsonPath;
-use super::values::{StatesSpec, ValueConv};
+use super::values::{NumericSpec, StatesSpec, ValueConv};
 
 /// What happens to points whose name is not in `known`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -93,6 +94,8 @@ pub struct KnownPoint {
     /// Tags of this point's sample, e.g. `{ device = "crah-1" }` when one gateway reports
     /// several units.
     pub tags: BTreeMap<String, String>,
+    /// `scale`, `divide`, `offset`, `decode`, `word_order` of this point's value.
+    pub numeric: NumericSpec,
 }
 
 impl<'de> Deserialize<'de> for KnownPoint {
@@ -107,6 +110,16 @@ impl<'de> Deserialize<'de> for KnownPoint {
             states: Option<StatesSpec>,
             #[serde(default)]
             tags: BTreeMap<String, String>,
+            #[serde(default)]
+            scale: Option<f64>,
+            #[serde(default)]
+            divide: Option<f64>,
+            #[serde(default)]
+            offset: Option<f64>,
+            #[serde(default)]
+            decode: Option<super::registers::RegisterType>,
+            #[serde(default)]
+            word_order: Option<super::registers::WordOrder>,
         }
         struct KnownVisitor;
         impl<'de> Visitor<'de> for KnownVisitor {
@@ -123,6 +136,7 @@ impl<'de> Deserialize<'de> for KnownPoint {
                     field_type: None,
                     states: None,
                     tags: BTreeMap::new(),
+                    numeric: NumericSpec::default(),
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KnownPoint, A::Error> {
@@ -132,6 +146,13 @@ impl<'de> Deserialize<'de> for KnownPoint {
                     field_type: t.field_type,
                     states: t.states,
                     tags: t.tags,
+                    numeric: NumericSpec {
+                        scale: t.scale,
+                        divide: t.divide,
+                        offset: t.offset,
+                        decode: t.decode,
+                        word_order: t.word_order,
+                    },
                 })
             }
         }
@@ -213,8 +234,9 @@ impl PointList {
             }
             let ty = k.field_type.or(cfg.field_type);
             let states = k.states.as_ref().or(cfg.states.as_ref());
-            let c =
-                ValueConv::compile(ty, states).map_err(|e| format!("points.known.{raw:?}: {e}"))?;
+            let c = ValueConv::compile(ty, states)
+                .and_then(|c| c.with_numeric(&k.numeric))
+                .map_err(|e| format!("points.known.{raw:?}: {e}"))?;
             let mut tags = Vec::new();
             for (t, v) in &k.tags {
                 if t.is_empty() || v.is_empty() {
@@ -502,6 +524,20 @@ mod tests {
         );
         // No container: None.
         assert!(l.extract(&json!(5), &mut skipped).is_none());
+    }
+
+    #[test]
+    fn known_points_take_scale_and_registers() {
+        let l = list(
+            "path = \"p\"\n[known]\n\"T\" = { field = \"t_c\", decode = \"int16\", scale = 0.1 }",
+        );
+        let doc = json!({"p": [{"name": "T", "value": 65526}]});
+        let mut skipped = Vec::new();
+        let points = l.extract(&doc, &mut skipped).unwrap();
+        assert_eq!(
+            points[0].conv.apply(points[0].value, false),
+            Ok(Some(crate::model::FieldValue::Float(-1.0)))
+        );
     }
 
     #[test]
