@@ -849,3 +849,39 @@ message = "cooling unit {device}: supply air {value} °C"
         "{health:?}"
     );
 }
+
+/// A Modbus-to-MQTT gateway's raw registers by address: int16/uint16/float32/uint32 with word
+/// order and exact decimal scale.
+#[test]
+fn modbus_gateway_registers() {
+    let s = setup("shapes-modbus", &mapping("modbus-gateway.toml"));
+    let t = base_ms() / 1000;
+    let payload = format!(
+        r#"{{"ts":{t},"registers":{{"40001":182,"40002":281,"40003":[16816,0],"40005":623,"40007":[4464,1],"40099":7}}}}"#
+    );
+    s.broker
+        .publish("modbus/dc1/crah-3", payload.as_bytes(), 1, false);
+    let rows = s.rows("SELECT * FROM cooling", 1);
+    assert_eq!(
+        rows,
+        vec![row(&[
+            ("device", json!("crah-3")),
+            ("site", json!("dc1")),
+            ("time", json!(t * 1_000_000_000)),
+            ("supply_air_c", json!(18.2)),
+            ("return_air_c", json!(28.1)),
+            ("setpoint_c", json!(22)),
+            ("fan_speed_pct", json!(62.3)),
+            ("cooling_capacity_pct", json!(70)),
+        ])],
+        "{}",
+        s.sw.log()
+    );
+    assert_eq!(
+        s.sw.metric(
+            "sitewatch_mqtt_unknown_points_total",
+            &["subscription=\"modbus-gateway\""]
+        ),
+        1.0
+    );
+}
