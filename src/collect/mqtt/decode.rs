@@ -572,7 +572,8 @@ impl Decoder {
     /// map" (json: another message type on the same topic, such as Shelly's `NotifyEvent`),
     /// which is counted quietly rather than as a decode error.
     pub(crate) fn maps_shapes(&self) -> bool {
-        matches!(self.kind, Kind::Json { .. })
+        // Sparkplug: STATE messages of host applications on `spBv1.0/#` are not telemetry.
+        matches!(self.kind, Kind::Json { .. } | Kind::SparkplugB { .. })
     }
 
     /// The subscription's label (for metrics and logs).
@@ -2302,6 +2303,65 @@ mod tests {
     }
 
     #[test]
+    fn sparkplug_through_the_decoder() {
+        use super::super::sparkplug::{datatype, Metric, MetricValue, Payload};
+        use prost::Message;
+        let d = sub("topic=\"spBv1.0/#\"\nmeasurement=\"cooling\"\nformat=\"sparkplug_b\"\nmetric_names={\"Supply Air\"=\"supply_air_c\"}");
+        assert!(d.maps_shapes());
+        let birth = Payload {
+            timestamp: Some(1_699_999_000_000),
+            metrics: vec![Metric {
+                name: Some("Supply Air".into()),
+                alias: Some(7),
+                timestamp: Some(1_699_999_500_000),
+                datatype: Some(datatype::FLOAT),
+                is_historical: None,
+                is_transient: None,
+                is_null: None,
+                value: Some(MetricValue::FloatValue(18.5)),
+            }],
+            seq: Some(0),
+            uuid: None,
+            body: None,
+        };
+        let s = run(&d, "spBv1.0/dc1/DBIRTH/gw/crah-1", &birth.encode_to_vec()).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(&*s[0].series.measurement, SPARKPLUG_STATE_MEASUREMENT);
+        assert_eq!(s[0].field("up"), Some(&FieldValue::Bool(true)));
+        assert_eq!(s[0].timestamp_ns, NOW);
+        assert_eq!(s[1].field("supply_air_c"), Some(&FieldValue::Float(18.5)));
+        assert_eq!(s[1].timestamp_ns, 1_699_999_500_000_000_000);
+        let tags: Vec<_> = s[1].series.tags.iter().collect();
+        assert_eq!(
+            tags,
+            vec![("device", "crah-1"), ("edge_node", "gw"), ("group", "dc1")]
+        );
+        assert_eq!(
+            run(&d, "spBv1.0/STATE/scada-1", b"{\"online\":true}")
+                .unwrap_err()
+                .reason,
+            DecodeReason::NoFields
+        );
+        assert_eq!(
+            run(&d, "spBv1.0/dc1/DDATA/gw/crah-1", b"\xff\xff\xff")
+                .unwrap_err()
+                .reason,
+            DecodeReason::MalformedProtobuf
+        );
+        assert!(run(&d, "spBv1.0/dc1/DCMD/gw/crah-1", b"")
+            .unwrap()
+            .is_empty());
+        for (src, key) in [
+            ("topic=\"spBv1.0/#\"\nmeasurement=\"m\"\nformat=\"sparkplug_b\"\nunknown_metrics=\"drop\"", "unknown_metrics"),
+            ("topic=\"a\"\nmeasurement=\"m\"\nformat=\"number\"\nmetric_names={a=\"b\"}", "metric_names"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+    }
+
+    #[test]
     fn decimal_timestamps_are_exact() {
         let ts = |t: &str, u| decimal_timestamp(t, u);
         assert_eq!(
@@ -2951,6 +3011,14 @@ mod tests {
         #[test]
         fn decoders_never_panic(d in any_decoder(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = run(&d, "t/x", &payload);
+        }
+
+        #[test]
+        fn sparkplug_decoder_never_panics(k in 0usize..8, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let d = sub("topic=\"spBv1.0/#\"\nmeasurement=\"m\"\nformat=\"sparkplug_b\"");
+            let topics = ["spBv1.0/g/NBIRTH/e", "spBv1.0/g/DBIRTH/e/d", "spBv1.0/g/NDATA/e", "spBv1.0/g/DDATA/e/d",
+                "spBv1.0/g/NDEATH/e", "spBv1.0/g/DDEATH/e/d", "spBv1.0/STATE/h", "spBv1.0/g/DCMD/e/d"];
+            let _ = run(&d, topics[k], &payload);
         }
 
         #[test]

@@ -624,9 +624,13 @@ impl Router {
                 }
             }
             if self.quiet_warnings[decoder.index].should_warn(Instant::now()) {
+                // A list of thousands of points must not make a log line of megabytes.
+                let first = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>();
                 tracing::warn!(
                     subscription = %label, topic = %publish.topic,
-                    unknown = ?self.notes.unknown_points, without_name = ?self.notes.nameless_points,
+                    unknown = ?first(&self.notes.unknown_points),
+                    without_name = ?first(&self.notes.nameless_points),
+                    dropped = unknown,
                     "MQTT points dropped: not in points.known (add them there, or set \
                      unknown = \"keep\"), or without a name; counted in \
                      sitewatch_mqtt_unknown_points_total, warned at most once a minute per \
