@@ -66,6 +66,8 @@ pub enum DecodeReason {
     NoValidFields,
     /// Bytes that are not a Sparkplug B protobuf payload.
     MalformedProtobuf,
+    /// A Sparkplug BIRTH beyond the edge nodes / devices one subscription keeps.
+    TooManyDevices,
     /// A string that is not one of the field's `states`.
     UnknownState,
     /// Two points of one payload map to the same field of the same sample; the first is kept.
@@ -89,6 +91,7 @@ impl DecodeReason {
             DecodeReason::OutOfRange => "out_of_range",
             DecodeReason::NoValidFields => "no_valid_fields",
             DecodeReason::MalformedProtobuf => "malformed_protobuf",
+            DecodeReason::TooManyDevices => "too_many_devices",
             DecodeReason::UnknownState => "unknown_state",
             DecodeReason::DuplicatePoint => "duplicate_point",
         }
@@ -995,9 +998,14 @@ impl Decoder {
                     .into(),
             ));
         };
-        let decoded = births
-            .decode(&t, payload)
-            .map_err(|e| fail(DecodeReason::MalformedProtobuf, e))?;
+        let decoded = births.decode(&t, payload).map_err(|e| {
+            let reason = if e.starts_with("BIRTH refused") {
+                DecodeReason::TooManyDevices
+            } else {
+                DecodeReason::MalformedProtobuf
+            };
+            fail(reason, e)
+        })?;
         let device = t.device.unwrap_or(t.edge);
         let base = [
             (Arc::<str>::from("group"), Arc::<str>::from(t.group)),

@@ -241,6 +241,11 @@ struct Node {
     devices: HashMap<Arc<str>, Declared>,
 }
 
+/// Most edge nodes, and devices per edge node, whose BIRTH state one subscription keeps: a
+/// publisher inventing ids cannot grow it without bound. A BIRTH beyond them is refused.
+pub(crate) const MAX_NODES: usize = 10_000;
+pub(crate) const MAX_DEVICES_PER_NODE: usize = 10_000;
+
 /// BIRTH state of every edge node and device seen, per subscription (shared by its clones).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Births {
@@ -272,6 +277,24 @@ impl Births {
         let p = Payload::decode(payload).map_err(|e| format!("not a Sparkplug B payload: {e}"))?;
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         let key = (Arc::<str>::from(t.group), Arc::<str>::from(t.edge));
+        let full = match t.kind {
+            MessageType::NBirth => !nodes.contains_key(&key) && nodes.len() >= MAX_NODES,
+            MessageType::DBirth => {
+                let n = nodes.get(&key);
+                (n.is_none() && nodes.len() >= MAX_NODES)
+                    || n.is_some_and(|n| {
+                        n.devices.len() >= MAX_DEVICES_PER_NODE
+                            && !n.devices.contains_key(t.device.unwrap_or_default())
+                    })
+            }
+            _ => false,
+        };
+        if full {
+            return Err(format!(
+                "BIRTH refused: this subscription already keeps {MAX_NODES} edge nodes or \
+                 {MAX_DEVICES_PER_NODE} devices of one node (a publisher inventing ids?)"
+            ));
+        }
         let mut health = Vec::new();
         let edge: Arc<str> = Arc::from(t.edge);
         let device: Option<Arc<str>> = t.device.map(Arc::from);
@@ -528,6 +551,30 @@ mod tests {
         assert!(b
             .decode(&topic("spBv1.0/dc1/DDATA/gw-1/crah-1"), b"\xff\xff")
             .is_err());
+    }
+
+    #[test]
+    fn birth_state_is_bounded() {
+        let b = Births::default();
+        let empty = payload(vec![]);
+        for i in 0..MAX_NODES {
+            let t = format!("spBv1.0/g/NBIRTH/e{i}");
+            b.decode(&SparkplugTopic::parse(&t).unwrap(), &empty)
+                .unwrap();
+        }
+        let e = b
+            .decode(
+                &SparkplugTopic::parse("spBv1.0/g/NBIRTH/one-more").unwrap(),
+                &empty,
+            )
+            .unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        // A known node may be reborn.
+        b.decode(
+            &SparkplugTopic::parse("spBv1.0/g/NBIRTH/e7").unwrap(),
+            &empty,
+        )
+        .unwrap();
     }
 
     proptest! {
