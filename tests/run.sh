@@ -25,6 +25,8 @@ for pair in "${needed[@]}"; do
   bin=${pair%%:*}; pkg=${pair##*:}
   if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then missing+=("$pkg"); fi
 done
+# The tz database: MQTT timestamps in local time (timestamp_timezone) are read with it.
+if [ ! -e /usr/share/zoneinfo/Europe/Berlin ]; then missing+=(tzdata); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
