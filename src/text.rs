@@ -44,6 +44,15 @@ fn join_chain<'a>(chain: impl Iterator<Item = &'a dyn std::error::Error>) -> Str
     out
 }
 
+/// At most 64 characters of a payload for error messages.
+pub fn preview(text: &str) -> String {
+    let mut out: String = text.chars().take(64).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sitewatch::collect::modbus::decode::{encode, Raw};
 use sitewatch::collect::modbus::map::{load_dir, RegisterMap, Table};
+use sitewatch::collect::registers::{encode, Raw};
 
 use common::influx::Influxd;
 use common::modbus::{ModbusServer, UnitData};

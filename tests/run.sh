@@ -25,6 +25,8 @@ for pair in "${needed[@]}"; do
   bin=${pair%%:*}; pkg=${pair##*:}
   if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then missing+=("$pkg"); fi
 done
+# The tz database: MQTT timestamps in local time (timestamp_timezone) are read with it.
+if [ ! -e /usr/share/zoneinfo/Europe/Berlin ]; then missing+=(tzdata); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -38,11 +40,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # snmpsim (realistic device agents serving .snmprec data), snmpsim-data (recordings of
-# real UPSes, PDUs and sensors, for the profile conformance tests) and pymodbus (the Modbus
-# TCP server of tests/modbus.rs) live on PyPI. They go into a virtualenv under target/ so the
-# system Python is left alone (Debian forbids pip there).
+# real UPSes, PDUs and sensors, for the profile conformance tests), pymodbus (the Modbus
+# TCP server of tests/modbus.rs) and pysparkplug live on PyPI. They go into a virtualenv under
+# target/ so the system Python is left alone (Debian forbids pip there).
 venv=target/snmpsim-venv
-if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'import snmpsim_data, pymodbus' 2>/dev/null; then
+if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'import snmpsim_data, pymodbus, pysparkplug' 2>/dev/null; then
   command -v python3 >/dev/null 2>&1 || { $SUDO apt-get update -qq; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3; }
   if [ ! -x "$venv/bin/python3" ] && ! python3 -m venv "$venv" >/dev/null 2>&1; then
     rm -rf "$venv"
@@ -50,7 +52,10 @@ if [ ! -x "$venv/bin/snmpsim-command-responder" ] || ! "$venv/bin/python3" -c 'i
     python3 -m venv "$venv"
   fi
   # snmpsim 1.2 imports pysmi without declaring it; snmpsim-data 1.0.1 needs pysmi < 2.
-  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==1.6.3' 'snmpsim-data==1.0.1' 'pymodbus==3.11.4'
+  # pysparkplug makes the Sparkplug B payloads of tests/mqtt_shapes.rs (another implementation
+  # of sparkplug_b.proto than sitewatch's).
+  "$venv/bin/pip" install --quiet 'snmpsim==1.2.2' 'pysmi==1.6.3' 'snmpsim-data==1.0.1' \
+    'pymodbus==3.11.4' 'pysparkplug==0.6.1' 'protobuf==7.36.2' 'paho-mqtt==1.6.1'
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

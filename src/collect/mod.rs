@@ -14,6 +14,7 @@ use crate::pipeline::BatchSender;
 
 pub mod modbus;
 pub mod mqtt;
+pub mod registers;
 pub mod scale;
 pub mod schedule;
 pub mod shard;

@@ -56,6 +56,14 @@ pub const RATE_RING_CAP: usize = 512;
 pub const POLL_MEASUREMENT: &str = "snmp_poll";
 const POLL_UP_FIELD: &str = "up";
 const DEVICE_TAG: &str = "device";
+/// Device-health measurements: their `up` field (false = down) inhibits the rules of the
+/// device named by their `device` tag. The SNMP poller's, and the MQTT collector's Sparkplug
+/// B BIRTH/DEATH rows (`crate::collect::mqtt::decode::SPARKPLUG_STATE_MEASUREMENT`).
+const HEALTH_MEASUREMENTS: &[&str] = &[POLL_MEASUREMENT, "sparkplug_state"];
+
+fn is_health(measurement: &str) -> bool {
+    HEALTH_MEASUREMENTS.contains(&measurement)
+}
 
 pub(crate) struct MatchedRule {
     pub(crate) rule_idx: usize,
@@ -78,7 +86,7 @@ struct Deps<'a> {
 
 impl Deps<'_> {
     fn inhibited(&self, rule: &Rule, key: &SeriesKey) -> Option<&'static str> {
-        if !self.devices_down.is_empty() && &*key.measurement != POLL_MEASUREMENT {
+        if !self.devices_down.is_empty() && !is_health(&key.measurement) {
             if let Some(dev) = key.tags.get(DEVICE_TAG) {
                 if self.devices_down.contains(dev) {
                     return Some("device_down");
@@ -208,7 +216,7 @@ impl Engine {
 
     /// Evaluates every rule watching one of the sample's fields; events go to `out`.
     pub fn observe(&mut self, sample: &Sample, out: &mut Vec<Event>) {
-        if &*sample.series.measurement == POLL_MEASUREMENT {
+        if is_health(&sample.series.measurement) {
             self.note_device(sample);
         }
         let Some(by_field) = self.index.get(&sample.series.measurement) else {

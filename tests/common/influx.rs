@@ -402,3 +402,42 @@ fn vm_command(dir: &Path, port: u16) -> Command {
         .arg("-retentionPeriod=100y");
     cmd
 }
+
+impl Influxd {
+    /// Every row of every series of an InfluxQL answer (ns timestamps) as a map from column
+    /// to value, tags included (columns of `SELECT *`, or the series' tags with `GROUP BY`),
+    /// with nulls and empty tags left out: exact rows to compare against.
+    pub fn row_maps(
+        &self,
+        db: &str,
+        influxql: &str,
+    ) -> Vec<std::collections::BTreeMap<String, serde_json::Value>> {
+        let v = self.query_epoch_ns(db, influxql);
+        let mut out = Vec::new();
+        for series in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let columns: Vec<String> = series["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or_default().to_string())
+                .collect();
+            for row in series["values"].as_array().into_iter().flatten() {
+                // Tags of a `GROUP BY` series.
+                let mut m: std::collections::BTreeMap<String, serde_json::Value> = series["tags"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| v.as_str().is_some_and(|s| !s.is_empty()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (c, v) in columns.iter().zip(row.as_array().into_iter().flatten()) {
+                    if !v.is_null() {
+                        m.insert(c.clone(), v.clone());
+                    }
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+}

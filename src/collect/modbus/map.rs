@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::decode::{DataType, Layout, Order, Raw};
+use crate::collect::registers::{DataType, Layout, Order, Raw};
 use crate::collect::scale::Scale;
 use crate::config::line_col;
 

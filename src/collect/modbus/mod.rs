@@ -49,7 +49,6 @@
 //! reached through a TCP gateway), no server side.
 
 pub mod config;
-pub mod decode;
 pub mod map;
 pub mod plan;
 pub mod poll;

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use tokio_modbus::client::{Client, Context, Reader};
 use tokio_modbus::{ExceptionCode, Slave};
 
-use super::decode::{decode, Raw};
 use super::map::{Point, RegisterMap, Table};
 use super::plan::{self, Read};
+use crate::collect::registers::{decode, Raw};
 use crate::collect::schedule::PollResult;
 use crate::model::{now_ns, FieldValue, Sample, SeriesKey, TagSet};
 

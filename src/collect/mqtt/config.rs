@@ -41,6 +41,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+pub use super::field_type::FieldType;
+use super::points_spec::PointsConfig;
+use super::value_spec::{NumericSpec, StatesSpec};
 use crate::secret::Secret;
 
 /// Broker connection and subscriptions, TOML table `[mqtt]`.
@@ -122,6 +125,8 @@ pub enum PayloadFormat {
     Json,
     /// InfluxDB line protocol, one or more lines.
     LineProtocol,
+    /// Sparkplug B protobuf on `spBv1.0/<group>/<type>/<edge>[/<device>]` (see `sparkplug.rs`).
+    SparkplugB,
 }
 
 /// Unit of a numeric payload timestamp.
@@ -140,50 +145,29 @@ pub enum TimestampUnit {
     Rfc3339,
 }
 
-/// Declared type of a field (like Telegraf json_v2's `type`). InfluxDB fixes a field's type at
-/// its first write and rejects later points of another type, so a value that does not fit is
-/// dropped from the point (and counted) instead of being written as something else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+/// What a subscription does with a payload timestamp it cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FieldType {
-    /// 64-bit float; JSON integers become floats too.
-    Float,
-    /// Signed 64-bit integer; `3.0` fits, `3.7` does not.
-    Integer,
-    /// Unsigned 64-bit integer (written as a signed integer to InfluxDB 1.x); `-1` does not fit.
-    Unsigned,
-    /// JSON `true`/`false` only.
-    Bool,
-    /// Strings as they are; numbers and booleans by their JSON text.
-    String,
-}
-
-impl FieldType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FieldType::Float => "float",
-            FieldType::Integer => "integer",
-            FieldType::Unsigned => "unsigned",
-            FieldType::Bool => "bool",
-            FieldType::String => "string",
-        }
-    }
-}
-
-impl fmt::Display for FieldType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+pub enum TimestampFallback {
+    /// Drop the message (counted as `bad_timestamp` / `timestamp_out_of_range`).
+    #[default]
+    Drop,
+    /// Store it at receive time, counted in `sitewatch_mqtt_timestamp_fallbacks_total`.
+    ReceiveTime,
 }
 
 /// One entry of a `json` subscription's `fields`: `name = "path"`, or
 /// `name = { path = "path", type = "integer" }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FieldSpec {
     pub path: String,
     /// `None`: numbers as float, booleans as bool, strings dropped (or parsed as numbers with
     /// `parse_numeric_strings`).
     pub field_type: Option<FieldType>,
+    /// Words the device sends for states (`ON`/`OFF`) and what they are stored as.
+    pub states: Option<StatesSpec>,
+    /// `scale`, `divide`, `offset`, register `decode` and `word_order`.
+    pub numeric: NumericSpec,
 }
 
 impl FieldSpec {
@@ -191,6 +175,8 @@ impl FieldSpec {
         FieldSpec {
             path: path.into(),
             field_type,
+            states: None,
+            numeric: NumericSpec::default(),
         }
     }
 }
@@ -204,6 +190,18 @@ impl<'de> Deserialize<'de> for FieldSpec {
             path: String,
             #[serde(default, rename = "type")]
             field_type: Option<FieldType>,
+            #[serde(default)]
+            states: Option<StatesSpec>,
+            #[serde(default)]
+            scale: Option<f64>,
+            #[serde(default)]
+            divide: Option<f64>,
+            #[serde(default)]
+            offset: Option<f64>,
+            #[serde(default)]
+            decode: Option<crate::collect::registers::DataType>,
+            #[serde(default)]
+            word_order: Option<crate::collect::registers::Order>,
         }
 
         struct SpecVisitor;
@@ -224,7 +222,18 @@ impl<'de> Deserialize<'de> for FieldSpec {
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
                 let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(FieldSpec::new(t.path, t.field_type))
+                Ok(FieldSpec {
+                    path: t.path,
+                    field_type: t.field_type,
+                    states: t.states,
+                    numeric: NumericSpec {
+                        scale: t.scale,
+                        divide: t.divide,
+                        offset: t.offset,
+                        decode: t.decode,
+                        word_order: t.word_order,
+                    },
+                })
             }
         }
 
@@ -251,19 +260,44 @@ pub struct SubscriptionConfig {
     #[serde(default)]
     pub measurement: Option<String>,
     pub format: PayloadFormat,
-    /// `number`: the field name.
+    /// `number`: the field name, or `"{capture}"` to name the field by that topic level
+    /// (ESPHome's `{node}/sensor/{entity}/state`); the level is then not a tag.
     #[serde(default = "default_field")]
     pub field: String,
     /// Static tags added to every sample. Payload and topic tags override them.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// `json`: field name -> path like `a.b.c` or `readings.0.value`, or a table
-    /// `{ path = "a.b", type = "integer" }` that also fixes the field's type.
+    /// `json`: field name -> path like `a.b.c`, `temp\\.inlet` (a key with a dot) or
+    /// `readings.0.value`, or a table `{ path = "a.b", type = "integer" }` that also fixes the
+    /// field's type (and `states`).
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
     /// `number`: the type of `field` (default: numbers as float, `true`/`false` as bool).
     #[serde(default, rename = "type")]
     pub field_type: Option<FieldType>,
+    /// `number`: state words of the payload (`"default"` for ON/OFF, open/closed, wet/dry, or
+    /// a table such as `{ ON = true, OFF = false }`).
+    #[serde(default)]
+    pub states: Option<StatesSpec>,
+    /// `json`: one sample per element of an array or object (`[[mqtt.subscription.each]]`,
+    /// see `each.rs`): TTN `rx_metadata[]`, `"Power":[120,85]`, Shelly `switch:0`.
+    #[serde(default)]
+    pub each: Vec<EachConfig>,
+    /// `number` with `field = "{capture}"`: topic level value -> field name (e.g.
+    /// `{ temperature = "temperature_c" }`); other values are used sanitised to snake_case.
+    #[serde(default)]
+    pub field_names: BTreeMap<String, String>,
+    /// `sparkplug_b`: metric name as sent (`"Inputs/Supply Air"`) -> field name.
+    #[serde(default)]
+    pub metric_names: BTreeMap<String, String>,
+    /// `sparkplug_b`: metrics not in `metric_names`: `"keep"` (default, snake_case of the
+    /// name: `inputs_supply_air`) or `"drop"` (counted as unknown points).
+    #[serde(default)]
+    pub unknown_metrics: Option<super::points_spec::UnknownPoints>,
+    /// `json`: a list of named points (`[mqtt.subscription.points]`, see `points.rs`): each
+    /// value is stored under the field its own name maps to, whatever its position.
+    #[serde(default)]
+    pub points: Option<PointsConfig>,
     /// `json`: tag name -> path; strings, numbers and booleans become the tag value.
     #[serde(default)]
     pub tag_paths: BTreeMap<String, String>,
@@ -273,6 +307,19 @@ pub struct SubscriptionConfig {
     /// Unit of payload timestamps (`json` and `line_protocol`).
     #[serde(default)]
     pub timestamp_unit: TimestampUnit,
+    /// `json`: strftime-style layout of string timestamps (`"%d.%m.%Y %H:%M:%S"`); without an
+    /// offset (`%z`) in it, `timestamp_timezone` says the zone.
+    #[serde(default)]
+    pub timestamp_format: Option<String>,
+    /// `json`: IANA zone (`"Europe/Berlin"`) of timestamps that carry no offset, such as
+    /// Tasmota's `"2026-12-01T07:00:00"`.
+    #[serde(default)]
+    pub timestamp_timezone: Option<String>,
+    /// A payload timestamp that cannot be read or is out of range: `"drop"` the message
+    /// (default) or use `"receive_time"` instead, counted in
+    /// `sitewatch_mqtt_timestamp_fallbacks_total{subscription,reason}`.
+    #[serde(default)]
+    pub timestamp_fallback: TimestampFallback,
     /// `json`: turn strings such as `"21.5"` into numbers (some firmware quotes everything),
     /// for fields without a type and fields of type `float`, `integer` or `unsigned`.
     /// Strings that are not numbers (`"12,5"`, `"n/a"`) are dropped from the point either way.
@@ -416,6 +463,26 @@ pub(crate) fn check_max_payload(max: usize) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
+}
+
+/// `[[mqtt.subscription.each]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EachConfig {
+    pub path: String,
+    #[serde(default)]
+    pub measurement: Option<String>,
+    #[serde(default)]
+    pub key_tag: Option<String>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default)]
+    pub first_index: usize,
+    pub fields: BTreeMap<String, FieldSpec>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timestamp: Option<String>,
 }
 
 fn default_port() -> u16 {

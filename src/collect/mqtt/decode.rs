@@ -26,16 +26,32 @@ use serde_json::Value;
 
 use super::config::{
     check_max_payload, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
-    TimestampUnit, DEFAULT_MAX_PAYLOAD_SIZE,
+    TimestampFallback, DEFAULT_MAX_PAYLOAD_SIZE,
 };
+use super::each::EachList;
+use super::json_value::parse_numeric_str;
+use super::path::JsonPath;
+use super::points::{sanitise, PointList, Skipped, UnknownPoints};
+pub use super::reason::DecodeReason;
+use super::sparkplug::{Births, SparkplugTopic};
+use super::timefmt::{int_timestamp, TimestampSpec};
 use super::topic::TopicTemplate;
+use super::values::ValueConv;
 use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
+use crate::text::preview;
 
 impl MqttConfig {
     /// Checks everything that can be checked without the network, including compiling every
     /// subscription (templates, paths, tag/field name clashes).
     pub fn validate(&self) -> Result<(), MqttConfigError> {
         self.compile().map(|_| ())
+    }
+
+    /// What `sitewatch check` warns about in a valid config (positional JSON paths).
+    pub fn check_warnings(&self) -> Vec<String> {
+        self.compile()
+            .map(|ds| ds.iter().flat_map(Decoder::positional_warnings).collect())
+            .unwrap_or_default()
     }
 
     /// One decoder per subscription, after [`MqttConfig::check_global`].
@@ -66,56 +82,6 @@ const MIN_TIMESTAMP_NS: i64 = 946_684_800_000_000_000;
 /// Payload timestamps more than a year ahead of receive time are rejected.
 const MAX_FUTURE_NS: i64 = 366 * 86_400 * 1_000_000_000;
 
-/// Why a payload or a field value was dropped; the `reason` label of
-/// `sitewatch_mqtt_decode_errors_total` and `sitewatch_mqtt_field_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DecodeReason {
-    Oversized,
-    InvalidUtf8,
-    NotANumber,
-    NonFinite,
-    MalformedJson,
-    MalformedLineProtocol,
-    NoFields,
-    BadTimestamp,
-    TimestampOutOfRange,
-    /// The value's kind does not fit the field's type (a string or `true` for a float, a
-    /// number for a bool, an object for anything).
-    TypeMismatch,
-    /// A number with a fractional part for `integer` or `unsigned`.
-    NotAnInteger,
-    /// A whole number outside the type's range (`-1` for `unsigned`).
-    OutOfRange,
-    /// Every field value of the payload was dropped for its type.
-    NoValidFields,
-}
-
-impl DecodeReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecodeReason::Oversized => "oversized",
-            DecodeReason::InvalidUtf8 => "invalid_utf8",
-            DecodeReason::NotANumber => "not_a_number",
-            DecodeReason::NonFinite => "non_finite",
-            DecodeReason::MalformedJson => "malformed_json",
-            DecodeReason::MalformedLineProtocol => "malformed_line_protocol",
-            DecodeReason::NoFields => "no_fields",
-            DecodeReason::BadTimestamp => "bad_timestamp",
-            DecodeReason::TimestampOutOfRange => "timestamp_out_of_range",
-            DecodeReason::TypeMismatch => "type_mismatch",
-            DecodeReason::NotAnInteger => "not_an_integer",
-            DecodeReason::OutOfRange => "out_of_range",
-            DecodeReason::NoValidFields => "no_valid_fields",
-        }
-    }
-}
-
-impl std::fmt::Display for DecodeReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A payload that can never decode: counted, logged, dropped and still acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mqtt topic {topic:?}: payload dropped ({reason}): {detail}")]
@@ -134,47 +100,25 @@ pub struct FieldError {
     pub detail: String,
 }
 
-/// A JSON path like `a.b.0.c`: object keys, or array indices where the value is an array.
-#[derive(Debug, Clone, PartialEq)]
-struct JsonPath {
-    source: Box<str>,
-    segments: Vec<(Box<str>, Option<usize>)>,
+/// What a decode left out besides the samples, for the subscriber to count and log.
+#[derive(Debug, Default)]
+pub struct DecodeNotes {
+    /// Field values dropped from kept points because they do not fit.
+    pub field_errors: Vec<FieldError>,
+    /// Raw names of points not in `points.known`, dropped (`unknown = "drop"`).
+    pub unknown_points: Vec<String>,
+    /// Points without a usable name (shown shortened), dropped.
+    pub nameless_points: Vec<String>,
+    /// Timestamps replaced by receive time (`timestamp_fallback = "receive_time"`): why.
+    pub timestamp_fallbacks: Vec<(DecodeReason, String)>,
 }
 
-impl JsonPath {
-    fn parse(path: &str) -> Result<JsonPath, String> {
-        if path.is_empty() {
-            // The whole payload element, for a bare JSON number.
-            return Ok(JsonPath {
-                source: "".into(),
-                segments: Vec::new(),
-            });
-        }
-        let mut segments = Vec::new();
-        for seg in path.split('.') {
-            if seg.is_empty() {
-                return Err(format!(
-                    "path {path:?} has an empty segment; write keys separated by single dots, \
-                     e.g. \"sensor.temperature\" or \"readings.0.value\""
-                ));
-            }
-            segments.push((seg.into(), seg.parse::<usize>().ok()));
-        }
-        Ok(JsonPath {
-            source: path.into(),
-            segments,
-        })
-    }
-
-    fn get<'v>(&self, mut v: &'v Value) -> Option<&'v Value> {
-        for (key, index) in &self.segments {
-            v = match v {
-                Value::Object(map) => map.get(key.as_ref())?,
-                Value::Array(items) => items.get((*index)?)?,
-                _ => return None,
-            };
-        }
-        Some(v)
+impl DecodeNotes {
+    pub fn clear(&mut self) {
+        self.field_errors.clear();
+        self.unknown_points.clear();
+        self.nameless_points.clear();
+        self.timestamp_fallbacks.clear();
     }
 }
 
@@ -182,22 +126,44 @@ impl JsonPath {
 struct JsonField {
     name: Arc<str>,
     path: JsonPath,
-    ty: Option<FieldType>,
+    conv: ValueConv,
 }
 
 #[derive(Debug, Clone)]
 enum Kind {
     Number {
-        field: Arc<str>,
-        ty: Option<FieldType>,
+        field: NumberField,
+        conv: ValueConv,
     },
     Json {
         fields: Vec<JsonField>,
         tags: Vec<(Arc<str>, JsonPath)>,
         timestamp: Option<JsonPath>,
         parse_numeric_strings: bool,
+        points: Option<Box<PointList>>,
+        each: Vec<EachList>,
     },
     LineProtocol,
+    SparkplugB {
+        births: Births,
+        names: std::collections::HashMap<Box<str>, Arc<str>>,
+        unknown: UnknownPoints,
+    },
+}
+
+/// Measurement of the Sparkplug B device-health rows (`up` = BIRTH, DEATH): the rules engine
+/// inhibits a device's rules while its latest row says `up=false`, as for `snmp_poll`.
+pub const SPARKPLUG_STATE_MEASUREMENT: &str = "sparkplug_state";
+
+/// The field of a `number` payload.
+#[derive(Debug, Clone)]
+enum NumberField {
+    Fixed(Arc<str>),
+    /// Named by the topic level captured as `capture`: through `names`, else sanitised.
+    Capture {
+        capture: Arc<str>,
+        names: std::collections::HashMap<Box<str>, Arc<str>>,
+    },
 }
 
 /// One compiled subscription: topic template plus payload decoder.
@@ -210,7 +176,8 @@ pub struct Decoder {
     measurement: Arc<str>,
     static_tags: Vec<(Arc<str>, Arc<str>)>,
     kind: Kind,
-    timestamp_unit: TimestampUnit,
+    timestamps: TimestampSpec,
+    timestamp_fallback: TimestampFallback,
     max_payload: usize,
     pub(crate) max_series: usize,
 }
@@ -306,22 +273,120 @@ impl Decoder {
             check_max_payload(max).map_err(|p| err("max_payload_size", p.into()))?;
         }
 
+        let sparkplug_only = |key: &'static str, set: bool| {
+            if set && cfg.format != PayloadFormat::SparkplugB {
+                Err(err(key, "only applies to format = \"sparkplug_b\"".into()))
+            } else {
+                Ok(())
+            }
+        };
+        sparkplug_only("metric_names", !cfg.metric_names.is_empty())?;
+        sparkplug_only("unknown_metrics", cfg.unknown_metrics.is_some())?;
+        json_only("points", cfg.points.is_some())?;
+        json_only("each", !cfg.each.is_empty())?;
+        json_only("timestamp_format", cfg.timestamp_format.is_some())?;
+        json_only("timestamp_timezone", cfg.timestamp_timezone.is_some())?;
+        let timestamps = TimestampSpec::compile(
+            cfg.timestamp_unit,
+            cfg.timestamp_format.as_deref(),
+            cfg.timestamp_timezone.as_deref(),
+        )
+        .map_err(|(key, problem)| err(key, problem))?;
+        if cfg.states.is_some() && cfg.format != PayloadFormat::Number {
+            return Err(err(
+                "states",
+                "applies to format = \"number\"; for json give the field its states, e.g. \
+                 fields = { relay = { path = \"POWER\", states = \"default\" } }"
+                    .into(),
+            ));
+        }
+
         let kind = match cfg.format {
             PayloadFormat::Number => {
                 if cfg.field.is_empty() {
                     return Err(err("field", "must not be empty".into()));
                 }
+                let field = match cfg
+                    .field
+                    .strip_prefix('{')
+                    .and_then(|f| f.strip_suffix('}'))
+                {
+                    Some(capture) => {
+                        if !template.capture_names().any(|c| c == capture) {
+                            return Err(err(
+                                "field",
+                                format!(
+                                    "names the topic level {{{capture}}}, which the topic \
+                                     template does not capture"
+                                ),
+                            ));
+                        }
+                        let mut names = std::collections::HashMap::new();
+                        for (level, f) in &cfg.field_names {
+                            if f.is_empty() {
+                                return Err(err(
+                                    "field_names",
+                                    format!("{level:?}: the field name is empty"),
+                                ));
+                            }
+                            names.insert(Box::from(level.as_str()), Arc::from(f.as_str()));
+                        }
+                        NumberField::Capture {
+                            capture: Arc::from(capture),
+                            names,
+                        }
+                    }
+                    None => {
+                        if !cfg.field_names.is_empty() {
+                            return Err(err(
+                                "field_names",
+                                "only applies with field = \"{capture}\" (a field named by \
+                                 a topic level)"
+                                    .into(),
+                            ));
+                        }
+                        NumberField::Fixed(Arc::from(cfg.field.as_str()))
+                    }
+                };
                 Kind::Number {
-                    field: Arc::from(cfg.field.as_str()),
-                    ty: cfg.field_type,
+                    field,
+                    conv: ValueConv::compile(cfg.field_type, cfg.states.as_ref())
+                        .map_err(|e| err("states", e))?,
                 }
             }
             PayloadFormat::LineProtocol => Kind::LineProtocol,
+            PayloadFormat::SparkplugB => {
+                let mut names = std::collections::HashMap::new();
+                for (metric, f) in &cfg.metric_names {
+                    if f.is_empty() {
+                        return Err(err(
+                            "metric_names",
+                            format!("{metric:?}: the field name is empty"),
+                        ));
+                    }
+                    names.insert(Box::from(metric.as_str()), Arc::from(f.as_str()));
+                }
+                let unknown = cfg.unknown_metrics.unwrap_or(UnknownPoints::Keep);
+                if unknown == UnknownPoints::Drop && names.is_empty() {
+                    return Err(err(
+                        "unknown_metrics",
+                        "\"drop\" without metric_names would store nothing; list the metrics \
+                         in metric_names or keep them"
+                            .into(),
+                    ));
+                }
+                Kind::SparkplugB {
+                    births: Births::default(),
+                    names,
+                    unknown,
+                }
+            }
             PayloadFormat::Json => {
-                if cfg.fields.is_empty() {
+                if cfg.fields.is_empty() && cfg.points.is_none() && cfg.each.is_empty() {
                     return Err(err(
                         "fields",
-                        "json needs at least one field, e.g. fields = { temperature = \"temp\" }"
+                        "json needs at least one field, e.g. fields = { temperature = \"temp\" }, \
+                         or a [mqtt.subscription.points] table"
                             .into(),
                     ));
                 }
@@ -331,10 +396,13 @@ impl Decoder {
                         return Err(err("fields", "field names must not be empty".into()));
                     }
                     let path = JsonPath::parse(&spec.path).map_err(|e| err("fields", e))?;
+                    let conv = ValueConv::compile(spec.field_type, spec.states.as_ref())
+                        .and_then(|c| c.with_numeric(&spec.numeric))
+                        .map_err(|e| err("fields", format!("field {name:?}: {e}")))?;
                     fields.push(JsonField {
                         name: Arc::from(name.as_str()),
                         path,
-                        ty: spec.field_type,
+                        conv,
                     });
                 }
                 let mut tags = Vec::new();
@@ -351,27 +419,74 @@ impl Decoder {
                     .map(JsonPath::parse)
                     .transpose()
                     .map_err(|e| err("timestamp", e))?;
+                let points = cfg
+                    .points
+                    .as_ref()
+                    .map(|p| PointList::compile(p).map(Box::new))
+                    .transpose()
+                    .map_err(|e| err("points", e))?;
+                let each = cfg
+                    .each
+                    .iter()
+                    .enumerate()
+                    .map(|(n, e)| EachList::compile(n, e))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| err("each", e))?;
                 Kind::Json {
                     fields,
                     tags,
                     timestamp,
                     parse_numeric_strings: cfg.parse_numeric_strings,
+                    points,
+                    each,
                 }
             }
         };
 
         // InfluxDB 3 (and sane queries) forbid a tag and a field with the same name.
-        let field_names: Vec<&str> = match &kind {
-            Kind::Number { field, .. } => vec![field.as_ref()],
+        let mut field_names: Vec<&str> = match &kind {
+            Kind::Number {
+                field: NumberField::Fixed(field),
+                ..
+            } => vec![field.as_ref()],
+            Kind::Number { .. } => Vec::new(),
             Kind::Json { fields, .. } => fields.iter().map(|f| f.name.as_ref()).collect(),
-            Kind::LineProtocol => Vec::new(),
+            Kind::LineProtocol | Kind::SparkplugB { .. } => Vec::new(),
         };
+        let point_list = match &kind {
+            Kind::Json { points, .. } => points.as_deref(),
+            _ => None,
+        };
+        if let Some(pl) = point_list {
+            let parent_fields = field_names.len();
+            for f in pl.field_names() {
+                if field_names[..parent_fields].contains(&f) && pl.name_tag().is_none() {
+                    return Err(err(
+                        "points",
+                        format!(
+                            "field `{f}` is written both by `fields` and by a known point; \
+                             give one of them another name"
+                        ),
+                    ));
+                }
+                field_names.push(f);
+            }
+        }
+        let each_lists: &[EachList] = match &kind {
+            Kind::Json { each, .. } => each,
+            _ => &[],
+        };
+        for e in each_lists {
+            field_names.extend(e.fields.iter().map(|(n, _, _)| &**n));
+        }
         let tag_names = cfg
             .tags
             .keys()
             .map(String::as_str)
             .chain(template.capture_names())
-            .chain(cfg.tag_paths.keys().map(String::as_str));
+            .chain(cfg.tag_paths.keys().map(String::as_str))
+            .chain(point_list.into_iter().flat_map(|p| p.tag_names()))
+            .chain(each_lists.iter().flat_map(|e| e.tag_names()));
         for tag in tag_names {
             if field_names.contains(&tag) {
                 return Err(err(
@@ -393,10 +508,53 @@ impl Decoder {
                 .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
                 .collect(),
             kind,
-            timestamp_unit: cfg.timestamp_unit,
+            timestamps,
+            timestamp_fallback: cfg.timestamp_fallback,
             max_payload: cfg.max_payload_size.unwrap_or(inherited_max_payload),
             max_series: cfg.max_series,
         })
+    }
+
+    /// Paths that pick an array element by its position (`points.0.value`): a device that
+    /// reorders or inserts elements moves another value under the name. One line each, for
+    /// `sitewatch check` and the start-up log.
+    pub fn positional_warnings(&self) -> Vec<String> {
+        let Kind::Json {
+            fields,
+            tags,
+            timestamp,
+            ..
+        } = &self.kind
+        else {
+            return Vec::new();
+        };
+        let named = fields
+            .iter()
+            .map(|f| (format!("fields.{}", f.name), &f.path))
+            .chain(tags.iter().map(|(n, p)| (format!("tag_paths.{n}"), p)))
+            .chain(timestamp.iter().map(|p| ("timestamp".to_string(), p)));
+        named
+            .filter_map(|(key, path)| {
+                let prefix = path.positional_prefix()?;
+                Some(format!(
+                    "mqtt.subscription[{}] ({:?}): {key}: path {:?} picks `{prefix}` by \
+                     position; if the device reorders or inserts elements, another value is \
+                     stored under this name. Where the elements carry a name, map them by it \
+                     with [mqtt.subscription.points] (mappings/mqtt/README.md, \"Point lists\")",
+                    self.index,
+                    self.template.as_str(),
+                    path.as_str()
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether a `no_fields` error means "a message of a shape this subscription does not
+    /// map" (json: another message type on the same topic, such as Shelly's `NotifyEvent`),
+    /// which is counted quietly rather than as a decode error.
+    pub(crate) fn maps_shapes(&self) -> bool {
+        // Sparkplug: STATE messages of host applications on `spBv1.0/#` are not telemetry.
+        matches!(self.kind, Kind::Json { .. } | Kind::SparkplugB { .. })
     }
 
     /// The subscription's label (for metrics and logs).
@@ -418,18 +576,25 @@ impl Decoder {
         payload: &[u8],
         recv_ns: i64,
     ) -> Result<Vec<Sample>, DecodeError> {
-        self.decode_into(topic, captures, payload, recv_ns, &mut Vec::new())
+        self.decode_into(
+            topic,
+            captures,
+            payload,
+            recv_ns,
+            &mut DecodeNotes::default(),
+        )
     }
 
-    /// Like [`Decoder::decode`], and appends every field value dropped from a point (it does
-    /// not fit the field's type) to `field_errors`, also when the whole payload fails.
+    /// Like [`Decoder::decode`], and appends to `notes` every field value dropped from a point
+    /// (it does not fit the field's type) and every point dropped from a point list, also when
+    /// the whole payload fails.
     pub fn decode_into(
         &self,
         topic: &str,
         captures: &[(Arc<str>, Arc<str>)],
         payload: &[u8],
         recv_ns: i64,
-        field_errors: &mut Vec<FieldError>,
+        notes: &mut DecodeNotes,
     ) -> Result<Vec<Sample>, DecodeError> {
         let fail = |reason: DecodeReason, detail: String| DecodeError {
             topic: topic.to_string(),
@@ -447,6 +612,16 @@ impl Decoder {
                 ),
             ));
         }
+        if let Kind::SparkplugB {
+            births,
+            names,
+            unknown,
+        } = &self.kind
+        {
+            return self.decode_sparkplug(
+                topic, captures, payload, recv_ns, births, names, *unknown, notes, &fail,
+            );
+        }
         let text = std::str::from_utf8(payload).map_err(|e| {
             // Only the start is converted for the message, not a whole large payload.
             let head = &payload[..payload.len().min(256)];
@@ -459,21 +634,65 @@ impl Decoder {
             )
         })?;
         match &self.kind {
-            Kind::Number { field, ty } => {
-                let value = parse_number_payload(text, *ty)
-                    .map_err(|reason| fail(reason, number_payload_problem(text, *ty, reason)))?;
-                let tags = self.tags(captures, std::iter::empty());
+            Kind::Number { field, conv } => {
+                let ty = conv.field_type();
+                let value = match conv.apply_text(text) {
+                    Some(Ok(v)) => v,
+                    Some(Err(reason)) => {
+                        return Err(fail(
+                            reason,
+                            format!(
+                                "{} is none of the states {}",
+                                preview(text.trim()),
+                                conv.state_words().unwrap_or_default()
+                            ),
+                        ))
+                    }
+                    None => parse_number_payload(text, ty)
+                        .map_err(|reason| fail(reason, number_payload_problem(text, ty, reason)))?,
+                };
+                let (name, tags) = match field {
+                    NumberField::Fixed(name) => {
+                        (name.clone(), self.tags(captures, std::iter::empty()))
+                    }
+                    NumberField::Capture { capture, names } => {
+                        let level = captures
+                            .iter()
+                            .find(|(k, _)| k == capture)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default();
+                        let name = match names.get(&*level) {
+                            Some(n) => n.clone(),
+                            None => Arc::from(sanitise(&level).ok_or_else(|| {
+                                fail(
+                                    DecodeReason::NoFields,
+                                    format!(
+                                        "topic level {{{capture}}} = {level:?} gives no field name"
+                                    ),
+                                )
+                            })?),
+                        };
+                        let others: Vec<_> = captures
+                            .iter()
+                            .filter(|(k, _)| k != capture)
+                            .cloned()
+                            .collect();
+                        (name, self.tags(&others, std::iter::empty()))
+                    }
+                };
                 Ok(vec![Sample::new(
                     SeriesKey::new(self.measurement.clone(), tags),
                     recv_ns,
                 )
-                .with_field(field.clone(), value)])
+                .with_field(name, value)])
             }
             Kind::Json {
                 fields,
                 tags,
                 timestamp,
                 parse_numeric_strings,
+                points,
+                each,
             } => {
                 let doc: Value = serde_json::from_str(text).map_err(|e| {
                     fail(
@@ -482,24 +701,32 @@ impl Decoder {
                     )
                 })?;
                 let elements: &[Value] = match &doc {
-                    Value::Array(items) => items,
+                    Value::Array(items) if !fields.is_empty() => items,
+                    Value::Array(_) => &[],
                     other => std::slice::from_ref(other),
                 };
                 let mut samples = Vec::with_capacity(elements.len());
-                let errors_before = field_errors.len();
+                let errors_before = notes.field_errors.len();
                 for element in elements {
                     let mut sample_fields = Vec::with_capacity(fields.len());
                     for f in fields {
                         let Some(v) = f.path.get(element) else {
                             continue;
                         };
-                        match json_field(v, f.ty, *parse_numeric_strings) {
+                        match f.conv.apply(v, *parse_numeric_strings) {
                             Ok(Some(value)) => sample_fields.push((f.name.clone(), value)),
                             Ok(None) => {}
-                            Err(reason) => field_errors.push(FieldError {
+                            Err(reason) => notes.field_errors.push(FieldError {
                                 field: f.name.clone(),
                                 reason,
-                                detail: field_problem(f, v, *parse_numeric_strings, reason),
+                                detail: field_problem(
+                                    &f.name,
+                                    f.path.as_str(),
+                                    &f.conv,
+                                    v,
+                                    *parse_numeric_strings,
+                                    reason,
+                                ),
                             }),
                         }
                     }
@@ -509,17 +736,9 @@ impl Decoder {
                     let ts = match timestamp.as_ref().and_then(|p| p.get(element)) {
                         None | Some(Value::Null) => recv_ns,
                         Some(v) => {
-                            let ns = json_timestamp(v, self.timestamp_unit).map_err(|d| {
-                                fail(
-                                    DecodeReason::BadTimestamp,
-                                    format!(
-                                        "at path {:?}: {d}",
-                                        timestamp.as_ref().map(|p| &*p.source).unwrap_or_default()
-                                    ),
-                                )
-                            })?;
-                            check_timestamp(ns, recv_ns)
-                                .map_err(|d| fail(DecodeReason::TimestampOutOfRange, d))?
+                            let checked = self.payload_timestamp(v, timestamp.as_ref(), recv_ns);
+                            self.or_receive_time(checked, recv_ns, notes)
+                                .map_err(|(reason, d)| fail(reason, d))?
                         }
                     };
                     let payload_tags = tags.iter().filter_map(|(name, path)| {
@@ -533,6 +752,34 @@ impl Decoder {
                     sample.fields = sample_fields;
                     samples.push(sample);
                 }
+                let mut list_found = false;
+                if let Some(pl) = points {
+                    list_found = self.decode_points(
+                        pl,
+                        &doc,
+                        tags,
+                        timestamp.as_ref(),
+                        *parse_numeric_strings,
+                        captures,
+                        recv_ns,
+                        notes,
+                        &mut samples,
+                    );
+                }
+                for e in each {
+                    self.decode_each(
+                        e,
+                        &doc,
+                        tags,
+                        timestamp.as_ref(),
+                        *parse_numeric_strings,
+                        captures,
+                        recv_ns,
+                        notes,
+                        &mut samples,
+                    );
+                }
+                let field_errors = &notes.field_errors;
                 if samples.is_empty() {
                     let dropped = field_errors.len() - errors_before;
                     if dropped > 0 {
@@ -545,20 +792,439 @@ impl Decoder {
                             ),
                         ));
                     }
-                    let wanted: Vec<&str> = fields.iter().map(|f| &*f.path.source).collect();
+                    let mut wanted: Vec<&str> = fields.iter().map(|f| f.path.as_str()).collect();
+                    wanted.extend(each.iter().map(|e| e.path.as_str()));
+                    let points_note = match points {
+                        Some(pl) if !list_found => {
+                            wanted.push(pl.path.as_str());
+                            " (the points path holds no array or object)"
+                        }
+                        Some(_) => " (no point of the list is mapped; see unknown points)",
+                        None => "",
+                    };
                     return Err(fail(
                         DecodeReason::NoFields,
                         format!(
-                            "none of the paths {wanted:?} holds a number, bool or string; payload \
-                             starts {}",
+                            "none of the paths {wanted:?} holds a number, bool or string\
+                             {points_note}; payload starts {}",
                             preview(text)
                         ),
                     ));
                 }
                 Ok(samples)
             }
-            Kind::LineProtocol => self.decode_line_protocol(text, captures, recv_ns, &fail),
+            Kind::LineProtocol => self.decode_line_protocol(text, captures, recv_ns, notes, &fail),
+            Kind::SparkplugB { .. } => unreachable!("decoded before the UTF-8 check"),
         }
+    }
+
+    /// With `timestamp_fallback = "receive_time"`, a timestamp error becomes receive time
+    /// (noted for the subscriber to count); otherwise it stays an error.
+    fn or_receive_time(
+        &self,
+        checked: Result<i64, (DecodeReason, String)>,
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+    ) -> Result<i64, (DecodeReason, String)> {
+        match (checked, self.timestamp_fallback) {
+            (Err(e), TimestampFallback::ReceiveTime) => {
+                notes.timestamp_fallbacks.push(e);
+                Ok(recv_ns)
+            }
+            (other, _) => other,
+        }
+    }
+
+    /// Appends one sample per selected element of `e` in `doc` to `samples`; elements of
+    /// several `each` tables with the same measurement, tags and timestamp share a sample.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_each(
+        &self,
+        e: &EachList,
+        doc: &Value,
+        tag_paths: &[(Arc<str>, JsonPath)],
+        parent_ts_path: Option<&JsonPath>,
+        parse_numeric_strings: bool,
+        captures: &[(Arc<str>, Arc<str>)],
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+        samples: &mut Vec<Sample>,
+    ) {
+        let Some(elements) = e.elements(doc) else {
+            return;
+        };
+        let measurement = e.measurement.clone().unwrap_or(self.measurement.clone());
+        let parent_ts = parent_ts_path
+            .and_then(|p| p.get(doc))
+            .filter(|v| !v.is_null());
+        for (key, element) in elements {
+            let mut fields = Vec::with_capacity(e.fields.len());
+            for (name, path, conv) in &e.fields {
+                let Some(v) = path.get(element) else {
+                    continue;
+                };
+                match conv.apply(v, parse_numeric_strings) {
+                    Ok(Some(value)) => fields.push((name.clone(), value)),
+                    Ok(None) => {}
+                    Err(reason) => notes.field_errors.push(FieldError {
+                        field: name.clone(),
+                        reason,
+                        detail: field_problem(
+                            name,
+                            &format!(
+                                "{:?} of element {key} of {:?}",
+                                path.as_str(),
+                                e.path.as_str()
+                            ),
+                            conv,
+                            v,
+                            parse_numeric_strings,
+                            reason,
+                        ),
+                    }),
+                }
+            }
+            if fields.is_empty() {
+                continue;
+            }
+            let (ts_value, ts_path) = match e.timestamp.as_ref().and_then(|p| p.get(element)) {
+                Some(v) if !v.is_null() => (Some(v), e.timestamp.as_ref()),
+                _ => (parent_ts, parent_ts_path),
+            };
+            let ts = match ts_value {
+                None => recv_ns,
+                Some(v) => match self.or_receive_time(
+                    self.payload_timestamp(v, ts_path, recv_ns),
+                    recv_ns,
+                    notes,
+                ) {
+                    Ok(ns) => ns,
+                    Err((reason, detail)) => {
+                        notes.field_errors.push(FieldError {
+                            field: fields[0].0.clone(),
+                            reason,
+                            detail: format!(
+                                "element {key} of {:?} dropped: {detail}",
+                                e.path.as_str()
+                            ),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let parent_tags = tag_paths
+                .iter()
+                .filter_map(|(n, p)| p.get(doc).and_then(json_tag).map(|v| (n.clone(), v)));
+            let element_tags = e
+                .tags
+                .iter()
+                .filter_map(|(n, p)| p.get(element).and_then(json_tag).map(|v| (n.clone(), v)));
+            let key_tag = e.key_tag.clone().map(|t| (t, key.clone()));
+            let tagset = self.tags(captures, parent_tags.chain(element_tags).chain(key_tag));
+            let slot = samples.iter_mut().find(|s| {
+                s.timestamp_ns == ts
+                    && s.series.tags == tagset
+                    && s.series.measurement == measurement
+            });
+            match slot {
+                Some(sample) => {
+                    for (name, value) in fields {
+                        if sample.fields.iter().any(|(k, _)| *k == name) {
+                            notes.field_errors.push(FieldError {
+                                field: name.clone(),
+                                reason: DecodeReason::DuplicatePoint,
+                                detail: format!(
+                                    "element {key} of {:?} sets field {name:?} of a sample that \
+                                     already has it; the first is kept",
+                                    e.path.as_str()
+                                ),
+                            });
+                        } else {
+                            sample.fields.push((name, value));
+                        }
+                    }
+                }
+                None => {
+                    let mut sample = Sample::new(SeriesKey::new(measurement.clone(), tagset), ts);
+                    sample.fields = fields;
+                    samples.push(sample);
+                }
+            }
+        }
+    }
+
+    /// Sparkplug B: metrics as fields (one sample per timestamp) plus `sparkplug_state`
+    /// rows for BIRTH and DEATH.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_sparkplug(
+        &self,
+        topic: &str,
+        captures: &[(Arc<str>, Arc<str>)],
+        payload: &[u8],
+        recv_ns: i64,
+        births: &Births,
+        names: &std::collections::HashMap<Box<str>, Arc<str>>,
+        unknown: UnknownPoints,
+        notes: &mut DecodeNotes,
+        fail: &dyn Fn(DecodeReason, String) -> DecodeError,
+    ) -> Result<Vec<Sample>, DecodeError> {
+        let Some(t) = SparkplugTopic::parse(topic) else {
+            return Err(fail(
+                DecodeReason::NoFields,
+                "not a Sparkplug B topic (spBv1.0/<group>/<NBIRTH|NDATA|NDEATH>/<edge node>, \
+                 or .../<DBIRTH|DDATA|DDEATH>/<edge node>/<device>)"
+                    .into(),
+            ));
+        };
+        let decoded = births.decode(&t, payload).map_err(|e| {
+            let reason = if e.starts_with("BIRTH refused") {
+                DecodeReason::TooManyDevices
+            } else {
+                DecodeReason::MalformedProtobuf
+            };
+            fail(reason, e)
+        })?;
+        let device = t.device.unwrap_or(t.edge);
+        let base = [
+            (Arc::<str>::from("group"), Arc::<str>::from(t.group)),
+            (Arc::from("edge_node"), Arc::from(t.edge)),
+        ];
+        let mut samples = Vec::new();
+        for (dev, up) in &decoded.health {
+            let tags = self.tags(
+                captures,
+                base.iter()
+                    .cloned()
+                    .chain([(Arc::from("device"), dev.clone())]),
+            );
+            samples.push(
+                Sample::new(SeriesKey::new(SPARKPLUG_STATE_MEASUREMENT, tags), recv_ns)
+                    .with_field("up", FieldValue::Bool(*up)),
+            );
+        }
+        if decoded.unresolved > 0 {
+            notes.nameless_points.push(format!(
+                "{} metric(s) by an alias no BIRTH of {topic:?} declared (the BIRTH was missed; \
+                 the host application should request a rebirth)",
+                decoded.unresolved
+            ));
+        }
+        let tags = self.tags(
+            captures,
+            base.iter()
+                .cloned()
+                .chain([(Arc::from("device"), Arc::from(device))]),
+        );
+        let first = samples.len();
+        for (name, value, ts_ms) in decoded.metrics {
+            let field = match names.get(&*name) {
+                Some(f) => f.clone(),
+                None => match (unknown, sanitise(&name)) {
+                    (UnknownPoints::Keep, Some(f)) => Arc::from(f),
+                    (UnknownPoints::Keep, None) => {
+                        notes.nameless_points.push(name.to_string());
+                        continue;
+                    }
+                    (UnknownPoints::Drop, _) => {
+                        notes.unknown_points.push(name.to_string());
+                        continue;
+                    }
+                },
+            };
+            let value = match value {
+                Ok(v) => v,
+                Err(why) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason: DecodeReason::TypeMismatch,
+                        detail: format!("Sparkplug metric {name:?}: {why}"),
+                    });
+                    continue;
+                }
+            };
+            let ts = match ts_ms.or(decoded.payload_ts_ms) {
+                None => recv_ns,
+                Some(ms) => {
+                    let checked = i64::try_from(ms)
+                        .ok()
+                        .and_then(|ms| ms.checked_mul(1_000_000))
+                        .ok_or_else(|| {
+                            (
+                                DecodeReason::BadTimestamp,
+                                format!("metric {name:?}: timestamp {ms} ms overflows"),
+                            )
+                        })
+                        .and_then(|ns| {
+                            check_timestamp(ns, recv_ns)
+                                .map_err(|d| (DecodeReason::TimestampOutOfRange, d))
+                        });
+                    match self.or_receive_time(checked, recv_ns, notes) {
+                        Ok(ns) => ns,
+                        Err((reason, detail)) => {
+                            notes.field_errors.push(FieldError {
+                                field: field.clone(),
+                                reason,
+                                detail,
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            match samples[first..].iter_mut().find(|s| s.timestamp_ns == ts) {
+                Some(s) if s.fields.iter().any(|(k, _)| *k == field) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason: DecodeReason::DuplicatePoint,
+                        detail: format!(
+                            "metric {name:?} maps to field {field:?}, which another metric of \
+                             the payload with the same timestamp set; the first is kept"
+                        ),
+                    });
+                }
+                Some(s) => s.fields.push((field, value)),
+                None => {
+                    let mut s =
+                        Sample::new(SeriesKey::new(self.measurement.clone(), tags.clone()), ts);
+                    s.fields.push((field, value));
+                    samples.push(s);
+                }
+            }
+        }
+        Ok(samples)
+    }
+
+    /// A payload timestamp at `path` (for messages) as ns, checked against receive time.
+    fn payload_timestamp(
+        &self,
+        v: &Value,
+        path: Option<&JsonPath>,
+        recv_ns: i64,
+    ) -> Result<i64, (DecodeReason, String)> {
+        let ns = self.timestamps.parse(v).map_err(|d| {
+            (
+                DecodeReason::BadTimestamp,
+                format!(
+                    "at path {:?}: {d}",
+                    path.map(JsonPath::as_str).unwrap_or_default()
+                ),
+            )
+        })?;
+        check_timestamp(ns, recv_ns).map_err(|d| (DecodeReason::TimestampOutOfRange, d))
+    }
+
+    /// Appends the samples of the point list `pl` in `doc` to `samples`: points with the same
+    /// tags and timestamp share one sample. `false` when `doc` has no list at `pl.path`.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_points(
+        &self,
+        pl: &PointList,
+        doc: &Value,
+        tag_paths: &[(Arc<str>, JsonPath)],
+        parent_ts_path: Option<&JsonPath>,
+        parse_numeric_strings: bool,
+        captures: &[(Arc<str>, Arc<str>)],
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+        samples: &mut Vec<Sample>,
+    ) -> bool {
+        let mut skipped = Vec::new();
+        let Some(list) = pl.extract(doc, &mut skipped) else {
+            return false;
+        };
+        for s in skipped {
+            match s {
+                Skipped::Unknown(raw) => notes.unknown_points.push(raw),
+                Skipped::NoName(what) => notes.nameless_points.push(what),
+            }
+        }
+        let first = samples.len();
+        let parent_ts = parent_ts_path
+            .and_then(|p| p.get(doc))
+            .filter(|v| !v.is_null());
+        let parent_tags: Vec<(Arc<str>, Arc<str>)> = tag_paths
+            .iter()
+            .filter_map(|(name, path)| path.get(doc).and_then(json_tag).map(|v| (name.clone(), v)))
+            .collect();
+        for p in list {
+            let (field, name_tag) = match pl.name_tag() {
+                Some((tag, field)) => (field.clone(), Some((tag.clone(), p.name.clone()))),
+                None => (p.name.clone(), None),
+            };
+            let value = match p.conv.apply(p.value, parse_numeric_strings) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(reason) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason,
+                        detail: field_problem(
+                            &field,
+                            &format!("point {:?} of {:?}", p.raw, pl.path.as_str()),
+                            p.conv,
+                            p.value,
+                            parse_numeric_strings,
+                            reason,
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let (ts_value, ts_path) = match p.timestamp {
+                Some(v) => (Some(v), pl.timestamp_path()),
+                None => (parent_ts, parent_ts_path),
+            };
+            let ts = match ts_value {
+                None => recv_ns,
+                Some(v) => match self.or_receive_time(
+                    self.payload_timestamp(v, ts_path, recv_ns),
+                    recv_ns,
+                    notes,
+                ) {
+                    Ok(ns) => ns,
+                    Err((reason, detail)) => {
+                        notes.field_errors.push(FieldError {
+                            field: field.clone(),
+                            reason,
+                            detail: format!("point {:?} dropped: {detail}", p.raw),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let tagset = self.tags(
+                captures,
+                parent_tags.iter().cloned().chain(p.tags).chain(name_tag),
+            );
+            let slot = samples[first..]
+                .iter_mut()
+                .find(|s| s.timestamp_ns == ts && s.series.tags == tagset);
+            match slot {
+                Some(sample) => {
+                    if sample.fields.iter().any(|(k, _)| *k == field) {
+                        notes.field_errors.push(FieldError {
+                            field: field.clone(),
+                            reason: DecodeReason::DuplicatePoint,
+                            detail: format!(
+                                "point {:?} maps to field {field:?}, which an earlier point of \
+                                 the same payload already set; the first is kept (map the \
+                                 points to distinct fields in points.known)",
+                                p.raw
+                            ),
+                        });
+                    } else {
+                        sample.fields.push((field, value));
+                    }
+                }
+                None => {
+                    let mut sample =
+                        Sample::new(SeriesKey::new(self.measurement.clone(), tagset), ts);
+                    sample.fields.push((field, value));
+                    samples.push(sample);
+                }
+            }
+        }
+        true
     }
 
     fn decode_line_protocol(
@@ -566,6 +1232,7 @@ impl Decoder {
         text: &str,
         captures: &[(Arc<str>, Arc<str>)],
         recv_ns: i64,
+        notes: &mut DecodeNotes,
         fail: &dyn Fn(DecodeReason, String) -> DecodeError,
     ) -> Result<Vec<Sample>, DecodeError> {
         let mut samples = Vec::new();
@@ -604,18 +1271,20 @@ impl Decoder {
             let ts = match line.timestamp {
                 None => recv_ns,
                 Some(raw) => {
-                    let ns = int_timestamp(raw, self.timestamp_unit).ok_or_else(|| {
-                        fail(
+                    let checked = match int_timestamp(raw, self.timestamps.unit()) {
+                        None => Err((
                             DecodeReason::BadTimestamp,
                             format!("line {}: timestamp {raw} overflows", n + 1),
-                        )
-                    })?;
-                    check_timestamp(ns, recv_ns).map_err(|d| {
-                        fail(
-                            DecodeReason::TimestampOutOfRange,
-                            format!("line {}: {d}", n + 1),
-                        )
-                    })?
+                        )),
+                        Some(ns) => check_timestamp(ns, recv_ns).map_err(|d| {
+                            (
+                                DecodeReason::TimestampOutOfRange,
+                                format!("line {}: {d}", n + 1),
+                            )
+                        }),
+                    };
+                    self.or_receive_time(checked, recv_ns, notes)
+                        .map_err(|(reason, d)| fail(reason, d))?
                 }
             };
             let payload_tags = line
@@ -657,15 +1326,6 @@ impl Decoder {
     }
 }
 
-/// At most 64 characters of a payload for error messages.
-fn preview(text: &str) -> String {
-    let mut out: String = text.chars().take(64).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    format!("{out:?}")
-}
-
 /// A `number` payload as the value of a field of type `ty` (`None`: numbers as float,
 /// `true`/`false` as bool).
 fn parse_number_payload(text: &str, ty: Option<FieldType>) -> Result<FieldValue, DecodeReason> {
@@ -686,123 +1346,11 @@ fn parse_number_payload(text: &str, ty: Option<FieldType>) -> Result<FieldValue,
     }
 }
 
-/// A trimmed numeric string as a value of the numeric type `ty` (`float`, `integer`,
-/// `unsigned`). No locale guessing: `"12,5"` is not a number.
-fn parse_numeric_str(t: &str, ty: FieldType) -> Result<FieldValue, DecodeReason> {
-    match ty {
-        FieldType::Integer => {
-            if let Ok(i) = t.parse::<i64>() {
-                return Ok(FieldValue::Int(i));
-            }
-            if is_integer_literal(t) {
-                return Err(DecodeReason::OutOfRange);
-            }
-            float_to_i64(parse_f64(t)?).map(FieldValue::Int)
-        }
-        FieldType::Unsigned => {
-            if let Ok(u) = t.parse::<u64>() {
-                return Ok(FieldValue::UInt(u));
-            }
-            if is_integer_literal(t) {
-                return Err(DecodeReason::OutOfRange);
-            }
-            float_to_u64(parse_f64(t)?).map(FieldValue::UInt)
-        }
-        _ => {
-            let f = parse_f64(t)?;
-            if f.is_finite() {
-                Ok(FieldValue::Float(f))
-            } else {
-                Err(DecodeReason::NonFinite)
-            }
-        }
-    }
-}
-
-/// Rust's float syntax (also `inf`, `NaN`, `1e3`, `.5`); callers refuse non-finite values.
-fn parse_f64(t: &str) -> Result<f64, DecodeReason> {
-    t.parse::<f64>().map_err(|_| DecodeReason::NotANumber)
-}
-
-/// `[+-]digits`: a whole number too large for its type, not a float to round.
-fn is_integer_literal(t: &str) -> bool {
-    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// 2^63 and 2^64, exactly representable.
-const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
-const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
-
-fn float_to_i64(f: f64) -> Result<i64, DecodeReason> {
-    if !f.is_finite() {
-        Err(DecodeReason::NonFinite)
-    } else if f.fract() != 0.0 {
-        Err(DecodeReason::NotAnInteger)
-    } else if !(-TWO_POW_63..TWO_POW_63).contains(&f) {
-        Err(DecodeReason::OutOfRange)
-    } else {
-        Ok(f as i64)
-    }
-}
-
-fn float_to_u64(f: f64) -> Result<u64, DecodeReason> {
-    if !f.is_finite() {
-        Err(DecodeReason::NonFinite)
-    } else if f.fract() != 0.0 {
-        Err(DecodeReason::NotAnInteger)
-    } else if !(0.0..TWO_POW_64).contains(&f) {
-        // -0.0 is in the range: it is 0.
-        Err(DecodeReason::OutOfRange)
-    } else {
-        Ok(f as u64)
-    }
-}
-
-/// A JSON value as a field of type `ty` (`None`: untyped). `Ok(None)`: `null`, left out like a
-/// missing path. `Err`: the value does not fit and is dropped from the point.
-fn json_field(
-    v: &Value,
-    ty: Option<FieldType>,
-    parse_numeric_strings: bool,
-) -> Result<Option<FieldValue>, DecodeReason> {
-    use FieldType as T;
-    let value = match (v, ty) {
-        (Value::Null, _) => return Ok(None),
-        (Value::Number(n), None | Some(T::Float)) => match n.as_f64() {
-            Some(f) if f.is_finite() => FieldValue::Float(f),
-            _ => return Err(DecodeReason::NonFinite),
-        },
-        (Value::Number(n), Some(T::Integer)) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => FieldValue::Int(i),
-            (None, Some(_)) => return Err(DecodeReason::OutOfRange),
-            (None, None) => FieldValue::Int(float_to_i64(n.as_f64().unwrap_or(f64::NAN))?),
-        },
-        (Value::Number(n), Some(T::Unsigned)) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => FieldValue::UInt(u),
-            (None, Some(_)) => return Err(DecodeReason::OutOfRange),
-            (None, None) => FieldValue::UInt(float_to_u64(n.as_f64().unwrap_or(f64::NAN))?),
-        },
-        (Value::Number(n), Some(T::String)) => FieldValue::Str(Arc::from(n.to_string())),
-        (Value::Bool(b), None | Some(T::Bool)) => FieldValue::Bool(*b),
-        (Value::Bool(b), Some(T::String)) => {
-            FieldValue::Str(Arc::from(if *b { "true" } else { "false" }))
-        }
-        (Value::String(s), Some(T::String)) => FieldValue::Str(Arc::from(s.as_str())),
-        (Value::String(s), None) if parse_numeric_strings => parse_numeric_str(s.trim(), T::Float)?,
-        (Value::String(s), Some(numeric @ (T::Float | T::Integer | T::Unsigned)))
-            if parse_numeric_strings =>
-        {
-            parse_numeric_str(s.trim(), numeric)?
-        }
-        _ => return Err(DecodeReason::TypeMismatch),
-    };
-    Ok(Some(value))
-}
-
 /// What a dropped JSON field value was and why it does not fit (for the log line).
 fn field_problem(
-    f: &JsonField,
+    name: &str,
+    path: &str,
+    conv: &ValueConv,
     v: &Value,
     parse_numeric_strings: bool,
     reason: DecodeReason,
@@ -816,31 +1364,38 @@ fn field_problem(
         Value::Object(_) => "an object".to_string(),
         Value::Null => "null".to_string(),
     };
-    let declared = match f.ty {
+    let ty = conv.field_type();
+    let declared = match ty {
         Some(t) => format!("type = \"{t}\""),
         None => "no declared type".to_string(),
     };
+    let states;
     let why = match reason {
-        DecodeReason::TypeMismatch => match (f.ty, v) {
+        DecodeReason::TypeMismatch => match (ty, v) {
             (None, Value::String(_)) if !parse_numeric_strings => {
                 "a field without a type takes numbers and booleans; declare type = \"string\" \
-                 to store strings, or set parse_numeric_strings = true for quoted numbers"
+                 to store strings, states = \"default\" for ON/OFF words, or set \
+                 parse_numeric_strings = true for quoted numbers"
             }
             (Some(T::Float | T::Integer | T::Unsigned), Value::String(_)) => {
                 "quoted numbers are parsed only with parse_numeric_strings = true"
             }
             _ => "does not fit",
         },
+        DecodeReason::UnknownState => {
+            states = format!(
+                "is none of the field's states ({}); add it to `states`",
+                conv.state_words().unwrap_or_default()
+            );
+            &states
+        }
         DecodeReason::NotANumber => "is not a number (write numbers with a decimal point)",
         DecodeReason::NotAnInteger => "is not a whole number",
         DecodeReason::OutOfRange => "is out of the type's range",
         DecodeReason::NonFinite => "is not a finite number",
         _ => "does not fit",
     };
-    format!(
-        "field {:?} (path {:?}, {declared}): {got} dropped: {why}",
-        f.name, f.path.source
-    )
+    format!("field {name:?} (path {path:?}, {declared}): {got} dropped: {why}")
 }
 
 /// Why a `number` payload was rejected (for the log line).
@@ -865,74 +1420,6 @@ fn json_tag(v: &Value) -> Option<Arc<str>> {
     }
 }
 
-fn unit_multiplier(unit: TimestampUnit, magnitude: f64) -> i64 {
-    match unit {
-        TimestampUnit::S => 1_000_000_000,
-        TimestampUnit::Ms => 1_000_000,
-        TimestampUnit::Us => 1_000,
-        TimestampUnit::Ns => 1,
-        TimestampUnit::Auto | TimestampUnit::Rfc3339 => {
-            if magnitude < 1e11 {
-                1_000_000_000
-            } else if magnitude < 1e14 {
-                1_000_000
-            } else if magnitude < 1e17 {
-                1_000
-            } else {
-                1
-            }
-        }
-    }
-}
-
-fn int_timestamp(raw: i64, unit: TimestampUnit) -> Option<i64> {
-    raw.checked_mul(unit_multiplier(unit, raw.unsigned_abs() as f64))
-}
-
-fn json_timestamp(v: &Value, unit: TimestampUnit) -> Result<i64, String> {
-    match v {
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                int_timestamp(i, unit).ok_or_else(|| format!("{i} overflows"))
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                float_timestamp(f, unit)
-            }
-        }
-        Value::String(s) => {
-            if unit == TimestampUnit::Auto || unit == TimestampUnit::Rfc3339 {
-                if let Some(ns) = parse_rfc3339(s) {
-                    return Ok(ns);
-                }
-            }
-            match s.trim().parse::<f64>() {
-                Ok(f) if unit != TimestampUnit::Rfc3339 => match s.trim().parse::<i64>() {
-                    Ok(i) => int_timestamp(i, unit).ok_or_else(|| format!("{i} overflows")),
-                    Err(_) => float_timestamp(f, unit),
-                },
-                _ => Err(format!(
-                    "{} is neither an RFC 3339 time nor a number",
-                    preview(s)
-                )),
-            }
-        }
-        other => Err(format!("expected a number or a string, got {other}")),
-    }
-}
-
-fn float_timestamp(f: f64, unit: TimestampUnit) -> Result<i64, String> {
-    if !f.is_finite() {
-        return Err(format!("{f} is not a finite number"));
-    }
-    let ns = f * unit_multiplier(unit, f.abs()) as f64;
-    // i64 range, with margin for the float rounding at the edges.
-    if ns.abs() < 9.2e18 {
-        Ok(ns.round() as i64)
-    } else {
-        Err(format!("{f} overflows"))
-    }
-}
-
 fn check_timestamp(ns: i64, recv_ns: i64) -> Result<i64, String> {
     if ns < MIN_TIMESTAMP_NS {
         return Err(format!(
@@ -948,11 +1435,12 @@ fn check_timestamp(ns: i64, recv_ns: i64) -> Result<i64, String> {
     Ok(ns)
 }
 
-pub(crate) use crate::time::parse_rfc3339;
-
 #[cfg(test)]
 mod tests {
+    use super::super::config::TimestampUnit;
+    use super::super::timefmt::decimal_timestamp;
     use super::*;
+    use crate::time::parse_rfc3339;
     use proptest::prelude::*;
 
     const NOW: i64 = 1_700_000_000_000_000_000;
@@ -1063,6 +1551,657 @@ mod tests {
         assert_eq!(s[1].timestamp_ns, NOW);
     }
 
+    const BMS: &str = r#"
+        topic = "bms/{device}/points"
+        measurement = "cooling"
+        format = "json"
+        timestamp = "ts"
+        tag_paths = { gateway = "gw" }
+        [points]
+        path = "points"
+        [points.known]
+        "CRAH-1 supply air" = "crah1_supply_c"
+        "CRAH-1 return air" = "crah1_return_c"
+        "CRAH-1 fan" = { field = "crah1_fan_pct", type = "float" }
+        "CRAH-1 running" = { field = "crah1_running", states = "default" }
+    "#;
+
+    /// The issue's corruption case: a reordered point list still stores every value under
+    /// its own name; unknown points are reported, not stored.
+    #[test]
+    fn reordered_point_list_keeps_every_name() {
+        let d = sub(BMS);
+        let in_order = br#"{"gw":"bms-gw1","ts":1699999990000,"points":[
+            {"name":"CRAH-1 supply air","value":18.2,"unit":"C"},
+            {"name":"CRAH-1 return air","value":28.1,"unit":"C"},
+            {"name":"CRAH-1 fan","value":"55"},
+            {"name":"CRAH-1 running","value":"ON"}]}"#;
+        let reordered = br#"{"gw":"bms-gw1","ts":1699999990000,"points":[
+            {"name":"CRAH-2 supply air","value":19.0},
+            {"name":"CRAH-1 running","value":"OFF"},
+            {"name":"CRAH-1 return air","value":28.4,"unit":"C"},
+            {"name":"CRAH-1 supply air","value":18.1,"unit":"C"}]}"#;
+        let mut caps = Vec::new();
+        assert!(d.template.match_topic("bms/crah-1/points", &mut caps));
+        let mut notes = DecodeNotes::default();
+        let s = d
+            .decode_into("bms/crah-1/points", &caps, in_order, NOW, &mut notes)
+            .unwrap();
+        assert_eq!(s.len(), 1, "one timestamp, one tag set: one sample");
+        assert_eq!(
+            s[0].fields,
+            vec![
+                ("crah1_supply_c".into(), FieldValue::Float(18.2)),
+                ("crah1_return_c".into(), FieldValue::Float(28.1)),
+                ("crah1_running".into(), FieldValue::Bool(true)),
+            ]
+        );
+        // "55" is a string and parse_numeric_strings is off: dropped and reported.
+        assert_eq!(
+            reasons(&notes.field_errors),
+            vec![("crah1_fan_pct", DecodeReason::TypeMismatch)]
+        );
+        assert!(notes.field_errors[0].detail.contains("CRAH-1 fan"));
+        assert_eq!(s[0].timestamp_ns, 1_699_999_990_000_000_000);
+        assert_eq!(s[0].series.tags.get("gateway"), Some("bms-gw1"));
+        assert_eq!(s[0].series.tags.get("device"), Some("crah-1"));
+        let mut notes = DecodeNotes::default();
+        let s = d
+            .decode_into("bms/crah-1/points", &caps, reordered, NOW, &mut notes)
+            .unwrap();
+        let mut fields = s[0].fields.clone();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            fields,
+            vec![
+                ("crah1_return_c".into(), FieldValue::Float(28.4)),
+                ("crah1_running".into(), FieldValue::Bool(false)),
+                ("crah1_supply_c".into(), FieldValue::Float(18.1)),
+            ]
+        );
+        assert_eq!(notes.unknown_points, vec!["CRAH-2 supply air".to_string()]);
+    }
+
+    #[test]
+    fn point_lists_group_by_timestamp_and_tags() {
+        let d = sub(r#"
+            topic = "gw/{device}"
+            measurement = "sensor"
+            format = "json"
+            timestamp = "ts"
+            [points]
+            path = ""
+            tags = { unit = "u" }
+            timestamp = "t"
+            unknown = "keep"
+            [points.known]
+            "A" = "a_c"
+        "#);
+        let payload = br#"{"ts": 1699999990, "A": {"value": 1, "u": "C"}, "Fan Speed": {"value": 2, "u": "%"},
+            "B": {"value": 3, "u": "C", "t": 1699999995}, "B2": {"value": 4, "u": "C"}, "junk": {"u": "C"}}"#;
+        let s = run(&d, "gw/x", payload).unwrap();
+        let got: Vec<(i64, Option<&str>, Vec<&str>)> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.timestamp_ns,
+                    s.series.tags.get("unit"),
+                    s.fields.iter().map(|(k, _)| &**k).collect(),
+                )
+            })
+            .collect();
+        // Object entries in key order; "ts" is a point too with unknown = "keep" only if it
+        // has a value: it is a plain number, so it is its own value.
+        assert_eq!(
+            got,
+            vec![
+                (1_699_999_990_000_000_000, Some("C"), vec!["a_c", "b2"]),
+                (1_699_999_995_000_000_000, Some("C"), vec!["b"]),
+                (1_699_999_990_000_000_000, Some("%"), vec!["fan_speed"]),
+                (1_699_999_990_000_000_000, None, vec!["ts"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn point_names_as_tags_and_duplicates() {
+        let d = sub(r#"
+            topic = "gw/{device}"
+            measurement = "sensor"
+            format = "json"
+            [points]
+            path = "p"
+            name = "id"
+            value = "v"
+            name_tag = "sensor"
+            unknown = "keep"
+            [points.known]
+            "40001" = "supply"
+        "#);
+        let s = run(
+            &d,
+            "gw/x",
+            br#"{"p":[{"id":40001,"v":1.5},{"id":"Return Air","v":2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].series.tags.get("sensor"), Some("supply"));
+        assert_eq!(s[0].field("value"), Some(&FieldValue::Float(1.5)));
+        assert_eq!(s[1].series.tags.get("sensor"), Some("return_air"));
+        // Two points that sanitise to one field: the first wins, the second is reported.
+        let d = sub(r#"
+            topic = "gw/{device}"
+            measurement = "sensor"
+            format = "json"
+            [points]
+            path = "p"
+            unknown = "keep"
+        "#);
+        let (r, errors) = run_typed(
+            &d,
+            "gw/x",
+            br#"{"p":[{"name":"Supply Air","value":1},{"name":"supply-air","value":2}]}"#,
+        );
+        assert_eq!(
+            r.unwrap()[0].fields,
+            vec![("supply_air".into(), FieldValue::Float(1.0))]
+        );
+        assert_eq!(
+            reasons(&errors),
+            vec![("supply_air", DecodeReason::DuplicatePoint)]
+        );
+        // No list at the path: no_fields, naming the path.
+        let e = run(&d, "gw/x", br#"{"q":[]}"#).unwrap_err();
+        assert_eq!(e.reason, DecodeReason::NoFields);
+        assert!(e.detail.contains("\"p\""), "{e}");
+    }
+
+    #[test]
+    fn point_list_config_errors() {
+        for (extra, wants) in [
+            ("[points]\npath = \"p\"", "would store nothing"),
+            (
+                "fields = { a_c = \"x\" }\n[points]\npath = \"p\"\nknown = { A = \"a_c\" }",
+                "both by `fields` and by a known point",
+            ),
+            (
+                "[points]\npath = \"p\"\nunknown = \"keep\"\ntags = { a_c = \"u\" }\nknown = { A = \"a_c\" }",
+                "both a tag and a field",
+            ),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(&format!(
+                "topic = \"t/{{a}}\"\nmeasurement = \"m\"\nformat = \"json\"\n{extra}"
+            ))
+            .unwrap();
+            let e = Decoder::compile(2, &cfg).unwrap_err().to_string();
+            assert!(
+                e.contains(wants) && e.contains("subscription[2]") && e.contains("`"),
+                "{extra}: {e}"
+            );
+        }
+        let cfg: SubscriptionConfig = toml::from_str(
+            "topic = \"t\"\nmeasurement = \"m\"\nformat = \"number\"\n[points]\npath = \"p\"\nunknown = \"keep\"",
+        )
+        .unwrap();
+        let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+        assert!(e.contains("`points`") && e.contains("json"), "{e}");
+    }
+
+    #[test]
+    fn state_words_become_booleans_and_integers() {
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            [fields]
+            relay = { path = "POWER", states = "default" }
+            door_open = { path = "door", states = "default" }
+            mode = { path = "mode", states = { auto = 0, cool = 1, heat = 2 } }
+        "#);
+        let (r, errors) = run_typed(
+            &d,
+            "t/x",
+            br#"{"POWER":"ON","door":"closed","mode":"Cool"}"#,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let s = &r.unwrap()[0];
+        assert_eq!(s.field("relay"), Some(&FieldValue::Bool(true)));
+        assert_eq!(s.field("door_open"), Some(&FieldValue::Bool(false)));
+        assert_eq!(s.field("mode"), Some(&FieldValue::Int(1)));
+        let (r, errors) = run_typed(&d, "t/x", br#"{"POWER":"TOGGLE","door":true,"mode":"dry"}"#);
+        assert_eq!(
+            r.unwrap()[0].fields,
+            vec![("door_open".into(), FieldValue::Bool(true))]
+        );
+        assert_eq!(
+            reasons(&errors),
+            vec![
+                ("mode", DecodeReason::UnknownState),
+                ("relay", DecodeReason::UnknownState)
+            ]
+        );
+        assert!(
+            errors[1].detail.contains("TOGGLE") && errors[1].detail.contains("on, off"),
+            "{}",
+            errors[1].detail
+        );
+        // A bare ON/OFF payload (Tasmota stat/.../POWER, ESPHome binary sensors).
+        let d = sub("topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"\nfield=\"relay\"\nstates=\"default\"");
+        assert_eq!(
+            run(&d, "t/x", b"OFF").unwrap()[0].field("relay"),
+            Some(&FieldValue::Bool(false))
+        );
+        assert_eq!(
+            run(&d, "t/x", b"true").unwrap()[0].field("relay"),
+            Some(&FieldValue::Bool(true))
+        );
+        let e = run(&d, "t/x", b"blink").unwrap_err();
+        assert_eq!(e.reason, DecodeReason::UnknownState);
+        assert!(e.to_string().contains("blink") && e.to_string().contains("t/x"));
+        // Mismatched declarations are config errors.
+        for src in [
+            "topic=\"t\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={r={path=\"r\",type=\"float\",states=\"default\"}}",
+            "topic=\"t\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={r=\"r\"}\nstates=\"default\"",
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains("states"), "{e}");
+        }
+    }
+
+    #[test]
+    fn positional_paths_are_warned_about() {
+        let d = sub(r#"
+            topic = "bms/{device}"
+            measurement = "m"
+            format = "json"
+            fields = { supply_c = "points.0.value", inlet_c = "temp.inlet" }
+            tag_paths = { unit = "points.0.unit" }
+        "#);
+        let w = d.positional_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("fields.supply_c")
+                && w[0].contains("\"points.0.value\"")
+                && w[0].contains("subscription[0]")
+                && w[0].contains("[mqtt.subscription.points]"),
+            "{}",
+            w[0]
+        );
+        assert!(w[1].contains("tag_paths.unit"), "{}", w[1]);
+        assert!(sub(BMS).positional_warnings().is_empty());
+    }
+
+    #[test]
+    fn local_timestamps_and_the_receive_time_fallback() {
+        let d = sub(r#"
+            topic = "tele/{device}/SENSOR"
+            measurement = "environment"
+            format = "json"
+            fields = { temperature_c = "AM2301.Temperature" }
+            timestamp = "Time"
+            timestamp_timezone = "Europe/Berlin"
+        "#);
+        // Tasmota's local time, 2023-11-14 23:13:20 CET = 22:13:20 UTC.
+        let s = run(
+            &d,
+            "tele/t1/SENSOR",
+            br#"{"Time":"2023-11-14T23:13:20","AM2301":{"Temperature":21.3}}"#,
+        )
+        .unwrap();
+        assert_eq!(s[0].timestamp_ns, 1_700_000_000_000_000_000);
+        let e = run(
+            &d,
+            "tele/t1/SENSOR",
+            br#"{"Time":"soon","AM2301":{"Temperature":1}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, DecodeReason::BadTimestamp);
+        assert!(
+            e.detail.contains("\"Time\"") && e.detail.contains("soon"),
+            "{e}"
+        );
+
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            fields = { v = "v" }
+            timestamp = "ts"
+            timestamp_format = "%d.%m.%Y %H:%M:%S"
+            timestamp_timezone = "UTC"
+            timestamp_fallback = "receive_time"
+        "#);
+        let mut caps = Vec::new();
+        d.template.match_topic("t/x", &mut caps);
+        let mut notes = DecodeNotes::default();
+        let s = d
+            .decode_into(
+                "t/x",
+                &caps,
+                br#"{"v":1,"ts":"14.11.2023 22:13:20"}"#,
+                NOW + 1,
+                &mut notes,
+            )
+            .unwrap();
+        assert_eq!(s[0].timestamp_ns, 1_700_000_000_000_000_000);
+        assert!(notes.timestamp_fallbacks.is_empty());
+        // Unreadable, and a device clock in 1970: receive time, noted with the reason.
+        for (ts, reason) in [
+            ("\"garbage\"", DecodeReason::BadTimestamp),
+            ("\"01.01.1970 00:00:10\"", DecodeReason::TimestampOutOfRange),
+        ] {
+            let mut notes = DecodeNotes::default();
+            let payload = format!("{{\"v\":1,\"ts\":{ts}}}");
+            let s = d
+                .decode_into("t/x", &caps, payload.as_bytes(), NOW, &mut notes)
+                .unwrap();
+            assert_eq!(s[0].timestamp_ns, NOW);
+            assert_eq!(notes.timestamp_fallbacks.len(), 1);
+            assert_eq!(notes.timestamp_fallbacks[0].0, reason);
+        }
+        // Config errors name the key.
+        for (extra, key) in [
+            (
+                "timestamp_timezone = \"Nowhere/Else\"",
+                "timestamp_timezone",
+            ),
+            ("timestamp_format = \"%Y-%m-%d %H:%M\"", "timestamp_format"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(&format!(
+                "topic = \"t\"\nmeasurement = \"m\"\nformat = \"json\"\nfields = {{ v = \"v\" }}\n{extra}"
+            ))
+            .unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+        let d = sub("topic=\"lp\"\nformat=\"line_protocol\"\ntimestamp_fallback=\"receive_time\"");
+        assert_eq!(run(&d, "lp", b"m v=1 12").unwrap()[0].timestamp_ns, NOW);
+    }
+
+    #[test]
+    fn one_sample_per_element() {
+        // TTN v3: one sample per receiving gateway, the uplink's own fields on their own.
+        let d = sub(r#"
+            topic = "v3/{application}/devices/{device}/up"
+            measurement = "environment"
+            format = "json"
+            timestamp = "received_at"
+            fields = { temperature_c = "uplink_message.decoded_payload.temperature" }
+            [[each]]
+            path = "uplink_message.rx_metadata"
+            measurement = "lorawan_gateway"
+            fields = { rssi_dbm = "rssi", snr_db = "snr" }
+            tags = { gateway = "gateway_ids.gateway_id" }
+            timestamp = "time"
+        "#);
+        let payload = br#"{"end_device_ids":{"device_id":"dev1"},"received_at":"2023-11-14T22:13:20Z",
+            "uplink_message":{"decoded_payload":{"temperature":21.5},"rx_metadata":[
+              {"gateway_ids":{"gateway_id":"gtw1"},"time":"2023-11-14T22:13:19.5Z","rssi":-35,"snr":5.2},
+              {"gateway_ids":{"gateway_id":"gtw2"},"rssi":-101,"snr":-3}]}}"#;
+        let s = run(&d, "v3/app1@ttn/devices/dev1/up", payload).unwrap();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.series.measurement.to_string(),
+                    s.series.tags.get("gateway").map(str::to_string),
+                    s.timestamp_ns,
+                    s.fields.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "environment".to_string(),
+                    None,
+                    1_700_000_000_000_000_000,
+                    vec![("temperature_c".into(), FieldValue::Float(21.5))]
+                ),
+                (
+                    "lorawan_gateway".to_string(),
+                    Some("gtw1".to_string()),
+                    1_699_999_999_500_000_000,
+                    vec![
+                        ("rssi_dbm".into(), FieldValue::Float(-35.0)),
+                        ("snr_db".into(), FieldValue::Float(5.2))
+                    ]
+                ),
+                (
+                    "lorawan_gateway".to_string(),
+                    Some("gtw2".to_string()),
+                    1_700_000_000_000_000_000,
+                    vec![
+                        ("rssi_dbm".into(), FieldValue::Float(-101.0)),
+                        ("snr_db".into(), FieldValue::Float(-3.0))
+                    ]
+                ),
+            ]
+        );
+        // Multi-channel arrays: one sample per channel, arrays of the same length merged.
+        let d = sub(r#"
+            topic = "tele/{device}/SENSOR"
+            measurement = "pdu_outlet"
+            format = "json"
+            fields = { voltage_v = "ENERGY.Voltage" }
+            [[each]]
+            path = "ENERGY.Power"
+            key_tag = "outlet"
+            first_index = 1
+            fields = { power_w = "" }
+            [[each]]
+            path = "ENERGY.Current"
+            key_tag = "outlet"
+            first_index = 1
+            fields = { current_a = "" }
+        "#);
+        let s = run(
+            &d,
+            "tele/p/SENSOR",
+            br#"{"ENERGY":{"Voltage":230,"Power":[120,85],"Current":[0.52,0.37]}}"#,
+        )
+        .unwrap();
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.series.tags.get("outlet").map(str::to_string),
+                    s.fields.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (None, vec![("voltage_v".into(), FieldValue::Float(230.0))]),
+                (
+                    Some("1".into()),
+                    vec![
+                        ("power_w".into(), FieldValue::Float(120.0)),
+                        ("current_a".into(), FieldValue::Float(0.52))
+                    ]
+                ),
+                (
+                    Some("2".into()),
+                    vec![
+                        ("power_w".into(), FieldValue::Float(85.0)),
+                        ("current_a".into(), FieldValue::Float(0.37))
+                    ]
+                ),
+            ]
+        );
+        // JSON keys as tags: Shelly Gen2 `switch:0`; other shapes are `no_fields`.
+        let d = sub(r#"
+            topic = "{device}/events/rpc"
+            measurement = "pdu_outlet"
+            format = "json"
+            timestamp = "params.ts"
+            [[each]]
+            path = "params"
+            key_tag = "outlet"
+            key_prefix = "switch:"
+            fields = { power_w = "apower", relay_on = { path = "output", type = "bool" } }
+        "#);
+        let s = run(&d, "shellyplus1pm-a8032ab12345/events/rpc", br#"{"src":"shellyplus1pm-a8032ab12345","dst":"x/events","method":"NotifyStatus","params":{"ts":1700000000.25,"switch:0":{"id":0,"apower":8.9,"output":true},"input:0":{"id":0,"state":false}}}"#).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].series.tags.get("outlet"), Some("0"));
+        assert_eq!(s[0].timestamp_ns, 1_700_000_000_250_000_000);
+        assert_eq!(s[0].field("relay_on"), Some(&FieldValue::Bool(true)));
+        let e = run(&d, "x/events/rpc", br#"{"method":"NotifyEvent","params":{"ts":1700000000.25,"events":[{"component":"input:0","event":"single_push"}]}}"#).unwrap_err();
+        assert_eq!(e.reason, DecodeReason::NoFields);
+        assert!(d.maps_shapes());
+        // Clashes and bad tables are config errors naming each[n].
+        for (extra, wants) in [
+            (
+                "[[each]]\npath = \"p\"\nkey_tag = \"v\"\nfields = { v = \"\" }",
+                "both a tag and a field",
+            ),
+            ("[[each]]\npath = \"p\"\nfields = {}", "each[0].fields"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(&format!(
+                "topic = \"t\"\nmeasurement = \"m\"\nformat = \"json\"\n{extra}"
+            ))
+            .unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(wants), "{e}");
+        }
+    }
+
+    #[test]
+    fn sparkplug_through_the_decoder() {
+        use super::super::sparkplug::{datatype, Metric, MetricValue, Payload};
+        use prost::Message;
+        let d = sub("topic=\"spBv1.0/#\"\nmeasurement=\"cooling\"\nformat=\"sparkplug_b\"\nmetric_names={\"Supply Air\"=\"supply_air_c\"}");
+        assert!(d.maps_shapes());
+        let birth = Payload {
+            timestamp: Some(1_699_999_000_000),
+            metrics: vec![Metric {
+                name: Some("Supply Air".into()),
+                alias: Some(7),
+                timestamp: Some(1_699_999_500_000),
+                datatype: Some(datatype::FLOAT),
+                is_historical: None,
+                is_transient: None,
+                is_null: None,
+                value: Some(MetricValue::FloatValue(18.5)),
+            }],
+            seq: Some(0),
+            uuid: None,
+            body: None,
+        };
+        let s = run(&d, "spBv1.0/dc1/DBIRTH/gw/crah-1", &birth.encode_to_vec()).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(&*s[0].series.measurement, SPARKPLUG_STATE_MEASUREMENT);
+        assert_eq!(s[0].field("up"), Some(&FieldValue::Bool(true)));
+        assert_eq!(s[0].timestamp_ns, NOW);
+        assert_eq!(s[1].field("supply_air_c"), Some(&FieldValue::Float(18.5)));
+        assert_eq!(s[1].timestamp_ns, 1_699_999_500_000_000_000);
+        let tags: Vec<_> = s[1].series.tags.iter().collect();
+        assert_eq!(
+            tags,
+            vec![("device", "crah-1"), ("edge_node", "gw"), ("group", "dc1")]
+        );
+        assert_eq!(
+            run(&d, "spBv1.0/STATE/scada-1", b"{\"online\":true}")
+                .unwrap_err()
+                .reason,
+            DecodeReason::NoFields
+        );
+        assert_eq!(
+            run(&d, "spBv1.0/dc1/DDATA/gw/crah-1", b"\xff\xff\xff")
+                .unwrap_err()
+                .reason,
+            DecodeReason::MalformedProtobuf
+        );
+        assert!(run(&d, "spBv1.0/dc1/DCMD/gw/crah-1", b"")
+            .unwrap()
+            .is_empty());
+        for (src, key) in [
+            ("topic=\"spBv1.0/#\"\nmeasurement=\"m\"\nformat=\"sparkplug_b\"\nunknown_metrics=\"drop\"", "unknown_metrics"),
+            ("topic=\"a\"\nmeasurement=\"m\"\nformat=\"number\"\nmetric_names={a=\"b\"}", "metric_names"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn decimal_timestamps_are_exact() {
+        let ts = |t: &str, u| decimal_timestamp(t, u);
+        assert_eq!(
+            ts("1700000000.25", TimestampUnit::Auto),
+            Some(1_700_000_000_250_000_000)
+        );
+        assert_eq!(
+            ts("1700000000123.5", TimestampUnit::Auto),
+            Some(1_700_000_000_123_500_000)
+        );
+        assert_eq!(
+            ts("1700000000.123456789999", TimestampUnit::S),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(ts("-1.5", TimestampUnit::S), Some(-1_500_000_000));
+        assert_eq!(ts("1.5e9", TimestampUnit::S), None);
+        assert_eq!(ts("99999999999999999999.5", TimestampUnit::S), None);
+    }
+
+    #[test]
+    fn field_named_by_a_topic_level() {
+        let d = sub(r#"
+            topic = "{device}/sensor/{entity}/state"
+            measurement = "environment"
+            format = "number"
+            field = "{entity}"
+            field_names = { temperature = "temperature_c", humidity = "humidity_pct" }
+        "#);
+        let s = run(&d, "rack7-env/sensor/temperature/state", b"21.5").unwrap();
+        assert_eq!(
+            s[0].fields,
+            vec![("temperature_c".into(), FieldValue::Float(21.5))]
+        );
+        let tags: Vec<_> = s[0].series.tags.iter().collect();
+        assert_eq!(
+            tags,
+            vec![("device", "rack7-env")],
+            "the field's level is not a tag"
+        );
+        let s = run(&d, "rack7-env/sensor/Wifi Signal/state", b"-60").unwrap();
+        assert_eq!(
+            s[0].fields,
+            vec![("wifi_signal".into(), FieldValue::Float(-60.0))]
+        );
+        assert_eq!(
+            run(&d, "rack7-env/sensor/°/state", b"1")
+                .unwrap_err()
+                .reason,
+            DecodeReason::NoFields
+        );
+        for (src, wants) in [
+            ("topic = \"a/{x}\"\nformat = \"number\"\nmeasurement = \"m\"\nfield = \"{y}\"", "{y}"),
+            ("topic = \"a/{x}\"\nformat = \"number\"\nmeasurement = \"m\"\nfield_names = { a = \"b\" }", "field_names"),
+        ] {
+            let cfg: SubscriptionConfig = toml::from_str(src).unwrap();
+            let e = Decoder::compile(0, &cfg).unwrap_err().to_string();
+            assert!(e.contains(wants), "{e}");
+        }
+    }
+
+    #[test]
+    fn escaped_dots_in_field_paths() {
+        let d = sub(r#"
+            topic = "t/{a}"
+            measurement = "m"
+            format = "json"
+            fields = { inlet_c = 'temp\.inlet', nested_c = "temp.inlet" }
+        "#);
+        let s = run(&d, "t/x", br#"{"temp.inlet": 21.5, "temp": {"inlet": 30}}"#).unwrap();
+        assert_eq!(s[0].field("inlet_c"), Some(&FieldValue::Float(21.5)));
+        assert_eq!(s[0].field("nested_c"), Some(&FieldValue::Float(30.0)));
+    }
+
     /// Decodes and returns the samples (or error) plus the field values dropped.
     fn run_typed(
         d: &Decoder,
@@ -1071,9 +2210,9 @@ mod tests {
     ) -> (Result<Vec<Sample>, DecodeError>, Vec<FieldError>) {
         let mut caps = Vec::new();
         assert!(d.template.match_topic(topic, &mut caps), "topic must match");
-        let mut errors = Vec::new();
-        let r = d.decode_into(topic, &caps, payload, NOW, &mut errors);
-        (r, errors)
+        let mut notes = DecodeNotes::default();
+        let r = d.decode_into(topic, &caps, payload, NOW, &mut notes);
+        (r, notes.field_errors)
     }
 
     fn reasons(errors: &[FieldError]) -> Vec<(&str, DecodeReason)> {
@@ -1454,6 +2593,10 @@ mod tests {
             Just(sub("topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"")),
             Just(sub("topic=\"t/{a}\"\nformat=\"line_protocol\"")),
             Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\nfields={x=\"a.0.b\",y=\"\"}\ntimestamp=\"ts\"\ntag_paths={k=\"k\"}\nparse_numeric_strings=true")),
+            Just(sub(&BMS.replace("bms/{device}/points", "t/{device}"))),
+            Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\n[points]\npath=\"\"\nunknown=\"keep\"\ntimestamp=\"t\"\ntags={u=\"u\"}")),
+            Just(sub("topic=\"t/{a}\"\nformat=\"json\"\nmeasurement=\"m\"\ntimestamp=\"ts\"\n[[each]]\npath=\"\"\nkey_tag=\"k\"\nfields={v=\"\",w=\"w\"}\ntimestamp=\"t\"\ntags={u=\"u\"}")),
+            Just(sub("topic=\"t/{a}\"\nformat=\"number\"\nmeasurement=\"m\"\nfield=\"{a}\"\nstates=\"default\"")),
         ]
     }
 
@@ -1635,6 +2778,14 @@ mod tests {
         #[test]
         fn decoders_never_panic(d in any_decoder(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = run(&d, "t/x", &payload);
+        }
+
+        #[test]
+        fn sparkplug_decoder_never_panics(k in 0usize..8, payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let d = sub("topic=\"spBv1.0/#\"\nmeasurement=\"m\"\nformat=\"sparkplug_b\"");
+            let topics = ["spBv1.0/g/NBIRTH/e", "spBv1.0/g/DBIRTH/e/d", "spBv1.0/g/NDATA/e", "spBv1.0/g/DDATA/e/d",
+                "spBv1.0/g/NDEATH/e", "spBv1.0/g/DDEATH/e/d", "spBv1.0/STATE/h", "spBv1.0/g/DCMD/e/d"];
+            let _ = run(&d, topics[k], &payload);
         }
 
         #[test]

@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: the `[mqtt]` table and `[[mqtt.subscription]]` entries.
 //! - [`topic`]: topic templates (`dc/{site}/{rack}/temperature`) → MQTT filters + tags.
-//! - [`decode`]: `number`, `json` and `line_protocol` payload decoders.
+//! - [`decode`]: `number`, `json`, `line_protocol` and `sparkplug_b` payload decoders.
 //! - [`subscriber`]: the long-running [`run`] loop and the one-shot [`collect_for`].
 //! - [`source`]: the collector as the topology's [`crate::collect::Source`].
 //!
@@ -71,14 +71,25 @@
 
 pub mod config;
 pub mod decode;
+pub mod each;
+mod field_type;
+mod json_value;
+pub mod path;
+pub mod points;
+mod points_spec;
+mod reason;
 mod series_cap;
 mod source;
+pub mod sparkplug;
 pub mod subscriber;
+pub mod timefmt;
 pub mod topic;
+mod value_spec;
+pub mod values;
 
 pub use config::{
     FieldSpec, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
-    TimestampUnit, TlsConfig,
+    TimestampFallback, TimestampUnit, TlsConfig,
 };
 pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
 pub use source::{source, MqttSource};

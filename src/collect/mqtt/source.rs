@@ -16,8 +16,27 @@ pub fn source(cfg: &LoadedConfig) -> Result<Option<Box<dyn Source>>, BoxError> {
     let Some(mqtt) = &cfg.config.mqtt else {
         return Ok(None);
     };
-    mqtt.validate()
-        .map_err(|e| cfg.invalid(format!("[mqtt]: {e}")))?;
+    if let Err(e) = mqtt.validate() {
+        // Point at the subscription's `[[mqtt.subscription]]` header where the file has one.
+        let line = match &e {
+            super::MqttConfigError::Subscription { index, .. } => {
+                std::fs::read_to_string(&cfg.path)
+                    .ok()
+                    .and_then(|text| subscription_line(&text, *index))
+            }
+            _ => None,
+        };
+        return Err(match line {
+            Some(line) => crate::config::ConfigError::Parse {
+                path: cfg.path.clone(),
+                line,
+                column: 1,
+                message: format!("[mqtt]: {e}"),
+            }
+            .into(),
+            None => cfg.invalid(format!("[mqtt]: {e}")).into(),
+        });
+    }
     // Resolved here so `check` catches a missing password file before deployment.
     if let Some(password) = &mqtt.password {
         password
@@ -25,6 +44,18 @@ pub fn source(cfg: &LoadedConfig) -> Result<Option<Box<dyn Source>>, BoxError> {
             .map_err(|e| format!("[mqtt] password: {e}"))?;
     }
     Ok(Some(Box::new(MqttSource { cfg: mqtt.clone() })))
+}
+
+/// Line (1-based) of the `index`-th `[[mqtt.subscription]]` header in `text`.
+fn subscription_line(text: &str, index: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            l.starts_with("[[mqtt.subscription]]") || l.starts_with("[[ mqtt.subscription ]]")
+        })
+        .nth(index)
+        .map(|(n, _)| n + 1)
 }
 
 pub struct MqttSource {
@@ -37,13 +68,20 @@ impl Source for MqttSource {
         "mqtt"
     }
 
+    /// One line, then one indented `warning:` line per positional JSON path (the `Source`
+    /// trait has no separate warnings, and `check` prints this under `mqtt:`).
     fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "{} subscription(s) on {}:{}",
             self.cfg.subscriptions.len(),
             self.cfg.host,
             self.cfg.port
-        )
+        );
+        for w in self.cfg.check_warnings() {
+            out.push_str("\n  warning: ");
+            out.push_str(&w);
+        }
+        out
     }
 
     fn acknowledges(&self) -> bool {
@@ -56,5 +94,37 @@ impl Source for MqttSource {
 
     async fn collect_once(&mut self, listen_for: Duration) -> Result<Vec<Sample>, BoxError> {
         Ok(subscriber::collect_for(&self.cfg, listen_for).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        std::fs::write(
+            &path,
+            "[influx]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\n\n[mqtt]\nhost = \"h\"\n\n\
+             [[mqtt.subscription]]\ntopic = \"a\"\nmeasurement = \"m\"\nformat = \"number\"\n\n\
+             [[mqtt.subscription]]\ntopic = \"b\"\nmeasurement = \"m\"\nformat = \"json\"\n\
+             [mqtt.subscription.points]\npath = \"p\"\n",
+        )
+        .unwrap();
+        let cfg = LoadedConfig::load(&path).unwrap();
+        let e = source(&cfg).err().expect("invalid").to_string();
+        assert!(
+            e.contains("site.toml:13:1:")
+                && e.contains("subscription[1]")
+                && e.contains("would store nothing"),
+            "{e}"
+        );
+        assert_eq!(
+            subscription_line("[[mqtt.subscription]]\n  [[mqtt.subscription]]", 1),
+            Some(2)
+        );
+        assert_eq!(subscription_line("", 0), None);
     }
 }

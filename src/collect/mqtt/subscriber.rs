@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
-use super::decode::{Decoder, FieldError};
+use super::decode::{DecodeNotes, DecodeReason, Decoder};
 use super::series_cap::SeriesCap;
 use crate::ack::Ack;
 use crate::config::SecretError;
@@ -40,6 +40,9 @@ const WARN_FIRST_ERRORS: u64 = 10;
 /// Outgoing packets (CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT) are small; the limit is
 /// this, or the SUBSCRIBE or CONNECT if they are larger. sitewatch publishes nothing.
 const OUTGOING_PACKET_MIN: usize = 64 * 1024;
+/// Dropped points and unmapped messages are expected in normal operation (a gateway's points
+/// that nobody mapped, a device's event messages): one warning per subscription per minute.
+const QUIET_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -95,6 +98,11 @@ pub async fn run(
             "mqtt.max_packet_size is deprecated and now sets max_payload_size: larger payloads \
              are dropped, counted and acknowledged, the connection stays up; rename the key"
         );
+    }
+    for d in &decoders {
+        for w in d.positional_warnings() {
+            tracing::warn!("{w}");
+        }
     }
     let mut router = Router::new(decoders);
     let acks = AckForwarder::spawn(client.clone());
@@ -489,11 +497,40 @@ fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttError>
 struct Router {
     decoders: Vec<Decoder>,
     captures: Vec<(Arc<str>, Arc<str>)>,
-    /// Scratch for the field values a decode drops; empty between messages.
-    field_errors: Vec<FieldError>,
+    /// Scratch for the field values and points a decode drops; empty between messages.
+    notes: DecodeNotes,
     error_counts: Vec<u64>,
     field_error_counts: Vec<u64>,
     series_caps: Vec<SeriesCap>,
+    /// Per subscription: dropped points and unmapped messages warn at most once a minute.
+    quiet_warnings: Vec<WarnEvery>,
+    fallback_warnings: Vec<WarnEvery>,
+    unmapped_warnings: Vec<WarnEvery>,
+}
+
+/// Allows one warning per `interval`: the first event warns, then at most one per interval.
+struct WarnEvery {
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl WarnEvery {
+    fn new(interval: Duration) -> WarnEvery {
+        WarnEvery {
+            interval,
+            last: None,
+        }
+    }
+
+    fn should_warn(&mut self, now: Instant) -> bool {
+        match self.last {
+            Some(last) if now.duration_since(last) < self.interval => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
 }
 
 impl Router {
@@ -506,10 +543,19 @@ impl Router {
         Router {
             decoders,
             captures: Vec::new(),
-            field_errors: Vec::new(),
+            notes: DecodeNotes::default(),
             error_counts: vec![0; n],
             field_error_counts: vec![0; n],
             series_caps,
+            quiet_warnings: (0..n)
+                .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
+                .collect(),
+            fallback_warnings: (0..n)
+                .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
+                .collect(),
+            unmapped_warnings: (0..n)
+                .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
+                .collect(),
         }
     }
 
@@ -538,9 +584,9 @@ impl Router {
             &self.captures,
             &publish.payload,
             recv_ns,
-            &mut self.field_errors,
+            &mut self.notes,
         );
-        for fe in self.field_errors.drain(..) {
+        for fe in self.notes.field_errors.drain(..) {
             metrics::counter!(
                 "sitewatch_mqtt_field_errors_total",
                 "subscription" => label.clone(),
@@ -563,6 +609,57 @@ impl Router {
                 );
             }
         }
+        let unknown = self.notes.unknown_points.len() + self.notes.nameless_points.len();
+        if unknown > 0 {
+            for (reason, n) in [
+                ("unknown", self.notes.unknown_points.len()),
+                ("no_name", self.notes.nameless_points.len()),
+            ] {
+                if n > 0 {
+                    metrics::counter!(
+                        "sitewatch_mqtt_unknown_points_total",
+                        "subscription" => label.clone(),
+                        "reason" => reason
+                    )
+                    .increment(n as u64);
+                }
+            }
+            if self.quiet_warnings[decoder.index].should_warn(Instant::now()) {
+                // A list of thousands of points must not make a log line of megabytes.
+                let first = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>();
+                tracing::warn!(
+                    subscription = %label, topic = %publish.topic,
+                    unknown = ?first(&self.notes.unknown_points),
+                    without_name = ?first(&self.notes.nameless_points),
+                    dropped = unknown,
+                    "MQTT points dropped: not in points.known (add them there, or set \
+                     unknown = \"keep\"), or without a name; counted in \
+                     sitewatch_mqtt_unknown_points_total, warned at most once a minute per \
+                     subscription"
+                );
+            }
+            self.notes.clear();
+        }
+        if !self.notes.timestamp_fallbacks.is_empty() {
+            for (reason, _) in &self.notes.timestamp_fallbacks {
+                metrics::counter!(
+                    "sitewatch_mqtt_timestamp_fallbacks_total",
+                    "subscription" => label.clone(),
+                    "reason" => reason.as_str()
+                )
+                .increment(1);
+            }
+            if self.fallback_warnings[decoder.index].should_warn(Instant::now()) {
+                let (reason, detail) = &self.notes.timestamp_fallbacks[0];
+                tracing::warn!(
+                    subscription = %label, topic = %publish.topic, reason = %reason,
+                    "MQTT payload timestamp replaced by receive time (timestamp_fallback = \
+                     \"receive_time\"): {detail}; counted in \
+                     sitewatch_mqtt_timestamp_fallbacks_total, warned at most once a minute"
+                );
+            }
+            self.notes.timestamp_fallbacks.clear();
+        }
         match decoded {
             Ok(mut samples) => {
                 self.series_caps[decoder.index].filter(&label, &mut samples);
@@ -574,6 +671,23 @@ impl Router {
                 metrics::counter!("sitewatch_mqtt_samples_total", "subscription" => label)
                     .increment(samples.len() as u64);
                 Some(samples)
+            }
+            Err(e) if e.reason == DecodeReason::NoFields && decoder.maps_shapes() => {
+                // Another message type on a mapped topic (events, announcements): expected,
+                // so a counter and one warning a minute, not one per message.
+                metrics::counter!("sitewatch_mqtt_unmapped_total", "subscription" => label.clone())
+                    .increment(1);
+                if self.unmapped_warnings[decoder.index].should_warn(Instant::now()) {
+                    tracing::warn!(
+                        subscription = %label,
+                        "MQTT message of a shape this subscription does not map, dropped \
+                         (counted in sitewatch_mqtt_unmapped_total, warned at most once a \
+                         minute per subscription; map it or narrow the topic if it matters): {e}"
+                    );
+                } else {
+                    tracing::debug!(subscription = %label, "{e}");
+                }
+                None
             }
             Err(e) => {
                 metrics::counter!(
@@ -700,6 +814,17 @@ impl AckForwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quiet_warnings_are_rate_limited() {
+        let mut w = WarnEvery::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(w.should_warn(t0));
+        assert!(!w.should_warn(t0 + Duration::from_secs(1)));
+        assert!(!w.should_warn(t0 + Duration::from_secs(59)));
+        assert!(w.should_warn(t0 + Duration::from_secs(60)));
+        assert!(!w.should_warn(t0 + Duration::from_secs(61)));
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {

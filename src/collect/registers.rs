@@ -1,5 +1,6 @@
-//! Register words → typed value: data types, word and byte order (decimal scaling is the
-//! collectors' shared [`crate::collect::scale::Scale`]).
+//! Register words → typed value, shared by the Modbus collector and MQTT fields that carry raw
+//! registers from a Modbus-to-MQTT gateway: data types, word and byte order (decimal scaling
+//! is the collectors' shared [`crate::collect::scale::Scale`]).
 //!
 //! A Modbus register is a 16-bit word sent high byte first. Values wider than one register
 //! span consecutive registers, and vendors disagree on the order: the map says it with
