@@ -127,6 +127,11 @@ impl Topology {
                 self.notifier.receiver_names().join(", ")
             ));
         }
+        for s in &self.sources {
+            for w in s.check_warnings() {
+                out.push(format!("warning: {w}"));
+            }
+        }
         let acking = self.sources.iter().any(|s| s.acknowledges());
         for s in &self.sinks {
             for w in s.check_warnings(acking) {

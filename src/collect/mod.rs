@@ -47,6 +47,10 @@ pub trait Source: Send {
     fn name(&self) -> &'static str;
     /// One line for `sitewatch check`: what it will collect.
     fn describe(&self) -> String;
+    /// Deployment warnings for `check` (a positional JSON path a reordering would break).
+    fn check_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether batches carry acks, i.e. the source waits for the sinks before letting go of
     /// the data upstream (MQTT QoS 1). `check` warns when such a source has no spool behind it.
     fn acknowledges(&self) -> bool {

@@ -71,17 +71,16 @@ impl Source for MqttSource {
     /// One line, then one indented `warning:` line per positional JSON path (the `Source`
     /// trait has no separate warnings, and `check` prints this under `mqtt:`).
     fn describe(&self) -> String {
-        let mut out = format!(
+        format!(
             "{} subscription(s) on {}:{}",
             self.cfg.subscriptions.len(),
             self.cfg.host,
             self.cfg.port
-        );
-        for w in self.cfg.check_warnings() {
-            out.push_str("\n  warning: ");
-            out.push_str(&w);
-        }
-        out
+        )
+    }
+
+    fn check_warnings(&self) -> Vec<String> {
+        self.cfg.check_warnings()
     }
 
     fn acknowledges(&self) -> bool {
