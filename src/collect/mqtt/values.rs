@@ -27,8 +27,8 @@ use crate::model::FieldValue;
 /// A compiled [`NumericSpec`].
 #[derive(Debug, Clone, PartialEq)]
 struct Numeric {
-    scale: Option<Scale>,
-    offset: f64,
+    /// `scale`, `divide` and `offset` in one decimal step.
+    scale: Scale,
     decode: Option<(DataType, Layout)>,
 }
 
@@ -169,32 +169,24 @@ impl ValueConv {
                 "word_order applies with decode = \"int32\", \"uint32\" or \"float32\"".into(),
             );
         }
-        let mut scale = match spec.scale {
-            None => None,
-            Some(s) => Some(
-                Scale::from_f64(s)
-                    .ok_or_else(|| format!("scale = {s}: must be a finite number other than 0"))?,
-            ),
-        };
+        let factor = spec.scale.unwrap_or(1.0);
+        let offset = spec.offset.unwrap_or(0.0);
+        if !offset.is_finite() {
+            return Err("offset must be a finite number".into());
+        }
+        // One decimal scale, the collectors' shared one: 14 × 0.1 − 40 is exactly −38.6.
+        let mut scale = Scale::with_offset(factor, offset)
+            .ok_or_else(|| format!("scale = {factor}: must be a finite number other than 0"))?;
         if let Some(d) = spec.divide {
             if !d.is_finite() || d == 0.0 {
                 return Err(format!(
                     "divide = {d}: must be a finite number other than 0"
                 ));
             }
-            scale = Some(
-                scale
-                    .unwrap_or_else(|| Scale::from_f64(1.0).expect("1 is a scale"))
-                    .divided_by(d),
-            );
-        }
-        let offset = spec.offset.unwrap_or(0.0);
-        if !offset.is_finite() {
-            return Err("offset must be a finite number".into());
+            scale = scale.divided_by(d);
         }
         self.numeric = Some(Arc::new(Numeric {
             scale,
-            offset,
             decode: spec.decode.map(|d| {
                 (
                     d,
@@ -306,10 +298,7 @@ impl ValueConv {
                 _ => return Err(DecodeReason::TypeMismatch),
             },
         };
-        let x = match n.scale {
-            Some(s) => s.apply(x),
-            None => x,
-        } + n.offset;
+        let x = n.scale.apply(x);
         if !x.is_finite() {
             return Err(DecodeReason::NonFinite);
         }
