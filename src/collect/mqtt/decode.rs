@@ -891,26 +891,16 @@ impl Decoder {
                 Some(v) if !v.is_null() => (Some(v), e.timestamp.as_ref()),
                 _ => (parent_ts, parent_ts_path),
             };
-            let ts = match ts_value {
-                None => recv_ns,
-                Some(v) => match self.or_receive_time(
-                    self.payload_timestamp(v, ts_path, recv_ns),
-                    recv_ns,
-                    notes,
-                ) {
-                    Ok(ns) => ns,
-                    Err((reason, detail)) => {
-                        notes.field_errors.push(FieldError {
-                            field: fields[0].0.clone(),
-                            reason,
-                            detail: format!(
-                                "element {key} of {:?} dropped: {detail}",
-                                e.path.as_str()
-                            ),
-                        });
-                        continue;
-                    }
-                },
+            let ts = match self.element_timestamp(ts_value, ts_path, recv_ns, notes) {
+                Ok(ns) => ns,
+                Err((reason, detail)) => {
+                    notes.field_errors.push(FieldError {
+                        field: fields[0].0.clone(),
+                        reason,
+                        detail: format!("element {key} of {:?} dropped: {detail}", e.path.as_str()),
+                    });
+                    continue;
+                }
             };
             let parent_tags = tag_paths
                 .iter()
@@ -921,33 +911,17 @@ impl Decoder {
                 .filter_map(|(n, p)| p.get(element).and_then(json_tag).map(|v| (n.clone(), v)));
             let key_tag = e.key_tag.clone().map(|t| (t, key.clone()));
             let tagset = self.tags(captures, parent_tags.chain(element_tags).chain(key_tag));
-            let slot = samples.iter_mut().find(|s| {
-                s.timestamp_ns == ts
-                    && s.series.tags == tagset
-                    && s.series.measurement == measurement
-            });
-            match slot {
-                Some(sample) => {
-                    for (name, value) in fields {
-                        if sample.fields.iter().any(|(k, _)| *k == name) {
-                            notes.field_errors.push(FieldError {
-                                field: name.clone(),
-                                reason: DecodeReason::DuplicatePoint,
-                                detail: format!(
-                                    "element {key} of {:?} sets field {name:?} of a sample that \
-                                     already has it; the first is kept",
-                                    e.path.as_str()
-                                ),
-                            });
-                        } else {
-                            sample.fields.push((name, value));
-                        }
-                    }
-                }
-                None => {
-                    let mut sample = Sample::new(SeriesKey::new(measurement.clone(), tagset), ts);
-                    sample.fields = fields;
-                    samples.push(sample);
+            for (name, value) in fields {
+                if !put_field(samples, 0, &measurement, &tagset, ts, name.clone(), value) {
+                    notes.field_errors.push(FieldError {
+                        field: name.clone(),
+                        reason: DecodeReason::DuplicatePoint,
+                        detail: format!(
+                            "element {key} of {:?} sets field {name:?} of a sample that \
+                             already has it; the first is kept",
+                            e.path.as_str()
+                        ),
+                    });
                 }
             }
         }
@@ -1094,6 +1068,23 @@ impl Decoder {
         Ok(samples)
     }
 
+    /// The timestamp of one element of a point list or `each` table: its own, else the
+    /// parent's (`ts_value` is whichever applies), else receive time.
+    fn element_timestamp(
+        &self,
+        ts_value: Option<&Value>,
+        ts_path: Option<&JsonPath>,
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+    ) -> Result<i64, (DecodeReason, String)> {
+        match ts_value {
+            None => Ok(recv_ns),
+            Some(v) => {
+                self.or_receive_time(self.payload_timestamp(v, ts_path, recv_ns), recv_ns, notes)
+            }
+        }
+    }
+
     /// A payload timestamp at `path` (for messages) as ns, checked against receive time.
     fn payload_timestamp(
         &self,
@@ -1174,54 +1165,40 @@ impl Decoder {
                 Some(v) => (Some(v), pl.timestamp_path()),
                 None => (parent_ts, parent_ts_path),
             };
-            let ts = match ts_value {
-                None => recv_ns,
-                Some(v) => match self.or_receive_time(
-                    self.payload_timestamp(v, ts_path, recv_ns),
-                    recv_ns,
-                    notes,
-                ) {
-                    Ok(ns) => ns,
-                    Err((reason, detail)) => {
-                        notes.field_errors.push(FieldError {
-                            field: field.clone(),
-                            reason,
-                            detail: format!("point {:?} dropped: {detail}", p.raw),
-                        });
-                        continue;
-                    }
-                },
+            let ts = match self.element_timestamp(ts_value, ts_path, recv_ns, notes) {
+                Ok(ns) => ns,
+                Err((reason, detail)) => {
+                    notes.field_errors.push(FieldError {
+                        field: field.clone(),
+                        reason,
+                        detail: format!("point {:?} dropped: {detail}", p.raw),
+                    });
+                    continue;
+                }
             };
             let tagset = self.tags(
                 captures,
                 parent_tags.iter().cloned().chain(p.tags).chain(name_tag),
             );
-            let slot = samples[first..]
-                .iter_mut()
-                .find(|s| s.timestamp_ns == ts && s.series.tags == tagset);
-            match slot {
-                Some(sample) => {
-                    if sample.fields.iter().any(|(k, _)| *k == field) {
-                        notes.field_errors.push(FieldError {
-                            field: field.clone(),
-                            reason: DecodeReason::DuplicatePoint,
-                            detail: format!(
-                                "point {:?} maps to field {field:?}, which an earlier point of \
-                                 the same payload already set; the first is kept (map the \
-                                 points to distinct fields in points.known)",
-                                p.raw
-                            ),
-                        });
-                    } else {
-                        sample.fields.push((field, value));
-                    }
-                }
-                None => {
-                    let mut sample =
-                        Sample::new(SeriesKey::new(self.measurement.clone(), tagset), ts);
-                    sample.fields.push((field, value));
-                    samples.push(sample);
-                }
+            if !put_field(
+                samples,
+                first,
+                &self.measurement,
+                &tagset,
+                ts,
+                field.clone(),
+                value,
+            ) {
+                notes.field_errors.push(FieldError {
+                    field: field.clone(),
+                    reason: DecodeReason::DuplicatePoint,
+                    detail: format!(
+                        "point {:?} maps to field {field:?}, which an earlier point of \
+                         the same payload already set; the first is kept (map the \
+                         points to distinct fields in points.known)",
+                        p.raw
+                    ),
+                });
             }
         }
         true
@@ -1433,6 +1410,36 @@ fn check_timestamp(ns: i64, recv_ns: i64) -> Result<i64, String> {
         ));
     }
     Ok(ns)
+}
+
+/// Puts `field = value` into the sample of `measurement` and `tags` at `ts` among
+/// `samples[from..]` (a new sample if there is none); `false` if that sample already has the
+/// field, which keeps its first value.
+fn put_field(
+    samples: &mut Vec<Sample>,
+    from: usize,
+    measurement: &Arc<str>,
+    tags: &TagSet,
+    ts: i64,
+    field: Arc<str>,
+    value: FieldValue,
+) -> bool {
+    let slot = samples[from..].iter_mut().find(|s| {
+        s.timestamp_ns == ts && s.series.tags == *tags && s.series.measurement == *measurement
+    });
+    match slot {
+        Some(sample) if sample.fields.iter().any(|(k, _)| *k == field) => false,
+        Some(sample) => {
+            sample.fields.push((field, value));
+            true
+        }
+        None => {
+            let mut sample = Sample::new(SeriesKey::new(measurement.clone(), tags.clone()), ts);
+            sample.fields.push((field, value));
+            samples.push(sample);
+            true
+        }
+    }
 }
 
 #[cfg(test)]
