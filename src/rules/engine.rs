@@ -57,9 +57,10 @@ pub const POLL_MEASUREMENT: &str = "snmp_poll";
 const POLL_UP_FIELD: &str = "up";
 const DEVICE_TAG: &str = "device";
 /// Device-health measurements: their `up` field (false = down) inhibits the rules of the
-/// device named by their `device` tag. The SNMP poller's, and the MQTT collector's Sparkplug
-/// B BIRTH/DEATH rows (`crate::collect::mqtt::decode::SPARKPLUG_STATE_MEASUREMENT`).
-const HEALTH_MEASUREMENTS: &[&str] = &[POLL_MEASUREMENT, "sparkplug_state"];
+/// device named by their `device` tag. The SNMP poller's, the Modbus poller's
+/// (`crate::collect::modbus::POLL_MEASUREMENT`), and the MQTT collector's Sparkplug B
+/// BIRTH/DEATH rows (`crate::collect::mqtt::decode::SPARKPLUG_STATE_MEASUREMENT`).
+const HEALTH_MEASUREMENTS: &[&str] = &[POLL_MEASUREMENT, "modbus_poll", "sparkplug_state"];
 
 fn is_health(measurement: &str) -> bool {
     HEALTH_MEASUREMENTS.contains(&measurement)
@@ -1556,7 +1557,7 @@ mod tests {
     #[test]
     fn shipped_rules_fire_on_a_cooling_fault_a_leak_and_an_overloaded_phase() {
         let set = shipped_rules();
-        assert_eq!(set.len(), 22);
+        assert_eq!(set.len(), 23);
         let mut e = Engine::new(set);
         let mut out = Vec::new();
         let env = SeriesKey::new(
@@ -1798,6 +1799,38 @@ mod tests {
             out[0].message,
             "PDU pdu-c01 phase L2: load warning (near overload or overload)"
         );
+    }
+
+    /// A Modbus device that stops answering holds back its series' alarms like an SNMP
+    /// device does, and they fire again once it answers.
+    #[test]
+    fn a_modbus_device_down_inhibits_its_series() {
+        let mut e = Engine::new(rules(&rule(
+            "hot",
+            "match = { device = \"*\" }\nabove = { critical = 30.0 }",
+        )));
+        let mut out = Vec::new();
+        let health = SeriesKey::new("modbus_poll", TagSet::new([("device", "chiller-1")]));
+        let temp = SeriesKey::new("env", TagSet::new([("device", "chiller-1")]));
+        e.observe(
+            &Sample::new(health.clone(), S).with_field("up", FieldValue::Bool(false)),
+            &mut out,
+        );
+        e.observe(
+            &Sample::new(temp.clone(), 2 * S).with_field("t", FieldValue::Float(35.0)),
+            &mut out,
+        );
+        assert!(out.is_empty(), "inhibited while down: {out:?}");
+        e.observe(
+            &Sample::new(health, 3 * S).with_field("up", FieldValue::Bool(true)),
+            &mut out,
+        );
+        e.observe(
+            &Sample::new(temp, 4 * S).with_field("t", FieldValue::Float(35.0)),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].state, EventState::Firing);
     }
 
     /// One step of a scripted scenario.
