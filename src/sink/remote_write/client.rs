@@ -8,6 +8,10 @@
 //! - 429 and 5xx, timeouts and transport errors (refused, reset, DNS): retried forever with
 //!   full-jitter exponential backoff (250 ms doubling up to `max_retry_delay`), or after the
 //!   server's `Retry-After` seconds when it sends them.
+//! - 401, 403 and 404: retried like a 5xx. They say the deployment is wrong (an expired
+//!   token, a wrong URL), not the data; releasing the acks would lose every sample until an
+//!   operator notices, while retrying keeps them (in memory, then at the MQTT broker) and turns
+//!   `/ready` 503 after `ready_grace`. The InfluxDB sink does the same.
 //! - Any other 4xx: rejected, never retried (the spec: the data is invalid and resending it
 //!   cannot help). Logged with the server's message and counted.
 //! - Anything else (a 3xx that was not followed, 1xx): retried like a 5xx.
@@ -61,7 +65,7 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Verdi
     let message = truncate(body.trim());
     match status {
         200..=299 => Verdict::Delivered,
-        429 => Verdict::Retry {
+        429 | 401 | 403 | 404 => Verdict::Retry {
             status: status.to_string(),
             after: retry_after,
             detail: message,
@@ -275,9 +279,16 @@ mod tests {
                 message: "out of order sample".into()
             }
         );
-        for s in [401, 403, 404, 413] {
+        for s in [400, 413, 422] {
             assert!(
                 matches!(classify(s, None, ""), Verdict::Rejected { .. }),
+                "{s}"
+            );
+        }
+        // Deployment errors, not bad data: held and retried until someone fixes them.
+        for s in [401, 403, 404] {
+            assert!(
+                matches!(classify(s, None, ""), Verdict::Retry { .. }),
                 "{s}"
             );
         }

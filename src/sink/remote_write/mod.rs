@@ -13,7 +13,7 @@
 //! | receiver                 | what happens                                               |
 //! |--------------------------|------------------------------------------------------------|
 //! | answers 2xx              | the request's batches are acknowledged (MQTT PUBACK once every sink holds them) |
-//! | 429, 5xx, timeout, down  | retried forever (full-jitter backoff 250 ms → `max_retry_delay`, or `Retry-After`); new batches are taken until `max_buffered_samples` are held, then none (backpressure: the broker keeps the unacknowledged messages) |
+//! | 429, 5xx, 401/403/404, timeout, down | retried forever (full-jitter backoff 250 ms → `max_retry_delay`, or `Retry-After`); new batches are taken until `max_buffered_samples` are held, then none (backpressure: the broker keeps the unacknowledged messages) |
 //! | other 4xx                | rejected: dropped, counted, logged with the server's message; the acks are rejected (the source lets go: a redelivery would be rejected again) |
 //! | hung at shutdown         | the topology's `stop` ends the flush; unsent acks are dropped, so the broker redelivers after the restart |
 //!
