@@ -40,8 +40,13 @@ pub fn init_logging(level: &str, json: bool) -> Result<(), TelemetryError> {
         filter: filter.clone(),
         message: e.to_string(),
     })?;
+    // Colour only for a person at a terminal: journald, log files and pipes get plain text
+    // (escape sequences there are noise), and NO_COLOR (no-color.org) turns it off anyway.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests, `once` after `check`) is harmless; keep the first subscriber.
     let _ = if json {

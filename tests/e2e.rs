@@ -259,6 +259,13 @@ fn mqtt_to_influx_exact_values_tags_timestamps_and_one_event_pair() {
 
     let status = sw.terminate().expect("sitewatch was running");
     assert!(status.success(), "exit {status}; log:\n{}", sw.log());
+    // stderr is a file here, as under journald: plain text, no colour escape sequences.
+    let log = sw.log();
+    assert!(log.contains("sitewatch running"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a non-terminal log:\n{log}"
+    );
 }
 
 #[test]
