@@ -110,10 +110,6 @@ impl Outputs {
             }
         }
     }
-
-    async fn forward(&mut self, batch: Batch) {
-        self.sinks.send_series(batch).await;
-    }
 }
 
 /// Runs the stage: for each batch from `rx`, evaluates every sample, sends the resulting events
@@ -254,7 +250,7 @@ async fn process(engine: &mut Engine, out: &mut Outputs, batch: Batch) {
     metrics::counter!("sitewatch_samples_in_total").increment(batch.samples.len() as u64);
     let events = evaluate_batch(engine, &batch.samples);
     out.emit(engine, events).await;
-    out.forward(batch).await;
+    out.sinks.send_series(batch).await;
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! The rules of [docs/profiles.md](../../../docs/profiles.md) live here; the profile file
 //! schema that configures them is in [`super::profile`].
 
-pub use crate::collect::scale::Scale;
+use crate::collect::scale::Scale;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::decode::{InvalidWhen, Kind, Scale, ValueSpec};
+use super::decode::{InvalidWhen, Kind, ValueSpec};
 use super::value::ObjectId;
+use crate::collect::scale::Scale;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
