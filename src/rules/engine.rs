@@ -36,7 +36,7 @@
 //! - **Silences** are not applied here but through [`Engine::gate_alert`] (see
 //!   [`super::silence`]): the stage writes every event and sends only the notified ones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,8 +45,9 @@ use crate::model::{now_ns, Event, EventState, FieldValue, Sample, SeriesKey, Sev
 use super::config::{
     duration_ns, format_value, Condition, RenderContext, Rule, RuleSet, STALE_SUFFIX,
 };
+use super::series::{FastMap, FastSet, MatchSets, SeriesSlot};
 use super::silence::{Gate, Silencer};
-use super::state::{self, RuleState, SaveEntry, StateError};
+use super::state::{self, RuleState, SaveEntry, SaveTrack, StateError};
 
 /// Most samples kept per series for a `rate` rule; when samples come faster than
 /// window / this, the effective window shortens to the newest samples.
@@ -66,23 +67,10 @@ fn is_health(measurement: &str) -> bool {
     HEALTH_MEASUREMENTS.contains(&measurement)
 }
 
-pub(crate) struct MatchedRule {
-    pub(crate) rule_idx: usize,
-    /// 0: the rule's own levels; i + 1: override i.
-    pub(crate) variant: usize,
-    pub(crate) state: RuleState,
-}
-
-/// Rules whose tag matchers accept one series, found once per series so globs do not run for
-/// every sample. Sorted by `rule_idx`.
-pub(crate) struct SeriesSlot {
-    pub(crate) matched: Vec<MatchedRule>,
-}
-
 /// What inhibition looks at; borrowed apart from the series map.
 struct Deps<'a> {
-    devices_down: &'a HashSet<Arc<str>>,
-    firing: &'a HashMap<Arc<str>, HashSet<SeriesKey>>,
+    devices_down: &'a FastSet<Arc<str>>,
+    firing: &'a FastMap<Arc<str>, FastSet<SeriesKey>>,
 }
 
 impl Deps<'_> {
@@ -114,12 +102,13 @@ pub struct Engine {
     /// measurement → field → indices of rules watching it. A sample no rule watches costs one
     /// lookup here.
     index: HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize>>>,
-    pub(crate) series: HashMap<SeriesKey, SeriesSlot>,
+    pub(crate) series: FastMap<SeriesKey, SeriesSlot>,
+    match_sets: MatchSets,
     firing: usize,
     /// Devices whose latest `snmp_poll` sample said `up = false`.
-    pub(crate) devices_down: HashSet<Arc<str>>,
+    pub(crate) devices_down: FastSet<Arc<str>>,
     /// Rule name → series whose condition is active (for `depends_on`).
-    firing_series: HashMap<Arc<str>, HashSet<SeriesKey>>,
+    firing_series: FastMap<Arc<str>, FastSet<SeriesKey>>,
     /// Clock of the latest tick.
     clock: Option<i64>,
     /// Events produced outside observe/tick (state load), handed out by the next tick.
@@ -130,6 +119,9 @@ pub struct Engine {
     restored_alerts: Vec<Event>,
     /// Samples more than this ahead of the clock are not evaluated.
     max_future_ns: i64,
+    /// States stepped for one field of one sample, stored once the field's track is updated
+    /// (whether a state is at rest is judged against the updated track).
+    stepped: Vec<(usize, Box<RuleState>)>,
 }
 
 fn build_index(rules: &RuleSet) -> HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize>>> {
@@ -145,28 +137,17 @@ fn build_index(rules: &RuleSet) -> HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize
     index
 }
 
-/// Rules of `key`'s measurement whose matchers accept its tags, with their variant, in rule
-/// order. Only that measurement's rules are looked at (an index lookup), never all of them.
-fn matching_rules(rules: &RuleSet, key: &SeriesKey) -> Vec<(usize, usize)> {
-    let all = rules.rules();
-    rules
-        .for_measurement(&key.measurement)
-        .iter()
-        .filter(|&&i| all[i].matches_tags(&key.tags))
-        .map(|&i| (i, all[i].variant_for(&key.tags)))
-        .collect()
-}
-
-pub(crate) fn new_slot(rules: &RuleSet, key: &SeriesKey) -> SeriesSlot {
-    SeriesSlot {
-        matched: matching_rules(rules, key)
-            .into_iter()
-            .map(|(rule_idx, variant)| MatchedRule {
-                rule_idx,
-                variant,
-                state: RuleState::new(),
-            })
-            .collect(),
+/// Counts (and logs, once per series and field at warn) a value a rule cannot evaluate.
+fn unusable(rule: &Rule, key: &SeriesKey, value: &FieldValue, warned: &mut bool) {
+    metrics::counter!("sitewatch_rules_unusable_values_total", "rule" => rule.name.to_string())
+        .increment(1);
+    // A rule comparing a number with a text field is a configuration mistake that would
+    // otherwise never fire, silently.
+    if *warned {
+        tracing::debug!(rule = %rule.name, series = %key, value = %format_value(value), "value cannot be evaluated by this rule; ignored");
+    } else {
+        *warned = true;
+        tracing::warn!(rule = %rule.name, series = %key, value = %format_value(value), "value cannot be evaluated by this rule (wrong type for the condition, or NaN); ignored, check the rule's field and condition");
     }
 }
 
@@ -177,10 +158,11 @@ impl Engine {
         Engine {
             rules,
             index,
-            series: HashMap::new(),
+            series: FastMap::default(),
+            match_sets: MatchSets::default(),
             firing: 0,
-            devices_down: HashSet::new(),
-            firing_series: HashMap::new(),
+            devices_down: FastSet::default(),
+            firing_series: FastMap::default(),
             clock: None,
             pending: Vec::new(),
             silencer: Silencer::default(),
@@ -188,6 +170,7 @@ impl Engine {
             state_file: None,
             restored_alerts: Vec::new(),
             max_future_ns: duration_ns(super::config::DEFAULT_MAX_FUTURE_SKEW),
+            stepped: Vec::new(),
         }
     }
 
@@ -204,6 +187,16 @@ impl Engine {
     /// stale alerts.
     pub fn firing_count(&self) -> usize {
         self.firing
+    }
+
+    /// Series the engine keeps (those at least one rule watches).
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// (series, rule) pairs whose state is held because they are not at rest.
+    pub fn held_states(&self) -> usize {
+        self.series.values().map(|s| s.states.len()).sum()
     }
 
     /// Where the stage saves state periodically and on shutdown.
@@ -229,19 +222,21 @@ impl Engine {
         let slot = match self.series.get_mut(&sample.series) {
             Some(slot) => slot,
             None => {
-                let slot = new_slot(&self.rules, &sample.series);
+                let slot = self.match_sets.slot_for(&self.rules, &sample.series);
                 self.series.entry(sample.series.clone()).or_insert(slot)
             }
         };
-        if slot.matched.is_empty() {
+        if slot.matches.entries.is_empty() {
             return;
         }
         let arrival = self.clock.unwrap_or(sample.timestamp_ns);
-        if sample.timestamp_ns.saturating_sub(arrival) > self.max_future_ns {
+        let ts = sample.timestamp_ns;
+        let key = &sample.series;
+        if ts.saturating_sub(arrival) > self.max_future_ns {
             // Evaluating it would set the series' last time a year ahead, and every correct
             // sample after it would then be "out of order": a rack at 35 °C would never page.
             metrics::counter!("sitewatch_rules_future_samples_total").increment(1);
-            tracing::debug!(series = %sample.series, ts = sample.timestamp_ns, clock = arrival, "sample stamped too far in the future (see [rules] max_future_skew); not evaluated");
+            tracing::debug!(series = %key, ts, clock = arrival, "sample stamped too far in the future (see [rules] max_future_skew); not evaluated");
             return;
         }
         let mut evaluations = 0u64;
@@ -250,44 +245,82 @@ impl Engine {
             let Some(rule_idxs) = by_field.get(field) else {
                 continue;
             };
+            let Some(fpos) = slot.matches.fields.iter().position(|f| f == field) else {
+                continue;
+            };
+            let last_ts = slot.tracks[fpos].last_ts;
+            if ts < last_ts {
+                metrics::counter!("sitewatch_rules_out_of_order_total").increment(1);
+                tracing::debug!(series = %key, field = %field, ts, last = last_ts, "sample older than the last one evaluated; ignored");
+                continue;
+            }
+            let mut usable = false;
+            let mut touched_held = false;
             for &idx in rule_idxs {
-                let Ok(pos) = slot.matched.binary_search_by_key(&idx, |m| m.rule_idx) else {
+                let Some(pos) = slot.matches.position(idx) else {
                     continue;
                 };
+                let variant = slot.matches.entries[pos].variant as usize;
                 let rule = &self.rules.rules()[idx];
-                let m = &mut slot.matched[pos];
                 evaluations += 1;
-                let open_before = m.state.open_alerts();
-                let was_active = m.state.active;
-                let first = out.len();
-                let deps = Deps {
-                    devices_down: &self.devices_down,
-                    firing: &self.firing_series,
-                };
-                step(
-                    rule,
-                    m.variant,
-                    &mut m.state,
-                    &sample.series,
-                    value,
-                    sample.timestamp_ns,
-                    arrival,
-                    &deps,
-                    out,
-                );
-                let open_after = m.state.open_alerts();
-                self.firing = (self.firing + open_after).saturating_sub(open_before);
-                if (was_active == Severity::Ok) != (m.state.active == Severity::Ok) {
-                    let set = self.firing_series.entry(rule.name.clone()).or_default();
-                    if m.state.active == Severity::Ok {
-                        set.remove(&sample.series);
-                    } else {
-                        set.insert(sample.series.clone());
+                if slot.state_index(pos).is_err() {
+                    // At rest: only a breach, or a rate rule's window, needs a state; a value
+                    // inside the levels changes nothing but the field's track.
+                    let (cond, rate) = rule.variant(variant);
+                    if rate.is_none() {
+                        match cond.classify(value, Severity::Ok) {
+                            None => {
+                                unusable(rule, key, value, &mut slot.tracks[fpos].unusable_warned);
+                                continue;
+                            }
+                            Some(Severity::Ok) => {
+                                usable = true;
+                                continue;
+                            }
+                            Some(_) => {}
+                        }
                     }
                 }
-                for ev in &out[first..] {
-                    count_event(ev);
+                let held = slot.state_index(pos);
+                let mut fresh = None;
+                let st = match held {
+                    Ok(i) => &mut *slot.states[i].1,
+                    Err(_) => &mut **fresh.insert(Box::new(slot.tracks[fpos].rule_state())),
+                };
+                usable |= advance(
+                    rule,
+                    variant,
+                    st,
+                    key,
+                    value,
+                    (ts, arrival),
+                    &self.devices_down,
+                    &mut self.firing_series,
+                    &mut self.firing,
+                    out,
+                );
+                slot.tracks[fpos].unusable_warned |= st.unusable_warned;
+                touched_held |= held.is_ok();
+                if let Some(st) = fresh {
+                    self.stepped.push((pos, st));
                 }
+            }
+            if usable {
+                let track = &mut slot.tracks[fpos];
+                track.last_ts = ts;
+                track.last_value = Some(value.clone());
+                track.seen = true;
+                track.last_arrival = track.last_arrival.max(arrival);
+            }
+            if touched_held {
+                // Held states that came to rest (resolved, wait abandoned) are dropped.
+                let (matches, track) = (&slot.matches, &slot.tracks[fpos]);
+                slot.states.retain(|(p, st)| {
+                    matches.entries[*p as usize].field as usize != fpos || !track.describes(st)
+                });
+            }
+            for (pos, st) in self.stepped.drain(..) {
+                slot.put_state(pos, st);
             }
         }
         if evaluations > 0 {
@@ -333,36 +366,59 @@ impl Engine {
         };
         let firing_before = self.firing;
         for (key, slot) in self.series.iter_mut() {
-            for m in slot.matched.iter_mut() {
-                let rule = &self.rules.rules()[m.rule_idx];
-                let Some(spec) = &rule.stale else { continue };
-                let st = &mut m.state;
-                if !st.seen || st.stale {
-                    continue;
+            if first {
+                // Arrivals before the first tick were stamped with sample time, which may
+                // be far off (old replayed data, a device clock ahead): start afresh.
+                for t in slot.tracks.iter_mut().filter(|t| t.seen) {
+                    t.last_arrival = now;
                 }
-                if first {
-                    // Arrivals before the first tick were stamped with sample time, which may
-                    // be far off (old replayed data, a device clock ahead): start afresh.
+                for (_, st) in slot.states.iter_mut().filter(|(_, st)| st.seen) {
                     st.last_arrival = now;
+                }
+                continue;
+            }
+            for fpos in 0..slot.tracks.len() {
+                let track = &slot.tracks[fpos];
+                // A field whose track is fresher than its shortest stale_after is fresh for
+                // every rule on it (a held state's own clock is never older than the track's).
+                if !track.seen
+                    || now.saturating_sub(track.last_arrival) < slot.matches.min_stale_ns[fpos]
+                {
                     continue;
                 }
-                if now.saturating_sub(st.last_arrival) < duration_ns(spec.after) {
-                    continue;
+                let matches = slot.matches.clone();
+                for (pos, entry) in matches.entries.iter().enumerate() {
+                    if entry.field as usize != fpos {
+                        continue;
+                    }
+                    let rule = &self.rules.rules()[entry.rule_idx as usize];
+                    let Some(spec) = &rule.stale else { continue };
+                    let track_arrival = slot.tracks[fpos].last_arrival;
+                    let arrival = match slot.state(pos) {
+                        Some(st) if st.stale => continue,
+                        Some(st) => st.last_arrival.max(track_arrival),
+                        None => track_arrival,
+                    };
+                    if now.saturating_sub(arrival) < duration_ns(spec.after) {
+                        continue;
+                    }
+                    let mut st = slot.take_state(pos);
+                    if let Some(reason) = deps.inhibited(rule, key) {
+                        metrics::counter!("sitewatch_rules_inhibited_total", "rule" => rule.name.to_string(), "reason" => reason).increment(1);
+                        // The device is down (its own alarm says so): restart the no-data
+                        // clock, so its return is not a false "stale" page and this counts
+                        // once per `stale_after`, not on every tick.
+                        st.last_arrival = now;
+                    } else {
+                        st.stale = true;
+                        st.stale_started = arrival;
+                        self.firing += 1;
+                        let ev = stale_event(rule, key, &st, EventState::Firing, now, None);
+                        count_event(&ev);
+                        out.push(ev);
+                    }
+                    slot.put_state(pos, st);
                 }
-                if let Some(reason) = deps.inhibited(rule, key) {
-                    metrics::counter!("sitewatch_rules_inhibited_total", "rule" => rule.name.to_string(), "reason" => reason).increment(1);
-                    // The device is down (its own alarm says so): restart the no-data clock,
-                    // so its return is not a false "stale" page and this counts once per
-                    // `stale_after`, not on every tick.
-                    st.last_arrival = now;
-                    continue;
-                }
-                st.stale = true;
-                st.stale_started = st.last_arrival;
-                self.firing += 1;
-                let ev = stale_event(rule, key, st, EventState::Firing, now, None);
-                count_event(&ev);
-                out.push(ev);
             }
         }
         if self.firing != firing_before {
@@ -403,23 +459,37 @@ impl Engine {
     pub fn state_snapshot(&self) -> state::Snapshot {
         let rules = self.rules.rules();
         let entries = self.series.iter().flat_map(|(key, slot)| {
-            slot.matched.iter().map(move |m| {
-                let rule = &rules[m.rule_idx];
+            slot.states.iter().map(move |(pos, st)| {
+                let rule = &rules[slot.matches.entries[*pos as usize].rule_idx as usize];
                 SaveEntry {
                     series: key,
                     rule,
                     stale_severity: stale_severity(rule),
-                    state: &m.state,
+                    state: st,
                 }
             })
         });
-        state::snapshot(entries, &self.devices_down, self.silencer.held())
+        let tracks = self.series.iter().flat_map(|(key, slot)| {
+            slot.matches
+                .fields
+                .iter()
+                .zip(slot.tracks.iter())
+                .map(move |(field, track)| SaveTrack {
+                    series: key,
+                    field,
+                    seen: track.seen,
+                    last_ts: track.last_ts,
+                    last_value: track.last_value.as_ref(),
+                })
+        });
+        state::snapshot(entries, tracks, &self.devices_down, self.silencer.held())
     }
 
     /// Loads state saved by [`Engine::save_state`] for the current rules. A missing file is not
     /// an error (first start). Unchanged rules continue where they were; a changed rule
     /// re-judges a firing incident on its last value; alarms of removed rules are resolved
-    /// (those events come out of the next [`Engine::tick`]). Returns the states restored.
+    /// (those events come out of the next [`Engine::tick`]). Returns the records restored
+    /// (held states and field tracks).
     pub fn load_state(&mut self, path: &Path) -> Result<usize, StateError> {
         let n = match state::read(path)? {
             Some(saved) => self.restore(saved),
@@ -429,6 +499,14 @@ impl Engine {
         Ok(n)
     }
 
+    fn slot_mut(&mut self, key: &SeriesKey) -> &mut SeriesSlot {
+        if !self.series.contains_key(key) {
+            let slot = self.match_sets.slot_for(&self.rules, key);
+            self.series.insert(key.clone(), slot);
+        }
+        self.series.get_mut(key).expect("inserted above")
+    }
+
     /// Applies state read from the file to the current rules; returns the states restored.
     fn restore(&mut self, saved: state::Restored) -> usize {
         let now = now_ns();
@@ -436,6 +514,15 @@ impl Engine {
         let mut restored = 0;
         let mut pending = Vec::new();
         let mut announce = Vec::new();
+        for t in saved.tracks {
+            let slot = self.slot_mut(&t.series);
+            if let Some(f) = slot.matches.fields.iter().position(|f| **f == *t.field) {
+                slot.tracks[f].absorb(&t.state);
+                restored += 1;
+            }
+        }
+        // Signatures computed once per rule, not once per saved state.
+        let mut signatures: HashMap<usize, String> = HashMap::new();
         for restored_state in saved.states {
             let state::RestoredState {
                 series: key,
@@ -445,20 +532,10 @@ impl Engine {
                 stale_severity: stale_sev,
                 state: st,
             } = restored_state;
-            let rule = rules.get(&rule_name).cloned();
-            let slot = match self.series.get_mut(&key) {
-                Some(s) => s,
-                None => {
-                    let slot = new_slot(&rules, &key);
-                    self.series.entry(key.clone()).or_insert(slot)
-                }
-            };
-            let target = rule.as_ref().and_then(|r| {
-                slot.matched
-                    .iter_mut()
-                    .find(|m| rules.rules()[m.rule_idx].name == r.name)
-            });
-            let (Some(rule), Some(m)) = (rule.as_ref(), target) else {
+            let idx = rules.position(&rule_name);
+            let slot = self.slot_mut(&key);
+            let pos = idx.and_then(|i| slot.matches.position(i));
+            let (Some(idx), Some(pos)) = (idx, pos) else {
                 // The rule is gone or no longer matches: close what it had open.
                 close_removed(
                     &rule_name.as_str().into(),
@@ -472,12 +549,20 @@ impl Engine {
                 );
                 continue;
             };
-            let state = if signature == rule.signature() {
+            let rule = &rules.rules()[idx];
+            let variant = slot.matches.entries[pos].variant as usize;
+            let current = signatures
+                .entry(idx)
+                .or_insert_with(|| match saved.version {
+                    1 => rule.legacy_signature(),
+                    _ => rule.signature(),
+                });
+            let state = if signature == *current {
                 st
             } else {
-                rejudge(rule, m.variant, st, &key, now, &mut pending)
+                rejudge(rule, variant, st, &key, now, &mut pending)
             };
-            let (cond, _) = rule.variant(m.variant);
+            let (cond, _) = rule.variant(variant);
             if state.notified != Severity::Ok {
                 if let Some(v) = &state.last_value {
                     announce.push(firing_event(
@@ -501,10 +586,15 @@ impl Engine {
                     None,
                 ));
             }
-            m.state = state;
+            let field_pos = slot.matches.entries[pos].field as usize;
+            slot.tracks[field_pos].absorb(&state);
+            // A version 1 file holds every pair that had seen a value; those at rest are
+            // now described by their field's track alone.
+            slot.put_state(pos, Box::new(state));
             restored += 1;
         }
-        self.series.retain(|_, slot| !slot.matched.is_empty());
+        self.series
+            .retain(|_, slot| !slot.matches.entries.is_empty());
         for d in saved.devices_down {
             self.devices_down.insert(d.into());
         }
@@ -531,10 +621,11 @@ impl Engine {
         self.firing = 0;
         self.firing_series.clear();
         for (key, slot) in &self.series {
-            for m in &slot.matched {
-                self.firing += m.state.open_alerts();
-                if m.state.active != Severity::Ok {
-                    let name = self.rules.rules()[m.rule_idx].name.clone();
+            for (pos, st) in &slot.states {
+                self.firing += st.open_alerts();
+                if st.active != Severity::Ok {
+                    let idx = slot.matches.entries[*pos as usize].rule_idx as usize;
+                    let name = self.rules.rules()[idx].name.clone();
                     self.firing_series
                         .entry(name)
                         .or_default()
@@ -558,45 +649,51 @@ impl Engine {
         let old = std::mem::replace(&mut self.rules, rules);
         self.index = build_index(&self.rules);
         self.has_stale = self.rules.rules().iter().any(|r| r.stale.is_some());
+        self.match_sets.clear();
         let mut out = Vec::new();
         let now = self.clock.unwrap_or_else(now_ns).max(now_ns());
         for (key, slot) in self.series.iter_mut() {
-            let mut old_states: HashMap<Arc<str>, (Arc<Rule>, RuleState)> = slot
-                .matched
-                .drain(..)
-                .map(|m| {
-                    let r = old.rules()[m.rule_idx].clone();
-                    (r.name.clone(), (r, m.state))
-                })
-                .collect();
-            for (idx, variant) in matching_rules(&self.rules, key) {
-                let new_rule = &self.rules.rules()[idx];
-                let state = match old_states.remove(&new_rule.name) {
-                    Some((old_rule, st)) if old_rule.same_condition(new_rule) => st,
-                    Some((_, st)) => rejudge(new_rule, variant, st, key, now, &mut out),
-                    None => RuleState::new(),
-                };
-                slot.matched.push(MatchedRule {
-                    rule_idx: idx,
-                    variant,
-                    state,
-                });
+            let fresh = self.match_sets.slot_for(&self.rules, key);
+            let old_slot = std::mem::replace(slot, fresh);
+            for (f, name) in old_slot.matches.fields.iter().enumerate() {
+                if let Some(nf) = slot.matches.fields.iter().position(|n| n == name) {
+                    slot.tracks[nf] = old_slot.tracks[f].clone();
+                }
             }
-            for (_, (old_rule, st)) in old_states {
-                close_removed(
-                    &old_rule.name,
-                    &old_rule.field,
-                    stale_severity(&old_rule),
-                    &st,
-                    key,
-                    now,
-                    "a rules reload",
-                    &mut out,
-                );
+            // Pairs at rest carry nothing beyond the tracks; only held states need a look.
+            for (old_pos, st) in old_slot.states {
+                let old_rule =
+                    &old.rules()[old_slot.matches.entries[old_pos as usize].rule_idx as usize];
+                let target = self
+                    .rules
+                    .position(&old_rule.name)
+                    .and_then(|i| slot.matches.position(i).map(|pos| (i, pos)));
+                let Some((idx, pos)) = target else {
+                    close_removed(
+                        &old_rule.name,
+                        &old_rule.field,
+                        stale_severity(old_rule),
+                        &st,
+                        key,
+                        now,
+                        "a rules reload",
+                        &mut out,
+                    );
+                    continue;
+                };
+                let new_rule = &self.rules.rules()[idx];
+                let st = if old_rule.same_condition(new_rule) {
+                    st
+                } else {
+                    let variant = slot.matches.entries[pos].variant as usize;
+                    Box::new(rejudge(new_rule, variant, *st, key, now, &mut out))
+                };
+                slot.put_state(pos, st);
             }
         }
         // Series that no rule watches any more need no cache entry.
-        self.series.retain(|_, slot| !slot.matched.is_empty());
+        self.series
+            .retain(|_, slot| !slot.matches.entries.is_empty());
         self.recount();
         for ev in &out {
             count_event(ev);
@@ -609,6 +706,53 @@ impl Engine {
         }
         out
     }
+}
+
+/// Steps one (series, rule) state and keeps the engine's books (open alerts, the active
+/// series per rule for `depends_on`, event counters); false when the rule could not use the
+/// value.
+#[allow(clippy::too_many_arguments)]
+fn advance(
+    rule: &Rule,
+    variant: usize,
+    st: &mut RuleState,
+    key: &SeriesKey,
+    value: &FieldValue,
+    (ts, arrival): (i64, i64),
+    devices_down: &FastSet<Arc<str>>,
+    firing_series: &mut FastMap<Arc<str>, FastSet<SeriesKey>>,
+    firing: &mut usize,
+    out: &mut Vec<Event>,
+) -> bool {
+    let open_before = st.open_alerts();
+    let was_active = st.active;
+    let first = out.len();
+    let deps = Deps {
+        devices_down,
+        firing: firing_series,
+    };
+    let used = step(rule, variant, st, key, value, ts, arrival, &deps, out);
+    *firing = (*firing + st.open_alerts()).saturating_sub(open_before);
+    if (was_active == Severity::Ok) != (st.active == Severity::Ok) {
+        let set = firing_series.entry(rule.name.clone()).or_default();
+        if st.active == Severity::Ok {
+            set.remove(key);
+        } else {
+            set.insert(key.clone());
+        }
+    }
+    if let Some(flap) = &rule.flapping {
+        // Changes older than the window no longer count; dropping them lets a quiet pair
+        // come to rest.
+        let horizon = ts.saturating_sub(duration_ns(flap.window));
+        while !st.flapping && st.changes.front().is_some_and(|t| *t < horizon) {
+            st.changes.pop_front();
+        }
+    }
+    for ev in &out[first..] {
+        count_event(ev);
+    }
+    used
 }
 
 /// Resolves what a removed rule (or one that no longer matches the series) had open.
@@ -897,7 +1041,8 @@ fn evaluated_value(
     Some(FieldValue::Float(change))
 }
 
-/// Advances one (series, rule) state by one value.
+/// Advances one (series, rule) state by one value; false when the rule could not use it
+/// (out of order, or a value it cannot evaluate).
 #[allow(clippy::too_many_arguments)]
 fn step(
     rule: &Rule,
@@ -909,27 +1054,18 @@ fn step(
     arrival: i64,
     deps: &Deps<'_>,
     out: &mut Vec<Event>,
-) {
+) -> bool {
     if ts < st.last_ts {
         metrics::counter!("sitewatch_rules_out_of_order_total").increment(1);
         tracing::debug!(rule = %rule.name, series = %key, ts, last = st.last_ts, "sample older than the last one evaluated; ignored");
-        return;
+        return false;
     }
     let (cond, rate) = rule.variant(variant);
     let target = evaluated_value(rate, st, value, ts)
         .and_then(|v| cond.classify(&v, st.active).map(|t| (v, t)));
     let Some((value, target)) = target else {
-        metrics::counter!("sitewatch_rules_unusable_values_total", "rule" => rule.name.to_string())
-            .increment(1);
-        // Once per series and rule at warn: a rule comparing a number with a text field is a
-        // configuration mistake that would otherwise never fire, silently.
-        if st.unusable_warned {
-            tracing::debug!(rule = %rule.name, series = %key, value = %format_value(value), "value cannot be evaluated by this rule; ignored");
-        } else {
-            st.unusable_warned = true;
-            tracing::warn!(rule = %rule.name, series = %key, value = %format_value(value), "value cannot be evaluated by this rule (wrong type for the condition, or NaN); ignored, check the rule's field and condition");
-        }
-        return;
+        unusable(rule, key, value, &mut st.unusable_warned);
+        return false;
     };
     st.last_ts = ts;
     st.last_value = Some(value.clone());
@@ -997,6 +1133,7 @@ fn step(
         }
     }
     notify(rule, cond, st, key, &value, ts, out);
+    true
 }
 
 /// Emits what changed since the last notification, subject to flapping detection.
@@ -2166,7 +2303,7 @@ mod tests {
         let seq: Vec<(i64, f64)> = (0..5000).map(|t| (t, 1.0)).collect();
         run(&mut e, "r1", &seq);
         let slot = e.series.values().next().unwrap();
-        assert_eq!(slot.matched[0].state.ring.len(), RATE_RING_CAP);
+        assert_eq!(slot.states[0].1.ring.len(), RATE_RING_CAP);
     }
 
     #[test]
@@ -2587,6 +2724,146 @@ above = { warning = 1.0 }
         );
     }
 
+    /// State in proportion to what is happening: pairs at rest hold nothing, series under the
+    /// same rules share one match set, and a pair's state lives only while it is pending or
+    /// firing.
+    #[test]
+    fn only_pairs_that_are_not_at_rest_hold_state() {
+        let text: String = (0..100)
+            .map(|i| {
+                rule(
+                    &format!("r{i}"),
+                    "match = { rack = \"*\" }\nabove = { warning = 27.0 }\nfor = \"10s\"",
+                )
+            })
+            .collect();
+        let mut e = Engine::new(rules(&text));
+        for rack in 0..1000 {
+            run(&mut e, &format!("rack{rack}"), &[(0, 20.0), (1, 21.0)]);
+        }
+        assert_eq!(e.series_count(), 1000);
+        assert_eq!(
+            e.held_states(),
+            0,
+            "values inside the levels need no per-rule state"
+        );
+        assert_eq!(
+            e.match_sets.len(),
+            1,
+            "1,000 racks under the same rules share one set"
+        );
+        // A breach starts a `for` wait on every rule: 100 states, on that series only.
+        assert!(run(&mut e, "rack7", &[(2, 30.0)]).is_empty());
+        assert_eq!(e.held_states(), 100);
+        let fired = run(&mut e, "rack7", &[(12, 30.0)]);
+        assert_eq!(fired.len(), 100);
+        assert_eq!(e.firing_count(), 100);
+        // Resolved: back at rest, nothing held.
+        let resolved = run(&mut e, "rack7", &[(13, 20.0)]);
+        assert!(resolved.iter().all(|ev| ev.state == EventState::Resolved));
+        assert_eq!(resolved.len(), 100);
+        assert_eq!(e.held_states(), 0);
+        assert_eq!(e.firing_count(), 0);
+        // A breach that clears before `for` leaves nothing behind either.
+        assert!(run(&mut e, "rack8", &[(20, 30.0), (21, 20.0)]).is_empty());
+        assert_eq!(e.held_states(), 0);
+        // Out-of-order samples are still refused for a pair at rest (the field's track).
+        assert!(run(&mut e, "rack8", &[(15, 40.0), (40, 40.0)]).is_empty());
+        assert_eq!(
+            e.held_states(),
+            100,
+            "only the in-order breach starts waits"
+        );
+    }
+
+    #[test]
+    fn a_pair_at_rest_goes_stale_and_comes_back() {
+        let text = rule("quiet", "above = { warning = 27.0 }\nstale_after = \"30s\"");
+        let mut e = Engine::new(rules(&text));
+        let mut out = Vec::new();
+        e.tick(0, &mut out);
+        run(&mut e, "r1", &[(0, 20.0)]);
+        assert_eq!(e.held_states(), 0);
+        e.tick(29 * S, &mut out);
+        assert!(out.is_empty());
+        e.tick(31 * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&*out[0].rule, "quiet:stale");
+        assert_eq!(
+            out[0].value,
+            FieldValue::Float(20.0),
+            "the last value seen is reported"
+        );
+        assert_eq!(e.held_states(), 1);
+        e.tick(40 * S, &mut out);
+        assert_eq!(out.len(), 1, "stale fires once");
+        let back = run(&mut e, "r1", &[(41, 21.0)]);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].state, EventState::Resolved);
+        assert_eq!(e.held_states(), 0);
+        assert_eq!(e.firing_count(), 0);
+    }
+
+    /// A version 1 state file (every pair with a seen value, signatures from `Debug`) still
+    /// restores: a firing alarm stays firing without a new page, a pending `for` wait keeps
+    /// its start, and pairs at rest become tracks.
+    #[test]
+    fn a_version_1_state_file_migrates() {
+        let text = rule("hot", "above = { warning = 27.0 }\nfor = \"60s\"");
+        let set = rules(&text);
+        let legacy = set.rules()[0].legacy_signature();
+        assert_ne!(legacy, set.rules()[0].signature());
+        let pair = |rack: &str, active: &str, started: i64, since: Option<i64>, v: f64| {
+            serde_json::json!({
+                "series": {"measurement": "env", "tags": [["rack", rack], ["site", "dc1"]]},
+                "rule": "hot", "field": "t", "stale_severity": "warning", "signature": legacy,
+                "active": active, "notified": active, "started_ns": started,
+                "last_ts": 100 * S, "last_value": {"F": v}, "since_warning": since,
+                "since_critical": null, "clear_since": null, "seen": true,
+                "last_arrival": 100 * S, "stale": false, "stale_started": 0,
+                "flapping": false, "last_change_ts": i64::MIN
+            })
+        };
+        let file = serde_json::json!({
+            "version": 1, "saved_ns": 0, "devices_down": [], "silenced": [],
+            "states": [
+                pair("r1", "warning", 10 * S, Some(10 * S), 30.0),
+                pair("r2", "ok", 0, Some(90 * S), 28.0),
+                pair("r3", "ok", 0, None, 20.0),
+            ]
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.json");
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        let mut e = Engine::new(set);
+        e.load_state(&path).unwrap();
+        assert_eq!(e.firing_count(), 1);
+        assert_eq!(e.held_states(), 2, "r1 firing, r2 pending; r3 at rest");
+        let announced = e.take_restored_alerts();
+        assert_eq!(announced.len(), 1);
+        assert_eq!(
+            announced[0].started_ns,
+            10 * S,
+            "the same incident, not a new one"
+        );
+        // r2's wait began at 90 s: it fires at 150 s, not 60 s after the restart.
+        assert!(run(&mut e, "r2", &[(140, 29.0)]).is_empty());
+        let fired = run(&mut e, "r2", &[(150, 29.0)]);
+        assert_eq!(compact(&fired), vec![(150, "firing", "warning", 29.0)]);
+        // r3's track refuses what is older than its last value.
+        assert!(run(&mut e, "r3", &[(50, 40.0)]).is_empty());
+        assert_eq!(e.held_states(), 2);
+        // Saved again, the file is version 2 and restores the same.
+        e.save_state(&path).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(body["version"], 2);
+        let mut e2 = Engine::new(rules(&text));
+        e2.load_state(&path).unwrap();
+        assert_eq!(e2.firing_count(), 2);
+        assert_eq!(e2.held_states(), 2);
+    }
+
     /// The stage's path: a snapshot taken on the rules task, written on a blocking thread.
     #[test]
     fn a_snapshot_written_elsewhere_restores_like_save_state() {
@@ -2598,17 +2875,18 @@ above = { warning = 1.0 }
         run(&mut e, "r1", &[(0, 30.0)]);
         run(&mut e, "r2", &[(0, 5.0)]);
         let snap = e.state_snapshot();
-        assert_eq!(snap.len(), 2);
+        // r1's firing state, and one track per series (r2 at rest needs nothing more).
+        assert_eq!(snap.len(), 3);
         let written = dir.path().join("snap/state.json");
         let moved = std::thread::spawn(move || snap.write(&written).map(|n| (n, written)));
         let (n, written) = moved.join().unwrap().unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
         assert!(!dir.path().join("snap/state.json.tmp").exists());
         let saved = dir.path().join("saved.json");
         assert_eq!(e.save_state(&saved).unwrap(), n);
         for path in [&written, &saved] {
             let mut e2 = Engine::new(rules(&hot));
-            assert_eq!(e2.load_state(path).unwrap(), 2);
+            assert_eq!(e2.load_state(path).unwrap(), 3);
             let restored = e2.take_restored_alerts();
             assert_eq!(restored.len(), 1);
             assert_eq!(&*restored[0].rule, "hot");

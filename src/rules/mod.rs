@@ -5,6 +5,8 @@
 //! - [`engine`]: levels with hysteresis, `for`, `keep_firing_for`, ranges, rate of change,
 //!   stale (no-data) alerts, flapping, overrides and inhibition; one event per state change.
 //! - [`silence`]: `[[silence]]` maintenance windows and the notification gate.
+//! - `series`: what the engine keeps per series (shared match sets, field tracks, and rule
+//!   state only for pairs not at rest).
 //! - [`state`]: alarm state saved across restarts.
 //! - [`reload`]: building the engine from `[rules]` and reloading on rule file changes.
 //! - [`stage`]: between collectors and sinks; events are sent before the samples that caused
@@ -16,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod reload;
 pub mod replay;
+mod series;
 pub mod silence;
 pub mod stage;
 pub mod state;

@@ -30,7 +30,9 @@ use crate::model::{now_ns, Event, EventState, FieldValue, SeriesKey, Severity, T
 
 use super::config::Rule;
 
-const VERSION: u32 = 1;
+/// 2: per (series, rule) only the pairs not at rest, plus one track per (series, field).
+/// 1 (read, migrated): every pair that had seen a value, signatures in the old format.
+const VERSION: u32 = 2;
 /// Modes of the state file and of a directory created for it.
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
@@ -49,7 +51,7 @@ pub enum StateError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{path}: rules state file has version {found}, this sitewatch understands {VERSION}; move it away to start with fresh state")]
+    #[error("{path}: rules state file has version {found}, this sitewatch understands 1 to {VERSION}; it was written by a newer sitewatch: move it away to start with fresh state")]
     Version { path: PathBuf, found: u32 },
     #[error("{path}: cannot write rules state file: {source}; check that its directory exists and sitewatch may write there")]
     Write {
@@ -306,11 +308,31 @@ struct SavedFile {
     version: u32,
     saved_ns: i64,
     states: Vec<SavedState>,
+    /// Absent in version 1 files.
+    #[serde(default)]
+    tracks: Vec<SavedTrack>,
     devices_down: Vec<String>,
     silenced: Vec<SavedEvent>,
 }
 
 /// One (series, rule) state to save, with the rule it belongs to.
+/// The last usable value of one field of one series (what a pair at rest needs).
+#[derive(Serialize, Deserialize)]
+struct SavedTrack {
+    series: SavedSeries,
+    field: Arc<str>,
+    last_ts: i64,
+    last_value: Option<SavedValue>,
+}
+
+pub(crate) struct SaveTrack<'a> {
+    pub(crate) series: &'a SeriesKey,
+    pub(crate) field: &'a Arc<str>,
+    pub(crate) seen: bool,
+    pub(crate) last_ts: i64,
+    pub(crate) last_value: Option<&'a FieldValue>,
+}
+
 pub(crate) struct SaveEntry<'a> {
     pub(crate) series: &'a SeriesKey,
     pub(crate) rule: &'a Rule,
@@ -327,12 +349,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// (series, rule) states in it.
+    /// Records saved: held (series, rule) states plus field tracks.
     pub fn len(&self) -> usize {
-        self.file.states.len()
+        self.file.states.len() + self.file.tracks.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.file.states.is_empty()
+        self.len() == 0
     }
 
     /// Serialises and writes atomically ([`write_snapshot_blocking`]); returns the states
@@ -351,6 +374,7 @@ impl Snapshot {
 /// known to be down and the silenced alerts not yet sent. No I/O, no serialisation.
 pub(crate) fn snapshot<'a>(
     entries: impl IntoIterator<Item = SaveEntry<'a>>,
+    tracks: impl IntoIterator<Item = SaveTrack<'a>>,
     devices_down: impl IntoIterator<Item = &'a Arc<str>>,
     silenced: impl IntoIterator<Item = &'a Event>,
 ) -> Snapshot {
@@ -396,6 +420,16 @@ pub(crate) fn snapshot<'a>(
             last_change_ts: st.last_change_ts,
         });
     }
+    let tracks = tracks
+        .into_iter()
+        .filter(|t| t.seen)
+        .map(|t| SavedTrack {
+            series: SavedSeries::of(t.series),
+            field: t.field.clone(),
+            last_ts: t.last_ts,
+            last_value: t.last_value.map(SavedValue::from),
+        })
+        .collect();
     let mut devices_down: Vec<String> = devices_down.into_iter().map(|d| d.to_string()).collect();
     devices_down.sort();
     Snapshot {
@@ -403,6 +437,7 @@ pub(crate) fn snapshot<'a>(
             version: VERSION,
             saved_ns: now_ns(),
             states,
+            tracks,
             devices_down,
             silenced: silenced.into_iter().map(SavedEvent::of).collect(),
         },
@@ -514,7 +549,10 @@ fn check_permissions(_path: &Path) {}
 
 /// State read back from the file, for [`super::engine::Engine::load_state`] to apply.
 pub(crate) struct Restored {
+    /// Format version of the file (signatures of version 1 are in the old format).
+    pub(crate) version: u32,
     pub(crate) states: Vec<RestoredState>,
+    pub(crate) tracks: Vec<RestoredTrack>,
     pub(crate) devices_down: Vec<String>,
     pub(crate) silenced: Vec<Event>,
 }
@@ -527,6 +565,13 @@ pub(crate) struct RestoredState {
     /// [`Rule::signature`] at save time.
     pub(crate) signature: String,
     pub(crate) stale_severity: Severity,
+    pub(crate) state: RuleState,
+}
+
+/// A field's last value, as a state at rest would hold it.
+pub(crate) struct RestoredTrack {
+    pub(crate) series: SeriesKey,
+    pub(crate) field: String,
     pub(crate) state: RuleState,
 }
 
@@ -547,7 +592,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Restored>, StateError> {
         path: path.to_path_buf(),
         source,
     })?;
-    if file.version != VERSION {
+    if file.version == 0 || file.version > VERSION {
         return Err(StateError::Version {
             path: path.to_path_buf(),
             found: file.version,
@@ -565,8 +610,25 @@ pub(crate) fn read(path: &Path) -> Result<Option<Restored>, StateError> {
             state: saved.restore(),
         })
         .collect();
+    let tracks = file
+        .tracks
+        .into_iter()
+        .map(|t| {
+            let mut state = RuleState::new();
+            state.seen = true;
+            state.last_ts = t.last_ts;
+            state.last_value = t.last_value.map(FieldValue::from);
+            RestoredTrack {
+                series: t.series.key(),
+                field: t.field.to_string(),
+                state,
+            }
+        })
+        .collect();
     Ok(Some(Restored {
+        version: file.version,
         states,
+        tracks,
         devices_down: file.devices_down,
         silenced: file.silenced.into_iter().map(SavedEvent::event).collect(),
     }))

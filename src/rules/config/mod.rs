@@ -87,8 +87,46 @@ impl Rule {
     }
 
     /// Everything that decides evaluation (not messages or file location), as text. Rule
-    /// state survives a reload or restart exactly when the name and this are unchanged.
+    /// state survives a reload or restart exactly when the name and this are unchanged. It is
+    /// saved in the state file, so it is spelled out field by field (never `Debug` output,
+    /// which may change with the code): `key=value` items separated by `;`, numbers in
+    /// Rust's shortest round-trip form, durations in nanoseconds.
     pub fn signature(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(160);
+        let _ = write!(s, "m={};f={};", self.measurement, self.field);
+        write_matchers(&mut s, &self.matchers);
+        write_condition(&mut s, &self.condition);
+        write_rate(&mut s, self.rate);
+        let _ = write!(
+            s,
+            "for={};keep={};",
+            self.for_duration.as_nanos(),
+            self.keep_firing_for.as_nanos()
+        );
+        if let Some(st) = &self.stale {
+            let _ = write!(s, "stale={},{};", st.after.as_nanos(), st.severity.as_str());
+        }
+        if let Some(f) = &self.flapping {
+            let _ = write!(s, "flap={},{};", f.changes, f.window.as_nanos());
+        }
+        for o in &self.overrides {
+            s.push_str("override[");
+            write_matchers(&mut s, &o.matchers);
+            write_condition(&mut s, &o.condition);
+            write_rate(&mut s, o.rate);
+            s.push_str("];");
+        }
+        if let Some(d) = &self.depends_on {
+            let _ = write!(s, "dep={},{};", d.rule, d.match_tags.join(","));
+        }
+        s
+    }
+
+    /// The signature as version 1 state files hold it (built from `Debug` output); only
+    /// compared with what such a file says, so a state file written before the explicit
+    /// signature still restores its pending waits.
+    pub(crate) fn legacy_signature(&self) -> String {
         let matchers = |ms: &[TagMatcher]| {
             ms.iter()
                 .map(|m| format!("{}={}", m.tag, m.pattern))
@@ -138,6 +176,81 @@ impl Rule {
     }
 }
 
+fn write_matchers(s: &mut String, ms: &[TagMatcher]) {
+    s.push_str("match=");
+    for m in ms {
+        s.push_str(&m.tag);
+        s.push_str(if m.negate { "!=" } else { "=" });
+        s.push_str(&m.pattern);
+        s.push(',');
+    }
+    s.push(';');
+}
+
+fn write_level(s: &mut String, name: &str, l: Option<Level>) {
+    use std::fmt::Write;
+    if let Some(l) = l {
+        let _ = write!(s, "{name}={},{};", l.at, l.clear);
+    }
+}
+
+fn write_condition(s: &mut String, c: &Condition) {
+    use std::fmt::Write;
+    match c {
+        Condition::Threshold {
+            direction,
+            warning,
+            critical,
+        } => {
+            s.push_str(match direction {
+                Direction::Above => "above;",
+                Direction::Below => "below;",
+            });
+            write_level(s, "w", *warning);
+            write_level(s, "c", *critical);
+        }
+        Condition::Equals { warning, critical } => {
+            s.push_str("equals;");
+            for (name, e) in [("w", warning), ("c", critical)] {
+                let _ = match e {
+                    Some(Expected::Str(v)) => write!(s, "{name}=s:{v};"),
+                    Some(Expected::Bool(v)) => write!(s, "{name}=b:{v};"),
+                    Some(Expected::Num(v)) => write!(s, "{name}=n:{v};"),
+                    None => Ok(()),
+                };
+            }
+        }
+        Condition::Band {
+            inside,
+            warning,
+            critical,
+        } => {
+            s.push_str(if *inside { "inside;" } else { "outside;" });
+            for (name, b) in [("w", warning), ("c", critical)] {
+                if let Some(b) = b {
+                    let _ = write!(
+                        s,
+                        "{name}={},{},{},{};",
+                        b.low.at, b.low.clear, b.high.at, b.high.clear
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn write_rate(s: &mut String, r: Option<RateSpec>) {
+    use std::fmt::Write;
+    if let Some(r) = r {
+        let _ = write!(
+            s,
+            "rate={},{};",
+            r.window.as_nanos(),
+            if r.falling { "falling" } else { "rising" }
+        );
+    }
+}
+
 /// All loaded rules (names unique) and silences.
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
@@ -145,6 +258,8 @@ pub struct RuleSet {
     silences: Vec<Arc<Silence>>,
     /// Measurement → positions in `rules`, ascending: the candidates for a new series.
     by_measurement: HashMap<Arc<str>, Vec<usize>>,
+    /// Name → position in `rules` (restoring 200,000 saved states must not scan the rules).
+    by_name: HashMap<Arc<str>, usize>,
 }
 
 impl RuleSet {
@@ -196,6 +311,11 @@ impl RuleSet {
             return Err(RulesError::Invalid(problems));
         }
         let mut by_measurement: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let by_name = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
         for (i, r) in rules.iter().enumerate() {
             by_measurement
                 .entry(r.measurement.clone())
@@ -206,6 +326,7 @@ impl RuleSet {
             rules: rules.into_iter().map(Arc::new).collect(),
             silences: silences.into_iter().map(Arc::new).collect(),
             by_measurement,
+            by_name,
         })
     }
 
@@ -233,7 +354,12 @@ impl RuleSet {
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Rule>> {
-        self.rules.iter().find(|r| r.name.as_ref() == name)
+        self.position(name).map(|i| &self.rules[i])
+    }
+
+    /// Position of the rule named `name` in [`RuleSet::rules`].
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 }
 
@@ -253,6 +379,30 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Rule>, RulesError> {
         parse_rules(text, Path::new("rules/test.toml"))
+    }
+
+    /// The signature is saved in state files: it is spelled out, not `Debug` output, and it
+    /// tells a negated matcher from a plain one.
+    #[test]
+    fn signature_is_explicit_and_stable() {
+        let rule = |extra: &str| {
+            parse(&format!(
+                "[[rule]]\nname = \"r\"\nmeasurement = \"m\"\nfield = \"f\"\n{extra}"
+            ))
+            .unwrap()
+            .remove(0)
+        };
+        let r = rule(
+            "match = { rack = \"a*\" }\nabove = { warning = 1.5, critical = 3.0 }\nfor = \"1m\"\nstale_after = \"5m\"\nflapping = { changes = 3, window = \"10m\" }",
+        );
+        assert_eq!(
+            r.signature(),
+            "m=m;f=f;match=rack=a*,;above;w=1.5,1.5;c=3,3;for=60000000000;keep=0;\
+             stale=300000000000,warning;flap=3,600000000000;"
+        );
+        let plain = rule("match = { rack = \"a\" }\nabove = { warning = 1.0 }");
+        let negated = rule("match = { rack = \"!a\" }\nabove = { warning = 1.0 }");
+        assert_ne!(plain.signature(), negated.signature());
     }
 
     #[test]
