@@ -155,11 +155,12 @@ impl Engine {
     pub fn new(rules: RuleSet) -> Engine {
         let index = build_index(&rules);
         let has_stale = rules.rules().iter().any(|r| r.stale.is_some());
+        let match_sets = MatchSets::new(&rules);
         Engine {
             rules,
             index,
             series: FastMap::default(),
-            match_sets: MatchSets::default(),
+            match_sets,
             firing: 0,
             devices_down: FastSet::default(),
             firing_series: FastMap::default(),
@@ -242,9 +243,9 @@ impl Engine {
         let mut evaluations = 0u64;
         let firing_before = self.firing;
         for (field, value) in &sample.fields {
-            let Some(rule_idxs) = by_field.get(field) else {
+            if !by_field.contains_key(field) {
                 continue;
-            };
+            }
             let Some(fpos) = slot.matches.fields.iter().position(|f| f == field) else {
                 continue;
             };
@@ -256,12 +257,12 @@ impl Engine {
             }
             let mut usable = false;
             let mut touched_held = false;
-            for &idx in rule_idxs {
-                let Some(pos) = slot.matches.position(idx) else {
-                    continue;
-                };
-                let variant = slot.matches.entries[pos].variant as usize;
-                let rule = &self.rules.rules()[idx];
+            let matches = &*slot.matches;
+            for &pos in matches.by_field[fpos].iter() {
+                let pos = pos as usize;
+                let entry = matches.entries[pos];
+                let variant = entry.variant as usize;
+                let rule = &self.rules.rules()[entry.rule_idx as usize];
                 evaluations += 1;
                 if slot.state_index(pos).is_err() {
                     // At rest: only a breach, or a rate rule's window, needs a state; a value
@@ -649,7 +650,7 @@ impl Engine {
         let old = std::mem::replace(&mut self.rules, rules);
         self.index = build_index(&self.rules);
         self.has_stale = self.rules.rules().iter().any(|r| r.stale.is_some());
-        self.match_sets.clear();
+        self.match_sets = MatchSets::new(&self.rules);
         let mut out = Vec::new();
         let now = self.clock.unwrap_or_else(now_ns).max(now_ns());
         for (key, slot) in self.series.iter_mut() {

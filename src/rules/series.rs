@@ -49,6 +49,9 @@ pub(crate) struct MatchSet {
     /// Per field: the shortest `stale_after` among its rules, in ns (`i64::MAX`: none), so
     /// the stale scan skips a fresh field without looking at its rules.
     pub(crate) min_stale_ns: Box<[i64]>,
+    /// Per field: positions in `entries` of the rules on it, in rule order (a sample's value
+    /// goes straight to its rules, no search).
+    pub(crate) by_field: Box<[Box<[u32]>]>,
 }
 
 impl MatchSet {
@@ -171,17 +174,56 @@ impl SeriesSlot {
     }
 }
 
+/// Rules of one measurement with the same tag matchers: one match test decides for all.
+struct MatcherGroup {
+    /// A rule whose matchers are the group's.
+    representative: usize,
+    /// Every rule of the group, ascending.
+    members: Vec<u32>,
+}
+
 /// Builds match sets and shares equal ones between series.
-#[derive(Default)]
 pub(crate) struct MatchSets {
+    /// Measurement → its rules grouped by matchers. Broad rules mostly share their matchers
+    /// (`rack = "*"`), so a new series runs a handful of matchers, not one per rule.
+    groups: std::collections::HashMap<Arc<str>, Vec<MatcherGroup>>,
     known: FixedMap<Box<[(u32, u16)]>, Arc<MatchSet>>,
     scratch: Vec<(u32, u16)>,
 }
 
 impl MatchSets {
-    /// Forgets every set (after the rules changed; slots keep theirs until rebuilt).
-    pub(crate) fn clear(&mut self) {
-        self.known.clear();
+    pub(crate) fn new(rules: &RuleSet) -> Self {
+        let mut groups: std::collections::HashMap<Arc<str>, Vec<MatcherGroup>> =
+            std::collections::HashMap::new();
+        let mut seen: std::collections::HashMap<(Arc<str>, String), usize> =
+            std::collections::HashMap::new();
+        for (i, rule) in rules.rules().iter().enumerate() {
+            let mut key = String::new();
+            for m in &rule.matchers {
+                key.push_str(&m.tag);
+                key.push(if m.negate { '!' } else { '=' });
+                key.push_str(&m.pattern);
+                key.push('\0');
+            }
+            let list = groups.entry(rule.measurement.clone()).or_default();
+            match seen.entry((rule.measurement.clone(), key)) {
+                std::collections::hash_map::Entry::Occupied(g) => {
+                    list[*g.get()].members.push(i as u32);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(list.len());
+                    list.push(MatcherGroup {
+                        representative: i,
+                        members: vec![i as u32],
+                    });
+                }
+            }
+        }
+        MatchSets {
+            groups,
+            known: FixedMap::default(),
+            scratch: Vec::new(),
+        }
     }
 
     /// Distinct sets in use.
@@ -195,13 +237,22 @@ impl MatchSets {
     pub(crate) fn slot_for(&mut self, rules: &RuleSet, key: &SeriesKey) -> SeriesSlot {
         let all = rules.rules();
         self.scratch.clear();
-        for &i in rules.for_measurement(&key.measurement) {
-            let rule = &all[i];
-            if rule.matches_tags(&key.tags) {
-                let variant = u16::try_from(rule.variant_for(&key.tags)).unwrap_or(u16::MAX);
-                self.scratch.push((i as u32, variant));
+        for group in self.groups.get(&key.measurement).map_or(&[][..], Vec::as_slice) {
+            if !all[group.representative].matches_tags(&key.tags) {
+                continue;
+            }
+            for &i in &group.members {
+                let rule = &all[i as usize];
+                let variant = if rule.overrides.is_empty() {
+                    0
+                } else {
+                    u16::try_from(rule.variant_for(&key.tags)).unwrap_or(u16::MAX)
+                };
+                self.scratch.push((i, variant));
             }
         }
+        // Groups interleave in rule order; entries are kept in rule order.
+        self.scratch.sort_unstable();
         let set = match self.known.get(self.scratch.as_slice()) {
             Some(set) => set.clone(),
             None => {
@@ -224,6 +275,7 @@ fn build_set(rules: &RuleSet, matched: &[(u32, u16)]) -> MatchSet {
     let mut fields: Vec<Arc<str>> = Vec::new();
     let mut min_stale_ns: Vec<i64> = Vec::new();
     let mut entries = Vec::with_capacity(matched.len());
+    let mut by_field: Vec<Vec<u32>> = Vec::new();
     for &(rule_idx, variant) in matched {
         let rule = &all[rule_idx as usize];
         let field = match fields.iter().position(|f| *f == rule.field) {
@@ -231,12 +283,14 @@ fn build_set(rules: &RuleSet, matched: &[(u32, u16)]) -> MatchSet {
             None => {
                 fields.push(rule.field.clone());
                 min_stale_ns.push(i64::MAX);
+                by_field.push(Vec::new());
                 fields.len() - 1
             }
         };
         if let Some(spec) = &rule.stale {
             min_stale_ns[field] = min_stale_ns[field].min(duration_ns(spec.after));
         }
+        by_field[field].push(entries.len() as u32);
         entries.push(MatchEntry {
             rule_idx,
             variant,
@@ -247,5 +301,6 @@ fn build_set(rules: &RuleSet, matched: &[(u32, u16)]) -> MatchSet {
         entries: entries.into(),
         fields: fields.into(),
         min_stale_ns: min_stale_ns.into(),
+        by_field: by_field.into_iter().map(Vec::into_boxed_slice).collect(),
     }
 }
