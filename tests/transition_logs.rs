@@ -37,18 +37,24 @@ fn lines(log: &str, message: &str, fields: &[(&str, &str)]) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn a_device_going_down_then_up_logs_one_line_each_way() {
+/// An InfluxDB to write to (every config needs a sink), and its `[influx]` table.
+fn sink() -> (Influxd, String) {
     let influx = Influxd::start();
     influx.create_database(DB);
+    let table = format!(
+        "[influx]\nurl = \"{}\"\ndatabase = \"{DB}\"\nflush_interval = \"100ms\"\n",
+        influx.url()
+    );
+    (influx, table)
+}
+
+#[test]
+fn a_device_going_down_then_up_logs_one_line_each_way() {
+    let (_influx, influx_table) = sink();
     let mut agent = Snmpd::start();
     let address = agent.address();
     let body = format!(
-        r#"[influx]
-url = "{influx}"
-database = "{DB}"
-flush_interval = "100ms"
-
+        r#"{influx_table}
 [snmp]
 profiles_dir = "{profiles}"
 interval = "500ms"
@@ -62,7 +68,6 @@ version = "2c"
 community = "{SNMPD_COMMUNITY}"
 profiles = ["if-mib"]
 "#,
-        influx = influx.url(),
         profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp"),
     );
     let sw = Sitewatch::start_with_service("log_format = \"json\"", &body, "info", &[]);
@@ -124,15 +129,10 @@ profiles = ["if-mib"]
 
 #[test]
 fn mqtt_decode_errors_name_each_bad_topic_and_broker_restarts_log_once_each_way() {
-    let influx = Influxd::start();
-    influx.create_database(DB);
+    let (_influx, influx_table) = sink();
     let mut broker = Mosquitto::start();
     let body = format!(
-        r#"[influx]
-url = "{influx}"
-database = "{DB}"
-flush_interval = "100ms"
-
+        r#"{influx_table}
 [mqtt]
 host = "127.0.0.1"
 port = {port}
@@ -147,7 +147,6 @@ measurement = "hall"
 format = "number"
 field = "temp_c"
 "#,
-        influx = influx.url(),
         port = broker.port,
     );
     let sw = Sitewatch::start_with_service("log_format = \"json\"", &body, "info", &[]);
