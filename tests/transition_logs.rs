@@ -5,6 +5,9 @@
 //!   many polls failed in between;
 //! - the MQTT broker restarted: one `MQTT broker disconnected` and one `MQTT broker
 //!   reconnected` line;
+//! - InfluxDB killed for a few seconds of retries, then started again: one `influx sink
+//!   failing` and one `influx sink recovered` line, and `sitewatch_sink_up` /
+//!   `sitewatch_sink_failing` follow;
 //! - payloads that do not decode on two topics: each topic is named (as a field) in a
 //!   warning, and the repeats of one topic are not.
 //!
@@ -200,4 +203,69 @@ field = "temp_c"
     assert_eq!(gone[0]["level"], "WARN");
     assert!(gone[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
     assert!(back[0]["down_for_s"].as_f64().is_some());
+}
+
+#[test]
+fn an_influx_outage_logs_failing_once_and_recovered_once() {
+    let (mut influx, influx_table) = sink();
+    let agent = Snmpd::start();
+    // snmp_poll rows every 500 ms keep the sink writing; no spool, so it is "failing".
+    let body = format!(
+        r#"{influx_table}max_retry_delay = "200ms"
+timeout = "1s"
+
+[snmp]
+profiles_dir = "{profiles}"
+interval = "500ms"
+timeout = "200ms"
+retries = 0
+
+[[snmp.target]]
+name = "pdu-3"
+address = "{address}"
+version = "2c"
+community = "{SNMPD_COMMUNITY}"
+profiles = ["if-mib"]
+"#,
+        profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp"),
+        address = agent.address(),
+    );
+    let sw = Sitewatch::start_with_service("log_format = \"json\"", &body, "info", &[]);
+    let gauge = |name: &str| sw.metric(name, &["sink=\"influx\""]);
+    eventually(Duration::from_secs(20), "points written", || {
+        (sw.metric("sitewatch_influx_points_written_total", &[]) >= 1.0
+            && gauge("sitewatch_sink_up") == 1.0)
+            .then_some(())
+    });
+
+    influx.stop();
+    eventually(Duration::from_secs(20), "the sink failing", || {
+        (gauge("sitewatch_sink_failing") == 1.0 && gauge("sitewatch_sink_up") == 0.0).then_some(())
+    });
+    // Retries every 200 ms at most: many failed requests, still one line.
+    let retries = sw.metric("sitewatch_influx_retries_total", &[]);
+    eventually(Duration::from_secs(20), "five more retries", || {
+        (sw.metric("sitewatch_influx_retries_total", &[]) >= retries + 5.0).then_some(())
+    });
+    influx.restart();
+    eventually(Duration::from_secs(30), "the sink writing again", || {
+        (gauge("sitewatch_sink_up") == 1.0 && gauge("sitewatch_sink_failing") == 0.0).then_some(())
+    });
+
+    let log = sw.log();
+    let failing = lines(&log, "influx sink failing", &[("sink", "influx")]);
+    let recovered = lines(&log, "influx sink recovered", &[("sink", "influx")]);
+    assert_eq!(failing.len(), 1, "{failing:?}\n{log}");
+    assert_eq!(recovered.len(), 1, "{recovered:?}\n{log}");
+    assert_eq!(failing[0]["level"], "WARN", "{}", failing[0]);
+    assert!(
+        failing[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        failing[0]
+    );
+    assert!(
+        recovered[0]["down_for_s"].as_f64().is_some_and(|s| s > 0.0),
+        "{}",
+        recovered[0]
+    );
 }
