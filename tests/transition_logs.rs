@@ -51,28 +51,32 @@ fn sink() -> (Influxd, String) {
     (influx, table)
 }
 
-#[test]
-fn a_device_going_down_then_up_logs_one_line_each_way() {
-    let (_influx, influx_table) = sink();
-    let mut agent = Snmpd::start();
-    let address = agent.address();
-    let body = format!(
-        r#"{influx_table}
-[snmp]
+/// One SNMP v2c target on snmpd, polled every 500 ms with a 200 ms timeout.
+fn snmp_table(device: &str, address: &str) -> String {
+    format!(
+        r#"[snmp]
 profiles_dir = "{profiles}"
 interval = "500ms"
 timeout = "200ms"
 retries = 0
 
 [[snmp.target]]
-name = "ups-7"
+name = "{device}"
 address = "{address}"
 version = "2c"
 community = "{SNMPD_COMMUNITY}"
 profiles = ["if-mib"]
 "#,
         profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp"),
-    );
+    )
+}
+
+#[test]
+fn a_device_going_down_then_up_logs_one_line_each_way() {
+    let (_influx, influx_table) = sink();
+    let mut agent = Snmpd::start();
+    let address = agent.address();
+    let body = format!("{influx_table}\n{}", snmp_table("ups-7", &address));
     let sw = Sitewatch::start_with_service("log_format = \"json\"", &body, "info", &[]);
     let polls = |result: &str| {
         sw.metric(
@@ -211,24 +215,8 @@ fn an_influx_outage_logs_failing_once_and_recovered_once() {
     let agent = Snmpd::start();
     // snmp_poll rows every 500 ms keep the sink writing; no spool, so it is "failing".
     let body = format!(
-        r#"{influx_table}max_retry_delay = "200ms"
-timeout = "1s"
-
-[snmp]
-profiles_dir = "{profiles}"
-interval = "500ms"
-timeout = "200ms"
-retries = 0
-
-[[snmp.target]]
-name = "pdu-3"
-address = "{address}"
-version = "2c"
-community = "{SNMPD_COMMUNITY}"
-profiles = ["if-mib"]
-"#,
-        profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp"),
-        address = agent.address(),
+        "{influx_table}max_retry_delay = \"200ms\"\ntimeout = \"1s\"\n\n{}",
+        snmp_table("pdu-3", &agent.address())
     );
     let sw = Sitewatch::start_with_service("log_format = \"json\"", &body, "info", &[]);
     let gauge = |name: &str| sw.metric(name, &["sink=\"influx\""]);
