@@ -88,8 +88,15 @@ fn get<T: Clone>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// A sink's status, by its name.
+/// A sink's status, by its name; also its `sitewatch_sink_{up,spooling,failing}` gauges, so
+/// an alert can say which output is down without parsing `/health`.
 pub fn set_sink(s: SinkStatus) {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    metrics::gauge!("sitewatch_sink_up", "sink" => s.name).set(flag(s.state == SinkState::Writing));
+    metrics::gauge!("sitewatch_sink_spooling", "sink" => s.name)
+        .set(flag(s.state == SinkState::Spooling));
+    metrics::gauge!("sitewatch_sink_failing", "sink" => s.name)
+        .set(flag(s.state == SinkState::Failing));
     board()
         .sinks
         .lock()

@@ -12,9 +12,11 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+pub mod catalog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -58,11 +60,33 @@ pub fn init_logging(level: &str, json: bool) -> Result<(), TelemetryError> {
 }
 
 /// Installs the global metrics recorder and returns the handle that renders it.
+///
+/// Durations are histograms with the buckets of [`catalog`] (a summary's quantiles cannot be
+/// aggregated across shards); every family gets its help text; `sitewatch_build_info` and
+/// the `process_*` families are there from the first scrape.
 pub fn init_metrics() -> Result<PrometheusHandle, TelemetryError> {
-    let handle = PrometheusBuilder::new()
+    let mut builder = PrometheusBuilder::new();
+    for f in catalog::histograms() {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(f.name.to_string()), f.buckets)
+            .map_err(|e| TelemetryError::Recorder(format!("{}: {e}", f.name)))?;
+    }
+    let handle = builder
         .install_recorder()
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
-    describe_metrics();
+    catalog::describe_all();
+    metrics::gauge!(
+        "sitewatch_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "arch" => std::env::consts::ARCH,
+        "os" => std::env::consts::OS,
+    )
+    .set(1.0);
+    // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+    // (read from /proc on Linux), refreshed at each scrape.
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
     Ok(handle)
 }
 
@@ -93,6 +117,7 @@ impl Health {
 struct EndpointState {
     handle: PrometheusHandle,
     health: Arc<Health>,
+    process: metrics_process::Collector,
 }
 
 /// Binds the endpoint first (so a port clash is a startup error), then serves `/metrics` and
@@ -111,7 +136,11 @@ pub async fn serve(
         .route("/metrics", get(metrics_route))
         .route("/health", get(health_route))
         .route("/ready", get(ready_route))
-        .with_state(EndpointState { handle, health });
+        .with_state(EndpointState {
+            handle,
+            health,
+            process: metrics_process::Collector::default(),
+        });
     tracing::info!(%bound, "serving /metrics, /health and /ready");
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -126,6 +155,7 @@ pub async fn serve(
 async fn metrics_route(State(state): State<EndpointState>) -> impl IntoResponse {
     // Upkeep drains histogram buckets that would otherwise grow until the next scrape.
     state.handle.run_upkeep();
+    state.process.collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.handle.render(),
@@ -173,74 +203,4 @@ fn json_response(ok: bool, body: serde_json::Value) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
-}
-
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "sitewatch_samples_in_total",
-        "Samples received from collectors by the pipeline"
-    );
-    describe_gauge!(
-        "sitewatch_pipeline_queue_batches",
-        "Batches waiting between collectors and the rules engine"
-    );
-    describe_counter!(
-        "sitewatch_influx_points_written_total",
-        "Points accepted by InfluxDB"
-    );
-    describe_counter!(
-        "sitewatch_influx_write_errors_total",
-        "Failed InfluxDB write requests, by kind"
-    );
-    describe_counter!("sitewatch_influx_retries_total", "InfluxDB write retries");
-    describe_counter!(
-        "sitewatch_influx_dropped_total",
-        "Samples dropped by the InfluxDB writer, by reason"
-    );
-    describe_gauge!(
-        "sitewatch_influx_buffer_samples",
-        "Samples held by the InfluxDB writer, not yet written"
-    );
-    describe_histogram!(
-        "sitewatch_influx_write_duration_seconds",
-        "Duration of InfluxDB write requests"
-    );
-    describe_counter!(
-        "sitewatch_mqtt_messages_total",
-        "MQTT messages received, by subscription"
-    );
-    describe_counter!(
-        "sitewatch_mqtt_decode_errors_total",
-        "MQTT payloads that could not be decoded, by subscription and reason"
-    );
-    describe_gauge!(
-        "sitewatch_mqtt_connected",
-        "1 while connected to the MQTT broker"
-    );
-    describe_counter!(
-        "sitewatch_rules_events_total",
-        "Rule state changes, by rule, severity and state"
-    );
-    describe_counter!("sitewatch_snmp_polls_total", "SNMP polls, by result");
-    describe_counter!(
-        "sitewatch_snmp_target_polls_total",
-        "SNMP polls per device, by result"
-    );
-    describe_gauge!(
-        "sitewatch_snmp_target_poll_duration_seconds",
-        "Duration of each device's last SNMP poll"
-    );
-    describe_counter!(
-        "sitewatch_snmp_varbinds_total",
-        "Variable bindings received from SNMP agents"
-    );
-    describe_counter!(
-        "sitewatch_snmp_traps_rejected_total",
-        "SNMP traps dropped, by reason (community, credentials, malformed)"
-    );
-    describe_counter!(
-        "sitewatch_mqtt_reconnects_total",
-        "Lost MQTT connections (reconnected with backoff)"
-    );
 }

@@ -176,7 +176,6 @@ impl Topology {
         telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
             .map_err(|e| stage("logging")(e.into()))?;
         let handle = telemetry::init_metrics().map_err(|e| stage("metrics")(e.into()))?;
-        crate::notify::describe_metrics();
         let health = telemetry::Health::new(crate::status::ReadyPolicy {
             sink_grace: service.ready_grace,
         });

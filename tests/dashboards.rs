@@ -779,6 +779,15 @@ fn every_dashboard_query_returns_data() {
 /// True when `name` is recorded by a `counter!`/`gauge!`/`histogram!` call (a `describe_*!`
 /// alone exports nothing).
 fn emitted(source: &str, name: &str) -> bool {
+    // A histogram is exported as `<name>_bucket`, `_sum` and `_count`.
+    let histogram = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .is_some_and(|base| recorded_by(source, base, &["histogram"]));
+    histogram || recorded_by(source, name, &["counter", "gauge", "histogram"])
+}
+
+fn recorded_by(source: &str, name: &str, macros: &[&str]) -> bool {
     let quoted = format!("\"{name}\"");
     source.match_indices(&quoted).any(|(i, _)| {
         let before = source[..i].trim_end();
@@ -793,7 +802,7 @@ fn emitted(source: &str, name: &str) -> bool {
             .into_iter()
             .rev()
             .collect();
-        matches!(mac.as_str(), "counter" | "gauge" | "histogram")
+        macros.contains(&mac.as_str())
     })
 }
 

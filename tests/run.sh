@@ -19,6 +19,7 @@ needed=(
   snmptrap:snmp
   prometheus-alertmanager:prometheus-alertmanager
   prometheus-snmp-exporter:prometheus-snmp-exporter
+  promtool:prometheus
 )
 missing=()
 for pair in "${needed[@]}"; do

@@ -762,9 +762,12 @@ def health():
     p.append(timeseries("InfluxDB points written", [
         prom(r("sitewatch_influx_points_written_total"), "points/s", "A"),
     ], (0, 13, 8, 8), ids, unit="ops", mn=0, interval=None))
+    # A histogram: quantiles over every instance's buckets (a summary's could not be summed).
+    latency = ('histogram_quantile(%s, sum by (le) (rate('
+               'sitewatch_influx_write_duration_seconds_bucket{%s}[$__rate_interval])))')
     p.append(timeseries("InfluxDB write latency", [
-        prom('max(sitewatch_influx_write_duration_seconds{%s, quantile=~"0.5|0.99"}) by '
-             '(quantile)' % inst, "p{{quantile}}"),
+        prom(latency % ("0.5", inst), "p50", "A"),
+        prom(latency % ("0.99", inst), "p99", "B"),
     ], (8, 13, 8, 8), ids, unit="s", mn=0, interval=None))
     p.append(timeseries("InfluxDB write errors and drops", [
         prom(failures("sitewatch_influx_write_errors_total", "kind"), "error {{kind}}", "A"),

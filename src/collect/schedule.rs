@@ -3,7 +3,8 @@
 //! collector's devices bounds polls in flight; start times spread across the interval by a
 //! stable hash of the device name, so a restart does not send every poll at one instant; and
 //! a poll that outlasts its interval skips (and counts) the missed ticks instead of
-//! overlapping.
+//! overlapping. A device going down or coming back is logged here, once per transition
+//! (a dead device polled every 10 s must not write a warning every 10 s).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,13 +23,19 @@ pub struct PollResult {
     pub samples: Vec<Sample>,
     /// Whether the device answered.
     pub up: bool,
+    /// Why it did not, for the one warning logged when it goes down.
+    pub error: Option<String>,
 }
 
 /// One device's place in the schedule.
 #[derive(Clone, Debug)]
 pub struct Slot {
+    /// Which collector polls it (`SNMP`, `Modbus`), for the log lines.
+    pub collector: &'static str,
     /// The device name (the `device` tag): logs and the start offset.
     pub device: Arc<str>,
+    /// Where it is polled (`host:port`), for the log lines.
+    pub address: Arc<str>,
     pub interval: Duration,
     /// The collector's poll counter, e.g. `sitewatch_snmp_polls_total`; missed ticks are
     /// counted on it with `result="skipped"`.
@@ -65,6 +72,7 @@ pub async fn run_device(
     let mut ticker = tokio::time::interval(slot.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_up: Option<bool> = None;
+    let mut availability = Availability::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -80,6 +88,7 @@ pub async fn run_device(
             r = device.poll() => r,
         };
         drop(permit);
+        availability.observe(&slot, &result);
         on_result(last_up, result.up);
         last_up = Some(result.up);
         if !result.samples.is_empty() {
@@ -105,6 +114,57 @@ pub async fn run_device(
                 "poll outlasted its interval; skipped the overlapping polls"
             );
         }
+    }
+}
+
+/// A device's up/down state as the logs tell it: one warning when it stops answering (also
+/// when it never answered since start), one info line when it answers again with how long
+/// it was down; the failed polls in between are debug lines.
+#[derive(Debug, Default)]
+struct Availability {
+    /// None until the first poll.
+    up: Option<bool>,
+    down_since: Option<Instant>,
+    failed_polls: u64,
+}
+
+impl Availability {
+    fn observe(&mut self, slot: &Slot, result: &PollResult) {
+        let error = result.error.as_deref().unwrap_or("no answer");
+        match (self.up, result.up) {
+            (Some(false), false) => {
+                self.failed_polls += 1;
+                tracing::debug!(
+                    collector = slot.collector, device = %slot.device, address = %slot.address,
+                    error, failed_polls = self.failed_polls, "device still down"
+                );
+            }
+            (_, false) => {
+                self.down_since = Some(Instant::now());
+                self.failed_polls = 1;
+                tracing::warn!(
+                    collector = slot.collector, device = %slot.device, address = %slot.address,
+                    error, first_poll = self.up.is_none(),
+                    "device down: it does not answer its polls (polling goes on; one line \
+                     when it is back)"
+                );
+            }
+            (Some(false), true) => {
+                let down_for = self
+                    .down_since
+                    .take()
+                    .map(|t| t.elapsed())
+                    .unwrap_or_default();
+                tracing::info!(
+                    collector = slot.collector, device = %slot.device, address = %slot.address,
+                    down_for_s = down_for.as_secs_f64(), failed_polls = self.failed_polls,
+                    "device up: it answers again"
+                );
+                self.failed_polls = 0;
+            }
+            (_, true) => {}
+        }
+        self.up = Some(result.up);
     }
 }
 
@@ -134,6 +194,7 @@ mod tests {
                     n as i64,
                 )],
                 up: n % 2 == 0,
+                error: (n % 2 == 1).then(|| "timeout".to_string()),
             }
         }
     }
@@ -147,7 +208,9 @@ mod tests {
         let (p, s) = (polls.clone(), seen.clone());
         let task = tokio::spawn(run_device(
             Slot {
+                collector: "test",
                 device: "dev".into(),
+                address: "127.0.0.1:1".into(),
                 interval: Duration::from_millis(20),
                 polls_metric: "test_polls_total",
             },

@@ -47,28 +47,3 @@ pub enum NotifyError {
         source: reqwest::Error,
     },
 }
-
-/// Registers descriptions of the notifier's metrics with the installed recorder.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "sitewatch_notify_sent_total",
-        "Alerts delivered to a receiver (re-sends included)"
-    );
-    metrics::describe_counter!(
-        "sitewatch_notify_failures_total",
-        "Failed delivery attempts by receiver and kind (transport, timeout, http_429, http_5xx, rejected)"
-    );
-    metrics::describe_counter!(
-        "sitewatch_notify_dropped_total",
-        "Events dropped for a receiver: queue full (oldest dropped) or undelivered at shutdown"
-    );
-    metrics::describe_gauge!(
-        "sitewatch_notify_queue_depth",
-        "Events waiting in a receiver's queue"
-    );
-    metrics::describe_histogram!(
-        "sitewatch_notify_latency_seconds",
-        metrics::Unit::Seconds,
-        "From the event being handed to the notifier (just after the rules made it) to the receiver accepting it; re-sends are not counted"
-    );
-}

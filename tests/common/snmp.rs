@@ -90,15 +90,7 @@ impl Snmpd {
                 ),
             )
             .unwrap();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-f", "-Lo", "-C", "-c"])
-                .arg(&conf)
-                .arg(format!("udp:127.0.0.1:{port}"))
-                // Keep the agent from loading (and complaining about) MIB text files.
-                .env("MIBS", "")
-                .env("MIBDIRS", dir.path())
-                .env("SNMP_PERSISTENT_DIR", &persist);
-            let mut proc = ServiceProcess::spawn("snmpd", cmd, dir);
+            let mut proc = spawn_snmpd(&bin, "snmpd", dir, port);
             std::thread::sleep(Duration::from_millis(100));
             if let Some(child) = proc.child.as_mut() {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -115,6 +107,40 @@ impl Snmpd {
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Stops the agent (SIGKILL, like a device losing power); [`Snmpd::start_again`] brings
+    /// it back on the same port and config.
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn start_again(&mut self) {
+        let bin = require_binary("snmpd", "snmpd");
+        // The temp dir moves into the new guard; the old guard gets a throwaway dir.
+        let placeholder = tempfile::tempdir().expect("placeholder temp dir");
+        let dir = std::mem::replace(&mut self.proc.dir, placeholder);
+        self.proc = spawn_snmpd(&bin, "snmpd-again", dir, self.port);
+        wait_for_agent(
+            &mut self.proc,
+            self.port,
+            SNMPD_COMMUNITY,
+            Duration::from_secs(10),
+        );
+    }
+}
+
+/// snmpd in the foreground on `port` with the `snmpd.conf` in `dir`.
+fn spawn_snmpd(bin: &Path, name: &str, dir: tempfile::TempDir, port: u16) -> ServiceProcess {
+    let persist = dir.path().join("persist");
+    let mut cmd = Command::new(bin);
+    cmd.args(["-f", "-Lo", "-C", "-c"])
+        .arg(dir.path().join("snmpd.conf"))
+        .arg(format!("udp:127.0.0.1:{port}"))
+        // Keep the agent from loading (and complaining about) MIB text files.
+        .env("MIBS", "")
+        .env("MIBDIRS", dir.path())
+        .env("SNMP_PERSISTENT_DIR", &persist);
+    ServiceProcess::spawn(name, cmd, dir)
 }
 
 /// snmpsim serving every `*.snmprec` in `data_dir`; community = file stem.

@@ -485,13 +485,15 @@ pub async fn poll_device(rt: &DeviceRt, state: &mut DeviceState) -> PollResult {
         .with_field("requests", FieldValue::Int(stats.requests as i64))
         .with_field("read_errors", FieldValue::Int(stats.read_errors as i64));
     if let Some(e) = &down {
-        tracing::warn!(device = %rt.name, error = %e, "Modbus poll failed");
+        // Debug: the schedule logs the device going down and coming back, once each.
+        tracing::debug!(device = %rt.name, error = %e, "Modbus poll failed");
         health = health.with_field("error", FieldValue::Str(e.to_string().into()));
     }
     samples.push(health);
     PollResult {
         samples,
         up: down.is_none(),
+        error: down.map(|e| e.to_string()),
     }
 }
 

@@ -182,7 +182,7 @@ impl DevicePoller for ScheduledDevice {
     }
 }
 
-/// Logs a device going down or coming back, and keeps its `up` gauge.
+/// Keeps the status board and the device's `up` gauge (the schedule logs the transitions).
 fn on_transition(device: &str, before: Option<bool>, up: bool) {
     crate::status::device_result("modbus", before, up);
     metrics::gauge!("sitewatch_modbus_device_up", "device" => device.to_string()).set(if up {
@@ -190,16 +190,6 @@ fn on_transition(device: &str, before: Option<bool>, up: bool) {
     } else {
         0.0
     });
-    match (before, up) {
-        (Some(true) | None, false) => {
-            tracing::warn!(
-                device,
-                "Modbus device is not answering; its modbus_poll rows say why"
-            )
-        }
-        (Some(false), true) => tracing::info!(device, "Modbus device answers again"),
-        _ => {}
-    }
 }
 
 #[async_trait]
@@ -230,11 +220,24 @@ impl Source for ModbusSource {
             "Modbus collector polling"
         );
         crate::status::set_polled("modbus", self.devices.len());
+        for result in ["ok", "timeout", "error", "skipped"] {
+            metrics::counter!(POLLS_METRIC, "result" => result).increment(0);
+        }
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for rt in self.devices {
+            for result in ["ok", "timeout", "error"] {
+                metrics::counter!(
+                    "sitewatch_modbus_device_polls_total",
+                    "device" => rt.name.to_string(),
+                    "result" => result
+                )
+                .increment(0);
+            }
             let slot = Slot {
+                collector: "Modbus",
                 device: rt.name.clone(),
+                address: rt.address.as_str().into(),
                 interval: rt.interval,
                 polls_metric: POLLS_METRIC,
             };

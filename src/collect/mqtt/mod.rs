@@ -84,6 +84,7 @@ pub mod sparkplug;
 pub mod subscriber;
 pub mod timefmt;
 pub mod topic;
+mod topic_warn;
 mod value_spec;
 pub mod values;
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
 use super::decode::{DecodeNotes, DecodeReason, Decoder};
 use super::series_cap::SeriesCap;
+use super::topic_warn::{TopicWarnings, Warn};
 use crate::ack::Ack;
 use crate::config::SecretError;
 use crate::model::{now_ns, Sample};
@@ -33,10 +34,12 @@ const REQUEST_CAPACITY: usize = 256;
 /// Most samples of back-to-back publishes sent downstream as one batch.
 const COALESCE_MAX_SAMPLES: usize = 512;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
-/// Decode errors per subscription logged at warn before dropping to debug (then every
-/// 1000th is still a warn, so a persistent problem stays visible). Field errors are counted
-/// the same way, separately.
-const WARN_FIRST_ERRORS: u64 = 10;
+/// Decode and field errors: the first of each topic is a warning (a newly broken sensor is
+/// always named), then one per topic per this interval with the count suppressed since.
+const TOPIC_WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// Topics whose last warning is remembered; beyond, new bad topics share one warning per
+/// interval (a flood of topics must not grow memory).
+const TOPIC_WARN_MAX_TOPICS: usize = 4096;
 /// Outgoing packets (CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT) are small; the limit is
 /// this, or the SUBSCRIBE or CONNECT if they are larger. sitewatch publishes nothing.
 const OUTGOING_PACKET_MIN: usize = 64 * 1024;
@@ -87,11 +90,6 @@ pub async fn run(
     let subscribe = subscribe_request(&decoders, cfg.share_group.as_deref());
     let options = mqtt_options(&cfg, &cfg.client_id, cfg.clean_session, true, &subscribe)?;
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-    metrics::describe_counter!(
-        "sitewatch_mqtt_field_errors_total",
-        "Field values dropped from MQTT points because they do not fit the field's type, by \
-         subscription, field and reason"
-    );
     if cfg.max_packet_size.is_some() {
         tracing::warn!(
             max_payload_size = cfg.max_payload(),
@@ -109,6 +107,10 @@ pub async fn run(
     let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
     let mut first_connack = true;
     let mut connected = false;
+    // Since when the broker is lost (or unreachable since start), and the failed attempts
+    // since: one line when it goes, one when it is back, the retries between at debug.
+    let mut lost_since: Option<Instant> = None;
+    let mut failed_attempts: u64 = 0;
     // Samples (and acks) of publishes read together, sent as one batch; empty between
     // events, dropped unsent on shutdown (un-acknowledged, so the broker redelivers).
     let mut pending = Batch::default();
@@ -141,10 +143,20 @@ pub async fn run(
                         .pending
                         .push_front(Request::Subscribe(subscribe.clone()));
                 }
-                tracing::info!(
-                    host = %cfg.host, port = cfg.port,
-                    session_present = connack.session_present, "connected to MQTT broker"
-                );
+                match lost_since.take() {
+                    Some(since) if !first_connack => tracing::info!(
+                        host = %cfg.host, port = cfg.port,
+                        session_present = connack.session_present,
+                        down_for_s = since.elapsed().as_secs_f64(), failed_attempts,
+                        "MQTT broker reconnected"
+                    ),
+                    _ => tracing::info!(
+                        host = %cfg.host, port = cfg.port,
+                        session_present = connack.session_present,
+                        failed_attempts, "connected to MQTT broker"
+                    ),
+                }
+                failed_attempts = 0;
                 first_connack = false;
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -202,6 +214,7 @@ pub async fn run(
                 // Acks completed from now on belong to a dead connection; rumqttc has already
                 // dropped the ones still queued (EventLoop::clean).
                 acks.connection_changed();
+                let connected_before_error = connected;
                 if connected {
                     connected = false;
                     metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
@@ -209,17 +222,32 @@ pub async fn run(
                 crate::status::set_mqtt(false, Some(e.to_string()));
                 metrics::counter!("sitewatch_mqtt_reconnects_total").increment(1);
                 let delay = backoff.next_delay();
-                if matches!(e, ConnectionError::ConnectionRefused(_)) {
+                failed_attempts += 1;
+                let was_connected = connected_before_error;
+                if lost_since.is_some() {
+                    tracing::debug!(
+                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        failed_attempts, "MQTT broker still unreachable; retrying"
+                    );
+                } else if matches!(e, ConnectionError::ConnectionRefused(_)) {
                     tracing::error!(
                         host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
-                        "MQTT broker refused the connection (check username/password and client_id)"
+                        "MQTT broker refused the connection (check username/password and \
+                         client_id); retrying with backoff, one line when connected"
+                    );
+                } else if was_connected {
+                    tracing::warn!(
+                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        "MQTT broker disconnected; reconnecting with backoff (one line when \
+                         it is back)"
                     );
                 } else {
                     tracing::warn!(
                         host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
-                        "MQTT connection failed or lost; reconnecting"
+                        "MQTT broker unreachable; retrying with backoff (one line when connected)"
                     );
                 }
+                lost_since.get_or_insert_with(Instant::now);
                 tokio::select! {
                     () = shutdown.cancelled() => break Ok(()),
                     () = tokio::time::sleep(delay) => {}
@@ -499,8 +527,8 @@ struct Router {
     captures: Vec<(Arc<str>, Arc<str>)>,
     /// Scratch for the field values and points a decode drops; empty between messages.
     notes: DecodeNotes,
-    error_counts: Vec<u64>,
-    field_error_counts: Vec<u64>,
+    decode_warnings: TopicWarnings,
+    field_warnings: TopicWarnings,
     series_caps: Vec<SeriesCap>,
     /// Per subscription: dropped points and unmapped messages warn at most once a minute.
     quiet_warnings: Vec<WarnEvery>,
@@ -536,6 +564,18 @@ impl WarnEvery {
 impl Router {
     fn new(decoders: Vec<Decoder>) -> Router {
         let n = decoders.len();
+        // At 0 from the start: "no messages on this subscription" is then a value a
+        // dashboard and an alert can see, not a missing series.
+        for d in &decoders {
+            metrics::counter!("sitewatch_mqtt_messages_total", "subscription" => d.label.clone())
+                .increment(0);
+            metrics::counter!("sitewatch_mqtt_samples_total", "subscription" => d.label.clone())
+                .increment(0);
+        }
+        metrics::counter!("sitewatch_mqtt_unmatched_total").increment(0);
+        metrics::counter!("sitewatch_mqtt_reconnects_total").increment(0);
+        metrics::counter!("sitewatch_mqtt_subscribe_failures_total").increment(0);
+        metrics::counter!("sitewatch_mqtt_stale_acks_total").increment(0);
         let series_caps = decoders
             .iter()
             .map(|d| SeriesCap::new(d.max_series))
@@ -544,8 +584,8 @@ impl Router {
             decoders,
             captures: Vec::new(),
             notes: DecodeNotes::default(),
-            error_counts: vec![0; n],
-            field_error_counts: vec![0; n],
+            decode_warnings: TopicWarnings::new(TOPIC_WARN_INTERVAL, TOPIC_WARN_MAX_TOPICS),
+            field_warnings: TopicWarnings::new(TOPIC_WARN_INTERVAL, TOPIC_WARN_MAX_TOPICS),
             series_caps,
             quiet_warnings: (0..n)
                 .map(|_| WarnEvery::new(QUIET_WARN_INTERVAL))
@@ -594,19 +634,17 @@ impl Router {
                 "reason" => fe.reason.as_str()
             )
             .increment(1);
-            let count = &mut self.field_error_counts[decoder.index];
-            *count += 1;
-            if *count <= WARN_FIRST_ERRORS || *count % 1000 == 0 {
-                tracing::warn!(
+            match self.field_warnings.check(&publish.topic, Instant::now()) {
+                Warn::Yes { suppressed } => tracing::warn!(
                     subscription = %label, topic = %publish.topic, field = %fe.field,
-                    reason = %fe.reason, field_errors_so_far = *count,
-                    "MQTT field value dropped from its point: {}", fe.detail
-                );
-            } else {
-                tracing::debug!(
+                    reason = %fe.reason, detail = %fe.detail, suppressed,
+                    "MQTT field value dropped from its point (counted in \
+                     sitewatch_mqtt_field_errors_total; warned at most once a minute per topic)"
+                ),
+                Warn::No => tracing::debug!(
                     subscription = %label, topic = %publish.topic, field = %fe.field,
-                    reason = %fe.reason, "MQTT field value dropped: {}", fe.detail
-                );
+                    reason = %fe.reason, detail = %fe.detail, "MQTT field value dropped"
+                ),
             }
         }
         let unknown = self.notes.unknown_points.len() + self.notes.nameless_points.len();
@@ -696,12 +734,18 @@ impl Router {
                     "reason" => e.reason.as_str()
                 )
                 .increment(1);
-                let count = &mut self.error_counts[decoder.index];
-                *count += 1;
-                if *count <= WARN_FIRST_ERRORS || *count % 1000 == 0 {
-                    tracing::warn!(subscription = %label, errors_so_far = *count, "{e}");
-                } else {
-                    tracing::debug!(subscription = %label, "{e}");
+                match self.decode_warnings.check(&e.topic, Instant::now()) {
+                    Warn::Yes { suppressed } => tracing::warn!(
+                        subscription = %label, topic = %e.topic, reason = %e.reason,
+                        detail = %e.detail, suppressed,
+                        "MQTT payload dropped: it does not decode (counted in \
+                         sitewatch_mqtt_decode_errors_total; warned at most once a minute per \
+                         topic)"
+                    ),
+                    Warn::No => tracing::debug!(
+                        subscription = %label, topic = %e.topic, reason = %e.reason,
+                        detail = %e.detail, "MQTT payload dropped"
+                    ),
                 }
                 None
             }

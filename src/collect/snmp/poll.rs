@@ -233,7 +233,8 @@ pub(crate) fn finish(
             (profiles, empty, None)
         }
         Err(e) => {
-            tracing::warn!(device = %rt.ep.name, error = %e, "SNMP poll failed");
+            // Debug: the schedule logs the device going down and coming back, once each.
+            tracing::debug!(device = %rt.ep.name, error = %e, "SNMP poll failed");
             poll = poll.with_field("error", FieldValue::Str(e.to_string().into()));
             (Vec::new(), Vec::new(), Some(e))
         }

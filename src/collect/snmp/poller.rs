@@ -63,6 +63,9 @@ pub async fn run_with_traps(
     if let Some(l) = traps {
         tasks.spawn(l.run(tx.clone(), shutdown.clone()));
     }
+    for result in ["ok", "timeout", "error", "skipped", "config_error"] {
+        metrics::counter!("sitewatch_snmp_polls_total", "result" => result).increment(0);
+    }
     for t in &cfg.targets {
         match build_target(&cfg, t, &profiles) {
             Ok(rt) => {
@@ -76,7 +79,7 @@ pub async fn run_with_traps(
             Err(e) => {
                 metrics::counter!("sitewatch_snmp_polls_total", "result" => "config_error")
                     .increment(1);
-                tracing::error!(target = %t.name, error = %e, "SNMP target not polled");
+                tracing::error!(device = %t.name, error = %e, "SNMP target not polled");
             }
         }
     }
@@ -98,6 +101,7 @@ impl DevicePoller for ScheduledTarget {
         let result = poll_target(&self.rt, &mut self.state).await;
         PollResult {
             up: result.error.is_none(),
+            error: result.error.map(|e| e.to_string()),
             samples: result.samples,
         }
     }
@@ -110,16 +114,26 @@ async fn target_loop(
     shutdown: CancellationToken,
 ) {
     let slot = Slot {
+        collector: "SNMP",
         device: rt.ep.name.as_str().into(),
+        address: format!("{}:{}", rt.ep.host, rt.ep.port).into(),
         interval: rt.interval,
         polls_metric: "sitewatch_snmp_polls_total",
     };
+    let device = rt.ep.name.clone();
+    // At 0 from the start, so "no failed polls" is a value and not a missing series.
+    for result in ["ok", "timeout", "error"] {
+        metrics::counter!("sitewatch_snmp_target_polls_total", "device" => device.clone(), "result" => result)
+            .increment(0);
+    }
     let target = ScheduledTarget {
         rt,
         state: TargetState::default(),
     };
-    run_device(slot, sem, tx, shutdown, target, |before, up| {
-        crate::status::device_result("snmp", before, up)
+    run_device(slot, sem, tx, shutdown, target, move |before, up| {
+        crate::status::device_result("snmp", before, up);
+        let up_value = if up { 1.0 } else { 0.0 };
+        metrics::gauge!("sitewatch_snmp_target_up", "device" => device.clone()).set(up_value);
     })
     .await;
 }
@@ -136,11 +150,15 @@ pub async fn poll_once(cfg: &SnmpConfig, profiles: &ProfileSet) -> Vec<Sample> {
                 tasks.spawn(async move {
                     let _permit = sem.acquire_owned().await.ok();
                     let mut st = TargetState::default();
-                    poll_target(&rt, &mut st).await.samples
+                    let result = poll_target(&rt, &mut st).await;
+                    if let Some(e) = &result.error {
+                        tracing::warn!(device = %rt.ep.name, error = %e, "SNMP poll failed");
+                    }
+                    result.samples
                 });
             }
             Err(e) => {
-                tracing::error!(target = %t.name, error = %e, "SNMP target not polled");
+                tracing::error!(device = %t.name, error = %e, "SNMP target not polled");
                 out.push(
                     Sample::new(
                         SeriesKey::new(

@@ -98,12 +98,13 @@ struct Target {
 }
 
 impl Target {
-    fn set_failing(&self, failing: bool) {
+    /// True when this changes the state (the first failure, or the first success after).
+    fn set_failing(&self, failing: bool) -> bool {
         self.failing.send_if_modified(|f| {
             let changed = *f != failing;
             *f = failing;
             changed
-        });
+        })
     }
 }
 
@@ -242,6 +243,7 @@ impl InfluxWriter {
             spool = ?self.spool_dir,
             "influx writer started"
         );
+        state.init_metrics(self.buffer_limit, self.spool_max_bytes);
         let mut events_open = true;
         let mut series_open = true;
         loop {
@@ -509,8 +511,50 @@ impl RunState {
         });
     }
 
+    /// The limits, and every counter at 0 for each label value the writer can emit, so a
+    /// dashboard's rate() and an alert on an increase work before the first error.
+    fn init_metrics(&self, buffer_limit: usize, spool_max_bytes: u64) {
+        metrics::gauge!("sitewatch_influx_buffer_limit_samples").set(buffer_limit as f64);
+        metrics::gauge!("sitewatch_influx_buffer_limit_bytes").set(self.max_bytes as f64);
+        let spool_limit = if self.spool.is_some() {
+            spool_max_bytes as f64
+        } else {
+            0.0
+        };
+        metrics::gauge!("sitewatch_influx_spool_limit_bytes").set(spool_limit);
+        metrics::counter!("sitewatch_influx_points_written_total").increment(0);
+        metrics::counter!("sitewatch_influx_retries_total").increment(0);
+        metrics::counter!("sitewatch_influx_spilled_samples_total").increment(0);
+        metrics::counter!("sitewatch_influx_spooled_samples_total").increment(0);
+        metrics::counter!("sitewatch_influx_spool_replayed_samples_total").increment(0);
+        for kind in [
+            "timeout",
+            "transport",
+            "server",
+            "throttled",
+            "auth",
+            "not_found",
+            "too_large",
+            "partial",
+            "rejected",
+        ] {
+            metrics::counter!("sitewatch_influx_write_errors_total", "kind" => kind).increment(0);
+        }
+        for reason in [
+            "buffer_full",
+            "rejected",
+            "no_fields",
+            "shutdown",
+            "spool_full",
+            "spool_corrupt",
+        ] {
+            metrics::counter!("sitewatch_influx_dropped_total", "reason" => reason).increment(0);
+        }
+    }
+
     fn update_gauges(&self) {
         metrics::gauge!("sitewatch_influx_buffer_samples").set(self.buffer.held() as f64);
+        metrics::gauge!("sitewatch_influx_buffer_bytes").set(self.buffer.bytes() as f64);
         if let Some(s) = &self.spool {
             s.update_gauges();
         }
@@ -686,8 +730,12 @@ impl RunState {
             .increment(delivery.written as u64);
         if !self.is_failing() {
             // The server answered: it is up again.
-            if self.down_since.take().is_some() {
-                tracing::info!(endpoint = %self.target.shown, "influx server answers again");
+            if let Some(since) = self.down_since.take() {
+                tracing::info!(
+                    sink = "influx", endpoint = %self.target.shown,
+                    down_for_s = since.elapsed().as_secs_f64(),
+                    "influx sink recovered: the server answers again"
+                );
             }
             self.last_error = None;
         }
@@ -951,11 +999,13 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
         loop {
             let verdict = target.post(body.clone()).await;
             let n = range.len();
-            target.set_failing(matches!(verdict, Verdict::Retry { .. }));
+            let started_failing =
+                target.set_failing(matches!(verdict, Verdict::Retry { .. })) && attempt == 0;
             match verdict {
                 Verdict::Written => {
                     if attempt > 0 {
-                        tracing::info!(attempts = attempt + 1, endpoint = %target.shown, "influx write succeeded after retries");
+                        // The recovery itself is one info line from the writer loop.
+                        tracing::debug!(attempts = attempt + 1, endpoint = %target.shown, "influx write succeeded after retries");
                     }
                     attempt = 0;
                     delivery.written += n;
@@ -978,10 +1028,14 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                         }
                         _ => "holding the data and retrying",
                     };
-                    if matches!(kind, "auth" | "not_found") {
-                        tracing::error!(endpoint = %target.shown, kind, attempt, ?delay, server = %detail, "influx write failed; {hint}");
+                    // One line when the sink starts failing, one when it recovers
+                    // (finish_flight); the retries in between are debug lines.
+                    if !started_failing {
+                        tracing::debug!(endpoint = %target.shown, kind, attempt, ?delay, lines = n, error = %detail, "influx write failed again; {hint}");
+                    } else if matches!(kind, "auth" | "not_found") {
+                        tracing::error!(sink = "influx", endpoint = %target.shown, kind, ?delay, server = %detail, "influx sink failing: write refused; {hint}");
                     } else {
-                        tracing::warn!(endpoint = %target.shown, kind, attempt, ?delay, lines = n, error = %detail, "influx write failed; {hint}");
+                        tracing::warn!(sink = "influx", endpoint = %target.shown, kind, ?delay, lines = n, error = %detail, "influx sink failing: write failed; {hint}");
                     }
                     attempt = attempt.saturating_add(1);
                     tokio::time::sleep(delay).await;

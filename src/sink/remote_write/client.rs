@@ -146,10 +146,25 @@ impl Client {
             .clone()
     }
 
+    /// Logs the transitions only: one warning when requests start failing, one info line
+    /// when one is delivered again (the retries in between are debug lines).
     fn set_failing(&self, failing: bool) {
         if self.failing.swap(failing, Ordering::AcqRel) != failing {
             metrics::gauge!("sitewatch_remote_write_failing").set(f64::from(u8::from(failing)));
             let mut since = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+            if failing {
+                tracing::warn!(
+                    sink = "remote_write", url = %self.shown,
+                    error = self.last_error().as_deref().unwrap_or("unknown"),
+                    "remote write sink failing: holding the samples in memory and retrying"
+                );
+            } else if let Some(t) = *since {
+                tracing::info!(
+                    sink = "remote_write", url = %self.shown,
+                    down_for_s = t.elapsed().as_secs_f64(),
+                    "remote write sink recovered: requests are delivered again"
+                );
+            }
             *since = failing.then(std::time::Instant::now);
             self.publish_status(*since);
         }
@@ -227,7 +242,7 @@ impl Client {
             match verdict {
                 Verdict::Delivered => {
                     if attempt > 0 {
-                        tracing::info!(attempts = attempt + 1, url = %self.shown, "remote write delivered after retries");
+                        tracing::debug!(attempts = attempt + 1, url = %self.shown, "remote write delivered after retries");
                     }
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     self.set_failing(false);
@@ -252,7 +267,7 @@ impl Client {
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(format!("{status}: {detail}"));
                     self.set_failing(true);
-                    tracing::warn!(
+                    tracing::debug!(
                         url = %self.shown, status, attempt, ?delay, samples, error = %detail,
                         "remote write failed; holding the samples and retrying"
                     );

@@ -117,38 +117,19 @@ impl Sink for RemoteWriteSink {
             }
         }
         let client = self.client.clone().expect("opened above");
-        describe_metrics();
         metrics::gauge!("sitewatch_remote_write_failing").set(0.0);
+        metrics::gauge!("sitewatch_remote_write_buffer_limit_samples")
+            .set(self.cfg.max_buffered_samples as f64);
+        // At 0 from the start, so rate() and increase() alerts work before the first sample.
+        for result in ["delivered", "rejected", "shutdown", "skipped_string"] {
+            metrics::counter!("sitewatch_remote_write_samples_total", "result" => result)
+                .increment(0);
+        }
         client.publish_status(None);
         tracing::info!(url = %client.shown, "remote write sink started");
         let mut state = State::new(&self.cfg, client);
         state.run(inputs, stop).await;
     }
-}
-
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "sitewatch_remote_write_samples_total",
-        "Remote-write samples by result: delivered, rejected (4xx), shutdown (unsent at stop), \
-         skipped_string (string fields)"
-    );
-    describe_counter!(
-        "sitewatch_remote_write_requests_total",
-        "Remote-write requests by status: 2xx, the HTTP status, timeout, transport"
-    );
-    describe_gauge!(
-        "sitewatch_remote_write_buffered_samples",
-        "Remote-write samples held in memory, waiting or in flight"
-    );
-    describe_gauge!(
-        "sitewatch_remote_write_failing",
-        "1 while a remote-write request is being retried"
-    );
-    describe_histogram!(
-        "sitewatch_remote_write_request_duration_seconds",
-        "Duration of remote-write requests"
-    );
 }
 
 type FlightFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;

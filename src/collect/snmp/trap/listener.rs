@@ -150,7 +150,6 @@ impl TrapListener {
     /// full pipeline holds this task, not the reading. At shutdown, traps already read are
     /// handed on for up to [`SHUTDOWN_SEND`].
     pub async fn run(mut self, tx: BatchSender, shutdown: CancellationToken) {
-        describe_metrics();
         let addr = self.local_addr().ok();
         metrics::gauge!("sitewatch_snmp_trap_receive_buffer_bytes").set(self.granted as f64);
         // Registered at 0, so "no drops" is visible as such in /metrics.
@@ -294,26 +293,6 @@ impl TrapListener {
 /// Datagrams handled in one run before the queue was empty again that count as a burst (and
 /// make the kernel drop counter be read soon after).
 const BURST: usize = 32;
-
-/// Help texts of the listener's metrics (the others are described in `telemetry`).
-fn describe_metrics() {
-    metrics::describe_counter!(
-        "sitewatch_snmp_traps_received_total",
-        "SNMP traps and informs accepted, by SNMP version"
-    );
-    metrics::describe_counter!(
-        "sitewatch_snmp_trap_kernel_drops_total",
-        "SNMP trap datagrams dropped by the kernel before sitewatch read them (socket receive buffer full; see [snmp.traps] receive_buffer and net.core.rmem_max)"
-    );
-    metrics::describe_gauge!(
-        "sitewatch_snmp_trap_receive_buffer_bytes",
-        "Receive buffer of the SNMP trap socket as the kernel reports it (Linux: twice the size it accepted)"
-    );
-    metrics::describe_gauge!(
-        "sitewatch_snmp_trap_listener_up",
-        "1 while the SNMP trap listener is receiving"
-    );
-}
 
 fn bind_error(addr: SocketAddr, source: std::io::Error) -> TrapError {
     TrapError::Bind {
