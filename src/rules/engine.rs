@@ -53,6 +53,9 @@ use super::state::{self, RuleState, SaveEntry, SaveTrack, StateError};
 /// window / this, the effective window shortens to the newest samples.
 pub const RATE_RING_CAP: usize = 512;
 
+/// How often [`Engine::tick`] sets the `sitewatch_rules_series` / `_held_states` gauges.
+const SIZE_REPORT_EVERY_NS: i64 = 10_000_000_000;
+
 /// Measurement, field and tag the SNMP poller uses to say whether a device answered.
 pub const POLL_MEASUREMENT: &str = "snmp_poll";
 const POLL_UP_FIELD: &str = "up";
@@ -122,6 +125,8 @@ pub struct Engine {
     /// States stepped for one field of one sample, stored once the field's track is updated
     /// (whether a state is at rest is judged against the updated track).
     stepped: Vec<(usize, Box<RuleState>)>,
+    /// Clock when the size gauges were last set.
+    size_reported: i64,
 }
 
 fn build_index(rules: &RuleSet) -> HashMap<Arc<str>, HashMap<Arc<str>, Vec<usize>>> {
@@ -172,6 +177,7 @@ impl Engine {
             restored_alerts: Vec::new(),
             max_future_ns: duration_ns(super::config::DEFAULT_MAX_FUTURE_SKEW),
             stepped: Vec::new(),
+            size_reported: i64::MIN,
         }
     }
 
@@ -358,6 +364,13 @@ impl Engine {
             count_event(ev);
         }
         out.append(&mut self.pending);
+        if now.saturating_sub(self.size_reported) >= SIZE_REPORT_EVERY_NS {
+            // What the engine holds, for sizing (docs/BENCHMARKS.md has bytes per series and
+            // per held state); counting held states walks the series, so not every tick.
+            self.size_reported = now;
+            metrics::gauge!("sitewatch_rules_series").set(self.series.len() as f64);
+            metrics::gauge!("sitewatch_rules_held_states").set(self.held_states() as f64);
+        }
         if !self.has_stale {
             return;
         }

@@ -237,7 +237,11 @@ impl MatchSets {
     pub(crate) fn slot_for(&mut self, rules: &RuleSet, key: &SeriesKey) -> SeriesSlot {
         let all = rules.rules();
         self.scratch.clear();
-        for group in self.groups.get(&key.measurement).map_or(&[][..], Vec::as_slice) {
+        for group in self
+            .groups
+            .get(&key.measurement)
+            .map_or(&[][..], Vec::as_slice)
+        {
             if !all[group.representative].matches_tags(&key.tags) {
                 continue;
             }

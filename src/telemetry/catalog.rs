@@ -355,6 +355,14 @@ pub const FAMILIES: &[Family] = &[
         "Rule evaluations of incoming samples",
     ),
     gauge("sitewatch_rules_firing", "Alerts firing now"),
+    gauge(
+        "sitewatch_rules_series",
+        "Series the rules engine keeps (those at least one rule watches)",
+    ),
+    gauge(
+        "sitewatch_rules_held_states",
+        "(series, rule) pairs whose state is held because they are pending, firing, stale, flapping or in a rate window",
+    ),
     counter(
         "sitewatch_rules_inhibited_total",
         "Rule events held back by an inhibition, by rule and reason",
