@@ -132,6 +132,9 @@ impl Topology {
                 out.push(format!("warning: {w}"));
             }
         }
+        for w in self.notifier.check_warnings() {
+            out.push(format!("warning: {w}"));
+        }
         let acking = self.sources.iter().any(|s| s.acknowledges());
         for s in &self.sinks {
             for w in s.check_warnings(acking) {

@@ -46,6 +46,12 @@ pub enum NotifyError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("notify receiver {name:?}: {source}")]
+    Tls {
+        name: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
 }
 
 /// Registers descriptions of the notifier's metrics with the installed recorder.
@@ -56,7 +62,7 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "sitewatch_notify_failures_total",
-        "Failed delivery attempts by receiver and kind (transport, timeout, http_429, http_5xx, rejected)"
+        "Failed delivery attempts by receiver and kind (transport, tls, timeout, http_429, http_5xx, rejected)"
     );
     metrics::describe_counter!(
         "sitewatch_notify_dropped_total",

@@ -16,7 +16,8 @@
 //!   when the server sends it. 401/403/404 (bad token, missing database/bucket) are retried the
 //!   same way with an error log: they are fixed by an operator, and dropping a night of data
 //!   because a token expired would be worse than holding it. influxd 1.x answers 500 for a
-//!   missing retention policy, which lands here too.
+//!   missing retention policy, which lands here too. A certificate the `[influx.tls]` trust
+//!   does not accept (`kind="tls"`) is the same: an error log naming the key that fixes it.
 //! - 413: the batch is split in halves that are sent in order; a single line still too large
 //!   is dropped as rejected.
 //! - Other 4xx whose body says `partial write` (influxd 1.x answers
@@ -916,14 +917,22 @@ impl Target {
         let started = Instant::now();
         let result = req.send().await;
         let verdict = match result {
-            Err(e) => Verdict::Retry {
-                kind: if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
+            // A certificate problem is the operator's to fix: say which `tls` key fixes it.
+            Err(e) => match crate::tls::failure_hint(&e, "influx.tls") {
+                Some(hint) => Verdict::Retry {
+                    kind: "tls",
+                    after: None,
+                    detail: format!("{hint} ({})", error_chain(&e)),
                 },
-                after: None,
-                detail: error_chain(&e),
+                None => Verdict::Retry {
+                    kind: if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    },
+                    after: None,
+                    detail: error_chain(&e),
+                },
             },
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -976,9 +985,10 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                         "not_found" => {
                             "check that the database/bucket exists (influx: CREATE DATABASE ...)"
                         }
+                        "tls" => "holding the data and retrying until TLS is fixed",
                         _ => "holding the data and retrying",
                     };
-                    if matches!(kind, "auth" | "not_found") {
+                    if matches!(kind, "auth" | "not_found" | "tls") {
                         tracing::error!(endpoint = %target.shown, kind, attempt, ?delay, server = %detail, "influx write failed; {hint}");
                     } else {
                         tracing::warn!(endpoint = %target.shown, kind, attempt, ?delay, lines = n, error = %detail, "influx write failed; {hint}");

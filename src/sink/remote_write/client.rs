@@ -122,11 +122,15 @@ impl Client {
     pub fn new(cfg: &RemoteWriteConfig) -> Result<Client, RemoteWriteError> {
         let url = cfg.validate()?;
         let auth = cfg.auth()?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(RemoteWriteError::Client)?;
+        let http = crate::tls::http_client_builder(
+            cfg.tls.as_ref(),
+            "remote_write.tls",
+            &cfg.shown_url(),
+        )?
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(RemoteWriteError::Client)?;
         Ok(Client {
             http,
             url,
@@ -189,15 +193,23 @@ impl Client {
         };
         let started = Instant::now();
         let verdict = match req.send().await {
-            Err(e) => Verdict::Retry {
-                status: if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
-                }
-                .into(),
-                after: None,
-                detail: error_chain(&e),
+            // A certificate problem is the operator's to fix: say which `tls` key fixes it.
+            Err(e) => match crate::tls::failure_hint(&e, "remote_write.tls") {
+                Some(hint) => Verdict::Retry {
+                    status: "tls".into(),
+                    after: None,
+                    detail: format!("{hint} ({})", error_chain(&e)),
+                },
+                None => Verdict::Retry {
+                    status: if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    }
+                    .into(),
+                    after: None,
+                    detail: error_chain(&e),
+                },
             },
             Ok(resp) => {
                 let status = resp.status().as_u16();
