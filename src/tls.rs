@@ -79,12 +79,7 @@ pub fn client_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| err("ca_file", Path::new("-"), e.to_string()))?;
     let builder = if tls.insecure_skip_verify {
-        tracing::warn!(
-            component = table,
-            url,
-            "{table}.insecure_skip_verify = true: the server's certificate is NOT verified, \
-             anyone on the path can impersonate it; set {table}.ca_file instead"
-        );
+        warn_insecure(table, url);
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
@@ -164,13 +159,7 @@ pub fn check_warning(tls: Option<&TlsConfig>, table: &str, url: &str) -> Option<
 /// What to do about a failed connection when TLS was the reason: the certificate problem
 /// and the `tls` key (at `table`) that fixes it. None for errors that are not about TLS.
 pub fn failure_hint(e: &(dyn std::error::Error + 'static), table: &str) -> Option<String> {
-    let tls_error = std::iter::successors(Some(e), |e| e.source()).find_map(|e| {
-        e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        })
-    })?;
+    let tls_error = std::iter::successors(Some(e), |e| e.source()).find_map(rustls_error)?;
     Some(match tls_error {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
             "the server's certificate is signed by an unknown issuer (not a system root): set \
@@ -196,6 +185,50 @@ pub fn failure_hint(e: &(dyn std::error::Error + 'static), table: &str) -> Optio
         ),
         other => format!("TLS handshake failed ({other}): check the {table} table"),
     })
+}
+
+/// The rustls error in `e`, also inside (nested) `io::Error`s: hyper-rustls hands reqwest
+/// `io::Error(Other, io::Error(InvalidData, rustls::Error))`, and `io::Error::source` skips
+/// the error it wraps.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
+}
+
+/// `insecure_skip_verify` warnings of clients built before logging was set up (the service
+/// builds its sinks and receivers while loading the config); see [`log_deferred_warnings`].
+static DEFERRED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn warn_insecure(table: &str, url: &str) {
+    if tracing::dispatcher::has_been_set() {
+        log_insecure(table, url);
+    } else {
+        DEFERRED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((table.to_string(), url.to_string()));
+    }
+}
+
+fn log_insecure(table: &str, url: &str) {
+    tracing::warn!(
+        component = table,
+        url,
+        "{table}.insecure_skip_verify = true: the certificate of {url} is NOT verified, anyone \
+         on the path can impersonate the server; set {table}.ca_file to its CA instead"
+    );
+}
+
+/// Logs the `insecure_skip_verify` warnings of clients built before logging was set up: call
+/// once the subscriber is installed, so every start says it.
+pub fn log_deferred_warnings() {
+    let pending = std::mem::take(&mut *DEFERRED.lock().unwrap_or_else(|p| p.into_inner()));
+    for (table, url) in pending {
+        log_insecure(&table, &url);
+    }
 }
 
 /// The system's roots, or Mozilla's where the system has none; read once per process.
@@ -284,56 +317,17 @@ impl ServerCertVerifier for SkipVerify {
 mod tests {
     use super::*;
 
-    /// A CA and a leaf it signs, made here (no key material in the repository).
-    fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca =
-            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["client.test".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let write = |name: &str, text: String| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        (
-            write("ca.pem", ca.pem()),
-            write("client.pem", leaf.pem()),
-            write("client.key", key.serialize_pem()),
-        )
-    }
-
     fn message(tls: &TlsConfig) -> String {
         client_config(Some(tls), "influx.tls", "https://db.test")
             .unwrap_err()
             .to_string()
     }
 
-    #[test]
-    fn ca_file_and_client_identity_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, cert, key) = pki(dir.path());
-        let tls = TlsConfig {
-            ca_file: Some(ca),
-            client_cert: Some(cert),
-            client_key: Some(key),
-            insecure_skip_verify: false,
-        };
-        let config = client_config(Some(&tls), "influx.tls", "https://db.test").unwrap();
-        assert!(config.client_auth_cert_resolver.has_certs());
-        let plain = client_config(None, "influx.tls", "https://db.test").unwrap();
-        assert!(!plain.client_auth_cert_resolver.has_certs());
-    }
-
+    // Files that load (a CA, a client identity) are covered by tests/tls.rs, with a test PKI
+    // and real servers.
     #[test]
     fn bad_files_name_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (ca, cert, key) = pki(dir.path());
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, "not a pem").unwrap();
 
@@ -357,17 +351,7 @@ mod tests {
         );
 
         let e = message(&TlsConfig {
-            client_cert: Some(cert.clone()),
-            client_key: Some(ca.clone()),
-            ..TlsConfig::default()
-        });
-        assert!(
-            e.starts_with("influx.tls.client_key (") && e.contains("ca.pem"),
-            "{e}"
-        );
-
-        let e = message(&TlsConfig {
-            client_cert: Some(cert),
+            client_cert: Some(garbage.clone()),
             ..TlsConfig::default()
         });
         assert!(
@@ -376,13 +360,20 @@ mod tests {
         );
 
         let e = message(&TlsConfig {
-            client_key: Some(key),
+            client_key: Some(garbage.clone()),
             ..TlsConfig::default()
         });
         assert!(
             e.contains("influx.tls.client_cert") && e.contains("is missing"),
             "{e}"
         );
+
+        let e = message(&TlsConfig {
+            client_cert: Some(garbage.clone()),
+            client_key: Some(garbage),
+            ..TlsConfig::default()
+        });
+        assert!(e.starts_with("influx.tls.client_cert ("), "{e}");
     }
 
     #[test]
@@ -412,10 +403,11 @@ mod tests {
 
     #[test]
     fn hints_name_the_option_to_set() {
-        let unknown = std::io::Error::new(
+        // As hyper-rustls wraps it.
+        let unknown = std::io::Error::other(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
-        );
+        ));
         let hint = failure_hint(&unknown, "influx.tls").unwrap();
         assert!(
             hint.contains("unknown issuer") && hint.contains("influx.tls.ca_file"),

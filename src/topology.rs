@@ -178,6 +178,7 @@ impl Topology {
         let service = &cfg.config.service;
         telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
             .map_err(|e| stage("logging")(e.into()))?;
+        crate::tls::log_deferred_warnings();
         let handle = telemetry::init_metrics().map_err(|e| stage("metrics")(e.into()))?;
         crate::notify::describe_metrics();
         let health = telemetry::Health::new(crate::status::ReadyPolicy {

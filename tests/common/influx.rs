@@ -6,8 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::pki::TestPki;
 use super::{free_tcp_port, require_binary, ServiceProcess};
 
 /// Percent-encodes a query-string component.
@@ -41,20 +43,76 @@ pub fn http(
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    Ok(parse_answer(&raw))
+}
+
+/// (status, body) of a raw HTTP/1.x answer.
+fn parse_answer(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    Ok((status, rest.to_string()))
+    (status, rest.to_string())
+}
+
+/// Like [`http`] over TLS, trusting what `tls` trusts (the server is 127.0.0.1).
+pub fn https(
+    tls: &Arc<rustls::ClientConfig>,
+    port: u16,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let tcp = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name =
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        s,
+        "{method} {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(parse_answer(&raw))
+}
+
+/// A client TLS config that trusts exactly the CA in `ca_file` (PEM).
+pub fn trusting(ca_file: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).expect("read CA") {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// A real `influxd` (1.x) on a free port, data in a temp dir.
 pub struct Influxd {
     pub port: u16,
     proc: ServiceProcess,
+    /// Set when the server speaks HTTPS ([`Influxd::start_https`]): the harness's own queries
+    /// trust the test CA.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Influxd {
@@ -64,23 +122,47 @@ impl Influxd {
 
     /// Starts on a chosen HTTP port (outage tests point a writer at the port first).
     pub fn start_on(port: u16) -> Influxd {
+        Self::start_with(port, None)
+    }
+
+    /// HTTPS only (`https-enabled`), with the server certificate of `pki`; the harness
+    /// queries it trusting `pki`'s CA.
+    pub fn start_https(pki: &TestPki) -> Influxd {
+        Self::start_with(free_tcp_port(), Some(pki))
+    }
+
+    fn start_with(port: u16, pki: Option<&TestPki>) -> Influxd {
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-influxd")
             .tempdir()
             .expect("temp dir for influxd");
         let rpc_port = free_tcp_port();
-        write_config(dir.path(), port, rpc_port);
+        write_config(dir.path(), port, rpc_port, pki);
         let proc = spawn(dir);
-        let mut influxd = Influxd { port, proc };
+        let tls = pki.map(|p| trusting(&p.ca_file));
+        let mut influxd = Influxd { port, proc, tls };
         influxd.wait_ready();
         influxd
+    }
+
+    /// One request to the server, over TLS when it speaks HTTPS.
+    pub fn call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        match &self.tls {
+            Some(tls) => https(tls, self.port, method, path_and_query, body),
+            None => http(self.port, method, path_and_query, body),
+        }
     }
 
     fn wait_ready(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.proc.assert_running();
-            if let Ok((204, _)) = http(self.port, "GET", "/ping", b"") {
+            if let Ok((204, _)) = self.call("GET", "/ping", b"") {
                 return;
             }
             if std::time::Instant::now() > deadline {
@@ -95,18 +177,15 @@ impl Influxd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn create_database(&self, name: &str) {
         let q = format!("CREATE DATABASE \"{}\"", name.replace('"', "\\\""));
-        let (status, body) = http(
-            self.port,
-            "POST",
-            &format!("/query?q={}", urlencode(&q)),
-            b"",
-        )
-        .expect("influxd /query");
+        let (status, body) = self
+            .call("POST", &format!("/query?q={}", urlencode(&q)), b"")
+            .expect("influxd /query");
         assert_eq!(status, 200, "CREATE DATABASE {name}: {body}");
     }
 
@@ -130,7 +209,7 @@ impl Influxd {
     }
 
     fn query_path(&self, path: &str) -> serde_json::Value {
-        let (status, body) = http(self.port, "GET", path, b"").expect("influxd /query");
+        let (status, body) = self.call("GET", path, b"").expect("influxd /query");
         assert_eq!(status, 200, "query {path}: {body}");
         serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("query answer is not JSON ({e}): {body}"))
@@ -198,8 +277,16 @@ impl Influxd {
     }
 }
 
-fn write_config(dir: &Path, http_port: u16, rpc_port: u16) {
+fn write_config(dir: &Path, http_port: u16, rpc_port: u16, pki: Option<&TestPki>) {
     let d = dir.display();
+    let https = match pki {
+        Some(p) => format!(
+            "  https-enabled = true\n  https-certificate = {:?}\n  https-private-key = {:?}\n",
+            p.server_cert.display().to_string(),
+            p.server_key.display().to_string()
+        ),
+        None => String::new(),
+    };
     let conf = format!(
         r#"reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
@@ -220,7 +307,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{http_port}"
   auth-enabled = false
   log-enabled = false
-
+{https}
 [logging]
   level = "warn"
 

@@ -13,6 +13,7 @@ pub mod alertmanager;
 pub mod influx;
 pub mod modbus;
 pub mod mosquitto;
+pub mod pki;
 pub mod sitewatch;
 pub mod snmp;
 

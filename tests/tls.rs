@@ -1,0 +1,369 @@
+//! TLS trust through the real binary: influxd 1.6 serving HTTPS with a certificate signed by
+//! a CA the test makes (`common::pki`, the `openssl` tool), written to through
+//! `[influx.tls] ca_file`; without it the write fails naming the unknown issuer and the key to
+//! set, and the data is held until it can be written. Also: `SSL_CERT_FILE` as the system
+//! store, `insecure_skip_verify` warning loudly, `check` naming a bad PEM file and its key,
+//! and a client identity that loads (or does not fit its key).
+//!
+//! Mutual TLS against a server that demands a client certificate is
+//! `tests/mqtt_collect.rs::mutual_tls_with_configured_ca_and_client_certificate` (Mosquitto):
+//! the MQTT collector builds its TLS from the same `sitewatch::tls` module as every HTTP
+//! client; influxd 1.x cannot ask for client certificates.
+//!
+//! Run: `cargo test --test tls`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::influx::Influxd;
+use common::mosquitto::Mosquitto;
+use common::pki::TestPki;
+use common::sitewatch::Sitewatch as Sw;
+use common::sitewatch_bin;
+
+const DB: &str = "tls";
+
+/// A base timestamp an hour ago, whole seconds.
+fn base_ns() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    (now - 3600) * 1_000_000_000
+}
+
+fn lines(base: i64, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("load,sensor=s1 v={i}i {}", base + i as i64 * 1_000_000))
+        .collect()
+}
+
+/// MQTT line protocol in, the HTTPS InfluxDB out; `tls` is the `[influx.tls]` table (TOML
+/// lines, empty for none).
+fn config(influx: &Influxd, broker: &Mosquitto, client_id: &str, tls: &str) -> String {
+    format!(
+        r#"[influx]
+url = "{}"
+database = "{DB}"
+flush_interval = "100ms"
+max_retry_delay = "300ms"
+timeout = "2s"
+spool_dir = "{{spool}}"
+{tls}
+
+[mqtt]
+host = "127.0.0.1"
+port = {}
+client_id = "{client_id}"
+keep_alive = "5s"
+reconnect_backoff_max = "500ms"
+
+[[mqtt.subscription]]
+topic = "tls/lp/#"
+format = "line_protocol"
+qos = 1
+"#,
+        influx.url(),
+        broker.port
+    )
+}
+
+fn ca_table(pki: &TestPki) -> String {
+    format!(
+        "[influx.tls]\nca_file = {:?}\n",
+        pki.ca_file.display().to_string()
+    )
+}
+
+/// Waits until exactly the `n` points of [`lines`] are in InfluxDB (read over HTTPS), each
+/// with its value.
+fn assert_all_stored(influx: &Influxd, base: i64, n: usize, sw: &Sw) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let rows = influx.rows(DB, "SELECT v FROM load");
+        if rows.len() == n {
+            for r in rows {
+                let i = (r[0].as_i64().expect("epoch ns") - base) / 1_000_000;
+                assert_eq!(r[1].as_i64(), Some(i), "v of message {i}");
+            }
+            return;
+        }
+        assert!(
+            rows.len() < n,
+            "{} points stored, {n} published",
+            rows.len()
+        );
+        if Instant::now() > deadline {
+            panic!(
+                "{} of {n} points in InfluxDB after 40 s; sitewatch log:\n{}",
+                rows.len(),
+                sw.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pki_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sitewatch-pki")
+        .tempdir()
+        .expect("temp dir for the test PKI")
+}
+
+#[test]
+fn unknown_issuer_is_named_and_held_then_ca_file_writes_it() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let influx = Influxd::start_https(&pki);
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+    let base = base_ns();
+    let n = 40;
+
+    // No ca_file: the test CA is not a system root.
+    let mut sw = Sw::start(&config(&influx, &broker, "sw-tls", ""), "info", &[]);
+    broker.publish_lines("tls/lp/a", &lines(base, n), 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sw.metric("sitewatch_influx_write_errors_total", &["kind=\"tls\""]) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no write failed with kind=\"tls\" in 20 s; log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = sw.log();
+    let said = log
+        .lines()
+        .find(|l| l.contains("influx write failed"))
+        .unwrap_or_else(|| panic!("no write failure logged:\n{log}"));
+    assert!(
+        said.contains("ERROR")
+            && said.contains("unknown issuer")
+            && said.contains("set influx.tls.ca_file"),
+        "the error must name the problem and the option to set: {said}"
+    );
+    assert!(
+        influx.rows(DB, "SELECT v FROM load").is_empty(),
+        "nothing can be written without trusting the CA"
+    );
+    assert_eq!(sw.metric("sitewatch_influx_dropped_total", &[]), 0.0);
+    let status = sw.terminate().expect("sitewatch was running");
+    assert!(status.success(), "graceful stop: {status}\n{}", sw.log());
+
+    // The operator sets ca_file: what was held (spool or broker) is written, nothing lost.
+    let text = std::fs::read_to_string(&sw.config).expect("read config");
+    let text = text.replace("\n[mqtt]\n", &format!("\n{}\n[mqtt]\n", ca_table(&pki)));
+    std::fs::write(&sw.config, text).expect("write config");
+    sw.launch();
+    assert_all_stored(&influx, base, n, &sw);
+    assert_eq!(sw.metric("sitewatch_influx_dropped_total", &[]), 0.0);
+    assert_eq!(
+        sw.metric("sitewatch_influx_write_errors_total", &["kind=\"tls\""]),
+        0.0,
+        "with ca_file the certificate is accepted:\n{}",
+        sw.log()
+    );
+}
+
+#[test]
+fn ca_file_table_and_ssl_cert_file_both_trust_the_internal_ca() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let influx = Influxd::start_https(&pki);
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+
+    // [influx.tls] as its own table.
+    let base = base_ns();
+    let sw = Sw::start(
+        &config(&influx, &broker, "sw-tls-table", &ca_table(&pki)),
+        "info",
+        &[],
+    );
+    broker.publish_lines("tls/lp/a", &lines(base, 20), 1);
+    assert_all_stored(&influx, base, 20, &sw);
+    drop(sw);
+
+    // No tls table; the CA comes in as the system store (rustls-native-certs reads
+    // SSL_CERT_FILE), so the public roots of the machine are replaced, not needed here.
+    let base2 = base + 1_000_000_000;
+    let ca = pki.ca_file.display().to_string();
+    let sw = Sw::start(
+        &config(&influx, &broker, "sw-tls-env", ""),
+        "info",
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    broker.publish_lines("tls/lp/b", &lines(base2, 20), 1);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while influx.rows(DB, "SELECT v FROM load").len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "SSL_CERT_FILE not trusted; log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sw.metric("sitewatch_influx_dropped_total", &[]), 0.0);
+}
+
+#[test]
+fn insecure_skip_verify_writes_and_warns_at_start_and_in_check() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let influx = Influxd::start_https(&pki);
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+    let base = base_ns();
+    let body = config(
+        &influx,
+        &broker,
+        "sw-tls-insecure",
+        "[influx.tls]\ninsecure_skip_verify = true\n",
+    );
+    let sw = Sw::start(&body, "info", &[]);
+    broker.publish_lines("tls/lp/a", &lines(base, 10), 1);
+    assert_all_stored(&influx, base, 10, &sw);
+    let log = sw.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("insecure_skip_verify"))
+        .unwrap_or_else(|| panic!("no insecure_skip_verify warning:\n{log}"));
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("influx.tls")
+            && warning.contains(&influx.url()),
+        "the warning names the component and the URL: {warning}"
+    );
+
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&sw.config)
+        .output()
+        .expect("run sitewatch check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check: {stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("warning: influx.tls.insecure_skip_verify")
+                && l.contains(&influx.url())),
+        "check warns: {stdout}"
+    );
+}
+
+/// `sitewatch check` on a config; (success, stdout + stderr).
+fn check(dir: &Path, body: &str) -> (bool, String) {
+    let path = dir.join("sitewatch.toml");
+    std::fs::write(&path, body).expect("write config");
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run sitewatch check");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn check_names_the_key_and_file_of_a_bad_pem_for_every_client() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let missing = dir.path().join("no-such-ca.pem");
+    let not_pem = dir.path().join("not-a-cert.pem");
+    std::fs::write(&not_pem, "hello").expect("write file");
+    let mqtt = "[mqtt]\nhost = \"127.0.0.1\"\n[[mqtt.subscription]]\ntopic = \"a/#\"\nformat = \"line_protocol\"\n";
+    let cases = [
+        (
+            format!(
+                "[influx]\nurl = \"https://127.0.0.1:1\"\ndatabase = \"d\"\n[influx.tls]\nca_file = {:?}\n",
+                missing.display().to_string()
+            ),
+            "influx.tls.ca_file",
+            "no-such-ca.pem",
+        ),
+        (
+            format!(
+                "[remote_write]\nurl = \"https://127.0.0.1:1/api/v1/write\"\ntls = {{ ca_file = {:?} }}\n",
+                not_pem.display().to_string()
+            ),
+            "remote_write.tls.ca_file",
+            "not-a-cert.pem",
+        ),
+        (
+            format!(
+                "[influx]\nurl = \"https://127.0.0.1:1\"\ndatabase = \"d\"\n[influx.tls]\nclient_cert = {:?}\nclient_key = {:?}\n",
+                pki.client_cert.display().to_string(),
+                pki.server_key.display().to_string()
+            ),
+            "influx.tls.client_key",
+            "server.key",
+        ),
+        (
+            format!(
+                "[influx]\nurl = \"http://127.0.0.1:1\"\ndatabase = \"d\"\n[notify]\n[[notify.receiver]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://127.0.0.1:1/hook\"\ntls = {{ ca_file = {:?} }}\n",
+                missing.display().to_string()
+            ),
+            "notify.receiver[0].tls.ca_file",
+            "no-such-ca.pem",
+        ),
+    ];
+    for (body, key, file) in cases {
+        let (ok, out) = check(dir.path(), &format!("{body}{mqtt}"));
+        assert!(!ok, "check must fail:\n{body}\n{out}");
+        assert!(
+            out.contains(key) && out.contains(file),
+            "names {key} and {file}: {out}"
+        );
+    }
+    // The same files that are right pass.
+    let (ok, out) = check(
+        dir.path(),
+        &format!(
+            "[influx]\nurl = \"https://127.0.0.1:1\"\ndatabase = \"d\"\n[influx.tls]\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n{mqtt}",
+            pki.ca_file.display().to_string(),
+            pki.client_cert.display().to_string(),
+            pki.client_key.display().to_string()
+        ),
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_client_identity_loads_and_a_foreign_key_does_not_fit() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let tls = sitewatch::tls::TlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        client_cert: Some(pki.client_cert.clone()),
+        client_key: Some(pki.client_key.clone()),
+        insecure_skip_verify: false,
+    };
+    let config = sitewatch::tls::client_config(Some(&tls), "influx.tls", "https://db")
+        .expect("CA and client identity load");
+    assert!(config.client_auth_cert_resolver.has_certs());
+    let plain = sitewatch::tls::client_config(None, "influx.tls", "https://db").unwrap();
+    assert!(!plain.client_auth_cert_resolver.has_certs());
+
+    let wrong = sitewatch::tls::TlsConfig {
+        client_key: Some(pki.server_key.clone()),
+        ..tls
+    };
+    let e = sitewatch::tls::client_config(Some(&wrong), "influx.tls", "https://db")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("influx.tls.client_key (") && e.contains("does not fit client_cert"),
+        "{e}"
+    );
+}
