@@ -3,12 +3,11 @@
 //! `[influx.tls] ca_file`; without it the write fails naming the unknown issuer and the key to
 //! set, and the data is held until it can be written. Also: `SSL_CERT_FILE` as the system
 //! store, `insecure_skip_verify` warning loudly, `check` naming a bad PEM file and its key,
-//! and a client identity that loads (or does not fit its key).
-//!
-//! Mutual TLS against a server that demands a client certificate is
-//! `tests/mqtt_collect.rs::mutual_tls_with_configured_ca_and_client_certificate` (Mosquitto):
-//! the MQTT collector builds its TLS from the same `sitewatch::tls` module as every HTTP
-//! client; influxd 1.x cannot ask for client certificates.
+//! a client identity that loads (or does not fit its key), and mutual TLS with a real
+//! Alertmanager that demands client certificates (influxd 1.x cannot ask for one): the
+//! receiver with `client_cert` delivers, the one without is refused and told what to set.
+//! (MQTT over mutual TLS, through the same `sitewatch::tls` module:
+//! `tests/mqtt_collect.rs::mutual_tls_with_configured_ca_and_client_certificate`.)
 //!
 //! Run: `cargo test --test tls`.
 
@@ -18,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::alertmanager::Alertmanager;
 use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
 use common::pki::TestPki;
@@ -365,5 +365,113 @@ fn a_client_identity_loads_and_a_foreign_key_does_not_fit() {
     assert!(
         e.starts_with("influx.tls.client_key (") && e.contains("does not fit client_cert"),
         "{e}"
+    );
+}
+
+const RULES: &str = r#"
+[[rule]]
+name = "tls_rack_hot"
+measurement = "environment"
+field = "temperature"
+match = { site = "*", rack = "*" }
+above = { critical = 30.0, critical_clear = 28.0 }
+message = "{rack}: inlet {value} °C above {threshold} °C"
+"#;
+
+#[test]
+fn alertmanager_demanding_client_certificates_gets_the_alert_over_mutual_tls() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let am = Alertmanager::start_mutual_tls(&pki);
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let broker = Mosquitto::start();
+    let path = |p: &Path| format!("{:?}", p.display().to_string());
+    let body = format!(
+        r#"[influx]
+url = "{influx}"
+database = "{DB}"
+flush_interval = "100ms"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt}
+client_id = "sw-tls-alerts"
+
+[[mqtt.subscription]]
+topic = "dc/{{site}}/{{rack}}/temperature"
+measurement = "environment"
+format = "number"
+field = "temperature"
+
+[rules]
+files = ["rules.toml"]
+
+[notify]
+[[notify.receiver]]
+name = "am-mtls"
+kind = "alertmanager"
+url = "{am}"
+tls = {{ ca_file = {ca}, client_cert = {cert}, client_key = {key} }}
+
+[[notify.receiver]]
+name = "am-no-client-cert"
+kind = "alertmanager"
+url = "{am}"
+max_retry_delay = "500ms"
+tls = {{ ca_file = {ca} }}
+"#,
+        influx = influx.url(),
+        mqtt = broker.port,
+        am = am.url(),
+        ca = path(&pki.ca_file),
+        cert = path(&pki.client_cert),
+        key = path(&pki.client_key),
+    );
+    let mut sw = Sw::start_paused(&body);
+    std::fs::write(sw.dir().join("rules.toml"), RULES).expect("write rules");
+    sw.launch();
+    // Retained: the subscription may come after the publish.
+    broker.publish("dc/dc1/r7/temperature", b"35.5", 1, true);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while am.active_named("tls_rack_hot").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no alert in Alertmanager over mutual TLS; log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alert = &am.active_named("tls_rack_hot")[0];
+    assert_eq!(alert["labels"]["rack"], "r7", "{alert}");
+
+    // The receiver without a client certificate is refused, counted, and told what to set.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sw.metric(
+        "sitewatch_notify_failures_total",
+        &["receiver=\"am-no-client-cert\"", "kind=\"tls\""],
+    ) == 0.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no kind=\"tls\" failure for the receiver without a client certificate; log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = sw.log();
+    let said = log
+        .lines()
+        .find(|l| l.contains("am-no-client-cert") && l.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no error logged for the refused receiver:\n{log}"));
+    assert!(
+        said.contains("notify.receiver[1].tls.client_cert")
+            && said.contains("notify.receiver[1].tls.client_key"),
+        "names the keys to set: {said}"
+    );
+    assert_eq!(
+        sw.metric("sitewatch_notify_failures_total", &["receiver=\"am-mtls\""]),
+        0.0
     );
 }

@@ -651,7 +651,8 @@ impl Worker {
                     if let Some(hint) = crate::tls::failure_hint(&e, &r.tls_table) {
                         // The operator's to fix, like a rejected alert; still retried.
                         self.failure("tls");
-                        tracing::error!(receiver = %r.name, kind = r.kind.as_str(), error = %e, attempt, "notify: {hint}; retrying");
+                        let error = crate::text::error_chain(&e);
+                        tracing::error!(receiver = %r.name, kind = r.kind.as_str(), %error, attempt, "notify: {hint}; retrying");
                     } else {
                         self.failure(if e.is_timeout() {
                             "timeout"

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::pki::TestPki;
+use super::pki::{https, TestPki};
 use super::{free_tcp_port, require_binary, ServiceProcess};
 
 /// Percent-encodes a query-string component.
@@ -47,7 +47,7 @@ pub fn http(
 }
 
 /// (status, body) of a raw HTTP/1.x answer.
-fn parse_answer(raw: &[u8]) -> (u16, String) {
+pub fn parse_answer(raw: &[u8]) -> (u16, String) {
     let text = String::from_utf8_lossy(raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
     let status = head
@@ -56,54 +56,6 @@ fn parse_answer(raw: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, rest.to_string())
-}
-
-/// Like [`http`] over TLS, trusting what `tls` trusts (the server is 127.0.0.1).
-pub fn https(
-    tls: &Arc<rustls::ClientConfig>,
-    port: u16,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> std::io::Result<(u16, String)> {
-    let tcp = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let name =
-        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
-    let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    write!(
-        s,
-        "{method} {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    s.flush()?;
-    let mut raw = Vec::new();
-    match s.read_to_end(&mut raw) {
-        Ok(_) => {}
-        // A server that closes without close_notify after a complete answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    Ok(parse_answer(&raw))
-}
-
-/// A client TLS config that trusts exactly the CA in `ca_file` (PEM).
-pub fn trusting(ca_file: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).expect("read CA") {
-        roots.add(cert.expect("CA PEM")).expect("add CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 /// A real `influxd` (1.x) on a free port, data in a temp dir.
@@ -139,7 +91,7 @@ impl Influxd {
         let rpc_port = free_tcp_port();
         write_config(dir.path(), port, rpc_port, pki);
         let proc = spawn(dir);
-        let tls = pki.map(|p| trusting(&p.ca_file));
+        let tls = pki.map(|p| p.client_config(false));
         let mut influxd = Influxd { port, proc, tls };
         influxd.wait_ready();
         influxd

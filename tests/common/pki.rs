@@ -3,9 +3,17 @@
 //! client certificate it signs, and a second CA that signs nothing (for negative tests).
 //! All files are PEM in the given dir; the certificates are valid for 2 days.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::influx::parse_answer;
 use super::require_binary;
 
 pub struct TestPki {
@@ -106,4 +114,61 @@ impl TestPki {
             other_ca_file: dir.join("other-ca.crt"),
         }
     }
+
+    /// A harness client config that trusts exactly this CA and, `with_identity`, presents the
+    /// client certificate.
+    pub fn client_config(&self, with_identity: bool) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_file).expect("read CA") {
+            roots.add(cert.expect("CA PEM")).expect("add CA");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots);
+        Arc::new(if with_identity {
+            let chain = CertificateDer::pem_file_iter(&self.client_cert)
+                .expect("read client cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert PEM");
+            let key = PrivateKeyDer::from_pem_file(&self.client_key).expect("client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
+        } else {
+            builder.with_no_client_auth()
+        })
+    }
+}
+
+/// Like `influx::http` over TLS, trusting what `tls` trusts (the server is 127.0.0.1).
+pub fn https(
+    tls: &Arc<rustls::ClientConfig>,
+    port: u16,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let tcp = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name =
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        s,
+        "{method} {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(parse_answer(&raw))
 }
