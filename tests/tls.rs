@@ -5,7 +5,8 @@
 //! store, `insecure_skip_verify` warning loudly, `check` naming a bad PEM file and its key,
 //! a client identity that loads (or does not fit its key), and mutual TLS with a real
 //! Alertmanager that demands client certificates (influxd 1.x cannot ask for one): the
-//! receiver with `client_cert` delivers, the one without is refused and told what to set.
+//! receiver with `client_cert` delivers, the one without is refused and told what to set;
+//! and remote write to VictoriaMetrics serving HTTPS (`-tls`) through `ca_file`.
 //! (MQTT over mutual TLS, through the same `sitewatch::tls` module:
 //! `tests/mqtt_collect.rs::mutual_tls_with_configured_ca_and_client_certificate`.)
 //!
@@ -18,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::alertmanager::Alertmanager;
-use common::influx::Influxd;
+use common::influx::{Influxd, VictoriaMetrics};
 use common::mosquitto::Mosquitto;
 use common::pki::TestPki;
 use common::sitewatch::Sitewatch as Sw;
@@ -472,6 +473,60 @@ tls = {{ ca_file = {ca} }}
     );
     assert_eq!(
         sw.metric("sitewatch_notify_failures_total", &["receiver=\"am-mtls\""]),
+        0.0
+    );
+}
+
+#[test]
+fn remote_write_to_https_victoriametrics_through_ca_file() {
+    let dir = pki_dir();
+    let pki = TestPki::make(dir.path());
+    let vm = VictoriaMetrics::start_https(&pki);
+    let broker = Mosquitto::start();
+    let body = format!(
+        r#"[remote_write]
+url = "{url}"
+flush_interval = "100ms"
+max_retry_delay = "300ms"
+tls = {{ ca_file = {ca:?} }}
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt}
+client_id = "sw-tls-rw"
+
+[[mqtt.subscription]]
+topic = "tls/lp/#"
+format = "line_protocol"
+qos = 1
+"#,
+        url = vm.remote_write_url(),
+        ca = pki.ca_file.display().to_string(),
+        mqtt = broker.port,
+    );
+    let sw = Sw::start(&body, "info", &[]);
+    let base = base_ns();
+    broker.publish_lines("tls/lp/a", &lines(base, 10), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Read back over HTTPS, trusting the same CA.
+        let stored: usize = vm
+            .export("load_v")
+            .iter()
+            .map(|s| s["values"].as_array().map_or(0, Vec::len))
+            .sum();
+        if stored == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of 10 samples in VictoriaMetrics; log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        sw.metric("sitewatch_remote_write_requests_total", &["status=\"tls\""]),
         0.0
     );
 }

@@ -297,27 +297,64 @@ fn spawn_with_log(mut cmd: Command, log: std::fs::File) -> std::io::Result<std::
 pub struct VictoriaMetrics {
     pub port: u16,
     proc: ServiceProcess,
+    /// [`VictoriaMetrics::start_https`]: the server's certificate and key, and the harness's
+    /// client trusting the test CA.
+    https: Option<(TlsFiles, Arc<rustls::ClientConfig>)>,
 }
+
+/// Server certificate and key (PEM).
+type TlsFiles = (std::path::PathBuf, std::path::PathBuf);
 
 impl VictoriaMetrics {
     pub fn start() -> VictoriaMetrics {
+        Self::start_with(None)
+    }
+
+    /// HTTPS only (`-tls`), with `pki`'s server certificate; the harness trusts `pki`'s CA.
+    pub fn start_https(pki: &TestPki) -> VictoriaMetrics {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&TestPki>) -> VictoriaMetrics {
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-vm")
             .tempdir()
             .expect("temp dir for victoria-metrics");
         let port = free_tcp_port();
-        let cmd = vm_command(dir.path(), port);
+        let https = pki.map(|p| {
+            (
+                (p.server_cert.clone(), p.server_key.clone()),
+                p.client_config(false),
+            )
+        });
+        let cmd = vm_command(dir.path(), port, https.as_ref().map(|h| &h.0));
         let proc = ServiceProcess::spawn("victoria-metrics", cmd, dir);
-        let mut vm = VictoriaMetrics { port, proc };
+        let mut vm = VictoriaMetrics { port, proc, https };
         vm.wait_healthy();
         vm
+    }
+
+    /// One request, over TLS when the server speaks HTTPS.
+    fn call(&self, method: &str, path_and_query: &str) -> std::io::Result<(u16, String)> {
+        match &self.https {
+            Some((_, tls)) => https(tls, self.port, method, path_and_query, b""),
+            None => http(self.port, method, path_and_query, b""),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn wait_healthy(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.proc.assert_running();
-            if let Ok((200, _)) = http(self.port, "GET", "/health", b"") {
+            if let Ok((200, _)) = self.call("GET", "/health") {
                 break;
             }
             if std::time::Instant::now() > deadline {
@@ -370,7 +407,11 @@ impl VictoriaMetrics {
             .append(true)
             .open(&self.proc.log_path)
             .expect("reopen victoria-metrics log");
-        let cmd = vm_command(self.proc.dir.path(), self.port);
+        let cmd = vm_command(
+            self.proc.dir.path(),
+            self.port,
+            self.https.as_ref().map(|h| &h.0),
+        );
         self.proc.child = Some(
             spawn_with_log(cmd, log).unwrap_or_else(|e| panic!("restart victoria-metrics: {e}")),
         );
@@ -379,29 +420,28 @@ impl VictoriaMetrics {
 
     /// The remote-write endpoint.
     pub fn remote_write_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+        format!("{}://127.0.0.1:{}/api/v1/write", self.scheme(), self.port)
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
     }
 
     /// Makes recently ingested samples searchable.
     pub fn force_flush(&self) {
-        let _ = http(self.port, "GET", "/internal/force_flush", b"");
+        let _ = self.call("GET", "/internal/force_flush");
     }
 
     /// `/api/v1/export` for a series selector: one JSON object per series line, with
     /// `metric`, `values` and `timestamps` (ms).
     pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
         self.force_flush();
-        let (status, body) = http(
-            self.port,
-            "GET",
-            &format!("/api/v1/export?match%5B%5D={}", urlencode(selector)),
-            b"",
-        )
-        .expect("victoria-metrics export");
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/api/v1/export?match%5B%5D={}", urlencode(selector)),
+            )
+            .expect("victoria-metrics export");
         assert_eq!(status, 200, "export {selector}: {body}");
         body.lines()
             .filter(|l| !l.trim().is_empty())
@@ -412,13 +452,9 @@ impl VictoriaMetrics {
     /// Instant query through `/api/v1/query`.
     pub fn query(&self, promql: &str) -> serde_json::Value {
         self.force_flush();
-        let (status, body) = http(
-            self.port,
-            "GET",
-            &format!("/api/v1/query?query={}", urlencode(promql)),
-            b"",
-        )
-        .expect("victoria-metrics query");
+        let (status, body) = self
+            .call("GET", &format!("/api/v1/query?query={}", urlencode(promql)))
+            .expect("victoria-metrics query");
         assert_eq!(status, 200, "query {promql}: {body}");
         serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("query answer is not JSON ({e}): {body}"))
@@ -429,7 +465,7 @@ impl VictoriaMetrics {
     }
 }
 
-fn vm_command(dir: &Path, port: u16) -> Command {
+fn vm_command(dir: &Path, port: u16, tls: Option<&TlsFiles>) -> Command {
     let bin = require_binary("victoria-metrics", "victoria-metrics");
     let mut cmd = Command::new(bin);
     cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -439,6 +475,11 @@ fn vm_command(dir: &Path, port: u16) -> Command {
         .arg("-search.disableCache")
         .arg("-loggerLevel=ERROR")
         .arg("-retentionPeriod=100y");
+    if let Some((cert, key)) = tls {
+        cmd.arg("-tls")
+            .arg(format!("-tlsCertFile={}", cert.display()))
+            .arg(format!("-tlsKeyFile={}", key.display()));
+    }
     cmd
 }
 
