@@ -187,6 +187,18 @@ pub fn failure_hint(e: &(dyn std::error::Error + 'static), table: &str) -> Optio
     })
 }
 
+/// Why a request could not be sent, for the `kind` of metrics and for logs: `"tls"` with the
+/// [`failure_hint`] for a certificate problem (the operator's to fix: say which key at
+/// `table` fixes it), else `"timeout"` or `"transport"`; with the error and its causes.
+pub fn send_failure(e: &reqwest::Error, table: &str) -> (&'static str, String) {
+    let chain = crate::text::error_chain(e);
+    match failure_hint(e, table) {
+        Some(hint) => ("tls", format!("{hint} ({chain})")),
+        None if e.is_timeout() => ("timeout", chain),
+        None => ("transport", chain),
+    }
+}
+
 /// The rustls error in `e`, also inside (nested) `io::Error`s: hyper-rustls hands reqwest
 /// `io::Error(Other, io::Error(InvalidData, rustls::Error))`, and `io::Error::source` skips
 /// the error it wraps.

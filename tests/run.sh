@@ -19,6 +19,8 @@ needed=(
   snmptrap:snmp
   prometheus-alertmanager:prometheus-alertmanager
   prometheus-snmp-exporter:prometheus-snmp-exporter
+  # The test PKI (tests/common/pki.rs): a CA and certificates made at test time.
+  openssl:openssl
 )
 missing=()
 for pair in "${needed[@]}"; do

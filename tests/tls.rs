@@ -16,7 +16,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::alertmanager::Alertmanager;
 use common::influx::{Influxd, VictoriaMetrics};
@@ -26,15 +26,6 @@ use common::sitewatch::Sitewatch as Sw;
 use common::sitewatch_bin;
 
 const DB: &str = "tls";
-
-/// A base timestamp an hour ago, whole seconds.
-fn base_ns() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    (now - 3600) * 1_000_000_000
-}
 
 fn lines(base: i64, n: usize) -> Vec<String> {
     (0..n)
@@ -79,33 +70,44 @@ fn ca_table(pki: &TestPki) -> String {
     )
 }
 
+/// Polls `done` until it holds; after `secs` seconds fails with `what` and sitewatch's log.
+fn wait_for(sw: &Sw, secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {secs} s; sitewatch log:\n{}",
+            sw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first line of sitewatch's log with every one of `words`.
+fn logged(sw: &Sw, words: &[&str]) -> String {
+    let log = sw.log();
+    log.lines()
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no log line with {words:?}:\n{log}"))
+}
+
 /// Waits until exactly the `n` points of [`lines`] are in InfluxDB (read over HTTPS), each
 /// with its value.
 fn assert_all_stored(influx: &Influxd, base: i64, n: usize, sw: &Sw) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    wait_for(sw, 40, &format!("all {n} points in InfluxDB"), || {
         let rows = influx.rows(DB, "SELECT v FROM load");
-        if rows.len() == n {
-            for r in rows {
-                let i = (r[0].as_i64().expect("epoch ns") - base) / 1_000_000;
-                assert_eq!(r[1].as_i64(), Some(i), "v of message {i}");
-            }
-            return;
-        }
         assert!(
-            rows.len() < n,
+            rows.len() <= n,
             "{} points stored, {n} published",
             rows.len()
         );
-        if Instant::now() > deadline {
-            panic!(
-                "{} of {n} points in InfluxDB after 40 s; sitewatch log:\n{}",
-                rows.len(),
-                sw.log()
-            );
+        for r in &rows {
+            let i = (r[0].as_i64().expect("epoch ns") - base) / 1_000_000;
+            assert_eq!(r[1].as_i64(), Some(i), "v of message {i}");
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        rows.len() == n
+    });
 }
 
 fn pki_dir() -> tempfile::TempDir {
@@ -115,33 +117,29 @@ fn pki_dir() -> tempfile::TempDir {
         .expect("temp dir for the test PKI")
 }
 
-#[test]
-fn unknown_issuer_is_named_and_held_then_ca_file_writes_it() {
+/// A test PKI (in the returned dir), influxd serving HTTPS with its server certificate and
+/// the test database, and a broker.
+fn https_influx() -> (tempfile::TempDir, TestPki, Influxd, Mosquitto) {
     let dir = pki_dir();
     let pki = TestPki::make(dir.path());
     let influx = Influxd::start_https(&pki);
     influx.create_database(DB);
-    let broker = Mosquitto::start();
-    let base = base_ns();
+    (dir, pki, influx, Mosquitto::start())
+}
+
+#[test]
+fn unknown_issuer_is_named_and_held_then_ca_file_writes_it() {
+    let (_dir, pki, influx, broker) = https_influx();
+    let base = common::hour_ago_ns();
     let n = 40;
 
     // No ca_file: the test CA is not a system root.
     let mut sw = Sw::start(&config(&influx, &broker, "sw-tls", ""), "info", &[]);
     broker.publish_lines("tls/lp/a", &lines(base, n), 1);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sw.metric("sitewatch_influx_write_errors_total", &["kind=\"tls\""]) == 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no write failed with kind=\"tls\" in 20 s; log:\n{}",
-            sw.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let log = sw.log();
-    let said = log
-        .lines()
-        .find(|l| l.contains("influx write failed"))
-        .unwrap_or_else(|| panic!("no write failure logged:\n{log}"));
+    wait_for(&sw, 20, "a write failed with kind=\"tls\"", || {
+        sw.metric("sitewatch_influx_write_errors_total", &["kind=\"tls\""]) > 0.0
+    });
+    let said = logged(&sw, &["influx write failed"]);
     assert!(
         said.contains("ERROR")
             && said.contains("unknown issuer")
@@ -173,14 +171,10 @@ fn unknown_issuer_is_named_and_held_then_ca_file_writes_it() {
 
 #[test]
 fn ca_file_table_and_ssl_cert_file_both_trust_the_internal_ca() {
-    let dir = pki_dir();
-    let pki = TestPki::make(dir.path());
-    let influx = Influxd::start_https(&pki);
-    influx.create_database(DB);
-    let broker = Mosquitto::start();
+    let (_dir, pki, influx, broker) = https_influx();
 
     // [influx.tls] as its own table.
-    let base = base_ns();
+    let base = common::hour_ago_ns();
     let sw = Sw::start(
         &config(&influx, &broker, "sw-tls-table", &ca_table(&pki)),
         "info",
@@ -200,26 +194,19 @@ fn ca_file_table_and_ssl_cert_file_both_trust_the_internal_ca() {
         &[("SSL_CERT_FILE", &ca)],
     );
     broker.publish_lines("tls/lp/b", &lines(base2, 20), 1);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while influx.rows(DB, "SELECT v FROM load").len() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "SSL_CERT_FILE not trusted; log:\n{}",
-            sw.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(
+        &sw,
+        40,
+        "the CA of SSL_CERT_FILE trusted: 20 more points",
+        || influx.rows(DB, "SELECT v FROM load").len() == 40,
+    );
     assert_eq!(sw.metric("sitewatch_influx_dropped_total", &[]), 0.0);
 }
 
 #[test]
 fn insecure_skip_verify_writes_and_warns_at_start_and_in_check() {
-    let dir = pki_dir();
-    let pki = TestPki::make(dir.path());
-    let influx = Influxd::start_https(&pki);
-    influx.create_database(DB);
-    let broker = Mosquitto::start();
-    let base = base_ns();
+    let (_dir, _pki, influx, broker) = https_influx();
+    let base = common::hour_ago_ns();
     let body = config(
         &influx,
         &broker,
@@ -229,11 +216,7 @@ fn insecure_skip_verify_writes_and_warns_at_start_and_in_check() {
     let sw = Sw::start(&body, "info", &[]);
     broker.publish_lines("tls/lp/a", &lines(base, 10), 1);
     assert_all_stored(&influx, base, 10, &sw);
-    let log = sw.log();
-    let warning = log
-        .lines()
-        .find(|l| l.contains("insecure_skip_verify"))
-        .unwrap_or_else(|| panic!("no insecure_skip_verify warning:\n{log}"));
+    let warning = logged(&sw, &["insecure_skip_verify"]);
     assert!(
         warning.contains("WARN")
             && warning.contains("influx.tls")
@@ -435,37 +418,25 @@ tls = {{ ca_file = {ca} }}
     // Retained: the subscription may come after the publish.
     broker.publish("dc/dc1/r7/temperature", b"35.5", 1, true);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while am.active_named("tls_rack_hot").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no alert in Alertmanager over mutual TLS; log:\n{}",
-            sw.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(&sw, 20, "the alert in Alertmanager over mutual TLS", || {
+        !am.active_named("tls_rack_hot").is_empty()
+    });
     let alert = &am.active_named("tls_rack_hot")[0];
     assert_eq!(alert["labels"]["rack"], "r7", "{alert}");
 
     // The receiver without a client certificate is refused, counted, and told what to set.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sw.metric(
-        "sitewatch_notify_failures_total",
-        &["receiver=\"am-no-client-cert\"", "kind=\"tls\""],
-    ) == 0.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no kind=\"tls\" failure for the receiver without a client certificate; log:\n{}",
-            sw.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let log = sw.log();
-    let said = log
-        .lines()
-        .find(|l| l.contains("am-no-client-cert") && l.contains("ERROR"))
-        .unwrap_or_else(|| panic!("no error logged for the refused receiver:\n{log}"));
+    wait_for(
+        &sw,
+        20,
+        "a kind=\"tls\" failure for the receiver without a client certificate",
+        || {
+            sw.metric(
+                "sitewatch_notify_failures_total",
+                &["receiver=\"am-no-client-cert\"", "kind=\"tls\""],
+            ) > 0.0
+        },
+    );
+    let said = logged(&sw, &["am-no-client-cert", "ERROR"]);
     assert!(
         said.contains("notify.receiver[1].tls.client_cert")
             && said.contains("notify.receiver[1].tls.client_key"),
@@ -505,26 +476,17 @@ qos = 1
         mqtt = broker.port,
     );
     let sw = Sw::start(&body, "info", &[]);
-    let base = base_ns();
+    let base = common::hour_ago_ns();
     broker.publish_lines("tls/lp/a", &lines(base, 10), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Read back over HTTPS, trusting the same CA.
+    // Read back over HTTPS, trusting the same CA.
+    wait_for(&sw, 30, "10 samples in VictoriaMetrics", || {
         let stored: usize = vm
             .export("load_v")
             .iter()
             .map(|s| s["values"].as_array().map_or(0, Vec::len))
             .sum();
-        if stored == 10 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{stored} of 10 samples in VictoriaMetrics; log:\n{}",
-            sw.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        stored == 10
+    });
     assert_eq!(
         sw.metric("sitewatch_remote_write_requests_total", &["status=\"tls\""]),
         0.0

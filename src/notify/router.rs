@@ -648,17 +648,12 @@ impl Worker {
                 Err(e) => {
                     // without_url: Slack and webhook URLs carry tokens.
                     let e = e.without_url();
-                    if let Some(hint) = crate::tls::failure_hint(&e, &r.tls_table) {
+                    let (failure, detail) = crate::tls::send_failure(&e, &r.tls_table);
+                    self.failure(failure);
+                    if failure == "tls" {
                         // The operator's to fix, like a rejected alert; still retried.
-                        self.failure("tls");
-                        let error = crate::text::error_chain(&e);
-                        tracing::error!(receiver = %r.name, kind = r.kind.as_str(), %error, attempt, "notify: {hint}; retrying");
+                        tracing::error!(receiver = %r.name, kind = r.kind.as_str(), attempt, "notify: {detail}; retrying");
                     } else {
-                        self.failure(if e.is_timeout() {
-                            "timeout"
-                        } else {
-                            "transport"
-                        });
                         tracing::warn!(receiver = %r.name, kind = r.kind.as_str(), error = %e, attempt, "notify: cannot reach receiver; retrying");
                     }
                     None

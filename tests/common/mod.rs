@@ -158,6 +158,16 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Nanoseconds since the epoch an hour ago (inside the decoders' accepted range), whole
+/// seconds: a base for test points that are each their own timestamp.
+pub fn hour_ago_ns() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    (now - 3600) * 1_000_000_000
+}
+
 /// Path of the built `sitewatch` binary for end-to-end tests.
 pub fn sitewatch_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sitewatch"))

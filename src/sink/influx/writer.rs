@@ -60,7 +60,6 @@ use crate::blocking::on_blocking_thread;
 use crate::pipeline::{Batch, BatchReceiver};
 use crate::retry::{self, Backoff};
 use crate::select::{or_pending, sleep_until};
-use crate::text::error_chain;
 
 use super::client::{self, Class, InfluxClient, Purpose};
 use super::config::{redacted_url, InfluxApi, InfluxConfig, InfluxError};
@@ -917,23 +916,14 @@ impl Target {
         let started = Instant::now();
         let result = req.send().await;
         let verdict = match result {
-            // A certificate problem is the operator's to fix: say which `tls` key fixes it.
-            Err(e) => match crate::tls::failure_hint(&e, "influx.tls") {
-                Some(hint) => Verdict::Retry {
-                    kind: "tls",
+            Err(e) => {
+                let (kind, detail) = crate::tls::send_failure(&e, "influx.tls");
+                Verdict::Retry {
+                    kind,
                     after: None,
-                    detail: format!("{hint} ({})", error_chain(&e)),
-                },
-                None => Verdict::Retry {
-                    kind: if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "transport"
-                    },
-                    after: None,
-                    detail: error_chain(&e),
-                },
-            },
+                    detail,
+                }
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = parse_retry_after(resp.headers().get(RETRY_AFTER));

@@ -90,17 +90,6 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
 /// The HTTP side of the sink: shared by the in-flight delivery and the run loop.
 pub struct Client {
     http: reqwest::Client,
@@ -193,24 +182,14 @@ impl Client {
         };
         let started = Instant::now();
         let verdict = match req.send().await {
-            // A certificate problem is the operator's to fix: say which `tls` key fixes it.
-            Err(e) => match crate::tls::failure_hint(&e, "remote_write.tls") {
-                Some(hint) => Verdict::Retry {
-                    status: "tls".into(),
+            Err(e) => {
+                let (kind, detail) = crate::tls::send_failure(&e, "remote_write.tls");
+                Verdict::Retry {
+                    status: kind.into(),
                     after: None,
-                    detail: format!("{hint} ({})", error_chain(&e)),
-                },
-                None => Verdict::Retry {
-                    status: if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "transport"
-                    }
-                    .into(),
-                    after: None,
-                    detail: error_chain(&e),
-                },
-            },
+                    detail,
+                }
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let after = retry_after_value(resp.headers().get(RETRY_AFTER))
