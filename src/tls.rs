@@ -123,13 +123,19 @@ pub fn client_config(
         }
         (Some(cert), None) => Err(err(
             "client_key",
-            cert,
-            "is missing: client_cert needs the private key that goes with it".into(),
+            Path::new("(unset)"),
+            format!(
+                "is missing: client_cert {} needs the private key that goes with it",
+                cert.display()
+            ),
         )),
         (None, Some(key)) => Err(err(
             "client_cert",
-            key,
-            "is missing: client_key needs the certificate that goes with it".into(),
+            Path::new("(unset)"),
+            format!(
+                "is missing: client_key {} needs the certificate that goes with it",
+                key.display()
+            ),
         )),
         (None, None) => Ok(builder.with_no_client_auth()),
     }
