@@ -6,7 +6,8 @@
 //! a client identity that loads (or does not fit its key), and mutual TLS with a real
 //! Alertmanager that demands client certificates (influxd 1.x cannot ask for one): the
 //! receiver with `client_cert` delivers, the one without is refused and told what to set;
-//! and remote write to VictoriaMetrics serving HTTPS (`-tls`) through `ca_file`.
+//! remote write to VictoriaMetrics serving HTTPS (`-tls`) through `ca_file`; and
+//! `sitewatch rules test` reading its history over HTTPS through `[influx.tls]`.
 //! (MQTT over mutual TLS, through the same `sitewatch::tls` module:
 //! `tests/mqtt_collect.rs::mutual_tls_with_configured_ca_and_client_certificate`.)
 //!
@@ -491,4 +492,67 @@ qos = 1
         sw.metric("sitewatch_remote_write_requests_total", &["status=\"tls\""]),
         0.0
     );
+}
+
+#[test]
+fn rules_test_reads_history_over_https_through_influx_tls() {
+    let (_dir, pki, influx, _broker) = https_influx();
+    // Ten minutes of one rack, 10 s apart, hot from minute 4 to 6.
+    let from_s = common::hour_ago_ns() / 1_000_000_000;
+    let history: String = (0..60)
+        .map(|i| {
+            let t = if (24..36).contains(&i) { 35.0 } else { 22.0 };
+            format!(
+                "environment,site=dc1,rack=r1 temperature={t} {}\n",
+                from_s + i * 10
+            )
+        })
+        .collect();
+    let (status, body) = influx
+        .call(
+            "POST",
+            &format!("/write?db={DB}&precision=s"),
+            history.as_bytes(),
+        )
+        .expect("write history over HTTPS");
+    assert_eq!(status, 204, "write: {body}");
+
+    let work = tempfile::tempdir().expect("temp dir");
+    std::fs::write(work.path().join("rules.toml"), RULES).expect("write rules");
+    let run = |tls: &str| {
+        let cfg = work.path().join("sitewatch.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[influx]\nurl = \"{}\"\ndatabase = \"{DB}\"\n{tls}\n[rules]\nfiles = [\"rules.toml\"]\n",
+                influx.url()
+            ),
+        )
+        .expect("write config");
+        Command::new(sitewatch_bin())
+            .args(["rules", "test", "--config"])
+            .arg(&cfg)
+            .args(["--since", "2h"])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run sitewatch rules test")
+    };
+
+    let out = run(&ca_table(&pki));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rules test over HTTPS: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rule tls_rack_hot") && stdout.contains("1 incident(s) (1 critical"),
+        "{stdout}"
+    );
+
+    // Without the CA the read fails, saying why.
+    let out = run("");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail without ca_file");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }
