@@ -21,6 +21,7 @@ pub mod status;
 pub mod telemetry;
 pub mod text;
 pub mod time;
+pub mod tls;
 pub mod topology;
 
 #[cfg(test)]

@@ -168,6 +168,7 @@ async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
     let topology = Topology::build(path, SourceOptions::default())?;
     let service = &topology.cfg.config.service;
     telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)?;
+    sitewatch::tls::log_deferred_warnings();
     let measurement = topology
         .cfg
         .config

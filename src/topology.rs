@@ -132,6 +132,9 @@ impl Topology {
                 out.push(format!("warning: {w}"));
             }
         }
+        for w in self.notifier.check_warnings() {
+            out.push(format!("warning: {w}"));
+        }
         let acking = self.sources.iter().any(|s| s.acknowledges());
         for s in &self.sinks {
             for w in s.check_warnings(acking) {
@@ -175,6 +178,7 @@ impl Topology {
         let service = &cfg.config.service;
         telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
             .map_err(|e| stage("logging")(e.into()))?;
+        crate::tls::log_deferred_warnings();
         let handle = telemetry::init_metrics().map_err(|e| stage("metrics")(e.into()))?;
         let health = telemetry::Health::new(crate::status::ReadyPolicy {
             sink_grace: service.ready_grace,

@@ -27,6 +27,7 @@
 //! url = "https://tickets.example.net/hooks/sitewatch"
 //! headers = { Authorization = { env = "SITEWATCH_TICKET_AUTH" } }
 //! match = { rack = "r1*" }
+//! tls = { ca_file = "/etc/sitewatch/internal-ca.pem" }   # see crate::tls
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -36,6 +37,7 @@ use serde::Deserialize;
 
 use super::matcher::Matchers;
 use crate::secret::Secret;
+use crate::tls::TlsConfig;
 
 /// PagerDuty Events API v2 endpoint used when a `pagerduty` receiver sets no `url`.
 pub const PAGERDUTY_DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -127,9 +129,17 @@ pub struct ReceiverConfig {
     /// Cap of the exponential retry backoff (and of an honoured `Retry-After`).
     #[serde(default = "default_max_retry_delay", with = "humantime_serde")]
     pub max_retry_delay: Duration,
+    /// Trust and client certificate for an `https://` URL (see `crate::tls`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl ReceiverConfig {
+    /// Where this receiver's `tls` table is, for messages: `notify.receiver[0].tls`.
+    pub fn tls_table(index: usize) -> String {
+        format!("notify.receiver[{index}].tls")
+    }
+
     /// The re-send interval in force (alertmanager defaults to 1m).
     pub fn effective_repeat_interval(&self) -> Option<Duration> {
         match (self.kind, self.repeat_interval) {

@@ -46,4 +46,10 @@ pub enum NotifyError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("notify receiver {name:?}: {source}")]
+    Tls {
+        name: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::config::{check_url, NotifyConfig, ReceiverKind, PAGERDUTY_DEFAULT_URL};
+use super::config::{check_url, NotifyConfig, ReceiverConfig, ReceiverKind, PAGERDUTY_DEFAULT_URL};
 use super::matcher::Matchers;
 use super::payload::{self, PayloadContext};
 use super::{NotifyConfigError, NotifyError};
@@ -45,6 +45,8 @@ fn key_of(ev: &Event) -> AlertKey {
 pub struct Notifier {
     receivers: Vec<Arc<Receiver>>,
     shutdown_grace: Duration,
+    /// What `sitewatch check` warns about (receivers that do not verify certificates).
+    warnings: Vec<String>,
 }
 
 /// One configured receiver with its secrets resolved.
@@ -56,6 +58,8 @@ struct Receiver {
     headers: HeaderMap,
     routing_key: Option<String>,
     client: reqwest::Client,
+    /// `notify.receiver[i].tls`, named when a certificate is refused.
+    tls_table: String,
     repeat: Option<Duration>,
     queue_size: usize,
     max_retry_delay: Duration,
@@ -89,6 +93,7 @@ impl Notifier {
                 problem,
             })?;
         let mut receivers = Vec::with_capacity(cfg.receivers.len());
+        let mut warnings = Vec::new();
         for (index, r) in cfg.receivers.iter().enumerate() {
             let secret = |key: &str, s: &crate::secret::Secret| {
                 s.resolve().map_err(|source| NotifyError::Secret {
@@ -135,7 +140,19 @@ impl Notifier {
             }
             let matchers = Matchers::compile(&r.matchers)
                 .map_err(|(label, problem)| invalid(&format!("match.{label}"), problem))?;
-            let client = reqwest::Client::builder()
+            // Only the origin: Slack and webhook URLs carry tokens in their path.
+            let tls_table = ReceiverConfig::tls_table(index);
+            let origin = url.origin().ascii_serialization();
+            warnings.extend(crate::tls::check_warning(
+                r.tls.as_ref(),
+                &tls_table,
+                &origin,
+            ));
+            let client = crate::tls::http_client_builder(r.tls.as_ref(), &tls_table, &origin)
+                .map_err(|source| NotifyError::Tls {
+                    name: r.name.clone(),
+                    source,
+                })?
                 .timeout(r.timeout)
                 .connect_timeout(r.timeout.min(Duration::from_secs(5)))
                 .user_agent(concat!("sitewatch/", env!("CARGO_PKG_VERSION")))
@@ -154,6 +171,7 @@ impl Notifier {
                 headers,
                 routing_key,
                 client,
+                tls_table,
                 repeat,
                 queue_size: r.queue_size,
                 max_retry_delay: r.max_retry_delay,
@@ -167,7 +185,13 @@ impl Notifier {
         Ok(Notifier {
             receivers,
             shutdown_grace: cfg.shutdown_grace,
+            warnings,
         })
+    }
+
+    /// Warnings for `sitewatch check`.
+    pub fn check_warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Names of the configured receivers, in config order.
@@ -622,13 +646,16 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    self.failure(if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "transport"
-                    });
                     // without_url: Slack and webhook URLs carry tokens.
-                    tracing::warn!(receiver = %r.name, kind = r.kind.as_str(), error = %e.without_url(), attempt, "notify: cannot reach receiver; retrying");
+                    let e = e.without_url();
+                    let (failure, detail) = crate::tls::send_failure(&e, &r.tls_table);
+                    self.failure(failure);
+                    if failure == "tls" {
+                        // The operator's to fix, like a rejected alert; still retried.
+                        tracing::error!(receiver = %r.name, kind = r.kind.as_str(), attempt, "notify: {detail}; retrying");
+                    } else {
+                        tracing::warn!(receiver = %r.name, kind = r.kind.as_str(), error = %e, attempt, "notify: cannot reach receiver; retrying");
+                    }
                     None
                 }
             };

@@ -423,7 +423,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     counter(
         "sitewatch_notify_failures_total",
-        "Failed delivery attempts by receiver and kind (transport, timeout, http_429, \
+        "Failed delivery attempts by receiver and kind (transport, tls, timeout, http_429, \
          http_5xx, rejected)",
     ),
     counter(

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Router;
 use serde_json::Value;
 
+use super::pki::{https, TestPki};
 use super::{free_tcp_port, require_binary, ServiceProcess};
 
 /// Blocking HTTP/1.0 GET on 127.0.0.1; returns (status, body). HTTP/1.0 makes the server
@@ -40,12 +41,25 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 pub struct Alertmanager {
     pub port: u16,
     proc: ServiceProcess,
+    /// Set for [`Alertmanager::start_mutual_tls`]: the harness's own requests present the
+    /// test client certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 const CONFIG: &str = "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n";
 
 impl Alertmanager {
     pub fn start() -> Alertmanager {
+        Self::start_with(None)
+    }
+
+    /// HTTPS only, with `pki`'s server certificate, and every client must present a
+    /// certificate `pki`'s CA signed (`RequireAndVerifyClientCert`, `--web.config.file`).
+    pub fn start_mutual_tls(pki: &TestPki) -> Alertmanager {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&TestPki>) -> Alertmanager {
         let bin = require_binary("prometheus-alertmanager", "prometheus-alertmanager");
         let mut last_log = String::new();
         // A free port can be taken between picking and binding: retry with a new one.
@@ -67,8 +81,20 @@ impl Alertmanager {
                 // Empty disables clustering; otherwise it binds 0.0.0.0:9094.
                 .arg("--cluster.listen-address=")
                 .arg("--log.level=warn");
+            if let Some(pki) = pki {
+                let web = dir.path().join("web.yml");
+                let text = format!(
+                    "tls_server_config:\n  cert_file: {:?}\n  key_file: {:?}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {:?}\n",
+                    pki.server_cert.display().to_string(),
+                    pki.server_key.display().to_string(),
+                    pki.ca_file.display().to_string()
+                );
+                std::fs::write(&web, text).expect("write web.yml");
+                cmd.arg(format!("--web.config.file={}", web.display()));
+            }
             let proc = ServiceProcess::spawn("alertmanager", cmd, dir);
-            let mut am = Alertmanager { port, proc };
+            let tls = pki.map(|p| p.client_config(true));
+            let mut am = Alertmanager { port, proc, tls };
             match am.wait_ready(Duration::from_secs(30)) {
                 Ok(()) => return am,
                 Err(log) => last_log = log,
@@ -86,7 +112,7 @@ impl Alertmanager {
                     return Err(format!("exited with {status}:\n{}", self.proc.log()));
                 }
             }
-            if let Ok((200, _)) = http_get(self.port, "/-/ready") {
+            if let Ok((200, _)) = self.get("/-/ready") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -98,15 +124,25 @@ impl Alertmanager {
         }
     }
 
+    /// `GET path`, over mutual TLS when the server demands it.
+    fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        match &self.tls {
+            Some(tls) => https(tls, self.port, "GET", path, b""),
+            None => http_get(self.port, path),
+        }
+    }
+
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `GET /api/v2/alerts?active=true`: alerts not yet resolved (Alertmanager leaves out
     /// those whose `endsAt` has passed).
     pub fn active_alerts(&self) -> Vec<Value> {
-        let (status, body) =
-            http_get(self.port, "/api/v2/alerts?active=true").expect("GET /api/v2/alerts");
+        let (status, body) = self
+            .get("/api/v2/alerts?active=true")
+            .expect("GET /api/v2/alerts");
         assert_eq!(status, 200, "GET /api/v2/alerts: {body}");
         match serde_json::from_str(&body) {
             Ok(Value::Array(a)) => a,

@@ -6,8 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::pki::{https, TestPki};
 use super::{free_tcp_port, require_binary, ServiceProcess};
 
 /// Percent-encodes a query-string component.
@@ -41,20 +43,28 @@ pub fn http(
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    Ok(parse_answer(&raw))
+}
+
+/// (status, body) of a raw HTTP/1.x answer.
+pub fn parse_answer(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    Ok((status, rest.to_string()))
+    (status, rest.to_string())
 }
 
 /// A real `influxd` (1.x) on a free port, data in a temp dir.
 pub struct Influxd {
     pub port: u16,
     proc: ServiceProcess,
+    /// Set when the server speaks HTTPS ([`Influxd::start_https`]): the harness's own queries
+    /// trust the test CA.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Influxd {
@@ -64,23 +74,47 @@ impl Influxd {
 
     /// Starts on a chosen HTTP port (outage tests point a writer at the port first).
     pub fn start_on(port: u16) -> Influxd {
+        Self::start_with(port, None)
+    }
+
+    /// HTTPS only (`https-enabled`), with the server certificate of `pki`; the harness
+    /// queries it trusting `pki`'s CA.
+    pub fn start_https(pki: &TestPki) -> Influxd {
+        Self::start_with(free_tcp_port(), Some(pki))
+    }
+
+    fn start_with(port: u16, pki: Option<&TestPki>) -> Influxd {
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-influxd")
             .tempdir()
             .expect("temp dir for influxd");
         let rpc_port = free_tcp_port();
-        write_config(dir.path(), port, rpc_port);
+        write_config(dir.path(), port, rpc_port, pki);
         let proc = spawn(dir);
-        let mut influxd = Influxd { port, proc };
+        let tls = pki.map(|p| p.client_config(false));
+        let mut influxd = Influxd { port, proc, tls };
         influxd.wait_ready();
         influxd
+    }
+
+    /// One request to the server, over TLS when it speaks HTTPS.
+    pub fn call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        match &self.tls {
+            Some(tls) => https(tls, self.port, method, path_and_query, body),
+            None => http(self.port, method, path_and_query, body),
+        }
     }
 
     fn wait_ready(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.proc.assert_running();
-            if let Ok((204, _)) = http(self.port, "GET", "/ping", b"") {
+            if let Ok((204, _)) = self.call("GET", "/ping", b"") {
                 return;
             }
             if std::time::Instant::now() > deadline {
@@ -95,18 +129,15 @@ impl Influxd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn create_database(&self, name: &str) {
         let q = format!("CREATE DATABASE \"{}\"", name.replace('"', "\\\""));
-        let (status, body) = http(
-            self.port,
-            "POST",
-            &format!("/query?q={}", urlencode(&q)),
-            b"",
-        )
-        .expect("influxd /query");
+        let (status, body) = self
+            .call("POST", &format!("/query?q={}", urlencode(&q)), b"")
+            .expect("influxd /query");
         assert_eq!(status, 200, "CREATE DATABASE {name}: {body}");
     }
 
@@ -130,7 +161,7 @@ impl Influxd {
     }
 
     fn query_path(&self, path: &str) -> serde_json::Value {
-        let (status, body) = http(self.port, "GET", path, b"").expect("influxd /query");
+        let (status, body) = self.call("GET", path, b"").expect("influxd /query");
         assert_eq!(status, 200, "query {path}: {body}");
         serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("query answer is not JSON ({e}): {body}"))
@@ -198,8 +229,16 @@ impl Influxd {
     }
 }
 
-fn write_config(dir: &Path, http_port: u16, rpc_port: u16) {
+fn write_config(dir: &Path, http_port: u16, rpc_port: u16, pki: Option<&TestPki>) {
     let d = dir.display();
+    let https = match pki {
+        Some(p) => format!(
+            "  https-enabled = true\n  https-certificate = {:?}\n  https-private-key = {:?}\n",
+            p.server_cert.display().to_string(),
+            p.server_key.display().to_string()
+        ),
+        None => String::new(),
+    };
     let conf = format!(
         r#"reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
@@ -220,7 +259,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   bind-address = "127.0.0.1:{http_port}"
   auth-enabled = false
   log-enabled = false
-
+{https}
 [logging]
   level = "warn"
 
@@ -258,27 +297,64 @@ fn spawn_with_log(mut cmd: Command, log: std::fs::File) -> std::io::Result<std::
 pub struct VictoriaMetrics {
     pub port: u16,
     proc: ServiceProcess,
+    /// [`VictoriaMetrics::start_https`]: the server's certificate and key, and the harness's
+    /// client trusting the test CA.
+    https: Option<(TlsFiles, Arc<rustls::ClientConfig>)>,
 }
+
+/// Server certificate and key (PEM).
+type TlsFiles = (std::path::PathBuf, std::path::PathBuf);
 
 impl VictoriaMetrics {
     pub fn start() -> VictoriaMetrics {
+        Self::start_with(None)
+    }
+
+    /// HTTPS only (`-tls`), with `pki`'s server certificate; the harness trusts `pki`'s CA.
+    pub fn start_https(pki: &TestPki) -> VictoriaMetrics {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&TestPki>) -> VictoriaMetrics {
         let dir = tempfile::Builder::new()
             .prefix("sitewatch-vm")
             .tempdir()
             .expect("temp dir for victoria-metrics");
         let port = free_tcp_port();
-        let cmd = vm_command(dir.path(), port);
+        let https = pki.map(|p| {
+            (
+                (p.server_cert.clone(), p.server_key.clone()),
+                p.client_config(false),
+            )
+        });
+        let cmd = vm_command(dir.path(), port, https.as_ref().map(|h| &h.0));
         let proc = ServiceProcess::spawn("victoria-metrics", cmd, dir);
-        let mut vm = VictoriaMetrics { port, proc };
+        let mut vm = VictoriaMetrics { port, proc, https };
         vm.wait_healthy();
         vm
+    }
+
+    /// One request, over TLS when the server speaks HTTPS.
+    fn call(&self, method: &str, path_and_query: &str) -> std::io::Result<(u16, String)> {
+        match &self.https {
+            Some((_, tls)) => https(tls, self.port, method, path_and_query, b""),
+            None => http(self.port, method, path_and_query, b""),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn wait_healthy(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             self.proc.assert_running();
-            if let Ok((200, _)) = http(self.port, "GET", "/health", b"") {
+            if let Ok((200, _)) = self.call("GET", "/health") {
                 break;
             }
             if std::time::Instant::now() > deadline {
@@ -331,7 +407,11 @@ impl VictoriaMetrics {
             .append(true)
             .open(&self.proc.log_path)
             .expect("reopen victoria-metrics log");
-        let cmd = vm_command(self.proc.dir.path(), self.port);
+        let cmd = vm_command(
+            self.proc.dir.path(),
+            self.port,
+            self.https.as_ref().map(|h| &h.0),
+        );
         self.proc.child = Some(
             spawn_with_log(cmd, log).unwrap_or_else(|e| panic!("restart victoria-metrics: {e}")),
         );
@@ -340,29 +420,28 @@ impl VictoriaMetrics {
 
     /// The remote-write endpoint.
     pub fn remote_write_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+        format!("{}://127.0.0.1:{}/api/v1/write", self.scheme(), self.port)
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
     }
 
     /// Makes recently ingested samples searchable.
     pub fn force_flush(&self) {
-        let _ = http(self.port, "GET", "/internal/force_flush", b"");
+        let _ = self.call("GET", "/internal/force_flush");
     }
 
     /// `/api/v1/export` for a series selector: one JSON object per series line, with
     /// `metric`, `values` and `timestamps` (ms).
     pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
         self.force_flush();
-        let (status, body) = http(
-            self.port,
-            "GET",
-            &format!("/api/v1/export?match%5B%5D={}", urlencode(selector)),
-            b"",
-        )
-        .expect("victoria-metrics export");
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/api/v1/export?match%5B%5D={}", urlencode(selector)),
+            )
+            .expect("victoria-metrics export");
         assert_eq!(status, 200, "export {selector}: {body}");
         body.lines()
             .filter(|l| !l.trim().is_empty())
@@ -373,13 +452,9 @@ impl VictoriaMetrics {
     /// Instant query through `/api/v1/query`.
     pub fn query(&self, promql: &str) -> serde_json::Value {
         self.force_flush();
-        let (status, body) = http(
-            self.port,
-            "GET",
-            &format!("/api/v1/query?query={}", urlencode(promql)),
-            b"",
-        )
-        .expect("victoria-metrics query");
+        let (status, body) = self
+            .call("GET", &format!("/api/v1/query?query={}", urlencode(promql)))
+            .expect("victoria-metrics query");
         assert_eq!(status, 200, "query {promql}: {body}");
         serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("query answer is not JSON ({e}): {body}"))
@@ -390,7 +465,7 @@ impl VictoriaMetrics {
     }
 }
 
-fn vm_command(dir: &Path, port: u16) -> Command {
+fn vm_command(dir: &Path, port: u16, tls: Option<&TlsFiles>) -> Command {
     let bin = require_binary("victoria-metrics", "victoria-metrics");
     let mut cmd = Command::new(bin);
     cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -400,6 +475,11 @@ fn vm_command(dir: &Path, port: u16) -> Command {
         .arg("-search.disableCache")
         .arg("-loggerLevel=ERROR")
         .arg("-retentionPeriod=100y");
+    if let Some((cert, key)) = tls {
+        cmd.arg("-tls")
+            .arg(format!("-tlsCertFile={}", cert.display()))
+            .arg(format!("-tlsKeyFile={}", key.display()));
+    }
     cmd
 }
 

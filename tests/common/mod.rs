@@ -13,6 +13,7 @@ pub mod alertmanager;
 pub mod influx;
 pub mod modbus;
 pub mod mosquitto;
+pub mod pki;
 pub mod sitewatch;
 pub mod snmp;
 
@@ -155,6 +156,16 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Nanoseconds since the epoch an hour ago (inside the decoders' accepted range), whole
+/// seconds: a base for test points that are each their own timestamp.
+pub fn hour_ago_ns() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    (now - 3600) * 1_000_000_000
 }
 
 /// Path of the built `sitewatch` binary for end-to-end tests.

@@ -215,89 +215,22 @@ fn write_config(
             "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
             t.port,
             t.ca_file.display(),
-            dir.join("server.crt").display(),
-            dir.join("server.key").display(),
+            super::pki::TestPki::server_cert(dir).display(),
+            super::pki::TestPki::server_key(dir).display(),
         ));
     }
     std::fs::write(dir.join("mosquitto.conf"), conf).expect("write mosquitto.conf");
 }
 
-/// A throwaway CA, a server certificate (localhost, 127.0.0.1) and a client certificate.
+/// The test PKI of [`super::pki`] in the broker's dir, served on `port`.
 fn make_certificates(dir: &Path, port: u16) -> TlsListener {
-    let openssl = require_binary("openssl", "openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for ca in ["ca", "other-ca"] {
-        let (key, crt, subj) = (
-            format!("{ca}.key"),
-            format!("{ca}.crt"),
-            format!("/CN=sitewatch test {ca}"),
-        );
-        let mut args = vec![
-            "req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &crt,
-        ];
-        args.extend(ec);
-        run(&args);
-    }
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write server.ext");
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
-        .expect("write client.ext");
-    for (name, cn) in [("server", "localhost"), ("client", "sitewatch-client")] {
-        let (key, csr, crt, ext, subj) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-            format!("/CN={cn}"),
-        );
-        let mut args = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
-        args.extend(ec);
-        run(&args);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &crt,
-        ]);
-    }
+    let pki = super::pki::TestPki::make(dir);
     TlsListener {
         port,
-        ca_file: dir.join("ca.crt"),
-        client_cert: dir.join("client.crt"),
-        client_key: dir.join("client.key"),
-        other_ca_file: dir.join("other-ca.crt"),
+        ca_file: pki.ca_file,
+        client_cert: pki.client_cert,
+        client_key: pki.client_key,
+        other_ca_file: pki.other_ca_file,
     }
 }
 

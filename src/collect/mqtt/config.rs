@@ -35,7 +35,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -102,19 +101,9 @@ pub struct MqttConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
 }
 
-/// TLS to the broker. Without `ca_file` the system's root certificates are used.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate chain (PEM) for mutual TLS; needs `client_key`.
-    #[serde(default)]
-    pub client_cert: Option<PathBuf>,
-    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) for `client_cert`.
-    #[serde(default)]
-    pub client_key: Option<PathBuf>,
-}
+/// TLS to the broker: the `tls` table every client shares (system roots plus `ca_file`,
+/// client certificate, `insecure_skip_verify`), see `crate::tls`.
+pub use crate::tls::TlsConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -80,7 +80,14 @@ impl Source for MqttSource {
     }
 
     fn check_warnings(&self) -> Vec<String> {
-        self.cfg.check_warnings()
+        let mut w = self.cfg.check_warnings();
+        let broker = format!("mqtts://{}:{}", self.cfg.host.trim(), self.cfg.port);
+        w.extend(crate::tls::check_warning(
+            self.cfg.tls.as_ref(),
+            "mqtt.tls",
+            &broker,
+        ));
+        w
     }
 
     fn acknowledges(&self) -> bool {

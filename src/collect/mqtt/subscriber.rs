@@ -6,7 +6,6 @@
 //! deadlock. Sinks complete acks through an unbounded channel that never blocks them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,12 +52,8 @@ pub enum MqttError {
     Config(#[from] MqttConfigError),
     #[error("mqtt.password: {0}")]
     Secret(#[from] SecretError),
-    #[error("mqtt.tls.{key} ({path}): {problem}")]
-    Tls {
-        key: &'static str,
-        path: String,
-        problem: String,
-    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(
         "cannot connect to MQTT broker {host}:{port}: {source} (check host, port, credentials \
          and TLS settings, and that the broker is running)"
@@ -437,7 +432,8 @@ fn mqtt_options(
         .set_max_packet_size(MQTT_MAX_PACKET_SIZE, outgoing)
         .set_manual_acks(manual_acks);
     if let Some(tls) = &cfg.tls {
-        let config = tls_client_config(tls)?;
+        let broker = format!("mqtts://{}:{}", cfg.host.trim(), cfg.port);
+        let config = tls_client_config(tls, &broker)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(config),
         )));
@@ -454,71 +450,8 @@ fn outgoing_packet_limit(subscribe: &Subscribe, connect_strings: usize) -> usize
     OUTGOING_PACKET_MIN.max(subscribe.size()).max(connect)
 }
 
-fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let tls_err = |key: &'static str, path: &Path, problem: String| MqttError::Tls {
-        key,
-        path: path.display().to_string(),
-        problem,
-    };
-    let read_certs =
-        |key: &'static str, path: &PathBuf| -> Result<Vec<CertificateDer<'static>>, MqttError> {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| tls_err(key, path, format!("cannot read PEM certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(tls_err(key, path, "contains no PEM certificate".into()));
-            }
-            Ok(certs)
-        };
-
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let (added, _) = roots.add_parsable_certificates(read_certs("ca_file", path)?);
-            if added == 0 {
-                return Err(tls_err("ca_file", path, "no usable CA certificate".into()));
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for e in &native.errors {
-                tracing::warn!(error = %e, "problem loading a system root certificate");
-            }
-            roots.add_parsable_certificates(native.certs);
-            if roots.is_empty() {
-                return Err(tls_err(
-                    "ca_file",
-                    Path::new("(unset)"),
-                    "no system root certificates found; set mqtt.tls.ca_file".into(),
-                ));
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls_err("ca_file", Path::new("-"), e.to_string()))?
-    .with_root_certificates(roots);
-    match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs("client_cert", cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                tls_err(
-                    "client_key",
-                    key,
-                    format!("cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
-                )
-            })?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| tls_err("client_key", key, format!("does not fit client_cert: {e}")))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+fn tls_client_config(tls: &TlsConfig, broker: &str) -> Result<rustls::ClientConfig, MqttError> {
+    Ok(crate::tls::client_config(Some(tls), "mqtt.tls", broker)?)
 }
 
 /// Matches topics to subscriptions and decodes, counting everything.
@@ -967,20 +900,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("ca.pem");
         std::fs::write(&empty, "not a pem").unwrap();
-        let e = tls_client_config(&TlsConfig {
-            ca_file: Some(empty),
-            ..TlsConfig::default()
-        })
+        let e = tls_client_config(
+            &TlsConfig {
+                ca_file: Some(empty),
+                ..TlsConfig::default()
+            },
+            "mqtts://broker:8883",
+        )
         .unwrap_err()
         .to_string();
         assert!(
             e.contains("mqtt.tls.ca_file") && e.contains("ca.pem"),
             "{e}"
         );
-        let e = tls_client_config(&TlsConfig {
-            ca_file: Some(dir.path().join("missing.pem")),
-            ..TlsConfig::default()
-        })
+        let e = tls_client_config(
+            &TlsConfig {
+                ca_file: Some(dir.path().join("missing.pem")),
+                ..TlsConfig::default()
+            },
+            "mqtts://broker:8883",
+        )
         .unwrap_err()
         .to_string();
         assert!(e.contains("missing.pem"), "{e}");

@@ -3,7 +3,7 @@
 //! `[influx]` secrets, the reqwest client, and what an answer's status means.
 //!
 //! Used by the writer ([`super::InfluxWriter`]) and by `sitewatch rules test`
-//! (`crate::rules::replay`). TLS is reqwest's rustls setup, the same for both.
+//! (`crate::rules::replay`). TLS follows `[influx.tls]` (`crate::tls`), the same for both.
 
 use std::time::Duration;
 
@@ -54,8 +54,12 @@ impl InfluxClient {
         cfg.validate()?;
         let endpoint = endpoint(cfg, purpose)?;
         let auth = auth(cfg)?;
-        let builder =
-            reqwest::Client::builder().connect_timeout(cfg.timeout.min(Duration::from_secs(5)));
+        let builder = crate::tls::http_client_builder(
+            cfg.tls.as_ref(),
+            "influx.tls",
+            &super::config::redacted_url_text(&cfg.url),
+        )?
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(5)));
         let builder = match purpose {
             Purpose::Write => builder
                 .timeout(cfg.timeout)

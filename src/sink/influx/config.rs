@@ -23,6 +23,12 @@
 //! spool_dir = "/var/lib/sitewatch/spool"
 //! spool_max_bytes = 1073741824  # 1 GiB
 //! fsync = "batch"               # always | batch | never
+//!
+//! # HTTPS with an internal CA, optionally mutual TLS (see `crate::tls`).
+//! [influx.tls]
+//! ca_file = "/etc/sitewatch/internal-ca.pem"
+//! # client_cert = "/etc/sitewatch/client.pem"
+//! # client_key = "/etc/sitewatch/client.key"
 //! ```
 
 use crate::sink::url::parse_http_url;
@@ -33,6 +39,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::secret::{Secret, SecretError};
+use crate::tls::{TlsConfig, TlsError};
 
 pub use crate::buffer::{FsyncPolicy, SpoolError};
 
@@ -138,6 +145,9 @@ pub struct InfluxConfig {
     /// The InfluxDB outage the spool should hold at `expected_rate` (default 1 h).
     #[serde(default = "default_hold_outage", with = "humantime_serde")]
     pub hold_outage: Duration,
+    /// Trust and client certificate for an `https://` URL (also used by `rules test`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// Below this a spool holds too little to be worth its segments.
@@ -194,6 +204,8 @@ pub enum InfluxError {
     },
     #[error("[influx] cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
 }

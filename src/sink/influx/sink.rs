@@ -65,6 +65,11 @@ impl Sink for InfluxSink {
                 out.push(plan.broker_advice());
             }
         }
+        out.extend(crate::tls::check_warning(
+            self.cfg.tls.as_ref(),
+            "influx.tls",
+            &super::config::redacted_url_text(&self.cfg.url),
+        ));
         out
     }
 

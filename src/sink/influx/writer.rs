@@ -16,7 +16,8 @@
 //!   when the server sends it. 401/403/404 (bad token, missing database/bucket) are retried the
 //!   same way with an error log: they are fixed by an operator, and dropping a night of data
 //!   because a token expired would be worse than holding it. influxd 1.x answers 500 for a
-//!   missing retention policy, which lands here too.
+//!   missing retention policy, which lands here too. A certificate the `[influx.tls]` trust
+//!   does not accept (`kind="tls"`) is the same: an error log naming the key that fixes it.
 //! - 413: the batch is split in halves that are sent in order; a single line still too large
 //!   is dropped as rejected.
 //! - Other 4xx whose body says `partial write` (influxd 1.x answers
@@ -59,7 +60,6 @@ use crate::blocking::on_blocking_thread;
 use crate::pipeline::{Batch, BatchReceiver};
 use crate::retry::{self, Backoff};
 use crate::select::{or_pending, sleep_until};
-use crate::text::error_chain;
 
 use super::client::{self, Class, InfluxClient, Purpose};
 use super::config::{redacted_url, InfluxApi, InfluxConfig, InfluxError};
@@ -964,15 +964,14 @@ impl Target {
         let started = Instant::now();
         let result = req.send().await;
         let verdict = match result {
-            Err(e) => Verdict::Retry {
-                kind: if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
-                },
-                after: None,
-                detail: error_chain(&e),
-            },
+            Err(e) => {
+                let (kind, detail) = crate::tls::send_failure(&e, "influx.tls");
+                Verdict::Retry {
+                    kind,
+                    after: None,
+                    detail,
+                }
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = parse_retry_after(resp.headers().get(RETRY_AFTER));
@@ -1026,13 +1025,14 @@ async fn deliver(target: Arc<Target>, flight: Arc<Flight>) -> Delivery {
                         "not_found" => {
                             "check that the database/bucket exists (influx: CREATE DATABASE ...)"
                         }
+                        "tls" => "holding the data and retrying until TLS is fixed",
                         _ => "holding the data and retrying",
                     };
                     // One line when the sink starts failing, one when it recovers
                     // (finish_flight); the retries in between are debug lines.
                     if !started_failing {
                         tracing::debug!(endpoint = %target.shown, kind, attempt, ?delay, lines = n, error = %detail, "influx write failed again; {hint}");
-                    } else if matches!(kind, "auth" | "not_found") {
+                    } else if matches!(kind, "auth" | "not_found" | "tls") {
                         tracing::error!(sink = "influx", endpoint = %target.shown, kind, ?delay, server = %detail, "influx sink failing: write refused; {hint}");
                     } else {
                         tracing::warn!(sink = "influx", endpoint = %target.shown, kind, ?delay, lines = n, error = %detail, "influx sink failing: write failed; {hint}");

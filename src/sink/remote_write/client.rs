@@ -90,17 +90,6 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
 /// The HTTP side of the sink: shared by the in-flight delivery and the run loop.
 pub struct Client {
     http: reqwest::Client,
@@ -122,11 +111,15 @@ impl Client {
     pub fn new(cfg: &RemoteWriteConfig) -> Result<Client, RemoteWriteError> {
         let url = cfg.validate()?;
         let auth = cfg.auth()?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(RemoteWriteError::Client)?;
+        let http = crate::tls::http_client_builder(
+            cfg.tls.as_ref(),
+            "remote_write.tls",
+            &cfg.shown_url(),
+        )?
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(RemoteWriteError::Client)?;
         Ok(Client {
             http,
             url,
@@ -204,16 +197,14 @@ impl Client {
         };
         let started = Instant::now();
         let verdict = match req.send().await {
-            Err(e) => Verdict::Retry {
-                status: if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "transport"
+            Err(e) => {
+                let (kind, detail) = crate::tls::send_failure(&e, "remote_write.tls");
+                Verdict::Retry {
+                    status: kind.into(),
+                    after: None,
+                    detail,
                 }
-                .into(),
-                after: None,
-                detail: error_chain(&e),
-            },
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let after = retry_after_value(resp.headers().get(RETRY_AFTER))

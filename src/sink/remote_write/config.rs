@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config::{Secret, SecretError};
 use crate::sink::url::{parse_http_url, redacted_url, redacted_url_text};
+use crate::tls::{TlsConfig, TlsError};
 
 /// How a sample's measurement and field become a metric name.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub struct RemoteWriteConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub metric_naming: MetricNaming,
+    /// Trust and client certificate for an `https://` URL (see `crate::tls`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_timeout() -> Duration {
@@ -87,6 +91,8 @@ pub enum RemoteWriteError {
     },
     #[error("[remote_write] cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn invalid(key: &'static str, problem: String, fix: &'static str) -> RemoteWriteError {

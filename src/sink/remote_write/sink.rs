@@ -99,6 +99,11 @@ impl Sink for RemoteWriteSink {
                 self.cfg.max_buffered_samples, self.cfg.batch_size
             ));
         }
+        w.extend(crate::tls::check_warning(
+            self.cfg.tls.as_ref(),
+            "remote_write.tls",
+            &self.cfg.shown_url(),
+        ));
         w
     }
 
