@@ -140,7 +140,7 @@ fn unknown_issuer_is_named_and_held_then_ca_file_writes_it() {
     wait_for(&sw, 20, "a write failed with kind=\"tls\"", || {
         sw.metric("sitewatch_influx_write_errors_total", &["kind=\"tls\""]) > 0.0
     });
-    let said = logged(&sw, &["influx write failed"]);
+    let said = logged(&sw, &["influx sink failing"]);
     assert!(
         said.contains("ERROR")
             && said.contains("unknown issuer")
