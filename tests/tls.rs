@@ -555,4 +555,8 @@ fn rules_test_reads_history_over_https_through_influx_tls() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must fail without ca_file");
     assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(
+        stderr.contains("influx.tls.ca_file"),
+        "the fix is named: {stderr}"
+    );
 }

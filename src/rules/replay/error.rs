@@ -2,16 +2,31 @@
 
 use crate::sink::influx::InfluxError;
 
+impl ReplayError {
+    /// A request to `url` that got no answer.
+    pub(crate) fn unreachable(url: &str, e: reqwest::Error) -> ReplayError {
+        let e = e.without_url();
+        let detail = match crate::tls::send_failure(&e, "influx.tls") {
+            ("tls", text) => text,
+            (_, chain) => format!(
+                "{chain}; check [influx] url and that the server is running and reachable from here"
+            ),
+        };
+        ReplayError::Unreachable {
+            url: url.to_string(),
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
     Config(#[from] InfluxError),
-    #[error("cannot reach InfluxDB at {url}: {source}; check [influx] url and that the server is running and reachable from here")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// `detail` carries the cause chain and what to do (for a refused certificate: which
+    /// `[influx.tls]` key to set).
+    #[error("cannot reach InfluxDB at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
     #[error("InfluxDB at {url} answered HTTP {status} to the history query: {body}; {hint}")]
     Http {
         url: String,

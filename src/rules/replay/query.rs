@@ -292,10 +292,10 @@ impl QueryClient {
         let req = self.client.request(reqwest::Method::GET, url);
         let at = self.client.endpoint().to_string();
         // The request URL carries the whole query; messages name the endpoint instead.
-        let mut resp = req.send().await.map_err(|e| ReplayError::Unreachable {
-            url: at.clone(),
-            source: e.without_url(),
-        })?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| ReplayError::unreachable(&at, e))?;
         let status = resp.status().as_u16();
         if client::classify(status) != Class::Ok {
             let body = server_message(&resp.text().await.unwrap_or_default());
@@ -333,10 +333,10 @@ impl QueryClient {
         };
         let mut buf: Vec<u8> = Vec::new();
         loop {
-            let chunk = resp.chunk().await.map_err(|e| ReplayError::Unreachable {
-                url: at.clone(),
-                source: e.without_url(),
-            })?;
+            let chunk = resp
+                .chunk()
+                .await
+                .map_err(|e| ReplayError::unreachable(&at, e))?;
             let Some(chunk) = chunk else { break };
             buf.extend_from_slice(&chunk);
             // Chunked answers are one JSON object per line.
