@@ -224,6 +224,11 @@ impl fmt::Display for EventState {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub rule: Arc<str>,
+    /// The rule's `labels` (team, service, ...), rendered for this series: routing and
+    /// grouping keys every receiver gets. Sorted by name.
+    pub labels: Labels,
+    /// The rule's `annotations` (runbook_url, summary, ...), rendered for this event.
+    pub annotations: Labels,
     pub series: SeriesKey,
     pub field: Arc<str>,
     /// Severity now in force; for a resolved event, the severity that was firing.
@@ -237,6 +242,9 @@ pub struct Event {
     pub timestamp_ns: i64,
     pub message: String,
 }
+
+/// Rendered `labels` or `annotations` of a rule: (name, text), sorted by name.
+pub type Labels = Vec<(Arc<str>, String)>;
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,8 @@ fn event(
     started_ns: i64,
 ) -> Event {
     Event {
+        labels: Vec::new(),
+        annotations: Vec::new(),
         rule: rule.into(),
         series: SeriesKey::new("environment", TagSet::new(tags.iter().copied())),
         field: "temperature_c".into(),

@@ -180,6 +180,8 @@ fn ups(ts_ns: i64, charge: f64) -> Sample {
 fn alert(state: EventState, ts_ns: i64) -> EventRecord {
     EventRecord {
         event: Event {
+            labels: Vec::new(),
+            annotations: Vec::new(),
             rule: "ups_low_charge".into(),
             series: SeriesKey::new("ups", TagSet::new([("site", "dc1")])),
             field: "charge".into(),

@@ -42,8 +42,9 @@ pub fn label_name(s: &str) -> String {
     out
 }
 
-/// Labels of the alert: series tags, then the identity labels `measurement`, `field`,
-/// `severity` and `alertname` (= rule), which win a name clash.
+/// Labels of the alert: series tags, then the rule's `labels` (which replace a tag of the
+/// same name, as Prometheus rule labels do), then the identity labels `measurement`,
+/// `field`, `severity` and `alertname` (= rule), which win a name clash.
 pub fn labels(ev: &Event) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = ev
         .series
@@ -51,6 +52,9 @@ pub fn labels(ev: &Event) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (label_name(k), v.to_string()))
         .collect();
+    for (k, v) in &ev.labels {
+        out.insert(label_name(k), v.clone());
+    }
     out.insert("measurement".into(), ev.series.measurement.to_string());
     out.insert("field".into(), ev.field.to_string());
     out.insert("severity".into(), ev.severity.as_str().into());
@@ -59,7 +63,8 @@ pub fn labels(ev: &Event) -> BTreeMap<String, String> {
 }
 
 /// Annotations: `summary` (the rule's message), `value`, `threshold` (when the rule has
-/// one) and `series`.
+/// one) and `series`, then the rule's own `annotations` (`runbook_url`, ...), which replace
+/// a built-in one of the same name.
 pub fn annotations(ev: &Event) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert("summary".to_string(), summary_text(ev));
@@ -68,7 +73,19 @@ pub fn annotations(ev: &Event) -> BTreeMap<String, String> {
         out.insert("threshold".to_string(), format_number(t));
     }
     out.insert("series".to_string(), ev.series.to_string());
+    for (k, v) in &ev.annotations {
+        out.insert(k.to_string(), v.clone());
+    }
     out
+}
+
+/// The rule's `runbook_url` annotation, if any.
+fn runbook_url(ev: &Event) -> Option<&str> {
+    ev.annotations
+        .iter()
+        .find(|(k, _)| &**k == "runbook_url")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
 }
 
 fn summary_text(ev: &Event) -> String {
@@ -301,6 +318,12 @@ pub fn pagerduty_body(routing_key: &str, ev: &Event, ctx: &PayloadContext) -> Va
             .entry(format!("tag_{k}"))
             .or_insert_with(|| v.to_string().into());
     }
+    for (k, v) in &ev.labels {
+        details.insert(format!("label_{k}"), v.clone().into());
+    }
+    for (k, v) in &ev.annotations {
+        details.insert(k.to_string(), v.clone().into());
+    }
     let mut payload = Map::new();
     payload.insert(
         "summary".into(),
@@ -331,6 +354,9 @@ pub fn pagerduty_body(routing_key: &str, ev: &Event, ctx: &PayloadContext) -> Va
     body.insert("client".into(), "sitewatch".into());
     if let Some(url) = generator_url(ctx, ev) {
         body.insert("client_url".into(), url.into());
+    }
+    if let Some(url) = runbook_url(ev) {
+        body.insert("links".into(), json!([{ "href": url, "text": "Runbook" }]));
     }
     Value::Object(body)
 }
@@ -365,6 +391,9 @@ pub fn slack_body(ev: &Event, ctx: &PayloadContext) -> Value {
     if let Some(url) = generator_url(ctx, ev) {
         text.push_str(&format!("\n<{url}|details>"));
     }
+    if let Some(url) = runbook_url(ev) {
+        text.push_str(&format!("\n<{}|runbook>", slack_escape(url)));
+    }
     json!({ "text": text })
 }
 
@@ -378,6 +407,8 @@ mod tests {
 
     fn event(state: EventState, severity: Severity) -> Event {
         Event {
+            labels: Vec::new(),
+            annotations: Vec::new(),
             rule: "rack_hot".into(),
             series: SeriesKey::new(
                 "environment",
@@ -486,6 +517,60 @@ mod tests {
             "generatorURL": "https://grafana.example/d/x?rule=rack_hot&series=environment%2Cdevice%3Dpdu-7%2Crack-id%3Dr1%2Csite%3Ddc1"
         }]);
         assert_eq!(body, expected);
+    }
+
+    /// Rule labels and annotations reach every receiver: Alertmanager labels (a rule label
+    /// replaces a tag, identity labels win), annotations, PagerDuty details and links, Slack.
+    #[test]
+    fn rule_labels_and_annotations_reach_every_receiver() {
+        let mut ev = event(EventState::Firing, Severity::Critical);
+        ev.labels = vec![
+            ("site".into(), "hall-2".into()),
+            ("team".into(), "facilities".into()),
+        ];
+        ev.annotations = vec![
+            (
+                "runbook_url".into(),
+                "https://wiki.example/rb/rack_hot".into(),
+            ),
+            ("summary".into(), "Rack r1 is hot".into()),
+        ];
+        let l = labels(&ev);
+        assert_eq!(l["team"], "facilities");
+        assert_eq!(l["site"], "hall-2", "a rule label replaces the tag");
+        assert_eq!(l["alertname"], "rack_hot");
+        let a = annotations(&ev);
+        assert_eq!(a["runbook_url"], "https://wiki.example/rb/rack_hot");
+        assert_eq!(a["summary"], "Rack r1 is hot");
+        assert_eq!(a["value"], "33.5");
+        let am = alertmanager_body(std::slice::from_ref(&ev), &ctx(), T0);
+        assert_eq!(am[0]["labels"]["team"], "facilities");
+        assert_eq!(
+            am[0]["annotations"]["runbook_url"],
+            "https://wiki.example/rb/rack_hot"
+        );
+        let wh = webhook_body("ops", std::slice::from_ref(&ev), &ctx());
+        assert_eq!(wh["alerts"][0]["labels"]["team"], "facilities");
+        let pd = pagerduty_body("key", &ev, &ctx());
+        assert_eq!(pd["payload"]["custom_details"]["label_team"], "facilities");
+        assert_eq!(
+            pd["payload"]["custom_details"]["runbook_url"],
+            "https://wiki.example/rb/rack_hot"
+        );
+        assert_eq!(pd["links"][0]["href"], "https://wiki.example/rb/rack_hot");
+        let slack = slack_body(&ev, &ctx());
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .contains("<https://wiki.example/rb/rack_hot|runbook>"),
+            "{slack}"
+        );
+        // The fingerprint follows the labels, so a resolve with the same labels is the same
+        // alert for Alertmanager-style receivers.
+        let mut resolved = ev.clone();
+        resolved.state = EventState::Resolved;
+        assert_eq!(fingerprint(&labels(&resolved)), fingerprint(&l));
     }
 
     #[test]

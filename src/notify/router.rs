@@ -693,6 +693,8 @@ mod tests {
 
     fn ev(rule: &str, sev: Severity, state: EventState) -> Event {
         Event {
+            labels: Vec::new(),
+            annotations: Vec::new(),
             rule: rule.into(),
             series: SeriesKey::new("env", TagSet::new([("site", "dc1")])),
             field: "t".into(),

@@ -40,10 +40,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model::{now_ns, Event, EventState, FieldValue, Sample, SeriesKey, Severity};
+use crate::model::{now_ns, Event, EventState, FieldValue, Labels, Sample, SeriesKey, Severity};
 
 use super::config::{
-    duration_ns, format_value, Condition, RenderContext, Rule, RuleSet, STALE_SUFFIX,
+    duration_ns, format_value, Condition, MessageTemplate, RenderContext, Rule, RuleSet,
+    STALE_SUFFIX,
 };
 use super::series::{FastMap, FastSet, MatchSets, SeriesSlot};
 use super::silence::{Gate, Silencer};
@@ -551,9 +552,14 @@ impl Engine {
             let pos = idx.and_then(|i| slot.matches.position(i));
             let (Some(idx), Some(pos)) = (idx, pos) else {
                 // The rule is gone or no longer matches: close what it had open.
+                // A rule still loaded (it no longer matches) gives its labels, so receivers
+                // resolve the very alert they have; for a deleted rule they are unknown and
+                // the alert ends at its endsAt instead.
+                let labels = idx.map_or_else(Labels::new, |i| rule_labels(&rules.rules()[i], &key));
                 close_removed(
                     &rule_name.as_str().into(),
                     &field.as_str().into(),
+                    &labels,
                     stale_sev,
                     &st,
                     &key,
@@ -686,6 +692,7 @@ impl Engine {
                     close_removed(
                         &old_rule.name,
                         &old_rule.field,
+                        &rule_labels(old_rule, key),
                         stale_severity(old_rule),
                         &st,
                         key,
@@ -774,6 +781,7 @@ fn advance(
 pub(crate) fn close_removed(
     name: &Arc<str>,
     field: &Arc<str>,
+    labels: &Labels,
     stale_severity: Severity,
     st: &RuleState,
     key: &SeriesKey,
@@ -785,6 +793,8 @@ pub(crate) fn close_removed(
     if st.notified != Severity::Ok {
         out.push(Event {
             rule: name.clone(),
+            labels: labels.clone(),
+            annotations: Labels::new(),
             series: key.clone(),
             field: field.clone(),
             severity: st.notified,
@@ -801,6 +811,8 @@ pub(crate) fn close_removed(
     if st.stale {
         out.push(Event {
             rule: format!("{name}{STALE_SUFFIX}").into(),
+            labels: labels.clone(),
+            annotations: Labels::new(),
             series: key.clone(),
             field: field.clone(),
             severity: stale_severity,
@@ -900,19 +912,32 @@ pub(crate) fn rejudge(
     st
 }
 
+/// Message, labels and annotations of one event, rendered with the same context.
+struct Texts {
+    message: String,
+    labels: Labels,
+    annotations: Labels,
+}
+
+fn render_extras(templates: &[(Arc<str>, MessageTemplate)], ctx: &RenderContext<'_>) -> Labels {
+    templates
+        .iter()
+        .map(|(name, t)| (name.clone(), t.render(ctx)))
+        .collect()
+}
+
+/// `message`: the template to use, or `None` for a fixed text (a stale resolve).
+#[allow(clippy::too_many_arguments)]
 fn render(
     rule: &Rule,
     key: &SeriesKey,
     value: &FieldValue,
     sev: Severity,
-    state: EventState,
+    state: &str,
     threshold_text: &str,
-) -> String {
-    let tpl = match state {
-        EventState::Firing => &rule.message,
-        EventState::Resolved => &rule.resolved_message,
-    };
-    tpl.render(&RenderContext {
+    message: Option<&MessageTemplate>,
+) -> Texts {
+    let ctx = RenderContext {
         rule: &rule.name,
         measurement: &key.measurement,
         field: &rule.field,
@@ -921,8 +946,27 @@ fn render(
         value,
         threshold: threshold_text,
         severity: sev,
-        state: state.as_str(),
-    })
+        state,
+    };
+    Texts {
+        message: message.map(|t| t.render(&ctx)).unwrap_or_default(),
+        labels: render_extras(&rule.labels, &ctx),
+        annotations: render_extras(&rule.annotations, &ctx),
+    }
+}
+
+/// The labels a rule puts on every event of `key` (they never depend on the event).
+pub(crate) fn rule_labels(rule: &Rule, key: &SeriesKey) -> Labels {
+    render(
+        rule,
+        key,
+        &FieldValue::Float(f64::NAN),
+        Severity::Ok,
+        "",
+        "",
+        None,
+    )
+    .labels
 }
 
 pub(crate) fn firing_event(
@@ -935,8 +979,19 @@ pub(crate) fn firing_event(
     ts: i64,
 ) -> Event {
     let text = cond.threshold_text(sev, value);
+    let t = render(
+        rule,
+        key,
+        value,
+        sev,
+        EventState::Firing.as_str(),
+        &text,
+        Some(&rule.message),
+    );
     Event {
         rule: rule.name.clone(),
+        labels: t.labels,
+        annotations: t.annotations,
         series: key.clone(),
         field: rule.field.clone(),
         severity: sev,
@@ -945,7 +1000,7 @@ pub(crate) fn firing_event(
         threshold: cond.threshold(sev, value),
         started_ns,
         timestamp_ns: ts,
-        message: render(rule, key, value, sev, EventState::Firing, &text),
+        message: t.message,
     }
 }
 
@@ -959,8 +1014,19 @@ fn resolved_event(
     ts: i64,
 ) -> Event {
     let (threshold, text) = cond.resolve_threshold(last, value);
+    let t = render(
+        rule,
+        key,
+        value,
+        last,
+        EventState::Resolved.as_str(),
+        &text,
+        Some(&rule.resolved_message),
+    );
     Event {
         rule: rule.name.clone(),
+        labels: t.labels,
+        annotations: t.annotations,
         series: key.clone(),
         field: rule.field.clone(),
         severity: last,
@@ -969,7 +1035,7 @@ fn resolved_event(
         threshold,
         started_ns,
         timestamp_ns: ts,
-        message: render(rule, key, value, last, EventState::Resolved, &text),
+        message: t.message,
     }
 }
 
@@ -994,26 +1060,28 @@ pub(crate) fn stale_event(
         .unwrap_or(FieldValue::Float(f64::NAN));
     let after_text = humantime::format_duration(after).to_string();
     let name = rule.stale_name();
-    let message = match (state, &rule.stale) {
-        (EventState::Firing, Some(spec)) => spec.message.render(&RenderContext {
-            rule: &rule.name,
-            measurement: &key.measurement,
-            field: &rule.field,
-            tags: &key.tags,
-            series: key,
-            value: &value,
-            threshold: &after_text,
-            severity,
-            state: "stale",
-        }),
-        _ => format!(
+    let firing = state == EventState::Firing;
+    let spec = rule.stale.as_ref().filter(|_| firing);
+    let mut t = render(
+        rule,
+        key,
+        &value,
+        severity,
+        if firing { "stale" } else { "resolved" },
+        &after_text,
+        spec.map(|s| &s.message),
+    );
+    if spec.is_none() {
+        t.message = format!(
             "{name} resolved: {} of {key} reports again ({})",
             rule.field,
             format_value(&value)
-        ),
-    };
+        );
+    }
     Event {
         rule: name,
+        labels: t.labels,
+        annotations: t.annotations,
         series: key.clone(),
         field: rule.field.clone(),
         severity,
@@ -1022,7 +1090,7 @@ pub(crate) fn stale_event(
         threshold: None,
         started_ns: st.stale_started.min(ts),
         timestamp_ns: ts,
-        message,
+        message: t.message,
     }
 }
 
@@ -2876,6 +2944,51 @@ above = { warning = 1.0 }
         e2.load_state(&path).unwrap();
         assert_eq!(e2.firing_count(), 2);
         assert_eq!(e2.held_states(), 2);
+    }
+
+    /// Labels and annotations are rendered per event; the resolve and the stale alert carry
+    /// the same labels as the firing (receivers tell alerts apart by them).
+    #[test]
+    fn events_carry_rendered_labels_and_annotations() {
+        let text = rule(
+            "hot",
+            "match = { rack = \"*\" }\nabove = { warning = 27.0 }\nstale_after = \"30s\"\n\
+             labels = { team = \"facilities\", rack_group = \"{site}-{rack}\" }\n\
+             annotations = { runbook_url = \"https://wiki/rb/{rule}\", summary = \"{rack} at {value}\" }",
+        );
+        let text = text.replace(
+            "match = { rack = \"*\" }",
+            "match = { rack = \"*\", site = \"*\" }",
+        );
+        let mut e = Engine::new(rules(&text));
+        let mut out = Vec::new();
+        e.tick(0, &mut out);
+        let fired = run(&mut e, "r1", &[(0, 30.0)]);
+        let resolved = run(&mut e, "r1", &[(1, 20.0)]);
+        let labels = |ev: &Event| {
+            ev.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            labels(&fired[0]),
+            vec!["rack_group=dc1-r1", "team=facilities"]
+        );
+        assert_eq!(labels(&resolved[0]), labels(&fired[0]));
+        let ann = |ev: &Event, k: &str| {
+            ev.annotations
+                .iter()
+                .find(|(n, _)| &**n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(ann(&fired[0], "runbook_url"), "https://wiki/rb/hot");
+        assert_eq!(ann(&fired[0], "summary"), "r1 at 30");
+        assert_eq!(ann(&resolved[0], "summary"), "r1 at 20");
+        e.tick(40 * S, &mut out);
+        let stale = out.iter().find(|ev| &*ev.rule == "hot:stale").unwrap();
+        assert_eq!(labels(stale), labels(&fired[0]));
     }
 
     /// The stage's path: a snapshot taken on the rules task, written on a blocking thread.

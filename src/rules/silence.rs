@@ -209,6 +209,8 @@ mod tests {
 
     fn ev(rule: &str, tags: &[(&str, &str)], state: EventState, ts: i64) -> Event {
         Event {
+            labels: Vec::new(),
+            annotations: Vec::new(),
             rule: rule.into(),
             series: SeriesKey::new("ups", TagSet::new(tags.iter().copied())),
             field: "f".into(),

@@ -256,6 +256,10 @@ impl SavedState {
 #[derive(Serialize, Deserialize)]
 struct SavedEvent {
     rule: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    annotations: Vec<(String, String)>,
     series: SavedSeries,
     field: String,
     severity: String,
@@ -269,8 +273,12 @@ struct SavedEvent {
 
 impl SavedEvent {
     fn of(ev: &Event) -> Self {
+        let pairs =
+            |l: &crate::model::Labels| l.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         SavedEvent {
             rule: ev.rule.to_string(),
+            labels: pairs(&ev.labels),
+            annotations: pairs(&ev.annotations),
             series: SavedSeries::of(&ev.series),
             field: ev.field.to_string(),
             severity: sev_str(ev.severity),
@@ -284,8 +292,11 @@ impl SavedEvent {
     }
 
     fn event(self) -> Event {
+        let pairs = |l: Vec<(String, String)>| l.into_iter().map(|(k, v)| (k.into(), v)).collect();
         Event {
             rule: self.rule.into(),
+            labels: pairs(self.labels),
+            annotations: pairs(self.annotations),
             series: self.series.key(),
             field: self.field.into(),
             severity: sev_parse(&self.severity),

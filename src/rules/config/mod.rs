@@ -60,6 +60,10 @@ pub struct Rule {
     pub depends_on: Option<Dependency>,
     pub message: MessageTemplate,
     pub resolved_message: MessageTemplate,
+    /// `labels`: routing and grouping keys (team, service), templated; sorted by name.
+    pub labels: Vec<(Arc<str>, MessageTemplate)>,
+    /// `annotations`: what a responder reads (runbook_url, summary), templated; sorted.
+    pub annotations: Vec<(Arc<str>, MessageTemplate)>,
     pub origin: PathBuf,
     pub line: usize,
 }

@@ -40,6 +40,8 @@ pub(super) struct RawRule {
     pub(super) depends_on: Option<Spanned<RawDepends>>,
     pub(super) message: Option<Spanned<String>>,
     pub(super) resolved_message: Option<Spanned<String>>,
+    pub(super) labels: Option<Spanned<BTreeMap<String, String>>>,
+    pub(super) annotations: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Deserialize)]

@@ -138,6 +138,23 @@ impl MessageTemplate {
         })
     }
 
+    /// Whether the text can differ between two events of the same (series, rule): it uses
+    /// `{value}`, `{threshold}`, `{severity}` or `{state}`. Labels must not (receivers such
+    /// as Alertmanager tell alerts apart by their labels, so a resolve must carry the same).
+    pub fn varies_per_event(&self) -> bool {
+        self.segments.iter().any(|s| {
+            matches!(
+                s,
+                Segment::Placeholder(
+                    Placeholder::Value
+                        | Placeholder::Threshold
+                        | Placeholder::Severity
+                        | Placeholder::State
+                )
+            )
+        })
+    }
+
     pub fn tag_names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
             Segment::Placeholder(Placeholder::Tag(t)) => Some(t.as_str()),

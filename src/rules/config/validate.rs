@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use globset::GlobBuilder;
@@ -22,6 +23,25 @@ use super::template::{
     DEFAULT_STALE_MESSAGE, SPECIAL_PLACEHOLDERS,
 };
 use super::{Rule, RuleFile};
+
+/// Labels sitewatch sets on every alert itself (a rule label of that name would be ambiguous).
+const RESERVED_LABELS: &[&str] = &[
+    "alertname",
+    "severity",
+    "measurement",
+    "field",
+    "rule",
+    "state",
+];
+
+/// Prometheus' label-name syntax, which every receiver accepts: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// Collects problems for one rule with line numbers from spans.
 struct Checker<'a> {
@@ -479,6 +499,60 @@ fn validate_rule(
         }
     });
 
+    let mut extras = Vec::new();
+    for (key, raw_map) in [("labels", &raw.labels), ("annotations", &raw.annotations)] {
+        let mut parsed: Vec<(Arc<str>, MessageTemplate)> = Vec::new();
+        if let Some(map) = raw_map {
+            for (name, src) in map.get_ref() {
+                if !is_label_name(name) {
+                    ck.report(
+                        map.span(),
+                        format!("{key} name {name:?} is not a valid label name"),
+                        "use letters, digits and _ (not starting with a digit), e.g. runbook_url or team; receivers such as Alertmanager accept no other names",
+                    );
+                    continue;
+                }
+                if key == "labels" && RESERVED_LABELS.contains(&name.as_str()) {
+                    ck.report(
+                        map.span(),
+                        format!("labels.{name} is set by sitewatch itself"),
+                        format!(
+                            "choose another name; {} are the alert's own labels",
+                            RESERVED_LABELS.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                match MessageTemplate::parse(src) {
+                    Ok(t) if key == "labels" && t.varies_per_event() => ck.report(
+                        map.span(),
+                        format!("labels.{name} = {src:?} changes from one event to the next"),
+                        "labels identify the alert (a resolve must carry the same ones): use only tags, {rule}, {field}, {measurement} or {series} there, and put {value} or {severity} into annotations",
+                    ),
+                    Ok(t) => {
+                        for tag in t.tag_names() {
+                            if !positive_tags.contains(&tag) {
+                                ck.report(
+                                    map.span(),
+                                    format!("{key}.{name} uses {{{tag}}}, which is neither a built-in placeholder ({}) nor a tag required by match", SPECIAL_PLACEHOLDERS.join(", ")),
+                                    format!("add {tag} = \"*\" to match so every matching series has the tag, or fix the spelling"),
+                                );
+                            }
+                        }
+                        parsed.push((name.as_str().into(), t));
+                    }
+                    Err(problem) => ck.report(
+                        map.span(),
+                        format!("{key}.{name} template: {problem}"),
+                        "placeholders look like {rack} or {value}",
+                    ),
+                }
+            }
+        }
+        extras.push(parsed);
+    }
+    let annotations = extras.pop().unwrap_or_default();
+    let labels = extras.pop().unwrap_or_default();
     if !ck.problems.is_empty() {
         return Err(ck.problems);
     }
@@ -512,6 +586,8 @@ fn validate_rule(
         depends_on,
         message,
         resolved_message,
+        labels,
+        annotations,
         origin: origin.to_path_buf(),
         line,
     })
@@ -1222,6 +1298,44 @@ daily = { from = "02:00", to = "03:00" }
             if let Ok(f) = parse_rule_file(&text, Path::new("p.toml")) {
                 let _ = RuleSet::with_silences(f.rules, f.silences);
             }
+        }
+    }
+
+    #[test]
+    fn labels_and_annotations_are_checked() {
+        let base = "[[rule]]\nname = \"r\"\nmeasurement = \"m\"\nfield = \"f\"\nmatch = { rack = \"*\" }\nabove = { warning = 1.0 }\n";
+        let ok = parse_rules(
+            &format!("{base}labels = {{ team = \"dc-ops\", where = \"{{rack}}\" }}\nannotations = {{ runbook_url = \"https://wiki/{{rule}}\", summary = \"{{rack}}: {{value}}\" }}\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let names: Vec<&str> = ok[0].labels.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(names, vec!["team", "where"]);
+        assert_eq!(ok[0].annotations.len(), 2);
+        for (extra, expect) in [
+            (
+                "labels = { \"team-name\" = \"x\" }",
+                "not a valid label name",
+            ),
+            ("labels = { severity = \"x\" }", "set by sitewatch itself"),
+            (
+                "labels = { level = \"{value}\" }",
+                "changes from one event to the next",
+            ),
+            (
+                "annotations = { summary = \"{room}\" }",
+                "annotations.summary uses {room}",
+            ),
+            (
+                "annotations = { summary = \"{rack\" }",
+                "annotations.summary template",
+            ),
+        ] {
+            let err = parse_rules(&format!("{base}{extra}\n"), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{extra}: {err}");
+            assert!(err.contains("t.toml:"), "located: {err}");
         }
     }
 }

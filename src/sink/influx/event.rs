@@ -8,9 +8,11 @@ use crate::pipeline::EventRecord;
 pub const EVENTS_MEASUREMENT: &str = "events";
 
 /// The event as a point for the events measurement: tags `rule`, `severity`, `state`
-/// plus the series' own tags (so Grafana can filter annotations by site or device),
-/// fields `value`, `threshold`, `message`, `series`, `duration_s`, and `silenced = true`
-/// when a silence held back its notification.
+/// plus the series' own tags (so Grafana can filter annotations by site or device) and the
+/// rule's `labels` (team, service: few values, good for grouping), fields `value`,
+/// `threshold`, `message`, `series`, `duration_s`, one per rule annotation (`runbook_url`
+/// ...: free text, so fields, not tags) and `silenced = true` when a silence held back its
+/// notification.
 pub fn event_sample(record: &EventRecord, measurement: &str) -> Sample {
     let ev = &record.event;
     let own = [
@@ -20,8 +22,16 @@ pub fn event_sample(record: &EventRecord, measurement: &str) -> Sample {
         ("source_measurement", ev.series.measurement.as_ref()),
         ("field", ev.field.as_ref()),
     ];
-    // Series tags first so the event's own identity tags win a name clash.
-    let tags = ev.series.tags.merged(own);
+    // Series tags first, then the rule's labels, so the event's own identity tags win a
+    // name clash.
+    let tags = if ev.labels.is_empty() {
+        ev.series.tags.merged(own)
+    } else {
+        ev.series
+            .tags
+            .merged(ev.labels.iter().map(|(k, v)| (&**k, v.as_str())))
+            .merged(own)
+    };
     let mut sample = Sample::new(SeriesKey::new(measurement, tags), ev.timestamp_ns);
     let value = match &ev.value {
         FieldValue::Str(s) => FieldValue::Str(s.clone()),
@@ -51,6 +61,16 @@ pub fn event_sample(record: &EventRecord, measurement: &str) -> Sample {
     sample
         .fields
         .push(("duration_s".into(), FieldValue::Float(duration_s)));
+    for (k, v) in &ev.annotations {
+        if !matches!(
+            &**k,
+            "value" | "value_text" | "threshold" | "message" | "series" | "duration_s" | "silenced"
+        ) {
+            sample
+                .fields
+                .push((k.clone(), FieldValue::Str(v.as_str().into())));
+        }
+    }
     if record.silenced {
         sample
             .fields
@@ -66,19 +86,7 @@ mod tests {
 
     #[test]
     fn event_sample_carries_series_tags_and_identity() {
-        let series = SeriesKey::new("environment", TagSet::new([("rack", "r1")]));
-        let ev = Event {
-            rule: "rack_hot".into(),
-            series,
-            field: "temperature".into(),
-            severity: Severity::Critical,
-            state: EventState::Firing,
-            value: FieldValue::Float(33.5),
-            threshold: Some(32.0),
-            started_ns: 1_000_000_000,
-            timestamp_ns: 3_000_000_000,
-            message: "hot".into(),
-        };
+        let ev = s_event();
         let s = event_sample(
             &EventRecord {
                 event: ev,
@@ -94,5 +102,51 @@ mod tests {
         assert_eq!(s.field("threshold"), Some(&FieldValue::Float(32.0)));
         assert_eq!(s.field("duration_s"), Some(&FieldValue::Float(2.0)));
         assert_eq!(s.timestamp_ns, 3_000_000_000);
+
+        // Rule labels become tags (a label named like an identity tag loses), annotations
+        // fields (one named like a built-in field is left out).
+        let mut ev = Event {
+            labels: vec![
+                ("team".into(), "facilities".into()),
+                ("state".into(), "x".into()),
+            ],
+            annotations: vec![
+                ("runbook_url".into(), "https://wiki/rb".into()),
+                ("message".into(), "not this".into()),
+            ],
+            ..s_event()
+        };
+        ev.message = "hot".into();
+        let s = event_sample(
+            &EventRecord {
+                event: ev,
+                silenced: false,
+            },
+            EVENTS_MEASUREMENT,
+        );
+        assert_eq!(s.series.tags.get("team"), Some("facilities"));
+        assert_eq!(s.series.tags.get("state"), Some("firing"));
+        assert_eq!(
+            s.field("runbook_url"),
+            Some(&FieldValue::Str("https://wiki/rb".into()))
+        );
+        assert_eq!(s.field("message"), Some(&FieldValue::Str("hot".into())));
+    }
+
+    fn s_event() -> Event {
+        Event {
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            rule: "rack_hot".into(),
+            series: SeriesKey::new("environment", TagSet::new([("rack", "r1")])),
+            field: "temperature".into(),
+            severity: Severity::Critical,
+            state: EventState::Firing,
+            value: FieldValue::Float(33.5),
+            threshold: Some(32.0),
+            started_ns: 1_000_000_000,
+            timestamp_ns: 3_000_000_000,
+            message: "hot".into(),
+        }
     }
 }

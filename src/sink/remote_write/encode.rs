@@ -25,7 +25,8 @@
 //! reach the last change, e.g. `last_over_time(sitewatch_alert[1d]) == 1`) lists what is
 //! firing now. There is deliberately no `state` label: with one the firing and the resolved
 //! points would be two series and the firing one would stay at 1 forever. `silenced` is not a
-//! label for the same reason. The event's own labels win over series tags of the same name.
+//! label for the same reason. The rule's `labels` replace series tags of the same name, and
+//! the event's own labels win over both.
 //! The message, threshold and value are not sent (they are not numbers of this series); they
 //! are in InfluxDB's `events` measurement and in the notifications.
 //!
@@ -179,8 +180,13 @@ impl Encoder {
     pub fn encode_events(&mut self, records: &[EventRecord], out: &mut Vec<Point>) {
         for record in records {
             let e = &record.event;
+            // Rule labels (team, service) after the series tags, which they replace, as
+            // Prometheus rule labels do; the identity labels win over both.
             let identity = self.base_labels(
-                e.series.tags.iter(),
+                e.series
+                    .tags
+                    .iter()
+                    .chain(e.labels.iter().map(|(k, v)| (&**k, v.as_str()))),
                 &[
                     ("rule", e.rule.as_ref()),
                     ("measurement", e.series.measurement.as_ref()),
@@ -409,6 +415,8 @@ mod tests {
     fn event(state: EventState, severity: Severity, ts_ms: i64) -> EventRecord {
         EventRecord {
             event: Event {
+                labels: Vec::new(),
+                annotations: Vec::new(),
                 rule: "inlet_hot".into(),
                 series: SeriesKey::new(
                     "env",

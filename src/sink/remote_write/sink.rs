@@ -718,6 +718,8 @@ mod tests {
     fn alert(state: EventState) -> EventRecord {
         EventRecord {
             event: Event {
+                labels: Vec::new(),
+                annotations: Vec::new(),
                 rule: "hot".into(),
                 series: SeriesKey::new("env", TagSet::new([("site", "dc1")])),
                 field: "temp".into(),
