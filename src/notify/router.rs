@@ -403,7 +403,7 @@ impl Queue {
 }
 
 enum Work {
-    Event(Event, std::time::Instant),
+    Event(Box<Event>, std::time::Instant),
     Repeat,
 }
 
@@ -448,13 +448,13 @@ impl Worker {
                 biased;
                 _ = self.hard_stop.cancelled() => break,
                 ev = self.queue.pop() => match ev {
-                    Some((ev, queued)) => Work::Event(ev, queued),
+                    Some((ev, queued)) => Work::Event(Box::new(ev), queued),
                     None => break,
                 },
                 _ = tick(&mut repeat), if !self.shutdown.is_cancelled() => Work::Repeat,
             };
             match work {
-                Work::Event(ev, queued) => self.handle_event(ev, queued).await,
+                Work::Event(ev, queued) => self.handle_event(*ev, queued).await,
                 Work::Repeat => self.resend_firing().await,
             }
         }
