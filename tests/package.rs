@@ -3,7 +3,8 @@
 //! system-wide, the files, the `sitewatch` user and the state directory are checked, the
 //! installed example config passes `sitewatch check` run as the service user from another
 //! folder (mappings and rules found in /usr/share/sitewatch), a second `dpkg -i` shows the
-//! maintainer scripts are idempotent, and `dpkg --purge` leaves the machine as it was.
+//! maintainer scripts are idempotent, and `dpkg --purge` leaves the machine as it was. The
+//! compose stack's config is checked on the same layout (the image copies the package's).
 //!
 //! Needs root (CI runs as root) or password-less sudo, dpkg, and cargo-deb
 //! (`cargo install --locked cargo-deb@3.8.0`, done by tests/run.sh).
@@ -251,6 +252,26 @@ fn deb_installs_checks_and_purges() {
         rules_line.parse::<usize>().unwrap() > 0,
         "no shipped rules loaded:\n{stdout}"
     );
+    // The compose stack's config, laid out as the image lays it out (the same /usr/share
+    // paths as the package, STATE_DIRECTORY on the volume): it passes check too.
+    let image_etc = tempfile::tempdir().unwrap();
+    let compose_cfg = image_etc.path().join("sitewatch.toml");
+    std::fs::copy(repo.join("deploy/compose/sitewatch.toml"), &compose_cfg).unwrap();
+    let compose = run(
+        Command::new("/usr/bin/sitewatch")
+            .current_dir(elsewhere.path())
+            .env("STATE_DIRECTORY", elsewhere.path())
+            .args(["check", "--config"])
+            .arg(&compose_cfg),
+        "sitewatch check on deploy/compose/sitewatch.toml with the image's layout",
+    );
+    let compose_out = String::from_utf8_lossy(&compose.stdout);
+    assert!(
+        compose_out.contains(&format!("snmp: 0 target(s), {profiles} profile(s)")),
+        "{compose_out}"
+    );
+    assert!(compose_out.contains(&format!("rules: {rules_line}")), "{compose_out}");
+
     // `profile test` from elsewhere finds the installed profiles too.
     let recording = repo.join("tests/data/snmprec/apc-ups.snmprec");
     let offline = run(
