@@ -40,7 +40,10 @@ pub fn status(status: &str) {
 /// A reload (SIGHUP) starts. systemd wants the monotonic clock with RELOADING=1 so it can
 /// tell this reload from an earlier one.
 pub fn reloading() {
-    let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading rules")];
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading rules"),
+    ];
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         states.push(now);
     }

@@ -78,7 +78,11 @@ field = "v"
     let out = health(&["--url", &ready], None);
     let line = one_line(&out);
     assert!(line.contains(&format!("{ready} ")), "{line}");
-    assert_eq!(out.status.success(), line.starts_with("healthy: "), "{line}");
+    assert_eq!(
+        out.status.success(),
+        line.starts_with("healthy: "),
+        "{line}"
+    );
 
     // A path the service does not serve: unhealthy, exit 1, still one line.
     let out = health(&["--url", &format!("{base}/nope")], None);

@@ -57,7 +57,11 @@ fn profile_test_from_another_folder_uses_sitewatch_home() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tried = [
             "nowhere/snmp".to_string(),
-            empty_home.path().join("mappings/snmp").display().to_string(),
+            empty_home
+                .path()
+                .join("mappings/snmp")
+                .display()
+                .to_string(),
             "/usr/share/sitewatch/mappings/snmp".to_string(),
             "../share/sitewatch/mappings/snmp".to_string(),
         ];
@@ -116,10 +120,17 @@ map = "eastron-sdm630"
 
     if !Path::new("/usr/share/sitewatch/mappings").is_dir() {
         let empty_home = tempfile::tempdir().unwrap();
-        let out = sitewatch(dir.path(), Some(empty_home.path()), &["check", "--config", cfg]);
+        let out = sitewatch(
+            dir.path(),
+            Some(empty_home.path()),
+            &["check", "--config", cfg],
+        );
         assert!(!out.status.success(), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("[snmp] profiles_dir: no snmp mappings folder found; tried "), "{stderr}");
+        assert!(
+            stderr.contains("[snmp] profiles_dir: no snmp mappings folder found; tried "),
+            "{stderr}"
+        );
         assert!(
             stderr.contains(&dir.path().join("mappings/snmp").display().to_string()),
             "{stderr}"

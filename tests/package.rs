@@ -34,7 +34,9 @@ fn as_root(program: &str) -> Command {
 
 fn euid() -> u32 {
     // The owner of /proc/self is this process's (effective) user; no libc call needed.
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 fn run(cmd: &mut Command, what: &str) -> Output {
@@ -122,7 +124,9 @@ fn deb_installs_checks_and_purges() {
     // The binary this test run built: target/<profile dir>/sitewatch.
     let bin = sitewatch_bin();
     let profile_dir = bin.parent().expect("binary in a profile folder");
-    let target_dir = profile_dir.parent().expect("profile folder in a target folder");
+    let target_dir = profile_dir
+        .parent()
+        .expect("profile folder in a target folder");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev".to_string(),
         Some(other) => other.to_string(),
@@ -134,7 +138,14 @@ fn deb_installs_checks_and_purges() {
         Command::new(&cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("CARGO_TARGET_DIR", target_dir)
-            .args(["deb", "--no-build", "--fast", "--profile", &profile, "--output"])
+            .args([
+                "deb",
+                "--no-build",
+                "--fast",
+                "--profile",
+                &profile,
+                "--output",
+            ])
             .arg(out_dir.path()),
         "cargo deb",
     );
@@ -168,9 +179,21 @@ fn deb_installs_checks_and_purges() {
         assert!(Path::new(f).is_file(), "{f} not installed");
     }
     for (installed, source, ext) in [
-        ("/usr/share/sitewatch/mappings/snmp", "mappings/snmp", ".toml"),
-        ("/usr/share/sitewatch/mappings/modbus", "mappings/modbus", ".toml"),
-        ("/usr/share/sitewatch/mappings/mqtt", "mappings/mqtt", ".toml"),
+        (
+            "/usr/share/sitewatch/mappings/snmp",
+            "mappings/snmp",
+            ".toml",
+        ),
+        (
+            "/usr/share/sitewatch/mappings/modbus",
+            "mappings/modbus",
+            ".toml",
+        ),
+        (
+            "/usr/share/sitewatch/mappings/mqtt",
+            "mappings/mqtt",
+            ".toml",
+        ),
         ("/usr/share/sitewatch/rules", "deploy/rules", ".toml"),
         (
             "/usr/share/sitewatch/grafana/dashboards",
@@ -216,7 +239,11 @@ fn deb_installs_checks_and_purges() {
     assert!(fields[6].ends_with("nologin"), "{passwd}");
     let state = std::fs::metadata("/var/lib/sitewatch").expect("/var/lib/sitewatch");
     assert!(state.is_dir());
-    assert_eq!(state.uid(), uid, "/var/lib/sitewatch not owned by sitewatch");
+    assert_eq!(
+        state.uid(),
+        uid,
+        "/var/lib/sitewatch not owned by sitewatch"
+    );
     assert_eq!(state.permissions().mode() & 0o777, 0o750);
     let config = std::fs::metadata("/etc/sitewatch/sitewatch.toml").unwrap();
     assert_eq!(config.permissions().mode() & 0o777, 0o640);
@@ -230,7 +257,14 @@ fn deb_installs_checks_and_purges() {
         as_root("runuser")
             .current_dir(elsewhere.path())
             .env_remove("SITEWATCH_HOME")
-            .args(["-u", "sitewatch", "--", "/usr/bin/sitewatch", "check", "--config"])
+            .args([
+                "-u",
+                "sitewatch",
+                "--",
+                "/usr/bin/sitewatch",
+                "check",
+                "--config",
+            ])
             .arg("/etc/sitewatch/sitewatch.toml"),
         "sitewatch check on the installed config",
     );
@@ -270,7 +304,10 @@ fn deb_installs_checks_and_purges() {
         compose_out.contains(&format!("snmp: 0 target(s), {profiles} profile(s)")),
         "{compose_out}"
     );
-    assert!(compose_out.contains(&format!("rules: {rules_line}")), "{compose_out}");
+    assert!(
+        compose_out.contains(&format!("rules: {rules_line}")),
+        "{compose_out}"
+    );
 
     // `profile test` from elsewhere finds the installed profiles too.
     let recording = repo.join("tests/data/snmprec/apc-ups.snmprec");
@@ -302,14 +339,23 @@ fn deb_installs_checks_and_purges() {
         "getent passwd sitewatch",
     );
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), passwd);
-    assert!(Path::new("/var/lib/sitewatch/marker").exists(), "reinstall lost the state");
+    assert!(
+        Path::new("/var/lib/sitewatch/marker").exists(),
+        "reinstall lost the state"
+    );
 
     // Remove keeps config and state; purge takes both.
-    run(as_root("dpkg").args(["--remove", "sitewatch"]), "dpkg --remove");
+    run(
+        as_root("dpkg").args(["--remove", "sitewatch"]),
+        "dpkg --remove",
+    );
     assert!(!Path::new("/usr/bin/sitewatch").exists());
     assert!(Path::new("/etc/sitewatch/sitewatch.toml").exists());
     assert!(Path::new("/var/lib/sitewatch").exists());
-    run(as_root("dpkg").args(["--purge", "sitewatch"]), "dpkg --purge");
+    run(
+        as_root("dpkg").args(["--purge", "sitewatch"]),
+        "dpkg --purge",
+    );
     assert!(!Path::new("/etc/sitewatch/sitewatch.toml").exists());
     assert!(!Path::new("/var/lib/sitewatch").exists());
     assert!(!Path::new("/usr/share/sitewatch").exists());

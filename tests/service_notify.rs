@@ -11,10 +11,10 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::free_udp_port;
 use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
 use common::sitewatch::Sitewatch;
-use common::free_udp_port;
 
 const RULES: &str = r#"
 [[rule]]
@@ -131,9 +131,11 @@ state_file = "rules-state.json"
     );
     let ready = seen.last().unwrap().clone();
     assert!(
-        ready.lines().any(|l| l.starts_with("STATUS=running: collectors ")
-            && l.contains("mqtt")
-            && l.contains("snmp")),
+        ready
+            .lines()
+            .any(|l| l.starts_with("STATUS=running: collectors ")
+                && l.contains("mqtt")
+                && l.contains("snmp")),
         "READY=1 without a STATUS= line naming the collectors: {ready:?}"
     );
     // Relative writable paths go to the state directory, not beside the config.
