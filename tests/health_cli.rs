@@ -1,6 +1,8 @@
 //! `sitewatch health`, as the Dockerfile's HEALTHCHECK runs it: against a real running
 //! instance (real Mosquitto and InfluxDB), the address taken from the config named by
-//! SITEWATCH_CONFIG, `--url` with and without a path, and a port where nothing listens.
+//! SITEWATCH_CONFIG, `--url` with and without a path, and a port where nothing listens. The
+//! instance runs as in a container: WATCHDOG_USEC set but no NOTIFY_SOCKET, where the systemd
+//! notifications must be silent no-ops.
 
 mod common;
 
@@ -56,7 +58,7 @@ field = "v"
         url = influx.url(),
         mqtt = mosquitto.port,
     );
-    let sw = Sitewatch::start(&body, "info", &[]);
+    let mut sw = Sitewatch::start(&body, "info", &[("WATCHDOG_USEC", "2000000")]);
     let port = sw.metrics_port;
 
     // The HEALTHCHECK: no flags, the config from SITEWATCH_CONFIG.
@@ -97,5 +99,13 @@ field = "v"
     assert!(
         stderr.contains(&format!("no answer from http://127.0.0.1:{closed}/health")),
         "{stderr}"
+    );
+
+    let status = sw.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sw.log());
+    assert!(
+        !sw.log().contains("cannot notify systemd"),
+        "warned without a NOTIFY_SOCKET:\n{}",
+        sw.log()
     );
 }
