@@ -216,6 +216,23 @@ fn deb_installs_checks_and_purges() {
     ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line:?}");
     }
+    // systemd's own parser: an unknown key or a missing ExecStart binary is only a warning
+    // to systemd (the setting is silently ignored), so any line about the unit fails here.
+    let verify = run(
+        Command::new(require_binary("systemd-analyze", "systemd"))
+            .args(["verify", "/usr/lib/systemd/system/sitewatch.service"]),
+        "systemd-analyze verify",
+    );
+    let complaints: Vec<String> = String::from_utf8_lossy(&verify.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&verify.stdout).lines())
+        .filter(|l| l.contains("sitewatch"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify: {complaints:#?}"
+    );
     let conffiles = run(
         Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "sitewatch"]),
         "dpkg-query",

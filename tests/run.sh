@@ -23,10 +23,11 @@ needed=(
   # The test PKI (tests/common/pki.rs): a CA and certificates made at test time.
   openssl:openssl
   # The Debian package test (tests/package.rs): cargo-deb's dependency scan and strip, the
-  # maintainer scripts' adduser.
+  # maintainer scripts' adduser, systemd's unit checker.
   dpkg-shlibdeps:dpkg-dev
   strip:binutils
   adduser:adduser
+  systemd-analyze:systemd
 )
 missing=()
 for pair in "${needed[@]}"; do
