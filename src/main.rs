@@ -203,13 +203,14 @@ async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The URL `health` asks: `--url` (with `/health` added when it has no path), else the
+/// The URL `health` asks: `--url` (`/health` when it has no path or just `/`), else the
 /// `[service] listen` address of `--config`, else the default listen address.
 fn health_url(url: Option<String>, config: Option<&Path>) -> Result<String> {
     if let Some(url) = url {
-        let parsed = reqwest::Url::parse(&url).with_context(|| format!("--url {url:?}"))?;
-        if parsed.path() == "/" && !url.ends_with('/') {
-            return Ok(format!("{url}/health"));
+        let parsed = reqwest::Url::parse(&url)
+            .with_context(|| format!("--url {url:?}: not a URL (e.g. http://127.0.0.1:9273)"))?;
+        if parsed.path() == "/" {
+            return Ok(parsed.join("/health")?.to_string());
         }
         return Ok(url);
     }

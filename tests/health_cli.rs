@@ -76,6 +76,8 @@ field = "v"
     let out = health(&["--url", &base], Some(&sw.config));
     assert!(out.status.success(), "{out:?}");
     assert!(one_line(&out).starts_with(&format!("healthy: {base}/health 200 ")));
+    let out = health(&["--url", &format!("{base}/")], None);
+    assert!(one_line(&out).starts_with(&format!("healthy: {base}/health 200 ")));
     let ready = format!("{base}/ready");
     let out = health(&["--url", &ready], None);
     let line = one_line(&out);
