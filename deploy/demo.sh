@@ -34,7 +34,8 @@ command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust 1.85 o
 
 echo "==> building sitewatch (release)"
 cargo build --release --locked --quiet
-bin=$repo/target/release/sitewatch
+# cargo puts the binary under $CARGO_TARGET_DIR when it is set.
+bin=${CARGO_TARGET_DIR:-$repo/target}/release/sitewatch
 
 work=$(mktemp -d -t sitewatch-demo.XXXXXX)
 pids=()

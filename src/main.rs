@@ -62,13 +62,18 @@ enum Command {
     /// Read an SNMP device's identity, pick matching profiles and print one poll
     /// (`--record FILE` also saves a walk of the whole agent as `.snmprec`).
     Probe(ProbeArgs),
-    /// Ask a running instance whether it is ready (`/ready`) or alive (`/health`): prints the
-    /// JSON report; exit 0 when it answers 200, 1 otherwise. For scripts and container
-    /// health checks.
+    /// Ask a running instance whether it is alive (`/health`, the default) or ready
+    /// (`/ready`): prints one line (status and the JSON report); exit 0 when it answers 200,
+    /// 1 otherwise. For scripts and container health checks.
     Health {
-        /// The endpoint, e.g. http://127.0.0.1:9273/ready (the `[service] listen` address).
-        #[arg(long, default_value = "http://127.0.0.1:9273/ready")]
-        url: String,
+        /// The instance, e.g. http://127.0.0.1:9273 (`/health` is added when the URL has no
+        /// path) or http://127.0.0.1:9273/ready. Default: `[service] listen` of --config,
+        /// else http://127.0.0.1:9273.
+        #[arg(long)]
+        url: Option<String>,
+        /// Take the address from this config's `[service] listen` (--url wins).
+        #[arg(long, short, env = "SITEWATCH_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -105,7 +110,11 @@ fn main() -> std::process::ExitCode {
                 mqtt_duration,
             } => once(&config, mqtt_duration).await,
             Command::Probe(args) => probe(args).await,
-            Command::Health { url, timeout } => health(&url, timeout).await,
+            Command::Health {
+                url,
+                config,
+                timeout,
+            } => health(url, config.as_deref(), timeout).await,
             Command::Profile {
                 cmd: ProfileCommand::Test(args),
             } => profile_test(args).await,
@@ -194,7 +203,33 @@ async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
     Ok(())
 }
 
-async fn health(url: &str, timeout: Duration) -> Result<()> {
+/// The URL `health` asks: `--url` (`/health` when it has no path or just `/`), else the
+/// `[service] listen` address of `--config`, else the default listen address.
+fn health_url(url: Option<String>, config: Option<&Path>) -> Result<String> {
+    if let Some(url) = url {
+        let parsed = reqwest::Url::parse(&url)
+            .with_context(|| format!("--url {url:?}: not a URL (e.g. http://127.0.0.1:9273)"))?;
+        if parsed.path() == "/" {
+            return Ok(parsed.join("/health")?.to_string());
+        }
+        return Ok(url);
+    }
+    let listen = match config {
+        Some(path) => LoadedConfig::load(path)?.config.service.listen,
+        None => sitewatch::config::ServiceConfig::default().listen,
+    };
+    // A wildcard listen address (0.0.0.0 in a container) is reached on loopback.
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Ok(format!("http://{host}:{}/health", listen.port()))
+}
+
+async fn health(url: Option<String>, config: Option<&Path>, timeout: Duration) -> Result<()> {
+    let url = &health_url(url, config)?;
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .build()
@@ -206,9 +241,23 @@ async fn health(url: &str, timeout: Duration) -> Result<()> {
     })?;
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
-    writeln!(std::io::stdout().lock(), "{body}")?;
+    // One line for `docker inspect` and logs: the report re-serialised without newlines.
+    let report = serde_json::from_str::<serde_json::Value>(&body)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| body.split_whitespace().collect::<Vec<_>>().join(" "));
+    let verdict = if status.is_success() {
+        "healthy"
+    } else {
+        "unhealthy"
+    };
+    writeln!(
+        std::io::stdout().lock(),
+        "{verdict}: {url} {} {report}",
+        status.as_u16()
+    )?;
     if !status.is_success() {
-        bail!("{url} answered {status}");
+        // Exit 1; the line above already says why.
+        std::process::exit(1);
     }
     Ok(())
 }
@@ -248,9 +297,11 @@ struct ProbeArgs {
     /// Use this profile instead of auto-detecting by sysObjectID.
     #[arg(long)]
     profile: Option<String>,
-    /// Folder of profile files.
-    #[arg(long, default_value = "mappings/snmp")]
-    profiles_dir: PathBuf,
+    /// Folder of profile files. Default: mappings/snmp in the working directory, else
+    /// $SITEWATCH_HOME/mappings/snmp, /usr/share/sitewatch/mappings/snmp or
+    /// ../share/sitewatch/mappings/snmp beside the binary.
+    #[arg(long)]
+    profiles_dir: Option<PathBuf>,
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     #[arg(long, default_value_t = 1)]
@@ -275,9 +326,11 @@ struct ProfileTestArgs {
     /// A profile to force (default: detect as `run` would), then the recording.
     #[arg(num_args = 1..=2, value_names = ["PROFILE", "FILE"], required = true)]
     args: Vec<String>,
-    /// Folder of profile files.
-    #[arg(long, default_value = "mappings/snmp")]
-    profiles_dir: PathBuf,
+    /// Folder of profile files. Default: mappings/snmp in the working directory, else
+    /// $SITEWATCH_HOME/mappings/snmp, /usr/share/sitewatch/mappings/snmp or
+    /// ../share/sitewatch/mappings/snmp beside the binary.
+    #[arg(long)]
+    profiles_dir: Option<PathBuf>,
     /// The `device` tag to write (default: the file name without extension).
     #[arg(long)]
     device: Option<String>,
@@ -298,7 +351,7 @@ fn parse_config_word<T: serde::de::DeserializeOwned>(flag: &str, word: &str) -> 
 
 async fn probe(args: ProbeArgs) -> Result<()> {
     telemetry::init_logging("warn", false)?;
-    let profiles = load_profiles(&args.profiles_dir)?;
+    let profiles = load_profiles(args.profiles_dir.as_deref())?;
     let version: SnmpVersion = match (&args.version, &args.user) {
         (Some(v), _) => parse_config_word("version", v)?,
         (None, Some(_)) => SnmpVersion::V3,
@@ -361,18 +414,16 @@ async fn probe(args: ProbeArgs) -> Result<()> {
     print_report(&report)
 }
 
-fn load_profiles(dir: &Path) -> Result<ProfileSet> {
-    ProfileSet::load_dir(dir).with_context(|| {
-        format!(
-            "loading profiles from {} (run from the repository root or pass --profiles-dir)",
-            dir.display()
-        )
-    })
+fn load_profiles(dir: Option<&Path>) -> Result<ProfileSet> {
+    let configured = dir.unwrap_or(Path::new("mappings/snmp"));
+    let dir = sitewatch::paths::find_mappings("snmp", configured, Path::new("."))
+        .context("--profiles-dir")?;
+    ProfileSet::load_dir(&dir).with_context(|| format!("loading profiles from {}", dir.display()))
 }
 
 async fn profile_test(args: ProfileTestArgs) -> Result<()> {
     telemetry::init_logging("warn", false)?;
-    let profiles = load_profiles(&args.profiles_dir)?;
+    let profiles = load_profiles(args.profiles_dir.as_deref())?;
     let (force, file) = match args.args.as_slice() {
         [file] => (None, PathBuf::from(file)),
         [profile, file] => (Some(profile.as_str()), PathBuf::from(file)),

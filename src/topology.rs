@@ -197,6 +197,7 @@ impl Topology {
         let mut senders = SinkSenders::default();
         let sinks_stop = CancellationToken::new();
         let mut sink_tasks = tokio::task::JoinSet::new();
+        let mut sink_alive = Vec::with_capacity(sinks.len());
         let mut opened = Vec::with_capacity(sinks.len());
         for mut sink in sinks {
             let name = sink.name();
@@ -205,7 +206,7 @@ impl Topology {
         }
         for sink in opened {
             let inputs = senders.add(sink.name());
-            sink_tasks.spawn(sink.run(inputs, sinks_stop.clone()));
+            sink_alive.push(sink_tasks.spawn(sink.run(inputs, sinks_stop.clone())));
         }
 
         let mut started_sources = Vec::with_capacity(sources.len());
@@ -222,13 +223,15 @@ impl Topology {
         let notify_stop = CancellationToken::new();
         let rules_stop = CancellationToken::new();
         let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
+        let rules_len = rules.len();
         crate::status::set_rules(crate::status::RulesStatus {
-            rules: rules.len(),
+            rules: rules_len,
             last_reload_ok: true,
             last_reload_error: None,
         });
         let rules_task = tokio::spawn(rules::stage::run_with_reload(
-            rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.base_dir),
+            // The state file is written: under $STATE_DIRECTORY when systemd runs the service.
+            rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.state_dir),
             collect_rx,
             senders,
             Some(alerts_tx),
@@ -251,6 +254,7 @@ impl Topology {
         // an error, so systemd restarts it and the operator sees it, instead of a half-working
         // process that silently collects nothing from that source.
         let failed = CancellationToken::new();
+        let source_names: Vec<&'static str> = started_sources.iter().map(|s| s.name()).collect();
         let mut source_tasks = tokio::task::JoinSet::new();
         for source in started_sources {
             let ctx = SourceContext {
@@ -271,11 +275,25 @@ impl Topology {
         drop(collect_tx);
         health.set_ready(true);
         tracing::info!(config = %cfg.path.display(), "sitewatch running");
+        crate::service_notify::ready(&format!(
+            "running: collectors {}, {} sink(s), {rules_len} rule(s)",
+            source_names.join(", "),
+            sink_alive.len()
+        ));
 
+        // The watchdog is fed while the rules stage, every sink and the metrics endpoint
+        // still run (and this task is scheduled); see docs/packaging.md for what it does not see.
+        let alive = || {
+            !rules_task.is_finished()
+                && !endpoint.is_finished()
+                && sink_alive.iter().all(|s| !s.is_finished())
+        };
         tokio::select! {
             _ = shutdown => {}
             _ = failed.cancelled() => {}
+            _ = crate::service_notify::watchdog(alive) => {}
         }
+        crate::service_notify::stopping();
         tracing::info!("shutting down: stopping collectors, flushing buffered data");
         health.set_ready(false);
         collectors_stop.cancel();
@@ -331,12 +349,20 @@ async fn reload_rules_on_sighup(
                 _ = stop.cancelled() => return,
                 got = hup.recv() => if got.is_none() { return },
             }
+            crate::service_notify::reloading();
             let loaded = LoadedConfig::load(&config_path)
                 .map_err(|e| e.to_string())
                 .and_then(|cfg| load_rules(&cfg).map_err(|e| e.to_string()));
-            if !rules::reload::publish_reload(rules::reload::Trigger::Sighup, loaded, &reload_tx)
-                .await
-            {
+            let outcome = match &loaded {
+                Ok(set) => format!("running; SIGHUP reload: {} rules", set.len()),
+                Err(_) => "running; SIGHUP reload failed, previous rules in force (see log)".into(),
+            };
+            let published =
+                rules::reload::publish_reload(rules::reload::Trigger::Sighup, loaded, &reload_tx)
+                    .await;
+            // READY=1 ends the reload either way: a broken file leaves the old rules running.
+            crate::service_notify::ready(&outcome);
+            if !published {
                 return;
             }
         }

@@ -22,6 +22,12 @@ needed=(
   promtool:prometheus
   # The test PKI (tests/common/pki.rs): a CA and certificates made at test time.
   openssl:openssl
+  # The Debian package test (tests/package.rs): cargo-deb's dependency scan and strip, the
+  # maintainer scripts' adduser, systemd's unit checker.
+  dpkg-shlibdeps:dpkg-dev
+  strip:binutils
+  adduser:adduser
+  systemd-analyze:systemd
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -82,6 +88,10 @@ cargo clippy --all-targets --locked -- -D warnings
 # Licences, banned crates and sources (deny.toml).
 command -v cargo-deny >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny@0.20.2
 cargo deny --locked check licenses bans sources
+# tests/package.rs packs the test build into a .deb with this cargo-deb, installs and purges it.
+if ! cargo deb --version 2>/dev/null | grep -qx 'cargo-deb 3.8.0'; then
+  cargo install --locked --quiet --force cargo-deb@3.8.0
+fi
 # Known vulnerabilities, offline: the build machines cannot fetch the RustSec database, so a
 # snapshot of it (../shared/advisory-db beside the repository, or $SITEWATCH_ADVISORY_DB) is
 # laid out as the git checkout cargo-deny 0.20 reads (deny.toml: db-path), then any advisory

@@ -2,7 +2,8 @@
 //!
 //! Each stage owns the schema of its own table (`[influx]` in `sink::influx`, `[mqtt]` in
 //! `collect::mqtt`, ...); this module composes them, turns parse errors into `file:line:col`
-//! messages and resolves paths relative to the config file.
+//! messages and resolves paths relative to the config file (writable ones under systemd's
+//! `$STATE_DIRECTORY` when it is set, see [`crate::paths`]).
 
 pub use crate::secret;
 
@@ -113,6 +114,9 @@ pub enum ConfigError {
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub base_dir: PathBuf,
+    /// Where relative *writable* paths (state file, spool) resolve: `$STATE_DIRECTORY` under
+    /// systemd (the config's folder is read-only there), else `base_dir`.
+    pub state_dir: PathBuf,
     pub config: Config,
 }
 
@@ -128,20 +132,24 @@ impl LoadedConfig {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
+        let state_dir = crate::paths::state_directory().unwrap_or_else(|| base_dir.clone());
         Ok(LoadedConfig {
             path: path.to_path_buf(),
             base_dir,
+            state_dir,
             config,
         })
     }
 
     /// Resolves a path from the config relative to the config file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        crate::paths::under(&self.base_dir, p)
+    }
+
+    /// Resolves a path the service writes to (state file, spool) relative to
+    /// [`LoadedConfig::state_dir`].
+    pub fn resolve_writable(&self, p: &Path) -> PathBuf {
+        crate::paths::under(&self.state_dir, p)
     }
 
     pub fn invalid(&self, message: impl Into<String>) -> ConfigError {

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [modbus]
-//! maps_dir = "mappings/modbus"        # relative to the config file's directory
+//! maps_dir = "mappings/modbus"        # relative to the config file's directory (src/paths.rs)
 //! interval = "30s"
 //! timeout = "3s"                      # per request (and per connection attempt)
 //! retries = 1                         # more attempts after a timeout or a broken connection
@@ -20,7 +20,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -101,16 +101,6 @@ impl Default for ModbusConfig {
             concurrency: default_concurrency(),
             max_gap: default_max_gap(),
             devices: Vec::new(),
-        }
-    }
-}
-
-impl ModbusConfig {
-    pub fn maps_path(&self, base_dir: &Path) -> PathBuf {
-        if self.maps_dir.is_absolute() {
-            self.maps_dir.clone()
-        } else {
-            base_dir.join(&self.maps_dir)
         }
     }
 }

@@ -55,7 +55,9 @@ pub fn source(
         return Ok(None);
     };
     let text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
-    let maps = map::load_dir(&mc.maps_path(&cfg.base_dir))?;
+    let dir = crate::paths::find_mappings("modbus", &mc.maps_dir, &cfg.base_dir)
+        .map_err(|e| cfg.invalid(format!("[modbus] maps_dir: {e}")))?;
+    let maps = map::load_dir(&dir)?;
     let source = ModbusSource::build(mc, &maps, &cfg.path, &text, opts)?;
     Ok(Some(Box::new(source)))
 }

@@ -36,7 +36,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -51,7 +51,8 @@ use super::trap::{TrapConfig, TrapError};
 #[serde(deny_unknown_fields)]
 pub struct SnmpConfig {
     /// Directory of profile TOML files; a relative path is taken from the config file's
-    /// directory (see [`SnmpConfig::profiles_path`]).
+    /// directory, and one missing there is looked up where packages put the shipped profiles
+    /// (see [`crate::paths::find_mappings`]).
     #[serde(default = "default_profiles_dir")]
     pub profiles_dir: PathBuf,
     #[serde(default = "default_interval", with = "humantime_serde")]
@@ -176,15 +177,6 @@ pub enum SnmpConfigError {
 }
 
 impl SnmpConfig {
-    /// Where the profiles live: `profiles_dir`, relative to `config_dir` unless absolute.
-    pub fn profiles_path(&self, config_dir: &Path) -> PathBuf {
-        if self.profiles_dir.is_absolute() {
-            self.profiles_dir.clone()
-        } else {
-            config_dir.join(&self.profiles_dir)
-        }
-    }
-
     /// Checks what serde cannot: per-version credentials, unique names, known profiles,
     /// sane limits. Secrets are resolved here too, so a missing env var fails at startup.
     pub fn validate(&self, profiles: &ProfileSet) -> Result<(), SnmpConfigError> {

@@ -23,7 +23,8 @@ pub fn source(
     let Some(snmp) = &cfg.config.snmp else {
         return Ok(None);
     };
-    let dir = snmp.profiles_path(&cfg.base_dir);
+    let dir = crate::paths::find_mappings("snmp", &snmp.profiles_dir, &cfg.base_dir)
+        .map_err(|e| cfg.invalid(format!("[snmp] profiles_dir: {e}")))?;
     let profiles = ProfileSet::load_dir(&dir)?;
     snmp.validate(&profiles)
         .map_err(|e| cfg.invalid(format!("[snmp]: {e}")))?;

@@ -30,14 +30,15 @@ pub fn sink(cfg: &LoadedConfig) -> Result<Option<Box<dyn Sink>>, BoxError> {
     Ok(Some(Box::new(InfluxSink {
         writer: Some(writer),
         cfg: influx.clone(),
-        base_dir: cfg.base_dir.clone(),
+        // The spool is written: under $STATE_DIRECTORY when systemd runs the service.
+        state_dir: cfg.state_dir.clone(),
     })))
 }
 
 pub struct InfluxSink {
     writer: Option<InfluxWriter>,
     cfg: InfluxConfig,
-    base_dir: PathBuf,
+    state_dir: PathBuf,
 }
 
 #[async_trait]
@@ -76,7 +77,7 @@ impl Sink for InfluxSink {
     async fn open(&mut self) -> Result<(), BoxError> {
         // A bad or busy spool_dir stops start-up; relative to the config file.
         if let Some(w) = self.writer.take() {
-            self.writer = Some(w.open_spool(&self.base_dir)?);
+            self.writer = Some(w.open_spool(&self.state_dir)?);
         }
         Ok(())
     }

@@ -170,7 +170,7 @@ impl InfluxWriter {
     }
 
     /// Opens the on-disk spool when `spool_dir` is set (a relative `spool_dir` is taken
-    /// relative to `base_dir`, the config file's directory), replaying nothing yet. Call it
+    /// relative to `base_dir`: [`crate::config::LoadedConfig::state_dir`]), replaying nothing yet. Call it
     /// before [`InfluxWriter::run`] so a bad or busy directory stops start-up with an error;
     /// `run` otherwise opens it itself and, failing that, runs memory-only with an error log.
     pub fn open_spool(mut self, base_dir: &Path) -> Result<InfluxWriter, InfluxError> {

@@ -78,6 +78,7 @@ mod tests {
         LoadedConfig {
             path: PathBuf::from("site.toml"),
             base_dir: PathBuf::from("."),
+            state_dir: PathBuf::from("."),
             config: crate::config::parse(text, Path::new("site.toml")).expect("config parses"),
         }
     }
