@@ -30,6 +30,9 @@ use crate::rules::{self, Engine, RuleSet};
 use crate::sink::Sink;
 use crate::telemetry;
 
+/// The rules stage ticks every second; this long without a tick means it is stuck.
+const STAGE_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How long sinks may take to flush at shutdown before they are told to stop.
 pub const SINK_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -282,9 +285,12 @@ impl Topology {
         ));
 
         // The watchdog is fed while the rules stage, every sink and the metrics endpoint
-        // still run (and this task is scheduled); see docs/packaging.md for what it does not see.
+        // still run (and this task is scheduled), and the rules stage keeps ticking (a stage
+        // stuck in a loop or on a send that never returns stops ticking): see
+        // docs/packaging.md.
         let alive = || {
-            !rules_task.is_finished()
+            crate::rules::stage::since_last_tick().is_none_or(|d| d < STAGE_STUCK_AFTER)
+                && !rules_task.is_finished()
                 && !endpoint.is_finished()
                 && sink_alive.iter().all(|s| !s.is_finished())
         };

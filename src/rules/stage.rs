@@ -8,6 +8,7 @@
 //! Silences are applied here: every event goes to every sink, a silenced one marked
 //! [`EventRecord::silenced`], and only notified ones go to `alerts_tx`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -185,8 +186,21 @@ pub async fn run_with_reload(
     }
 }
 
+/// Wall-clock second of the stage's latest tick: the service's watchdog pings only while it
+/// keeps moving, so a stage stuck in a loop or on a send that never completes gets the
+/// service restarted instead of looking healthy.
+static LAST_TICK_S: AtomicI64 = AtomicI64::new(0);
+
+/// How long ago the rules stage last ticked (it ticks every second while it runs);
+/// `None` before its first tick.
+pub fn since_last_tick() -> Option<Duration> {
+    let at = LAST_TICK_S.load(Ordering::Relaxed);
+    (at > 0).then(|| Duration::from_secs((now_ns() / 1_000_000_000 - at).max(0) as u64))
+}
+
 async fn tick(engine: &mut Engine, out: &mut Outputs) {
     let now = now_ns();
+    LAST_TICK_S.store(now / 1_000_000_000, Ordering::Relaxed);
     let mut events = Vec::new();
     engine.tick(now, &mut events);
     out.emit(engine, events).await;
@@ -359,6 +373,26 @@ message = "{rack} at {value}"
         within(stage).await.unwrap();
         assert!(within(series_rx.recv()).await.is_none());
         assert!(within(events_rx.recv()).await.is_none());
+    }
+
+    /// The watchdog's heartbeat: a running stage ticks every second.
+    #[tokio::test]
+    async fn a_running_stage_keeps_its_tick_fresh() {
+        let (_tx, rx) = mpsc::channel::<Batch>(1);
+        let (port, _inputs) = SinkInputs::channel(1);
+        let shutdown = CancellationToken::new();
+        let stage = tokio::spawn(run(
+            Engine::new(ruleset(RULES)),
+            rx,
+            SinkSenders::from_ports(vec![port]),
+            None,
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let age = since_last_tick().expect("the stage has ticked");
+        assert!(age <= Duration::from_secs(2), "{age:?}");
+        shutdown.cancel();
+        stage.await.unwrap();
     }
 
     #[tokio::test]
