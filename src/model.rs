@@ -243,6 +243,20 @@ pub struct Event {
     pub message: String,
 }
 
+impl Event {
+    /// The alert this event belongs to (rule + series), as 16 hex digits: the same for its
+    /// firing, re-announcements and resolve, and across restarts and upgrades. The API names
+    /// alerts by it (acknowledge, silence) and PagerDuty dedups on it.
+    pub fn alert_id(&self) -> String {
+        alert_id(&self.rule, &self.series)
+    }
+}
+
+/// See [`Event::alert_id`].
+pub fn alert_id(rule: &str, series: &SeriesKey) -> String {
+    format!("{:016x}", crate::text::fnv1a(&[rule, &series.to_string()]))
+}
+
 /// Rendered `labels` or `annotations` of a rule: (name, text), sorted by name.
 pub type Labels = Vec<(Arc<str>, String)>;
 

@@ -53,6 +53,20 @@ pub fn preview(text: &str) -> String {
     format!("{out:?}")
 }
 
+/// FNV-1a 64 over `parts` (each followed by a 0xff separator): stable across Rust versions and
+/// restarts, unlike `DefaultHasher`, because identities made from it are kept outside the
+/// process (a PagerDuty resolve sent after an upgrade must still match its trigger).
+pub fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

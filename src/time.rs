@@ -144,3 +144,18 @@ pub fn format_time(ns: i64) -> String {
         format!("{hms}.{:03}Z", sub / 1_000_000)
     }
 }
+
+/// RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:00:00.250Z`, for any i64 ns.
+pub fn rfc3339_millis(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let millis = ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}

@@ -474,37 +474,42 @@ def overview():
 
 
 def active_alerts(pos, ids):
-    """Latest event per series; shows those whose latest state is firing."""
-    q = ('SELECT "series", "rule", "severity", "state", "message", "value", "threshold" '
-         'FROM "events" WHERE %s AND %s' % (SR, TF))
+    """Every open alert, whatever the dashboard range: the rules stage re-writes each open
+    alert to the `alerts` measurement every 30 s (and once more, open = false, when it
+    resolves), so the last row per alert within a few minutes tells what is firing now."""
+    q = ('SELECT "series", "rule", "severity", "state", "message", "value", "threshold", '
+         '"age_s", "silenced", "runbook_url" FROM "alerts" WHERE %s AND time > now() - 3m' % SR)
+    last = {"aggregations": ["last"], "operation": "aggregate"}
     transformations = [
         {"id": "groupBy", "options": {"fields": {
             "series": {"aggregations": [], "operation": "groupby"},
             "rule": {"aggregations": [], "operation": "groupby"},
-            "Time": {"aggregations": ["last"], "operation": "aggregate"},
-            "severity": {"aggregations": ["last"], "operation": "aggregate"},
-            "state": {"aggregations": ["last"], "operation": "aggregate"},
-            "message": {"aggregations": ["last"], "operation": "aggregate"},
-            "value": {"aggregations": ["last"], "operation": "aggregate"},
-            "threshold": {"aggregations": ["last"], "operation": "aggregate"},
+            "severity": last, "state": last, "message": last, "value": last,
+            "threshold": last, "age_s": last, "silenced": last, "runbook_url": last,
         }}},
         {"id": "filterByValue", "options": {
             "type": "include", "match": "any",
             "filters": [{"fieldName": "state (last)", "config": {
                 "id": "equal", "options": {"value": "firing"}}}]}},
-        {"id": "organize", "options": {"renameByName": {
-            "Time (last)": "Since", "severity (last)": "Severity", "state (last)": "State",
-            "message (last)": "Message", "value (last)": "Value",
-            "threshold (last)": "Threshold", "rule": "Rule", "series": "Series"}}},
+        {"id": "organize", "options": {
+            "excludeByName": {"state (last)": True},
+            "renameByName": {
+                "severity (last)": "Severity", "message (last)": "Message",
+                "value (last)": "Value", "threshold (last)": "Threshold",
+                "age_s (last)": "Open for", "silenced (last)": "Silenced",
+                "runbook_url (last)": "Runbook", "rule": "Rule", "series": "Series"}}},
     ]
+    open_for = {"matcher": {"id": "byName", "options": "Open for"},
+                "properties": [{"id": "unit", "value": "s"}]}
+    runbook = {"matcher": {"id": "byName", "options": "Runbook"},
+               "properties": [{"id": "links", "value": [
+                   {"title": "Runbook", "url": "${__value.raw}", "targetBlank": True}]}]}
     return table("Active alerts", [influx(q, fmt="table")], pos, ids,
-                 desc="Series whose latest rule event is 'firing'. Looks back 7 days "
-                      "regardless of the dashboard range, so a long-running alarm stays "
-                      "listed.",
-                 overrides=[colored_column("Severity", SEVERITY),
-                            colored_column("State", EVENT_STATE)],
-                 transformations=transformations, sort=("Since", True),
-                 extra={"timeFrom": "7d", "hideTimeOverride": False})
+                 desc="Every alert firing now, however long ago it started (the alerts "
+                      "measurement, re-written every 30 s while an alert is open; "
+                      "GET /api/v1/alerts gives the same list).",
+                 overrides=[colored_column("Severity", SEVERITY), open_for, runbook],
+                 transformations=transformations, sort=("Open for", True))
 
 
 def power():

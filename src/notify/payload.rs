@@ -1,5 +1,6 @@
 //! Request bodies of each receiver kind, built from events by pure functions.
 
+pub use crate::time::rfc3339_millis;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -100,21 +101,6 @@ fn format_number(v: f64) -> String {
     format!("{v}")
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:00:00.250Z`, for any i64 ns.
-pub fn rfc3339_millis(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let millis = ns.rem_euclid(1_000_000_000) / 1_000_000;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::time::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 /// At most `max` characters of `s`, cut on a char boundary, with `…` marking a cut.
 pub fn truncate_chars(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -128,25 +114,9 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
     out
 }
 
-/// FNV-1a 64: stable across Rust versions and restarts, unlike `DefaultHasher`, because a
-/// PagerDuty resolve sent after an upgrade must still match its trigger.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// Stable identity of rule + series, shared by a trigger, its re-triggers and its resolve.
 pub fn dedup_key(ev: &Event) -> String {
-    format!(
-        "sitewatch-{:016x}",
-        fnv1a(&[&ev.rule, &ev.series.to_string()])
-    )
+    format!("sitewatch-{}", ev.alert_id())
 }
 
 /// Fingerprint of a label set, in the 16-hex-digit form Alertmanager shows.
@@ -155,7 +125,7 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
         .iter()
         .flat_map(|(k, v)| [k.as_str(), v.as_str()])
         .collect();
-    format!("{:016x}", fnv1a(&parts))
+    format!("{:016x}", crate::text::fnv1a(&parts))
 }
 
 /// `generator_url_base?rule=...&series=...`, when a base is configured.

@@ -7,6 +7,7 @@
 //! - [`silence`]: `[[silence]]` maintenance windows and the notification gate.
 //! - `series`: what the engine keeps per series (shared match sets, field tracks, and rule
 //!   state only for pairs not at rest).
+//! - [`open_alerts`]: what is firing now (the `alerts` measurement and the API's list).
 //! - [`state`]: alarm state saved across restarts.
 //! - [`reload`]: building the engine from `[rules]` and reloading on rule file changes.
 //! - [`stage`]: between collectors and sinks; events are sent before the samples that caused
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod open_alerts;
 pub mod reload;
 pub mod replay;
 mod series;

@@ -19,10 +19,14 @@ use crate::pipeline::{Batch, BatchReceiver, EventRecord, SinkSenders};
 
 use super::config::RuleSet;
 use super::engine::Engine;
+use super::open_alerts::{self, OpenAlerts};
 use super::silence::Gate;
 
 /// How often the engine's clock advances (stale detection resolution).
 pub const TICK: Duration = Duration::from_secs(1);
+/// How often every open alert is written again to the `alerts` measurement (see
+/// [`super::open_alerts`]): a dashboard looking back a few minutes sees each one.
+pub const ALERTS_EVERY: Duration = open_alerts::DEFAULT_ALERTS_EVERY;
 /// How often state is saved when a state file is configured.
 pub const SAVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -51,6 +55,7 @@ pub async fn run(
 struct Outputs {
     sinks: SinkSenders,
     alerts_tx: Option<mpsc::Sender<Event>>,
+    open: OpenAlerts,
 }
 
 impl Outputs {
@@ -60,6 +65,13 @@ impl Outputs {
         }
         let now = now_ns();
         let gates: Vec<Gate> = events.iter().map(|ev| engine.gate_alert(ev, now)).collect();
+        let rows = self.open.apply(
+            events
+                .iter()
+                .zip(&gates)
+                .map(|(ev, g)| (ev, *g == Gate::Silenced)),
+            now,
+        );
         for (ev, gate) in events.iter().zip(&gates) {
             tracing::info!(
                 rule = %ev.rule,
@@ -89,6 +101,15 @@ impl Outputs {
             })
             .collect();
         self.sinks.send_events(records).await;
+        self.write_open_alerts(rows).await;
+    }
+
+    /// Points of the `alerts` measurement go to the sinks like samples (no ack: they are
+    /// rebuilt from rule state, and re-written every [`ALERTS_EVERY`] anyway).
+    async fn write_open_alerts(&mut self, rows: Vec<Sample>) {
+        if !rows.is_empty() {
+            self.sinks.send_series(Batch::new(rows)).await;
+        }
     }
 
     /// Sends to the alert router only (events already in history, or re-announcements).
@@ -127,7 +148,11 @@ pub async fn run_with_reload(
     mut reload: mpsc::Receiver<RuleSet>,
     shutdown: CancellationToken,
 ) {
-    let mut out = Outputs { sinks, alerts_tx };
+    let mut out = Outputs {
+        sinks,
+        alerts_tx,
+        open: OpenAlerts::new(open_alerts::board()),
+    };
     let restored = engine.take_restored_alerts();
     if !restored.is_empty() {
         tracing::info!(
@@ -135,7 +160,14 @@ pub async fn run_with_reload(
             "re-announcing alerts open before the restart"
         );
         out.alert(&restored);
+        let rows = out
+            .open
+            .apply(restored.iter().map(|ev| (ev, false)), now_ns());
+        out.write_open_alerts(rows).await;
     }
+    let mut rewriter =
+        tokio::time::interval_at(tokio::time::Instant::now() + ALERTS_EVERY, ALERTS_EVERY);
+    rewriter.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut saver = tokio::time::interval_at(tokio::time::Instant::now() + SAVE_EVERY, SAVE_EVERY);
@@ -158,6 +190,10 @@ pub async fn run_with_reload(
             },
             _ = ticker.tick() => tick(&mut engine, &mut out).await,
             _ = saver.tick(), if engine.state_file().is_some() => saving.start(&engine),
+            _ = rewriter.tick(), if !out.open.is_empty() => {
+                let rows = out.open.rewrite(now_ns());
+                out.write_open_alerts(rows).await;
+            }
             batch = rx.recv() => match batch {
                 Some(batch) => {
                     // Batches still waiting behind this one: the pipeline's backlog.
@@ -337,6 +373,15 @@ message = "{rack} at {value}"
             a.fetch_add(1, Ordering::SeqCst);
         }));
         tx.send(batch).await.unwrap();
+        // The two alerts now open come first as points of the alerts measurement, then the
+        // batch with its acks.
+        let open = within(series_rx.recv()).await.unwrap();
+        assert_eq!(open.samples.len(), 2);
+        assert!(open
+            .samples
+            .iter()
+            .all(|s| &*s.series.measurement == "alerts"));
+        assert!(open.acks.is_empty());
         let mut forwarded = within(series_rx.recv()).await.unwrap();
         // The events were sent before the batch, so they are already waiting.
         let events = events_rx.try_recv().expect("events before the samples");
@@ -415,7 +460,11 @@ message = "{rack} at {value}"
         within(run(Engine::new(ruleset(RULES)), rx, sinks, None, shutdown)).await;
         let mut n = 0;
         while let Some(b) = series_rx.recv().await {
-            n += b.samples.len();
+            n += b
+                .samples
+                .iter()
+                .filter(|s| &*s.series.measurement != "alerts")
+                .count();
         }
         assert_eq!(n, 10);
         let mut states = Vec::new();
