@@ -528,3 +528,53 @@ field = "temperature_c"
     c.expect_silence(Duration::from_millis(500)).await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_acks_reaches_the_broker_while_it_is_idle() {
+    // A sink releases a whole write's acks at once; the collector writes them in one batch
+    // (one wake-up request, the rest staged and flushed by the event loop). They must reach
+    // the broker with no further traffic and no shutdown to flush them: the collector is
+    // then aborted like a crash, and a restart must get nothing redelivered.
+    let broker = Mosquitto::start();
+    let cid = "sw-ack-burst";
+    let subs = r#"
+[[subscription]]
+topic = "dc/{site}/{room}/+/temperature"
+measurement = "environment"
+format = "number"
+field = "temperature_c"
+"#;
+    let mut c = Collector::start(config(broker.port, cid, subs));
+    tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"-1", 1, true));
+    c.next(Duration::from_secs(10), "subscription ready")
+        .await
+        .complete_acks();
+    tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"", 1, true));
+    let n = 600;
+    let lines: Vec<String> = (1..=n).map(|v| v.to_string()).collect();
+    tokio::task::block_in_place(|| broker.publish_lines("dc/a/b/c/temperature", &lines, 1));
+    let mut held = Vec::new();
+    while values(&held).len() < n {
+        held.push(c.next(Duration::from_secs(10), "the burst").await);
+    }
+    assert_eq!(values(&held), (1..=n).map(|v| v as f64).collect::<Vec<_>>());
+    // All at once, as after one sink write; then the broker stays quiet.
+    for b in &mut held {
+        assert_eq!(b.acks.len(), b.samples.len());
+        b.complete_acks();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.crash().await;
+
+    let mut c = Collector::start(config(broker.port, cid, subs));
+    publish(&broker, "dc/a/b/c/temperature", b"9999", 1).await;
+    let mut b = c.next(Duration::from_secs(10), "new message").await;
+    assert_eq!(
+        values(std::slice::from_ref(&b)),
+        vec![9999.0],
+        "acks of the burst were lost: the broker redelivered"
+    );
+    b.complete_acks();
+    c.expect_silence(Duration::from_millis(500)).await;
+    c.stop().await;
+}

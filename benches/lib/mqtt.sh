@@ -45,6 +45,8 @@ wait_tcp() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/nu
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 rss_mb() { awk '/VmRSS/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Alive and not a zombie (kill -0 succeeds on a child that exited but is not reaped yet).
+running() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]; }
 now_s() { date +%s.%N; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -205,6 +207,19 @@ wait_watching_rss() {
   wait "$1" 2>/dev/null || true
 }
 
+# perf record ends on SIGINT, but one that arrives while it is still starting is lost: repeat
+# it, and give up after 10 s.
+stop_perf() { # pid
+  local i
+  for i in $(seq 1 20); do
+    running "$1" || break
+    kill -INT "$1" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 # One backlog drained by sitewatch.
 #   sitewatch_drain QOS MODE(discard|influxdb) COUNT SERIES SITES CLIENT_ID [STATE_FILE [FRESH]]
 # The persistent session CLIENT_ID is created first (sitewatch starts, subscribes and goes
@@ -232,7 +247,7 @@ sitewatch_drain() {
   fi
   wait_watching_rss "$sink_pid"
   t1=$(now_s)
-  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+  [ -n "$perf_pid" ] && stop_perf "$perf_pid"
   if [ "$DRAIN_OVER_RSS" = 1 ]; then
     DRAIN_CPU=nan; DRAIN_RSS=">${RSS_LIMIT_MB:-4096}"
   else
