@@ -20,7 +20,8 @@
 #   CONSUMERS="mosquitto_sub discard influxdb"   (ratios need mosquitto_sub)
 #   RESTART=1 (0: skip the restart case)  RESTART_SERIES=200000  RESTART_RULES=100:narrow
 #   RSS_LIMIT_MB=4096 (sitewatch is killed above it and the case reported as over the limit)
-#   PHASE_TIMEOUT=300 s per phase  PERF_OUT=file (perf record each discard drain)
+#   PHASE_TIMEOUT=300 s per phase  PERF_OUT=file (perf record each discard drain; file.q<QoS>)
+#   PERF_CALL_GRAPH=fp (perf --call-graph; "dwarf" gives callers in a release build)
 #   SITEWATCH_BIN=path (benchmark another build)
 # Only the Done-when cases of issue 12, for example:
 #   SERIES_LIST=100 RULES_LIST=100:narrow QOS_LIST=1 RESTART=0 bash benches/mqtt_matrix.sh

@@ -169,8 +169,16 @@ EOF
 }
 
 start_sitewatch() { # metrics_port ; sets SW_PID
+  spawn_sitewatch
+  wait_connected "$1"
+}
+
+spawn_sitewatch() { # sets SW_PID
   "$SW" run --config "$WORK/sitewatch.toml" >>"$WORK/sitewatch.log" 2>&1 &
   SW_PID=$!; PIDS+=("$SW_PID")
+}
+
+wait_connected() { # metrics_port
   wait_tcp "$1"
   for _ in $(seq 1 600); do
     curl -fsS "http://127.0.0.1:$1/metrics" | grep -q '^sitewatch_mqtt_connected 1' && { sleep 0.3; return 0; }
@@ -240,11 +248,13 @@ sitewatch_drain() {
   wait_tcp "$sink_port"
   icpu0=$(cpu_s "$INFLUX_PID"); mcpu0=$(cpu_s "$MQ_PID")
   t0=$(now_s)
-  start_sitewatch "$metrics_port"
+  spawn_sitewatch
+  # perf attaches before the connection: a drain can be over in a second.
   if [ -n "${PERF_OUT:-}" ] && [ "$mode" = discard ]; then
-    perf record -q -F 1999 -g -p "$SW_PID" -o "$PERF_OUT.q$q" >/dev/null 2>&1 &
+    perf record -q -F 1999 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$SW_PID" -o "$PERF_OUT.q$q" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  wait_connected "$metrics_port"
   wait_watching_rss "$sink_pid"
   t1=$(now_s)
   [ -n "$perf_pid" ] && stop_perf "$perf_pid"
