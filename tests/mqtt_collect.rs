@@ -261,19 +261,19 @@ fn values(batches: &[Batch]) -> Vec<f64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unacked_messages_are_redelivered_after_collector_restart() {
-    let broker = Mosquitto::start();
-    let cid = "sw-at-least-once";
-    let subs = r#"
+/// One number subscription on `dc/{site}/{room}/+/temperature`.
+const TEMPERATURE_SUB: &str = r#"
 [[subscription]]
 topic = "dc/{site}/{room}/+/temperature"
 measurement = "environment"
 format = "number"
 field = "temperature_c"
 "#;
+
+/// A collector on [`TEMPERATURE_SUB`] whose persistent session is created and subscribed.
+async fn start_subscribed(broker: &Mosquitto, cid: &str) -> Collector {
     // First start creates the persistent session; the retained message marks "subscribed".
-    let mut c = Collector::start(config(broker.port, cid, subs));
+    let mut c = Collector::start(config(broker.port, cid, TEMPERATURE_SUB));
     tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"-1", 1, true));
     c.next(Duration::from_secs(10), "subscription ready")
         .await
@@ -281,6 +281,15 @@ field = "temperature_c"
     // Re-subscribing on every start would deliver the retained marker again; clear it (the
     // empty payload reaches the collector as an undecodable message, acked and dropped).
     tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"", 1, true));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_are_redelivered_after_collector_restart() {
+    let broker = Mosquitto::start();
+    let cid = "sw-at-least-once";
+    let subs = TEMPERATURE_SUB;
+    let mut c = start_subscribed(&broker, cid).await;
     for v in 1..=5 {
         publish(&broker, "dc/a/b/c/temperature", v.to_string().as_bytes(), 1).await;
     }
@@ -537,19 +546,8 @@ async fn a_burst_of_acks_reaches_the_broker_while_it_is_idle() {
     // then aborted like a crash, and a restart must get nothing redelivered.
     let broker = Mosquitto::start();
     let cid = "sw-ack-burst";
-    let subs = r#"
-[[subscription]]
-topic = "dc/{site}/{room}/+/temperature"
-measurement = "environment"
-format = "number"
-field = "temperature_c"
-"#;
-    let mut c = Collector::start(config(broker.port, cid, subs));
-    tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"-1", 1, true));
-    c.next(Duration::from_secs(10), "subscription ready")
-        .await
-        .complete_acks();
-    tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"", 1, true));
+    let subs = TEMPERATURE_SUB;
+    let mut c = start_subscribed(&broker, cid).await;
     let n = 600;
     let lines: Vec<String> = (1..=n).map(|v| v.to_string()).collect();
     tokio::task::block_in_place(|| broker.publish_lines("dc/a/b/c/temperature", &lines, 1));

@@ -765,9 +765,7 @@ impl Decoder {
                         list_found = self.decode_points(
                             pl,
                             &doc,
-                            tags,
-                            timestamp.as_ref(),
-                            *parse_numeric_strings,
+                            &json,
                             captures,
                             recv_ns,
                             notes,
@@ -775,17 +773,7 @@ impl Decoder {
                         );
                     }
                     for e in each {
-                        self.decode_each(
-                            e,
-                            &doc,
-                            tags,
-                            timestamp.as_ref(),
-                            *parse_numeric_strings,
-                            captures,
-                            recv_ns,
-                            notes,
-                            &mut samples,
-                        );
+                        self.decode_each(e, &doc, &json, captures, recv_ns, notes, &mut samples);
                     }
                 }
                 let field_errors = &notes.field_errors;
@@ -906,14 +894,14 @@ impl Decoder {
         &self,
         e: &EachList,
         doc: &Value,
-        tag_paths: &[(Arc<str>, JsonPath)],
-        parent_ts_path: Option<&JsonPath>,
-        parse_numeric_strings: bool,
+        json: &JsonPaths<'_>,
         captures: &[(Arc<str>, Arc<str>)],
         recv_ns: i64,
         notes: &mut DecodeNotes,
         samples: &mut Vec<Sample>,
     ) {
+        let (tag_paths, parent_ts_path, parse_numeric_strings) =
+            (json.tags, json.timestamp, json.parse_numeric_strings);
         let Some(elements) = e.elements(doc) else {
             return;
         };
@@ -1175,14 +1163,14 @@ impl Decoder {
         &self,
         pl: &PointList,
         doc: &Value,
-        tag_paths: &[(Arc<str>, JsonPath)],
-        parent_ts_path: Option<&JsonPath>,
-        parse_numeric_strings: bool,
+        json: &JsonPaths<'_>,
         captures: &[(Arc<str>, Arc<str>)],
         recv_ns: i64,
         notes: &mut DecodeNotes,
         samples: &mut Vec<Sample>,
     ) -> bool {
+        let (tag_paths, parent_ts_path, parse_numeric_strings) =
+            (json.tags, json.timestamp, json.parse_numeric_strings);
         let mut skipped = Vec::new();
         let Some(list) = pl.extract(doc, &mut skipped) else {
             return false;
