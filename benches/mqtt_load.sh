@@ -8,6 +8,8 @@
 # Knobs (environment): COUNT=200000 messages per run, RATE=20000 msg/s for the latency run,
 #                      PUBLISHERS=4, SERIES=1000, QOS_LIST="0 1", RULES=100,
 #                      PERF_OUT=/tmp/sw.perf (perf record sitewatch during the discard drain),
+#                      PERF_CALL_GRAPH=fp|dwarf (perf --call-graph; dwarf shows callers in a
+#                      release build), PHASE_TIMEOUT=300 s per phase,
 #                      SITEWATCH_BIN=path (benchmark another build, e.g. for an A/B comparison)
 #
 # For each QoS it measures
