@@ -45,6 +45,13 @@ fn mqtt_decoders() -> Vec<(&'static str, Decoder, String, Vec<u8>)> {
         tag_paths = { model = "device.model" }
         timestamp = "ts"
         [[subscription]]
+        name = "json_flat"
+        topic = "load/{site}/{rack}/temperature"
+        measurement = "load"
+        format = "json"
+        fields = { temperature = "temperature", humidity = "humidity", power = "power", seq = "seq" }
+        timestamp = "t"
+        [[subscription]]
         name = "line_protocol"
         topic = "lp/{site}/#"
         format = "line_protocol"
@@ -67,6 +74,14 @@ fn mqtt_decoders() -> Vec<(&'static str, Decoder, String, Vec<u8>)> {
             )
             .into_bytes(),
         ),
+        // The shape of benches/mqtt_matrix.sh: top-level keys only (the flat fast path).
+        (
+            "load/s1/r00042/temperature".to_string(),
+            format!(
+                r#"{{"t":{RECV_NS},"temperature":23.04,"humidity":41.5,"power":1132,"seq":184233}}"#
+            )
+            .into_bytes(),
+        ),
         (
             "lp/ams1/pdu".to_string(),
             format!(
@@ -78,7 +93,7 @@ fn mqtt_decoders() -> Vec<(&'static str, Decoder, String, Vec<u8>)> {
     decoders
         .into_iter()
         .zip(payloads)
-        .zip(["number", "json", "line_protocol"])
+        .zip(["number", "json", "json_flat", "line_protocol"])
         .map(|((d, (topic, payload)), name)| (name, d, topic, payload))
         .collect()
 }

@@ -1,7 +1,8 @@
 //! Load generator and measuring sink for the MQTT end-to-end benchmark (`benches/mqtt_load.sh`).
 //!
 //! - `publish`: N MQTT connections publish JSON readings `{"t": <send ns>, "temperature": ..,
-//!   "seq": ..}` on `load/<site>/<rack>/temperature` at a target total rate.
+//!   "humidity": .., "power": .., "seq": ..}` (4 fields and the timestamp, like the issue's
+//!   harness) on `load/<site>/<rack>/temperature` at a target total rate.
 //! - `sink`: an InfluxDB `/write` endpoint for sitewatch to write to. Without `--upstream` it
 //!   discards (measures sitewatch alone); with `--upstream` it forwards every request to a
 //!   real InfluxDB and answers with its reply (measures the whole chain). Either way it reads
@@ -47,6 +48,10 @@ enum Cmd {
         /// Distinct racks (series) the messages are spread over.
         #[arg(long, default_value_t = 1000)]
         series: u64,
+        /// Sites the racks are spread over (rack n is on site `s<n % sites>`): the matrix
+        /// spreads narrow rules over sites.
+        #[arg(long, default_value_t = 4)]
+        sites: u64,
     },
     /// Serve `POST /write`, discard or forward, and measure.
     Sink {
@@ -85,6 +90,7 @@ async fn main() {
             rate,
             publishers,
             series,
+            sites,
         } => {
             publish(
                 host,
@@ -94,6 +100,7 @@ async fn main() {
                 rate,
                 publishers.max(1),
                 series.max(1),
+                sites.max(1),
             )
             .await
         }
@@ -116,6 +123,7 @@ async fn publish(
     rate: u64,
     publishers: u64,
     series: u64,
+    sites: u64,
 ) {
     let qos = if qos == 0 {
         QoS::AtMostOnce
@@ -169,8 +177,13 @@ async fn publish(
                 let seq = i * publishers + p;
                 let rack = seq % series;
                 let temp = 20.0 + (rack % 10) as f64 * 0.5 + (seq % 7) as f64 * 0.01;
-                let topic = format!("load/s{}/r{rack:05}/temperature", rack % 4);
-                let payload = format!(r#"{{"t":{},"temperature":{temp},"seq":{seq}}}"#, now_ns());
+                let humidity = 40.0 + (rack % 20) as f64 * 0.5;
+                let power = 1000 + (rack % 50) * 3 + seq % 5;
+                let topic = format!("load/s{}/r{rack:05}/temperature", rack % sites);
+                let payload = format!(
+                    r#"{{"t":{},"temperature":{temp},"humidity":{humidity},"power":{power},"seq":{seq}}}"#,
+                    now_ns()
+                );
                 if client.publish(topic, qos, false, payload).await.is_err() {
                     break;
                 }

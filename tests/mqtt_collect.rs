@@ -261,19 +261,19 @@ fn values(batches: &[Batch]) -> Vec<f64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unacked_messages_are_redelivered_after_collector_restart() {
-    let broker = Mosquitto::start();
-    let cid = "sw-at-least-once";
-    let subs = r#"
+/// One number subscription on `dc/{site}/{room}/+/temperature`.
+const TEMPERATURE_SUB: &str = r#"
 [[subscription]]
 topic = "dc/{site}/{room}/+/temperature"
 measurement = "environment"
 format = "number"
 field = "temperature_c"
 "#;
+
+/// A collector on [`TEMPERATURE_SUB`] whose persistent session is created and subscribed.
+async fn start_subscribed(broker: &Mosquitto, cid: &str) -> Collector {
     // First start creates the persistent session; the retained message marks "subscribed".
-    let mut c = Collector::start(config(broker.port, cid, subs));
+    let mut c = Collector::start(config(broker.port, cid, TEMPERATURE_SUB));
     tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"-1", 1, true));
     c.next(Duration::from_secs(10), "subscription ready")
         .await
@@ -281,6 +281,15 @@ field = "temperature_c"
     // Re-subscribing on every start would deliver the retained marker again; clear it (the
     // empty payload reaches the collector as an undecodable message, acked and dropped).
     tokio::task::block_in_place(|| broker.publish("dc/a/b/c/temperature", b"", 1, true));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_are_redelivered_after_collector_restart() {
+    let broker = Mosquitto::start();
+    let cid = "sw-at-least-once";
+    let subs = TEMPERATURE_SUB;
+    let mut c = start_subscribed(&broker, cid).await;
     for v in 1..=5 {
         publish(&broker, "dc/a/b/c/temperature", v.to_string().as_bytes(), 1).await;
     }
@@ -524,6 +533,45 @@ field = "temperature_c"
     publish(&broker, "dc/a/b/c/temperature", b"41", 2).await;
     let mut b = c.next(Duration::from_secs(10), "new message").await;
     assert_eq!(values(std::slice::from_ref(&b)), vec![41.0]);
+    b.complete_acks();
+    c.expect_silence(Duration::from_millis(500)).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_acks_reaches_the_broker_while_it_is_idle() {
+    // A sink releases a whole write's acks at once; the collector writes them in one batch
+    // (one wake-up request, the rest staged and flushed by the event loop). They must reach
+    // the broker with no further traffic and no shutdown to flush them: the collector is
+    // then aborted like a crash, and a restart must get nothing redelivered.
+    let broker = Mosquitto::start();
+    let cid = "sw-ack-burst";
+    let subs = TEMPERATURE_SUB;
+    let mut c = start_subscribed(&broker, cid).await;
+    let n = 600;
+    let lines: Vec<String> = (1..=n).map(|v| v.to_string()).collect();
+    tokio::task::block_in_place(|| broker.publish_lines("dc/a/b/c/temperature", &lines, 1));
+    let mut held = Vec::new();
+    while values(&held).len() < n {
+        held.push(c.next(Duration::from_secs(10), "the burst").await);
+    }
+    assert_eq!(values(&held), (1..=n).map(|v| v as f64).collect::<Vec<_>>());
+    // All at once, as after one sink write; then the broker stays quiet.
+    for b in &mut held {
+        assert_eq!(b.acks.len(), b.samples.len());
+        b.complete_acks();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.crash().await;
+
+    let mut c = Collector::start(config(broker.port, cid, subs));
+    publish(&broker, "dc/a/b/c/temperature", b"9999", 1).await;
+    let mut b = c.next(Duration::from_secs(10), "new message").await;
+    assert_eq!(
+        values(std::slice::from_ref(&b)),
+        vec![9999.0],
+        "acks of the burst were lost: the broker redelivered"
+    );
     b.complete_acks();
     c.expect_silence(Duration::from_millis(500)).await;
     c.stop().await;

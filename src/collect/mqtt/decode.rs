@@ -29,6 +29,7 @@ use super::config::{
     TimestampFallback, DEFAULT_MAX_PAYLOAD_SIZE,
 };
 use super::each::EachList;
+use super::flat_json::FlatKeys;
 use super::json_value::parse_numeric_str;
 use super::path::JsonPath;
 use super::points::{sanitise, PointList, Skipped, UnknownPoints};
@@ -129,6 +130,14 @@ struct JsonField {
     conv: ValueConv,
 }
 
+/// What a `json` subscription reads from each element, borrowed from its [`Kind::Json`].
+struct JsonPaths<'a> {
+    fields: &'a [JsonField],
+    tags: &'a [(Arc<str>, JsonPath)],
+    timestamp: Option<&'a JsonPath>,
+    parse_numeric_strings: bool,
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Number {
@@ -142,6 +151,9 @@ enum Kind {
         parse_numeric_strings: bool,
         points: Option<Box<PointList>>,
         each: Vec<EachList>,
+        /// Set when every path is one key and there are no `points` or `each`: an object
+        /// payload is then read without a document tree.
+        flat: Option<FlatKeys>,
     },
     LineProtocol,
     SparkplugB {
@@ -432,6 +444,17 @@ impl Decoder {
                     .map(|(n, e)| EachList::compile(n, e))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| err("each", e))?;
+                let flat = if points.is_none() && each.is_empty() {
+                    FlatKeys::for_paths(
+                        fields
+                            .iter()
+                            .map(|f| &f.path)
+                            .chain(tags.iter().map(|(_, p)| p))
+                            .chain(timestamp.iter()),
+                    )
+                } else {
+                    None
+                };
                 Kind::Json {
                     fields,
                     tags,
@@ -439,6 +462,7 @@ impl Decoder {
                     parse_numeric_strings: cfg.parse_numeric_strings,
                     points,
                     each,
+                    flat,
                 }
             }
         };
@@ -693,91 +717,64 @@ impl Decoder {
                 parse_numeric_strings,
                 points,
                 each,
+                flat,
             } => {
-                let doc: Value = serde_json::from_str(text).map_err(|e| {
+                let malformed = |e: serde_json::Error| {
                     fail(
                         DecodeReason::MalformedJson,
                         format!("{e}; payload starts {}", preview(text)),
                     )
-                })?;
-                let elements: &[Value] = match &doc {
-                    Value::Array(items) if !fields.is_empty() => items,
-                    Value::Array(_) => &[],
-                    other => std::slice::from_ref(other),
                 };
-                let mut samples = Vec::with_capacity(elements.len());
                 let errors_before = notes.field_errors.len();
-                for element in elements {
-                    let mut sample_fields = Vec::with_capacity(fields.len());
-                    for f in fields {
-                        let Some(v) = f.path.get(element) else {
-                            continue;
-                        };
-                        match f.conv.apply(v, *parse_numeric_strings) {
-                            Ok(Some(value)) => sample_fields.push((f.name.clone(), value)),
-                            Ok(None) => {}
-                            Err(reason) => notes.field_errors.push(FieldError {
-                                field: f.name.clone(),
-                                reason,
-                                detail: field_problem(
-                                    &f.name,
-                                    f.path.as_str(),
-                                    &f.conv,
-                                    v,
-                                    *parse_numeric_strings,
-                                    reason,
-                                ),
-                            }),
-                        }
-                    }
-                    if sample_fields.is_empty() {
-                        continue;
-                    }
-                    let ts = match timestamp.as_ref().and_then(|p| p.get(element)) {
-                        None | Some(Value::Null) => recv_ns,
-                        Some(v) => {
-                            let checked = self.payload_timestamp(v, timestamp.as_ref(), recv_ns);
-                            self.or_receive_time(checked, recv_ns, notes)
-                                .map_err(|(reason, d)| fail(reason, d))?
-                        }
-                    };
-                    let payload_tags = tags.iter().filter_map(|(name, path)| {
-                        path.get(element)
-                            .and_then(json_tag)
-                            .map(|v| (name.clone(), v))
-                    });
-                    let tagset = self.tags(captures, payload_tags);
-                    let mut sample =
-                        Sample::new(SeriesKey::new(self.measurement.clone(), tagset), ts);
-                    sample.fields = sample_fields;
-                    samples.push(sample);
-                }
+                let mut samples = Vec::new();
                 let mut list_found = false;
-                if let Some(pl) = points {
-                    list_found = self.decode_points(
-                        pl,
-                        &doc,
-                        tags,
-                        timestamp.as_ref(),
-                        *parse_numeric_strings,
-                        captures,
-                        recv_ns,
-                        notes,
-                        &mut samples,
-                    );
-                }
-                for e in each {
-                    self.decode_each(
-                        e,
-                        &doc,
-                        tags,
-                        timestamp.as_ref(),
-                        *parse_numeric_strings,
-                        captures,
-                        recv_ns,
-                        notes,
-                        &mut samples,
-                    );
+                let flat = match flat {
+                    Some(keys) => keys.parse(text).map_err(malformed)?.map(|s| (keys, s)),
+                    None => None,
+                };
+                let json = JsonPaths {
+                    fields,
+                    tags,
+                    timestamp: timestamp.as_ref(),
+                    parse_numeric_strings: *parse_numeric_strings,
+                };
+                if let Some((keys, slots)) = &flat {
+                    let get = |p: &JsonPath| keys.get(slots, p);
+                    if let Some(sample) =
+                        self.json_sample(get, &json, captures, recv_ns, notes, &fail)?
+                    {
+                        samples.push(sample);
+                    }
+                } else {
+                    let doc: Value = serde_json::from_str(text).map_err(malformed)?;
+                    let elements: &[Value] = match &doc {
+                        Value::Array(items) if !fields.is_empty() => items,
+                        Value::Array(_) => &[],
+                        other => std::slice::from_ref(other),
+                    };
+                    samples.reserve(elements.len());
+                    for element in elements {
+                        let get = |p: &JsonPath| p.get(element);
+                        if let Some(sample) =
+                            self.json_sample(get, &json, captures, recv_ns, notes, &fail)?
+                        {
+                            samples.push(sample);
+                        }
+                    }
+                    if let Some(pl) = points {
+                        list_found = self.decode_points(
+                            pl,
+                            &doc,
+                            &json,
+                            captures,
+                            recv_ns,
+                            notes,
+                            &mut samples,
+                        );
+                    }
+                    for e in each {
+                        self.decode_each(e, &doc, &json, captures, recv_ns, notes, &mut samples);
+                    }
                 }
                 let field_errors = &notes.field_errors;
                 if samples.is_empty() {
@@ -818,6 +815,61 @@ impl Decoder {
         }
     }
 
+    /// One sample from one JSON element (the payload object, or an element of a payload
+    /// array); `get` reads a path in it, from the document tree or the flat slots. `None`:
+    /// no field of the element is mapped.
+    fn json_sample<'v>(
+        &self,
+        get: impl Fn(&JsonPath) -> Option<&'v Value>,
+        json: &JsonPaths<'_>,
+        captures: &[(Arc<str>, Arc<str>)],
+        recv_ns: i64,
+        notes: &mut DecodeNotes,
+        fail: &dyn Fn(DecodeReason, String) -> DecodeError,
+    ) -> Result<Option<Sample>, DecodeError> {
+        let mut sample_fields = Vec::with_capacity(json.fields.len());
+        for f in json.fields {
+            let Some(v) = get(&f.path) else {
+                continue;
+            };
+            match f.conv.apply(v, json.parse_numeric_strings) {
+                Ok(Some(value)) => sample_fields.push((f.name.clone(), value)),
+                Ok(None) => {}
+                Err(reason) => notes.field_errors.push(FieldError {
+                    field: f.name.clone(),
+                    reason,
+                    detail: field_problem(
+                        &f.name,
+                        f.path.as_str(),
+                        &f.conv,
+                        v,
+                        json.parse_numeric_strings,
+                        reason,
+                    ),
+                }),
+            }
+        }
+        if sample_fields.is_empty() {
+            return Ok(None);
+        }
+        let ts = match json.timestamp.and_then(&get) {
+            None | Some(Value::Null) => recv_ns,
+            Some(v) => {
+                let checked = self.payload_timestamp(v, json.timestamp, recv_ns);
+                self.or_receive_time(checked, recv_ns, notes)
+                    .map_err(|(reason, d)| fail(reason, d))?
+            }
+        };
+        let payload_tags = json
+            .tags
+            .iter()
+            .filter_map(|(name, path)| get(path).and_then(json_tag).map(|v| (name.clone(), v)));
+        let tagset = self.tags(captures, payload_tags);
+        let mut sample = Sample::new(SeriesKey::new(self.measurement.clone(), tagset), ts);
+        sample.fields = sample_fields;
+        Ok(Some(sample))
+    }
+
     /// With `timestamp_fallback = "receive_time"`, a timestamp error becomes receive time
     /// (noted for the subscriber to count); otherwise it stays an error.
     fn or_receive_time(
@@ -842,14 +894,14 @@ impl Decoder {
         &self,
         e: &EachList,
         doc: &Value,
-        tag_paths: &[(Arc<str>, JsonPath)],
-        parent_ts_path: Option<&JsonPath>,
-        parse_numeric_strings: bool,
+        json: &JsonPaths<'_>,
         captures: &[(Arc<str>, Arc<str>)],
         recv_ns: i64,
         notes: &mut DecodeNotes,
         samples: &mut Vec<Sample>,
     ) {
+        let (tag_paths, parent_ts_path, parse_numeric_strings) =
+            (json.tags, json.timestamp, json.parse_numeric_strings);
         let Some(elements) = e.elements(doc) else {
             return;
         };
@@ -1111,14 +1163,14 @@ impl Decoder {
         &self,
         pl: &PointList,
         doc: &Value,
-        tag_paths: &[(Arc<str>, JsonPath)],
-        parent_ts_path: Option<&JsonPath>,
-        parse_numeric_strings: bool,
+        json: &JsonPaths<'_>,
         captures: &[(Arc<str>, Arc<str>)],
         recv_ns: i64,
         notes: &mut DecodeNotes,
         samples: &mut Vec<Sample>,
     ) -> bool {
+        let (tag_paths, parent_ts_path, parse_numeric_strings) =
+            (json.tags, json.timestamp, json.parse_numeric_strings);
         let mut skipped = Vec::new();
         let Some(list) = pl.extract(doc, &mut skipped) else {
             return false;
@@ -2838,6 +2890,58 @@ mod tests {
                 let s = d.decode("t/x", &caps, payload.as_bytes(), recv).unwrap();
                 prop_assert_eq!(s[0].timestamp_ns, expect);
             }
+        }
+    }
+
+    /// The same subscription decoding through the document tree (no flat fast path).
+    fn tree_only(mut d: Decoder) -> Decoder {
+        if let Kind::Json { flat, .. } = &mut d.kind {
+            assert!(
+                flat.is_some(),
+                "the test subscription must take the flat path"
+            );
+            *flat = None;
+        }
+        d
+    }
+
+    /// Payload texts around flat objects: wanted and unwanted keys, duplicates, nested and
+    /// odd values, top-level arrays and scalars, broken JSON.
+    fn flat_payload() -> impl Strategy<Value = String> {
+        let entry = || {
+            let key = prop::sample::select(vec!["t", "temp", "state", "room", "temp.inlet", "x"]);
+            (key, any_json_value()).prop_map(|(k, v)| format!("{k:?}:{v}"))
+        };
+        prop_oneof![
+            4 => prop::collection::vec(entry(), 0..7)
+                .prop_map(|e| format!("{{{}}}", e.join(","))),
+            1 => prop::collection::vec(entry(), 0..4)
+                .prop_map(|e| format!("[{{{}}}]", e.join(","))),
+            1 => any_json_value().prop_map(|v| v.to_string()),
+            1 => r#"[{}\[\]\\",:0-9a-z. ]{0,24}"#,
+        ]
+    }
+
+    proptest! {
+        /// The flat fast path gives exactly what the document tree gives: samples, field
+        /// errors and decode errors.
+        #[test]
+        fn flat_objects_decode_as_through_the_tree(payload in flat_payload()) {
+            let toml_src = r#"
+                topic = "t/{sensor}"
+                measurement = "m"
+                format = "json"
+                fields = { temp = "temp", state = { path = "state", type = "string" }, inlet = 'temp\.inlet' }
+                tag_paths = { room = "room" }
+                timestamp = "t"
+                timestamp_unit = "ms"
+            "#;
+            let flat = sub(toml_src);
+            let tree = tree_only(sub(toml_src));
+            let (a, ea) = run_typed(&flat, "t/x", payload.as_bytes());
+            let (b, eb) = run_typed(&tree, "t/x", payload.as_bytes());
+            prop_assert_eq!(a, b, "{}", payload);
+            prop_assert_eq!(ea, eb, "{}", payload);
         }
     }
 }

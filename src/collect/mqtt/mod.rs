@@ -73,6 +73,7 @@ pub mod config;
 pub mod decode;
 pub mod each;
 mod field_type;
+mod flat_json;
 mod json_value;
 pub mod path;
 pub mod points;

@@ -104,6 +104,15 @@ impl JsonPath {
         Some(v)
     }
 
+    /// The key, when the path is one key (`temperature`, `temp\.inlet`): such paths can be
+    /// read from a flat object without a document tree (`flat_json`).
+    pub(crate) fn single_key(&self) -> Option<&str> {
+        match &self.segments[..] {
+            [only] => Some(&only.key),
+            _ => None,
+        }
+    }
+
     /// The first segment that is a number, i.e. may pick an array element by position
     /// (`points.0.value`), as the path up to and including it.
     pub fn positional_prefix(&self) -> Option<String> {
