@@ -6,6 +6,7 @@
 pub mod ack;
 pub mod blocking;
 pub mod buffer;
+pub mod check;
 pub mod collect;
 pub mod config;
 pub mod model;

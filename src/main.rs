@@ -47,9 +47,18 @@ enum Command {
         shard: Option<Shard>,
     },
     /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
+    /// `OK` is printed last, once everything (secrets, receivers, rules) has resolved.
     Check {
         #[arg(long, short, env = "SITEWATCH_CONFIG")]
         config: PathBuf,
+        /// Also reach every server the config names (sinks, broker, SNMP and Modbus devices,
+        /// receivers) without storing data or sending an alert, and print a table; exit 1
+        /// unless every one answered.
+        #[arg(long)]
+        connect: bool,
+        /// Bound of each `--connect` probe (they run concurrently).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// One collection cycle: print InfluxDB line protocol to stdout instead of writing it.
     Once {
@@ -99,7 +108,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run { config, shard } => run(&config, shard).await,
-            Command::Check { config } => check(&config),
+            Command::Check {
+                config,
+                connect,
+                timeout,
+            } => check(&config, connect.then_some(timeout)).await,
             Command::Once {
                 config,
                 mqtt_duration,
@@ -123,12 +136,44 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn check(path: &Path) -> Result<()> {
+/// `OK` comes last: a summary line can never be read as success of a check that then fails.
+async fn check(path: &Path, connect: Option<Duration>) -> Result<()> {
     let topology = Topology::build(path, SourceOptions::default())?;
+    let summary = topology.summary();
+    {
+        let mut out = std::io::stdout().lock();
+        for line in &summary {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    if let Some(timeout) = connect {
+        telemetry::init_logging("error", false)?;
+        let rows = sitewatch::check::connect::probe_all(&topology.cfg, timeout).await;
+        let failed: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| format!("{} {}", r.component, r.target))
+            .collect();
+        write!(
+            std::io::stdout().lock(),
+            "{}",
+            sitewatch::check::connect::table(&rows)
+        )?;
+        if !failed.is_empty() {
+            bail!(
+                "{}: {} of {} connection check(s) failed: {}",
+                topology.cfg.path.display(),
+                failed.len(),
+                rows.len(),
+                failed.join("; ")
+            );
+        }
+    }
+    let warnings = summary.iter().filter(|l| l.starts_with("warning: ")).count();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: OK", topology.cfg.path.display())?;
-    for line in topology.summary() {
-        writeln!(out, "  {line}")?;
+    match warnings {
+        0 => writeln!(out, "{}: OK", topology.cfg.path.display())?,
+        n => writeln!(out, "{}: OK ({n} warning(s))", topology.cfg.path.display())?,
     }
     Ok(())
 }

@@ -111,7 +111,7 @@ impl Topology {
         })
     }
 
-    /// What `sitewatch check` prints after `<file>: OK`: one line per stage, then warnings.
+    /// What `sitewatch check` prints before `<file>: OK`: one line per stage, then warnings.
     pub fn summary(&self) -> Vec<String> {
         let mut out = Vec::new();
         for s in &self.sources {
@@ -133,6 +133,10 @@ impl Topology {
             }
         }
         for w in self.notifier.check_warnings() {
+            out.push(format!("warning: {w}"));
+        }
+        let produced = crate::check::unmatched::produced(self.sources.iter().map(|s| s.measurements()));
+        for w in crate::check::unmatched::warnings(produced.as_ref(), &self.rules) {
             out.push(format!("warning: {w}"));
         }
         let acking = self.sources.iter().any(|s| s.acknowledges());

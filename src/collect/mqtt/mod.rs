@@ -77,6 +77,7 @@ mod json_value;
 pub mod path;
 pub mod points;
 mod points_spec;
+pub mod reach;
 mod reason;
 mod series_cap;
 mod source;

@@ -90,6 +90,29 @@ impl Source for MqttSource {
         w
     }
 
+    /// Line protocol payloads name their own measurement, and a measurement with a `{...}`
+    /// template can be anything: then `None`.
+    fn measurements(&self) -> Option<Vec<String>> {
+        use super::config::PayloadFormat;
+        let mut out = Vec::new();
+        for s in &self.cfg.subscriptions {
+            if s.format == PayloadFormat::LineProtocol {
+                return None;
+            }
+            if s.format == PayloadFormat::SparkplugB {
+                out.push(super::decode::SPARKPLUG_STATE_MEASUREMENT.to_string());
+            }
+            let each = s.each.iter().filter_map(|e| e.measurement.as_ref());
+            for m in s.measurement.iter().chain(each) {
+                if m.contains('{') {
+                    return None;
+                }
+                out.push(m.clone());
+            }
+        }
+        Some(out)
+    }
+
     fn acknowledges(&self) -> bool {
         self.cfg.subscriptions.iter().any(|s| s.qos >= 1)
     }
