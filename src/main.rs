@@ -169,7 +169,10 @@ async fn check(path: &Path, connect: Option<Duration>) -> Result<()> {
             );
         }
     }
-    let warnings = summary.iter().filter(|l| l.starts_with("warning: ")).count();
+    let warnings = summary
+        .iter()
+        .filter(|l| l.starts_with("warning: "))
+        .count();
     let mut out = std::io::stdout().lock();
     match warnings {
         0 => writeln!(out, "{}: OK", topology.cfg.path.display())?,

@@ -135,7 +135,8 @@ impl Topology {
         for w in self.notifier.check_warnings() {
             out.push(format!("warning: {w}"));
         }
-        let produced = crate::check::unmatched::produced(self.sources.iter().map(|s| s.measurements()));
+        let produced =
+            crate::check::unmatched::produced(self.sources.iter().map(|s| s.measurements()));
         for w in crate::check::unmatched::warnings(produced.as_ref(), &self.rules) {
             out.push(format!("warning: {w}"));
         }

@@ -50,7 +50,11 @@ pub async fn probe_all(cfg: &LoadedConfig, timeout: Duration) -> Vec<Row> {
             crate::sink::url::redacted_url_text(&influx.url),
             influx_target(influx)
         );
-        probes.push(("influx".into(), target, Box::pin(influx_probe(influx.clone()))));
+        probes.push((
+            "influx".into(),
+            target,
+            Box::pin(influx_probe(influx.clone())),
+        ));
     }
     if let Some(rw) = &c.remote_write {
         probes.push((
@@ -178,7 +182,10 @@ pub fn table(rows: &[Row]) -> String {
             .unwrap_or(0)
     };
     let (w0, w1, w2) = (width(0), width(1), width(2));
-    let mut out = format!("{:w0$}  {:w1$}  {:w2$}  DETAIL\n", head[0], head[1], head[2]);
+    let mut out = format!(
+        "{:w0$}  {:w1$}  {:w2$}  DETAIL\n",
+        head[0], head[1], head[2]
+    );
     for (c, r) in cells.iter().zip(rows) {
         out.push_str(&format!(
             "{:w0$}  {:w1$}  {:w2$}  {}\n",
@@ -258,7 +265,10 @@ async fn modbus_probe(d: Arc<poll::DeviceRt>) -> Result<String, String> {
     let result = poll::poll_device(&d, &mut poll::DeviceState::default()).await;
     if result.up {
         let fields: usize = result.samples.iter().map(|s| s.fields.len()).sum();
-        Ok(format!("map {}: one poll read {fields} field(s)", d.map.name))
+        Ok(format!(
+            "map {}: one poll read {fields} field(s)",
+            d.map.name
+        ))
     } else {
         Err(result.error.unwrap_or_else(|| "no answer".into()))
     }
@@ -294,14 +304,11 @@ async fn receiver_probe(index: usize, r: &ReceiverConfig) -> Result<String, Stri
     } else {
         http.head(parsed)
     };
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| {
-            // reqwest's message holds the whole URL, token and all.
-            let e = e.without_url();
-            format!("{shown}: {}", crate::tls::send_failure(&e, &table).1)
-        })?;
+    let resp = request.send().await.map_err(|e| {
+        // reqwest's message holds the whole URL, token and all.
+        let e = e.without_url();
+        format!("{shown}: {}", crate::tls::send_failure(&e, &table).1)
+    })?;
     let status = resp.status();
     match r.kind {
         ReceiverKind::Alertmanager if status.is_success() => Ok(format!("{shown} ready")),

@@ -112,9 +112,17 @@ daily = { from = "01:00", to = "02:00" }
         let produced = produced([Some(vec!["environment".into(), "ups".into()])]);
         let w = warnings(produced.as_ref(), &rules);
         assert_eq!(w.len(), 2, "{w:#?}");
-        assert!(w[0].starts_with("r.toml:8: rule 'ups_on_battery'"), "{}", w[0]);
+        assert!(
+            w[0].starts_with("r.toml:8: rule 'ups_on_battery'"),
+            "{}",
+            w[0]
+        );
         assert!(w[0].contains("\"upss\"") && w[0].contains("environment, ups"));
-        assert!(w[1].starts_with("r.toml:18: silence rule = \"pdu_*\""), "{}", w[1]);
+        assert!(
+            w[1].starts_with("r.toml:18: silence rule = \"pdu_*\""),
+            "{}",
+            w[1]
+        );
     }
 
     #[test]

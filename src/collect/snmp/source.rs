@@ -67,7 +67,13 @@ impl Source for SnmpSource {
         let detects = self.cfg.targets.iter().any(|t| t.profiles.is_empty());
         let mut out = vec![super::POLL_MEASUREMENT.to_string()];
         for p in self.profiles.iter() {
-            if detects || self.cfg.targets.iter().any(|t| t.profiles.contains(&p.name)) {
+            if detects
+                || self
+                    .cfg
+                    .targets
+                    .iter()
+                    .any(|t| t.profiles.contains(&p.name))
+            {
                 let scalars = p.scalars.iter().map(|s| &s.measurement);
                 let tables = p.tables.iter().map(|t| &t.measurement);
                 out.extend(scalars.chain(tables).map(|m| m.to_string()));
