@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod check;
 pub mod collect;
 pub mod config;
+pub mod global_tags;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
