@@ -10,6 +10,7 @@ pub mod check;
 pub mod collect;
 pub mod config;
 pub mod global_tags;
+pub mod import;
 pub mod model;
 pub mod notify;
 pub mod pipeline;

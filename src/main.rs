@@ -1,5 +1,5 @@
 //! The `sitewatch` command line: `run`, `check`, `once`, `probe`, `health`, `profile`,
-//! `rules`. The running service itself is built by `sitewatch::topology`.
+//! `rules`, `import`. The running service itself is built by `sitewatch::topology`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,11 @@ enum Command {
         /// one config. MQTT is split with `[mqtt] share_group` instead.
         #[arg(long, env = "SITEWATCH_SHARD", value_name = "INDEX/COUNT")]
         shard: Option<Shard>,
+    },
+    /// Convert another collector's config into a sitewatch config.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCommand,
     },
     /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
     /// `OK` is printed last, once everything (secrets, receivers, rules) has resolved.
@@ -125,6 +130,9 @@ fn main() -> std::process::ExitCode {
             Command::Rules {
                 cmd: RulesCommand::Test(args),
             } => rules_test(args).await,
+            Command::Import {
+                cmd: ImportCommand::Telegraf { file, output },
+            } => import_telegraf(&file, output.as_deref()),
         }
     });
     match result {
@@ -473,6 +481,68 @@ fn print_report(report: &snmp::ProbeReport) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Convert a Telegraf config (inputs.snmp, inputs.mqtt_consumer, outputs.influxdb,
+    /// outputs.influxdb_v2, [agent], [global_tags]); what cannot be converted is listed on
+    /// stderr and as comments in the output (docs/telegraf.md).
+    Telegraf {
+        /// The telegraf.conf to read.
+        file: PathBuf,
+        /// Write the config here (SNMP profiles go to telegraf-profiles/ beside it); without
+        /// it the config is printed.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `sitewatch import telegraf FILE [-o out.toml]`.
+fn import_telegraf(file: &Path, output: Option<&Path>) -> Result<()> {
+    use sitewatch::import::telegraf;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let conversion = telegraf::convert(&text, file)?;
+    for note in &conversion.notes {
+        eprintln!("import note: {note}");
+    }
+    let Some(output) = output else {
+        if !conversion.profiles.is_empty() {
+            bail!(
+                "{}: the SNMP fields need a generated profile file: pass -o out.toml (the profiles go to {}/ beside it)",
+                file.display(),
+                telegraf::PROFILES_DIR
+            );
+        }
+        std::io::stdout()
+            .lock()
+            .write_all(conversion.config.as_bytes())?;
+        return Ok(());
+    };
+    if !conversion.profiles.is_empty() {
+        let dir = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(telegraf::PROFILES_DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, profile) in &conversion.profiles {
+            let path = dir.join(name);
+            std::fs::write(&path, profile)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    std::fs::write(output, &conversion.config)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "wrote {} ({} note(s)); next: sitewatch check --connect --config {}",
+        output.display(),
+        conversion.notes.len(),
+        output.display()
+    );
     Ok(())
 }
 
