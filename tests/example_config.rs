@@ -68,7 +68,8 @@ fn sections(example: &str) -> Vec<(String, String)> {
 fn mentions(text: &str, key: &str) -> bool {
     text.lines().any(|l| {
         let l = l.trim_start_matches('#').trim_start();
-        l.starts_with(&format!("{key} ")) || l.starts_with(&format!("{key}="))
+        l.starts_with(&format!("{key} "))
+            || l.starts_with(&format!("{key}="))
             || l.contains(&format!("{{ {key} ="))
             || l.contains(&format!(", {key} ="))
     })
@@ -93,12 +94,18 @@ fn every_option_of_the_schema_is_in_the_example_config() {
                     .iter()
                     .filter(|(name, _)| name == parent)
                     .flat_map(|(_, t)| t.lines())
-                    .filter(|l| l.trim_start_matches('#').trim_start().starts_with(&format!("{last} = {{"))),
+                    .filter(|l| {
+                        l.trim_start_matches('#')
+                            .trim_start()
+                            .starts_with(&format!("{last} = {{"))
+                    }),
             )
             .collect::<Vec<_>>()
             .join("\n");
         for key in keys {
-            if !mentions(&text, &key) && !sections.iter().any(|(n, _)| n == &format!("{table}.{key}")) {
+            if !mentions(&text, &key)
+                && !sections.iter().any(|(n, _)| n == &format!("{table}.{key}"))
+            {
                 missing.push(format!("[{table}] {key}"));
             }
         }

@@ -84,51 +84,37 @@ mod tests {
         RuleSet::with_silences(file.rules, file.silences).unwrap()
     }
 
-    const RULES: &str = r#"
-[[rule]]
-name = "inlet_hot"
-measurement = "environment"
-field = "temperature"
-above = { warning = 27.0, warning_clear = 26.0 }
-
-[[rule]]
-name = "ups_on_battery"
-measurement = "upss"
-field = "on_battery"
-equals = { critical = true }
-
-[[silence]]
-rule = "inlet_*"
-daily = { from = "01:00", to = "02:00" }
-
-[[silence]]
-rule = "pdu_*"
-daily = { from = "01:00", to = "02:00" }
-"#;
+    // A rule whose measurement is produced, one whose is not (with an override), a silence
+    // of a stale alert, and a silence whose glob names no rule.
+    const RULES: &str = "[[rule]]\nname = \"hot\"\nmeasurement = \"env\"\nfield = \"t\"\n\
+        above = { warning = 2.0 }\nstale_after = \"1m\"\n\
+        [[rule]]\nname = \"cold\"\nmeasurement = \"envv\"\nfield = \"t\"\n\
+        below = { warning = 1.0 }\n\
+        [[rule.override]]\nmatch = { room = \"r1\" }\nbelow = { warning = 0.5 }\n\
+        [[silence]]\nrule = \"hot:stale\"\ndaily = { from = \"01:00\", to = \"02:00\" }\n\
+        [[silence]]\nrule = \"pdu_*\"\ndaily = { from = \"01:00\", to = \"02:00\" }\n";
 
     #[test]
     fn names_the_misspelled_measurement_and_the_empty_silence_with_lines() {
         let rules = set(RULES);
-        let produced = produced([Some(vec!["environment".into(), "ups".into()])]);
+        let produced = produced([Some(vec!["env".into()]), Some(vec!["snmp_poll".into()])]);
         let w = warnings(produced.as_ref(), &rules);
         assert_eq!(w.len(), 2, "{w:#?}");
+        let cold = "r.toml:7: rule 'cold' can never fire (nor can its 1 override(s))";
+        assert!(w[0].starts_with(cold), "{}", w[0]);
         assert!(
-            w[0].starts_with("r.toml:8: rule 'ups_on_battery'"),
+            w[0].contains("\"envv\" (they write: env, snmp_poll)"),
             "{}",
             w[0]
         );
-        assert!(w[0].contains("\"upss\"") && w[0].contains("environment, ups"));
-        assert!(
-            w[1].starts_with("r.toml:18: silence rule = \"pdu_*\""),
-            "{}",
-            w[1]
-        );
+        let pdu = "r.toml:18: silence rule = \"pdu_*\" matches no rule";
+        assert!(w[1].starts_with(pdu), "{}", w[1]);
     }
 
     #[test]
     fn a_source_that_can_write_anything_silences_the_measurement_warning() {
         let rules = set(RULES);
-        let produced = produced([Some(vec!["environment".into()]), None]);
+        let produced = produced([Some(vec!["env".into()]), None]);
         assert!(produced.is_none());
         let w = warnings(produced.as_ref(), &rules);
         assert_eq!(w.len(), 1, "only the silence: {w:#?}");

@@ -365,11 +365,7 @@ fn json_v2(
         );
         return None;
     }
-    s.insert("fields".into(), Value::Table(fields));
-    if !tag_paths.is_empty() {
-        s.insert("tag_paths".into(), Value::Table(tag_paths));
-    }
-    Some(s)
+    Some(with_fields(s, fields, tag_paths))
 }
 
 /// Telegraf's `json` takes every numeric key; sitewatch needs them named, so only what the
@@ -420,9 +416,14 @@ fn json_v1(
         );
         return None;
     }
+    Some(with_fields(s, fields, tag_paths))
+}
+
+/// A json subscription with its (non-empty) `fields` and, when any, `tag_paths`.
+fn with_fields(mut s: Table, fields: Table, tag_paths: Table) -> Table {
     s.insert("fields".into(), Value::Table(fields));
     if !tag_paths.is_empty() {
         s.insert("tag_paths".into(), Value::Table(tag_paths));
     }
-    Some(s)
+    s
 }

@@ -216,21 +216,15 @@ fn profile(t: &Table, table: &str, name: &str, notes: &mut Notes) -> Option<Stri
     );
     p.insert("measurement".into(), Value::String(measurement.into()));
     let mut scalars = Vec::new();
-    for (j, f) in sub_tables(t, "field").into_iter().enumerate() {
-        let ft = format!("{table}.field[{j}]");
-        let Some(oid) = numeric_oid(f, &ft, notes) else {
-            continue;
-        };
-        let field_name = str_of(f, "name").unwrap_or(&oid).to_string();
-        if f.get("is_tag").and_then(Value::as_bool) == Some(true) {
-            notes.add(&ft, "is_tag", format!("{field_name}: a scalar cannot be a tag in a sitewatch profile; add it as a static tag on the target (tags = {{ ... }})"));
+    for f in fields(t, table, notes) {
+        if f.is_tag {
+            notes.add(&f.table, "is_tag", format!("{}: a scalar cannot be a tag in a sitewatch profile; add it as a static tag on the target (tags = {{ ... }})", f.name));
             continue;
         }
         let mut s = Table::new();
-        s.insert("oid".into(), Value::String(oid));
-        s.insert("field".into(), Value::String(field_name));
-        value_options(f, &ft, &mut s, notes);
-        notes.unknown_keys(&ft, f, &["oid", "name", "is_tag", "conversion"]);
+        s.insert("oid".into(), Value::String(f.oid));
+        s.insert("field".into(), Value::String(f.name));
+        value_options(f.def, &f.table, &mut s, notes);
         scalars.push(Value::Table(s));
     }
     let mut tables = Vec::new();
@@ -258,22 +252,16 @@ fn profile(t: &Table, table: &str, name: &str, notes: &mut Notes) -> Option<Stri
 fn table_def(tt: &Table, tn: &str, notes: &mut Notes) -> Option<Table> {
     let mut columns = Vec::new();
     let mut oids = Vec::new();
-    for (k, f) in sub_tables(tt, "field").into_iter().enumerate() {
-        let ft = format!("{tn}.field[{k}]");
-        let Some(oid) = numeric_oid(f, &ft, notes) else {
-            continue;
-        };
-        let name = str_of(f, "name").unwrap_or(&oid).to_string();
+    for f in fields(tt, tn, notes) {
         let mut c = Table::new();
-        c.insert("oid".into(), Value::String(oid.clone()));
-        if f.get("is_tag").and_then(Value::as_bool) == Some(true) {
-            c.insert("tag".into(), Value::String(name));
+        c.insert("oid".into(), Value::String(f.oid.clone()));
+        if f.is_tag {
+            c.insert("tag".into(), Value::String(f.name));
         } else {
-            c.insert("field".into(), Value::String(name));
-            value_options(f, &ft, &mut c, notes);
+            c.insert("field".into(), Value::String(f.name));
+            value_options(f.def, &f.table, &mut c, notes);
         }
-        notes.unknown_keys(&ft, f, &["oid", "name", "is_tag", "conversion"]);
-        oids.push(oid);
+        oids.push(f.oid);
         columns.push(Value::Table(c));
     }
     if columns.is_empty() {
@@ -304,6 +292,36 @@ fn table_def(tt: &Table, tn: &str, notes: &mut Notes) -> Option<Table> {
     );
     x.insert("column".into(), Value::Array(columns));
     Some(x)
+}
+
+/// One `[[field]]` of a plugin or table with a numeric OID.
+struct Field<'a> {
+    def: &'a Table,
+    /// Where it is, for notes: `inputs.snmp[0].table[1].field[2]`.
+    table: String,
+    oid: String,
+    name: String,
+    is_tag: bool,
+}
+
+/// The `[[field]]`s of `t` (at `table`) with a numeric OID; the others and unknown keys noted.
+fn fields<'a>(t: &'a Table, table: &str, notes: &mut Notes) -> Vec<Field<'a>> {
+    let mut out = Vec::new();
+    for (k, f) in sub_tables(t, "field").into_iter().enumerate() {
+        let ft = format!("{table}.field[{k}]");
+        notes.unknown_keys(&ft, f, &["oid", "name", "is_tag", "conversion"]);
+        let Some(oid) = numeric_oid(f, &ft, notes) else {
+            continue;
+        };
+        out.push(Field {
+            def: f,
+            name: str_of(f, "name").unwrap_or(&oid).to_string(),
+            is_tag: f.get("is_tag").and_then(Value::as_bool) == Some(true),
+            table: ft,
+            oid,
+        });
+    }
+    out
 }
 
 /// The OID without a leading dot, or `None` (noted) for a MIB name.
