@@ -300,3 +300,48 @@ fn check_connect_reaches_every_server_and_names_each_failure() {
     );
     assert!(!stdout.contains(": OK"), "{stdout}");
 }
+
+#[test]
+fn check_connect_names_a_refused_influx_password_and_accepts_the_right_one() {
+    let mqtt = Mosquitto::start();
+    let influx = Influxd::start_with_auth("sitewatch", "right-password", "site");
+    let dir = tempfile::tempdir().unwrap();
+    let body = |password: &str| {
+        format!(
+            "{}\n",
+            mqtt_body(mqtt.port, "").replace(
+                "url = \"http://127.0.0.1:1\"\ndatabase = \"d\"",
+                &format!(
+                    "url = \"{}\"\ndatabase = \"site\"\nusername = \"sitewatch\"\npassword = \"{password}\"",
+                    influx.url()
+                ),
+            )
+        )
+    };
+    let good = write_config(dir.path(), &body("right-password"));
+    let out = check(&good, &["--connect", "--timeout", "5s"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}{stdout}");
+    assert!(row(&stdout, "influx").contains("  OK  "), "{stdout}");
+
+    let bad = write_config(dir.path(), &body("wrong-password"));
+    let out = check(&bad, &["--connect", "--timeout", "5s"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}{stdout}");
+    let influx_row = row(&stdout, "influx");
+    assert!(
+        influx_row.contains("FAILED")
+            && influx_row.contains("HTTP 401")
+            && influx_row.contains("username/password"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("wrong-password"),
+        "the password is printed: {stdout}"
+    );
+    assert!(row(&stdout, "mqtt").contains("  OK  "), "{stdout}");
+    assert!(
+        stderr.contains("1 of 2 connection check(s) failed: influx"),
+        "{stderr}"
+    );
+}
