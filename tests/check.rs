@@ -1,7 +1,8 @@
 //! `sitewatch check` through the real binary: `OK` only as the last line, warnings for rules
 //! and silences that can never apply, and `check --connect` against the harness's real
-//! mosquitto, influxd, snmpd and Alertmanager (all answer: exit 0; a missing database, a
-//! stopped broker, a dead device and a closed receiver port: exit 1, each row named).
+//! mosquitto, influxd, VictoriaMetrics, snmpd and Alertmanager (all answer: exit 0; a missing
+//! database, a wrong password, a stopped broker or remote-write receiver, a dead device and a
+//! closed receiver port: exit 1, each row named).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::alertmanager::Alertmanager;
-use common::influx::Influxd;
+use common::influx::{Influxd, VictoriaMetrics};
 use common::mosquitto::Mosquitto;
 use common::sitewatch_bin;
 use common::snmp::{Snmpd, SNMPD_COMMUNITY};
@@ -165,6 +166,7 @@ fn a_failing_check_never_prints_ok() {
 fn connect_body(
     influx: &Influxd,
     database: &str,
+    remote_write_url: &str,
     mqtt_port: u16,
     snmp_address: &str,
     receiver_url: &str,
@@ -175,6 +177,9 @@ fn connect_body(
 [influx]
 url = "{influx}"
 database = "{database}"
+
+[remote_write]
+url = "{remote_write_url}"
 
 [mqtt]
 host = "127.0.0.1"
@@ -230,17 +235,25 @@ fn check_connect_reaches_every_server_and_names_each_failure() {
     influx.create_database("site");
     let snmpd = Snmpd::start();
     let am = Alertmanager::start();
+    let mut vm = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
 
     let good = write_config(
         dir.path(),
-        &connect_body(&influx, "site", mqtt.port, &snmpd.address(), &am.url()),
+        &connect_body(
+            &influx,
+            "site",
+            &vm.remote_write_url(),
+            mqtt.port,
+            &snmpd.address(),
+            &am.url(),
+        ),
     );
     let out = check(&good, &["--connect", "--timeout", "5s"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}{stdout}");
     assert!(stdout.contains("COMPONENT"), "{stdout}");
-    for component in ["influx", "mqtt", "snmp", "receiver"] {
+    for component in ["influx", "remote_write", "mqtt", "snmp", "receiver"] {
         let r = row(&stdout, component);
         assert!(r.contains("  OK  "), "{r}\n{stdout}");
     }
@@ -265,11 +278,19 @@ fn check_connect_reaches_every_server_and_names_each_failure() {
     // A database that does not exist, a stopped broker, a port no agent listens on and a
     // receiver port nothing listens on: every row says what failed, exit 1, no OK.
     mqtt.stop();
+    vm.stop();
     let dead_snmp = format!("127.0.0.1:{}", common::free_udp_port());
     let dead_am = format!("http://127.0.0.1:{}", common::free_tcp_port());
     let bad = write_config(
         dir.path(),
-        &connect_body(&influx, "nosuchdb", mqtt.port, &dead_snmp, &dead_am),
+        &connect_body(
+            &influx,
+            "nosuchdb",
+            &vm.remote_write_url(),
+            mqtt.port,
+            &dead_snmp,
+            &dead_am,
+        ),
     );
     let started = std::time::Instant::now();
     let out = check(&bad, &["--connect", "--timeout", "5s"]);
@@ -293,9 +314,10 @@ fn check_connect_reaches_every_server_and_names_each_failure() {
         "{stdout}"
     );
     assert!(row(&stdout, "snmp").contains("FAILED"), "{stdout}");
+    assert!(row(&stdout, "remote_write").contains("FAILED"), "{stdout}");
     assert!(row(&stdout, "receiver").contains("FAILED"), "{stdout}");
     assert!(
-        stderr.contains("4 of 4 connection check(s) failed"),
+        stderr.contains("5 of 5 connection check(s) failed"),
         "{stderr}"
     );
     assert!(!stdout.contains(": OK"), "{stdout}");
