@@ -367,3 +367,49 @@ fn check_connect_names_a_refused_influx_password_and_accepts_the_right_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_connect_reads_a_modbus_device_and_names_one_that_does_not_answer() {
+    use common::modbus::{ModbusServer, UnitData};
+    let mqtt = Mosquitto::start();
+    let mut unit = UnitData::default();
+    unit.registers(false, 0, &[215]);
+    let server = ModbusServer::start(&[(1u8, unit)].into());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("maps")).unwrap();
+    std::fs::write(
+        dir.path().join("maps/probe-meter.toml"),
+        "description = \"one holding register\"\n\n[[point]]\nmeasurement = \"power_meter\"\nfield = \"voltage_v\"\naddress = 0\ntype = \"uint16\"\n",
+    )
+    .unwrap();
+    let dead = common::free_tcp_port();
+    let body = format!(
+        "{}\n[modbus]\nmaps_dir = \"maps\"\ntimeout = \"500ms\"\nretries = 0\n\n\
+         [[modbus.device]]\nname = \"meter-live\"\naddress = \"{live}\"\nunit_id = 1\nmap = \"probe-meter\"\n\n\
+         [[modbus.device]]\nname = \"meter-dead\"\naddress = \"127.0.0.1:{dead}\"\nunit_id = 1\nmap = \"probe-meter\"\n",
+        mqtt_body(mqtt.port, ""),
+        live = server.address(),
+    );
+    let path = write_config(dir.path(), &body);
+    let out = check(&path, &["--connect", "--timeout", "5s"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}{stdout}");
+    let live = stdout
+        .lines()
+        .find(|l| l.starts_with("modbus") && l.contains("meter-live"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        live.contains("  OK  ") && live.contains("map probe-meter: one poll read 1 field(s)"),
+        "{stdout}"
+    );
+    let dead_row = stdout
+        .lines()
+        .find(|l| l.starts_with("modbus") && l.contains("meter-dead"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(dead_row.contains("FAILED"), "{stdout}");
+    // The unreachable InfluxDB on port 1 and the dead device are the two failures.
+    assert!(
+        stderr.contains("2 of 4 connection check(s) failed"),
+        "{stderr}"
+    );
+}

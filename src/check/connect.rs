@@ -264,7 +264,13 @@ async fn snmp_probe(
 async fn modbus_probe(d: Arc<poll::DeviceRt>) -> Result<String, String> {
     let result = poll::poll_device(&d, &mut poll::DeviceState::default()).await;
     if result.up {
-        let fields: usize = result.samples.iter().map(|s| s.fields.len()).sum();
+        // The map's own fields, not those of the `modbus_poll` health row.
+        let fields: usize = result
+            .samples
+            .iter()
+            .filter(|s| &*s.series.measurement != poll::POLL_MEASUREMENT)
+            .map(|s| s.fields.len())
+            .sum();
         Ok(format!(
             "map {}: one poll read {fields} field(s)",
             d.map.name
