@@ -40,14 +40,21 @@ pub(super) fn convert(
             retries.push(r);
         }
         for a in agents(t, &table, notes) {
-            targets.push(Value::Table(target(
+            let mut target = target(
                 t,
                 &table,
                 &a,
                 profile.as_ref().map(|_| profile_name.as_str()),
                 interval,
                 notes,
-            )));
+            );
+            // Names identify devices (the `device` tag) and must be unique: a second agent on
+            // the same host (another port) is named by its whole address.
+            let taken = |name: &Value| targets.iter().any(|t: &Value| t.get("name") == Some(name));
+            if target.get("name").is_some_and(taken) {
+                target.insert("name".into(), Value::String(a.clone()));
+            }
+            targets.push(Value::Table(target));
         }
         if let Some(text) = profile {
             profiles.push((format!("{profile_name}.toml"), text));

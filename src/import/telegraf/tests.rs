@@ -20,7 +20,7 @@ password = "${INFLUX_PASSWORD}"
 timeout = "5s"
 
 [[inputs.snmp]]
-agents = ["udp://127.0.0.1:1161"]
+agents = ["udp://127.0.0.1:1161", "udp://127.0.0.1:1162"]
 version = 2
 community = "public"
 name = "system"
@@ -87,7 +87,13 @@ fn converts_snmp_mqtt_output_and_tags_and_notes_the_rest() {
     let target = &cfg["snmp"]["target"][0];
     assert_eq!(target["address"].as_str(), Some("127.0.0.1:1161"));
     assert_eq!(target["version"].as_str(), Some("2c"));
+    assert_eq!(target["name"].as_str(), Some("127.0.0.1"));
     assert_eq!(target["tags"]["agent_host"].as_str(), Some("127.0.0.1"));
+    // The second agent on the same host is named by its address: names must be unique.
+    assert_eq!(
+        cfg["snmp"]["target"][1]["name"].as_str(),
+        Some("127.0.0.1:1162")
+    );
     assert_eq!(cfg["snmp"]["interval"].as_str(), Some("5s"));
     let sub = &cfg["mqtt"]["subscription"][0];
     assert_eq!(sub["topic"].as_str(), Some("sensors/{site}/{room}/temp"));
