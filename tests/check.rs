@@ -160,6 +160,25 @@ fn a_failing_check_never_prints_ok() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stderr.contains("SITEWATCH_CHECK_UNSET_URL"), "{stderr}");
     assert!(!stdout.contains("OK"), "{stdout}");
+
+    // A broker CA file that is not there fails check, naming the key, not the first connect.
+    let missing = dir.path().join("no-such-ca.pem");
+    let body = mqtt_body(1883, "").replace(
+        "client_id = \"sitewatch-check-test\"",
+        &format!(
+            "client_id = \"sitewatch-check-test\"\ntls = {{ ca_file = {:?} }}",
+            missing.display().to_string()
+        ),
+    );
+    let path = write_config(dir.path(), &body);
+    let (stdout, stderr) = text(&check(&path, &[]));
+    assert!(
+        stderr.contains("mqtt.tls")
+            && stderr.contains("ca_file")
+            && stderr.contains("no-such-ca.pem"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("OK"), "{stdout}");
 }
 
 /// Every server the config names, as the harness runs them.

@@ -43,6 +43,13 @@ pub fn source(cfg: &LoadedConfig) -> Result<Option<Box<dyn Source>>, BoxError> {
             .resolve()
             .map_err(|e| format!("[mqtt] password: {e}"))?;
     }
+    // And the TLS files: a missing ca_file or client key must fail `check`, not the first
+    // connect. (With insecure_skip_verify the run logs its warning; nothing to read here
+    // that the run would not report at once.)
+    if let Some(tls) = mqtt.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
+        let broker = format!("mqtts://{}:{}", mqtt.host.trim(), mqtt.port);
+        crate::tls::client_config(Some(tls), "mqtt.tls", &broker)?;
+    }
     Ok(Some(Box::new(MqttSource { cfg: mqtt.clone() })))
 }
 
