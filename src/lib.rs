@@ -6,8 +6,11 @@
 pub mod ack;
 pub mod blocking;
 pub mod buffer;
+pub mod check;
 pub mod collect;
 pub mod config;
+pub mod global_tags;
+pub mod import;
 pub mod model;
 pub mod notify;
 pub mod paths;

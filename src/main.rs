@@ -1,5 +1,5 @@
 //! The `sitewatch` command line: `run`, `check`, `once`, `probe`, `health`, `profile`,
-//! `rules`. The running service itself is built by `sitewatch::topology`.
+//! `rules`, `import`. The running service itself is built by `sitewatch::topology`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,10 +46,24 @@ enum Command {
         #[arg(long, env = "SITEWATCH_SHARD", value_name = "INDEX/COUNT")]
         shard: Option<Shard>,
     },
+    /// Convert another collector's config into a sitewatch config.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCommand,
+    },
     /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
+    /// `OK` is printed last, once everything (secrets, receivers, rules) has resolved.
     Check {
         #[arg(long, short, env = "SITEWATCH_CONFIG")]
         config: PathBuf,
+        /// Also reach every server the config names (sinks, broker, SNMP and Modbus devices,
+        /// receivers) without storing data or sending an alert, and print a table; exit 1
+        /// unless every one answered.
+        #[arg(long)]
+        connect: bool,
+        /// Bound of each `--connect` probe (they run concurrently).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// One collection cycle: print InfluxDB line protocol to stdout instead of writing it.
     Once {
@@ -104,7 +118,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run { config, shard } => run(&config, shard).await,
-            Command::Check { config } => check(&config),
+            Command::Check {
+                config,
+                connect,
+                timeout,
+            } => check(&config, connect.then_some(timeout)).await,
             Command::Once {
                 config,
                 mqtt_duration,
@@ -121,6 +139,9 @@ fn main() -> std::process::ExitCode {
             Command::Rules {
                 cmd: RulesCommand::Test(args),
             } => rules_test(args).await,
+            Command::Import {
+                cmd: ImportCommand::Telegraf { file, output },
+            } => import_telegraf(&file, output.as_deref()),
         }
     });
     match result {
@@ -132,12 +153,47 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn check(path: &Path) -> Result<()> {
+/// `OK` comes last: a summary line can never be read as success of a check that then fails.
+async fn check(path: &Path, connect: Option<Duration>) -> Result<()> {
     let topology = Topology::build(path, SourceOptions::default())?;
+    let summary = topology.summary();
+    {
+        let mut out = std::io::stdout().lock();
+        for line in &summary {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    if let Some(timeout) = connect {
+        telemetry::init_logging("error", false)?;
+        let rows = sitewatch::check::connect::probe_all(&topology.cfg, timeout).await;
+        let failed: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| format!("{} {}", r.component, r.target))
+            .collect();
+        write!(
+            std::io::stdout().lock(),
+            "{}",
+            sitewatch::check::connect::table(&rows)
+        )?;
+        if !failed.is_empty() {
+            bail!(
+                "{}: {} of {} connection check(s) failed: {}",
+                topology.cfg.path.display(),
+                failed.len(),
+                rows.len(),
+                failed.join("; ")
+            );
+        }
+    }
+    let warnings = summary
+        .iter()
+        .filter(|l| l.starts_with("warning: "))
+        .count();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: OK", topology.cfg.path.display())?;
-    for line in topology.summary() {
-        writeln!(out, "  {line}")?;
+    match warnings {
+        0 => writeln!(out, "{}: OK", topology.cfg.path.display())?,
+        n => writeln!(out, "{}: OK ({n} warning(s))", topology.cfg.path.display())?,
     }
     Ok(())
 }
@@ -476,6 +532,68 @@ fn print_report(report: &snmp::ProbeReport) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Convert a Telegraf config (inputs.snmp, inputs.mqtt_consumer, outputs.influxdb,
+    /// outputs.influxdb_v2, [agent], [global_tags]); what cannot be converted is listed on
+    /// stderr and as comments in the output (docs/telegraf.md).
+    Telegraf {
+        /// The telegraf.conf to read.
+        file: PathBuf,
+        /// Write the config here (SNMP profiles go to telegraf-profiles/ beside it); without
+        /// it the config is printed.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `sitewatch import telegraf FILE [-o out.toml]`.
+fn import_telegraf(file: &Path, output: Option<&Path>) -> Result<()> {
+    use sitewatch::import::telegraf;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let conversion = telegraf::convert(&text, file)?;
+    for note in &conversion.notes {
+        eprintln!("import note: {note}");
+    }
+    let Some(output) = output else {
+        if !conversion.profiles.is_empty() {
+            bail!(
+                "{}: the SNMP fields need a generated profile file: pass -o out.toml (the profiles go to {}/ beside it)",
+                file.display(),
+                telegraf::PROFILES_DIR
+            );
+        }
+        std::io::stdout()
+            .lock()
+            .write_all(conversion.config.as_bytes())?;
+        return Ok(());
+    };
+    if !conversion.profiles.is_empty() {
+        let dir = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(telegraf::PROFILES_DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, profile) in &conversion.profiles {
+            let path = dir.join(name);
+            std::fs::write(&path, profile)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    std::fs::write(output, &conversion.config)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "wrote {} ({} note(s)); next: sitewatch check --connect --config {}",
+        output.display(),
+        conversion.notes.len(),
+        output.display()
+    );
     Ok(())
 }
 

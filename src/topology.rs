@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::collect::{BoxError, Source, SourceContext, SourceOptions};
 use crate::config::{ConfigError, LoadedConfig, LogFormat};
+use crate::global_tags::GlobalTags;
 use crate::model::{Event, Sample};
 use crate::notify::Notifier;
 use crate::pipeline::{SinkSenders, COLLECT_CHANNEL_CAPACITY, SINK_CHANNEL_CAPACITY};
@@ -67,6 +68,7 @@ pub struct Topology {
     sources: Vec<Box<dyn Source>>,
     sinks: Vec<Box<dyn Sink>>,
     notifier: Notifier,
+    global_tags: GlobalTags,
 }
 
 /// Rule files named by `[rules]`, loaded and validated.
@@ -105,16 +107,19 @@ impl Topology {
             None => Notifier::new(&Default::default()).map_err(|e| stage("[notify]")(e.into()))?,
         };
         let rules = load_rules(&cfg).map_err(|e| stage("rules")(e.into()))?;
+        let global_tags = GlobalTags::from_service(&cfg.config.service)
+            .map_err(|e| cfg.invalid(e.to_string()))?;
         Ok(Topology {
             cfg,
             rules,
             sources,
             sinks,
             notifier,
+            global_tags,
         })
     }
 
-    /// What `sitewatch check` prints after `<file>: OK`: one line per stage, then warnings.
+    /// What `sitewatch check` prints before `<file>: OK`: one line per stage, then warnings.
     pub fn summary(&self) -> Vec<String> {
         let mut out = Vec::new();
         for s in &self.sources {
@@ -122,6 +127,9 @@ impl Topology {
         }
         for s in &self.sinks {
             out.push(format!("{}: {}", s.name(), s.describe()));
+        }
+        if !self.global_tags.is_empty() {
+            out.push(format!("global tags: {}", self.global_tags));
         }
         out.push(format!("rules: {}", self.rules.len()));
         if self.cfg.config.notify.is_some() {
@@ -136,6 +144,11 @@ impl Topology {
             }
         }
         for w in self.notifier.check_warnings() {
+            out.push(format!("warning: {w}"));
+        }
+        let produced =
+            crate::check::unmatched::produced(self.sources.iter().map(|s| s.measurements()));
+        for w in crate::check::unmatched::warnings(produced.as_ref(), &self.rules) {
             out.push(format!("warning: {w}"));
         }
         let acking = self.sources.iter().any(|s| s.acknowledges());
@@ -161,6 +174,7 @@ impl Topology {
                     .map_err(stage(format!("{name} collection")))?,
             );
         }
+        self.global_tags.apply(&mut samples);
         let mut engine = Engine::new(self.rules);
         let events = rules::stage::evaluate_batch(&mut engine, &samples);
         Ok((samples, events))
@@ -177,6 +191,7 @@ impl Topology {
             sources,
             sinks,
             notifier,
+            global_tags,
         } = self;
         let service = &cfg.config.service;
         telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
@@ -220,7 +235,18 @@ impl Topology {
         }
 
         let collectors_stop = CancellationToken::new();
-        let (collect_tx, collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
+        let (collect_tx, mut collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
+        // Global tags: one hop between every collector and the rules stage. Capacity 1, so
+        // the backpressure a stalled sink puts on collectors stays what it is without them.
+        let relay_task = (!global_tags.is_empty()).then(|| {
+            let (relay_tx, relay_rx) = mpsc::channel(1);
+            let from_sources = std::mem::replace(&mut collect_rx, relay_rx);
+            tokio::spawn(crate::global_tags::relay(
+                global_tags,
+                from_sources,
+                relay_tx,
+            ))
+        });
         let (alerts_tx, alerts_rx) = mpsc::channel(SINK_CHANNEL_CAPACITY);
         let (reload_tx, reload_rx) = mpsc::channel(1);
         let notify_stop = CancellationToken::new();
@@ -304,6 +330,9 @@ impl Topology {
         health.set_ready(false);
         collectors_stop.cancel();
         while source_tasks.join_next().await.is_some() {}
+        if let Some(relay) = relay_task {
+            let _ = relay.await;
+        }
         let _ = reload_task.await;
         let _ = watch_task.await;
         let _ = rules_task.await;

@@ -51,6 +51,13 @@ pub trait Source: Send {
     fn check_warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Every measurement this source can write, health rows included, for `check`'s warning
+    /// on a rule or silence that can never match. `None`: it cannot tell (a payload that names
+    /// its own measurement), and then `check` warns about nothing. The default is `None`, so
+    /// a new collector never causes a false warning.
+    fn measurements(&self) -> Option<Vec<String>> {
+        None
+    }
     /// Whether batches carry acks, i.e. the source waits for the sinks before letting go of
     /// the data upstream (MQTT QoS 1). `check` warns when such a source has no spool behind it.
     fn acknowledges(&self) -> bool {

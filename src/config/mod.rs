@@ -58,6 +58,14 @@ pub struct ServiceConfig {
     /// before `/ready` answers 503.
     #[serde(default = "default_ready_grace", with = "humantime_serde")]
     pub ready_grace: std::time::Duration,
+    /// Tags added to every sample of every collector (Telegraf's `[global_tags]`), e.g.
+    /// `{ dc = "ams1" }`; a tag the sample already has is kept (`crate::global_tags`).
+    #[serde(default)]
+    pub global_tags: std::collections::BTreeMap<String, String>,
+    /// Adds `host` = this machine's host name to every sample (Telegraf's `host` tag);
+    /// `global_tags = { host = "..." }` sets it by hand instead.
+    #[serde(default)]
+    pub host_tag: bool,
 }
 
 impl Default for ServiceConfig {
@@ -67,6 +75,8 @@ impl Default for ServiceConfig {
             log_level: default_log_level(),
             listen: default_listen(),
             ready_grace: default_ready_grace(),
+            global_tags: Default::default(),
+            host_tag: false,
         }
     }
 }

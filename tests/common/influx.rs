@@ -97,6 +97,43 @@ impl Influxd {
         influxd
     }
 
+    /// With `auth-enabled`: an admin `user`/`password` (the first user may be created without
+    /// credentials) and `database`, created as that user. Requests without them get 401.
+    pub fn start_with_auth(user: &str, password: &str, database: &str) -> Influxd {
+        let dir = tempfile::Builder::new()
+            .prefix("sitewatch-influxd-auth")
+            .tempdir()
+            .expect("temp dir for influxd");
+        let port = free_tcp_port();
+        write_config(dir.path(), port, free_tcp_port(), None);
+        let conf = dir.path().join("influxd.conf");
+        let text = std::fs::read_to_string(&conf).expect("read influxd.conf");
+        std::fs::write(
+            &conf,
+            text.replace("auth-enabled = false", "auth-enabled = true"),
+        )
+        .expect("write influxd.conf");
+        let proc = spawn(dir);
+        let mut influxd = Influxd {
+            port,
+            proc,
+            tls: None,
+        };
+        influxd.wait_ready();
+        let q = |influxql: String, creds: &str| {
+            let path = format!("/query?q={}{creds}", urlencode(&influxql));
+            let (status, body) = influxd.call("POST", &path, b"").expect("influxd /query");
+            assert_eq!(status, 200, "{influxql}: {body}");
+        };
+        q(
+            format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"),
+            "",
+        );
+        let creds = format!("&u={}&p={}", urlencode(user), urlencode(password));
+        q(format!("CREATE DATABASE \"{database}\""), &creds);
+        influxd
+    }
+
     /// One request to the server, over TLS when it speaks HTTPS.
     pub fn call(
         &self,

@@ -200,6 +200,13 @@ impl Source for ModbusSource {
         "modbus"
     }
 
+    fn measurements(&self) -> Option<Vec<String>> {
+        let points = self.devices.iter().flat_map(|d| d.map.points.iter());
+        let mut out: Vec<String> = points.map(|p| p.measurement.to_string()).collect();
+        out.push(super::poll::POLL_MEASUREMENT.to_string());
+        Some(out)
+    }
+
     fn describe(&self) -> String {
         let mut s = format!(
             "{} device(s), {} register map(s)",

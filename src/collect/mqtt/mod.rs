@@ -78,6 +78,7 @@ mod json_value;
 pub mod path;
 pub mod points;
 mod points_spec;
+pub mod reach;
 mod reason;
 mod series_cap;
 mod source;

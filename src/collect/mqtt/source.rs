@@ -43,6 +43,13 @@ pub fn source(cfg: &LoadedConfig) -> Result<Option<Box<dyn Source>>, BoxError> {
             .resolve()
             .map_err(|e| format!("[mqtt] password: {e}"))?;
     }
+    // And the TLS files: a missing ca_file or client key must fail `check`, not the first
+    // connect. (With insecure_skip_verify the run logs its warning; nothing to read here
+    // that the run would not report at once.)
+    if let Some(tls) = mqtt.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
+        let broker = format!("mqtts://{}:{}", mqtt.host.trim(), mqtt.port);
+        crate::tls::client_config(Some(tls), "mqtt.tls", &broker)?;
+    }
     Ok(Some(Box::new(MqttSource { cfg: mqtt.clone() })))
 }
 
@@ -88,6 +95,29 @@ impl Source for MqttSource {
             &broker,
         ));
         w
+    }
+
+    /// Line protocol payloads name their own measurement, and a measurement with a `{...}`
+    /// template can be anything: then `None`.
+    fn measurements(&self) -> Option<Vec<String>> {
+        use super::config::PayloadFormat;
+        let mut out = Vec::new();
+        for s in &self.cfg.subscriptions {
+            if s.format == PayloadFormat::LineProtocol {
+                return None;
+            }
+            if s.format == PayloadFormat::SparkplugB {
+                out.push(super::decode::SPARKPLUG_STATE_MEASUREMENT.to_string());
+            }
+            let each = s.each.iter().filter_map(|e| e.measurement.as_ref());
+            for m in s.measurement.iter().chain(each) {
+                if m.contains('{') {
+                    return None;
+                }
+                out.push(m.clone());
+            }
+        }
+        Some(out)
     }
 
     fn acknowledges(&self) -> bool {

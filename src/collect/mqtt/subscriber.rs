@@ -78,6 +78,15 @@ pub enum MqttError {
         source: Box<ConnectionError>,
     },
     #[error(
+        "MQTT broker {host}:{port} refused the subscription to {filters} (the broker's ACL \
+         does not let this user read it: grant read access or fix the topic)"
+    )]
+    SubscribeRefused {
+        host: String,
+        port: u16,
+        filters: String,
+    },
+    #[error(
         "the sample pipeline closed while the MQTT collector was running (the rules engine \
          stopped; see earlier errors)"
     )]
@@ -401,7 +410,7 @@ fn qos(level: u8) -> QoS {
 /// One SUBSCRIBE for all filters; templates that share a filter get the highest QoS asked.
 /// With a share group each filter becomes `$share/<group>/<filter>`; the broker still
 /// delivers the publish under its real topic, so routing by template is unchanged.
-fn subscribe_request(decoders: &[Decoder], share_group: Option<&str>) -> Subscribe {
+pub(super) fn subscribe_request(decoders: &[Decoder], share_group: Option<&str>) -> Subscribe {
     let mut filters: BTreeMap<String, u8> = BTreeMap::new();
     for d in decoders {
         let filter = match share_group {
@@ -418,7 +427,7 @@ fn subscribe_request(decoders: &[Decoder], share_group: Option<&str>) -> Subscri
     )
 }
 
-fn mqtt_options(
+pub(super) fn mqtt_options(
     cfg: &MqttConfig,
     client_id: &str,
     clean_session: bool,

@@ -49,7 +49,7 @@ pub mod value;
 pub use config::{SnmpConfig, SnmpConfigError, TargetConfig};
 pub use poll::{FieldOrigin, POLL_MEASUREMENT};
 pub use poller::{poll_once, run, run_with_traps, TargetPoller};
-pub use probe::{probe, profile_test, record, ProbeReport};
+pub use probe::{check_target, probe, profile_test, record, ProbeReport};
 pub use profile::{ProfileError, ProfileSet};
 pub use recording::{Recording, RecordingError};
 pub use source::{source, SnmpSource};

@@ -136,6 +136,24 @@ pub async fn probe(
     report(profiles, ident, result, state, notes)
 }
 
+/// `sitewatch check --connect` for one target, with the `[snmp]` defaults `run` uses: GET
+/// sysObjectID.0, then one poll as `run` does it, which detects the profiles. Returns the
+/// sysObjectID and the profiles the poll used; an error is what `run` would log.
+pub async fn check_target(
+    cfg: &SnmpConfig,
+    target: &TargetConfig,
+    profiles: &ProfileSet,
+) -> Result<(String, Vec<String>), SnmpError> {
+    let rt = build_target(cfg, target, profiles)?;
+    let mut client = Client::new(rt.ep.clone());
+    let (sys_object_id, _) = identity(&mut client).await?;
+    let result = poll_target(&rt, &mut TargetState::default()).await;
+    match result.error {
+        Some(e) => Err(e),
+        None => Ok((sys_object_id, result.profiles)),
+    }
+}
+
 /// Decodes a recording offline exactly as a poll of the live device would (detection
 /// included, unless `force_profile`). Counters need two readings, so rates are not shown.
 pub async fn profile_test(

@@ -62,6 +62,30 @@ impl Source for SnmpSource {
         )
     }
 
+    /// Any target with no `profiles` list may be detected as any loaded profile, so all of
+    /// them count then; otherwise only the listed ones. Plus `snmp_poll` and the trap rows.
+    fn measurements(&self) -> Option<Vec<String>> {
+        let detects = self.cfg.targets.iter().any(|t| t.profiles.is_empty());
+        let mut out = vec![super::POLL_MEASUREMENT.to_string()];
+        for p in self.profiles.iter() {
+            if detects
+                || self
+                    .cfg
+                    .targets
+                    .iter()
+                    .any(|t| t.profiles.contains(&p.name))
+            {
+                let scalars = p.scalars.iter().map(|s| &s.measurement);
+                let tables = p.tables.iter().map(|t| &t.measurement);
+                out.extend(scalars.chain(tables).map(|m| m.to_string()));
+            }
+        }
+        if let Some(t) = &self.cfg.traps {
+            out.push(t.measurement.clone());
+        }
+        Some(out)
+    }
+
     async fn open(&mut self) -> Result<(), BoxError> {
         // Bound before polling and before the shard filter (the trap decoder maps source
         // addresses to all configured devices): a taken or privileged port stops start-up
