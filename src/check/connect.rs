@@ -73,7 +73,10 @@ pub async fn probe_all(cfg: &LoadedConfig, timeout: Duration) -> Vec<Row> {
         ));
     }
     if let Some(s) = &c.snmp {
-        match snmp::ProfileSet::load_dir(&s.profiles_path(&cfg.base_dir)) {
+        let loaded = crate::paths::find_mappings("snmp", &s.profiles_dir, &cfg.base_dir)
+            .map_err(|e| format!("[snmp] profiles_dir: {e}"))
+            .and_then(|dir| snmp::ProfileSet::load_dir(&dir).map_err(|e| e.to_string()));
+        match loaded {
             Ok(profiles) => {
                 let profiles = Arc::new(profiles);
                 for t in &s.targets {
@@ -89,14 +92,15 @@ pub async fn probe_all(cfg: &LoadedConfig, timeout: Duration) -> Vec<Row> {
             Err(e) => probes.push((
                 "snmp".into(),
                 "profiles".into(),
-                Box::pin(std::future::ready(Err(e.to_string()))),
+                Box::pin(std::future::ready(Err(e))),
             )),
         }
     }
     if let Some(mc) = &c.modbus {
         let text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
-        let built = map::load_dir(&mc.maps_path(&cfg.base_dir))
-            .map_err(|e| e.to_string())
+        let built = crate::paths::find_mappings("modbus", &mc.maps_dir, &cfg.base_dir)
+            .map_err(|e| format!("[modbus] maps_dir: {e}"))
+            .and_then(|dir| map::load_dir(&dir).map_err(|e| e.to_string()))
             .and_then(|maps| {
                 ModbusSource::build(mc, &maps, &cfg.path, &text, SourceOptions::default())
                     .map_err(|e| e.to_string())
