@@ -265,7 +265,36 @@ impl Engine {
             let mut usable = false;
             let mut touched_held = false;
             let matches = &*slot.matches;
-            for &pos in matches.by_field[fpos].iter() {
+            let quiet = matches.is_quiet(fpos, value);
+            if quiet {
+                // Every pair at rest stays at rest (and finds the value usable): only the
+                // held states of this field need a step.
+                evaluations += matches.by_field[fpos].len() as u64;
+                usable = true;
+                for (pos, st) in slot.states.iter_mut() {
+                    let entry = matches.entries[*pos as usize];
+                    if entry.field as usize != fpos {
+                        continue;
+                    }
+                    let rule = &self.rules.rules()[entry.rule_idx as usize];
+                    advance(
+                        rule,
+                        entry.variant as usize,
+                        st,
+                        key,
+                        value,
+                        (ts, arrival),
+                        &self.devices_down,
+                        &mut self.firing_series,
+                        &mut self.firing,
+                        out,
+                    );
+                    slot.tracks[fpos].unusable_warned |= st.unusable_warned;
+                    touched_held = true;
+                }
+            }
+            let one_by_one: &[u32] = if quiet { &[] } else { &matches.by_field[fpos] };
+            for &pos in one_by_one {
                 let pos = pos as usize;
                 let entry = matches.entries[pos];
                 let variant = entry.variant as usize;

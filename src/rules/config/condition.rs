@@ -151,6 +151,43 @@ impl Condition {
         }
     }
 
+    /// The closed range of numeric values that classify as `Ok` while nothing is active, when
+    /// that is one interval: `above` up to its lowest level, `below` from its highest,
+    /// `outside` within its narrowest band. `None` for `inside` and `equals` (their calm
+    /// values are not one interval). Lets the engine pass a value by every rule at rest on
+    /// a field with two comparisons instead of one per rule.
+    pub(crate) fn quiet_range(&self) -> Option<(f64, f64)> {
+        match self {
+            Condition::Threshold {
+                direction,
+                warning,
+                critical,
+            } => {
+                let levels = || warning.iter().chain(critical.iter()).map(|l| l.at);
+                match direction {
+                    Direction::Above => {
+                        Some((f64::NEG_INFINITY, levels().fold(f64::INFINITY, f64::min)))
+                    }
+                    Direction::Below => {
+                        Some((levels().fold(f64::NEG_INFINITY, f64::max), f64::INFINITY))
+                    }
+                }
+            }
+            Condition::Band {
+                inside: false,
+                warning,
+                critical,
+            } => {
+                let bands = || warning.iter().chain(critical.iter());
+                Some((
+                    bands().map(|b| b.low.at).fold(f64::NEG_INFINITY, f64::max),
+                    bands().map(|b| b.high.at).fold(f64::INFINITY, f64::min),
+                ))
+            }
+            Condition::Band { inside: true, .. } | Condition::Equals { .. } => None,
+        }
+    }
+
     /// The level's threshold for event records (numeric only). For a band, the edge nearer
     /// to the value, i.e. the one that was crossed.
     pub(crate) fn threshold(&self, sev: Severity, value: &FieldValue) -> Option<f64> {
@@ -289,5 +326,68 @@ mod tests {
         assert_eq!(s.matches(&FieldValue::Str("battery".into())), Some(true));
         assert_eq!(s.matches(&FieldValue::Float(5.0)), None);
         assert_eq!(Expected::Num(5.0).matches(&FieldValue::Int(5)), Some(true));
+    }
+
+    fn level() -> impl proptest::strategy::Strategy<Value = Option<Level>> {
+        use proptest::prelude::*;
+        proptest::option::of(
+            (-50.0f64..50.0, -5.0f64..5.0).prop_map(|(at, d)| Level { at, clear: at + d }),
+        )
+    }
+
+    fn condition() -> impl proptest::strategy::Strategy<Value = Condition> {
+        use proptest::prelude::*;
+        let band = || {
+            proptest::option::of((-50.0f64..0.0, 0.0f64..50.0, 0.0f64..3.0).prop_map(
+                |(lo, hi, d)| Band {
+                    low: Level {
+                        at: lo,
+                        clear: lo + d,
+                    },
+                    high: Level {
+                        at: hi,
+                        clear: hi - d,
+                    },
+                },
+            ))
+        };
+        prop_oneof![
+            (any::<bool>(), level(), level()).prop_map(|(above, warning, critical)| {
+                Condition::Threshold {
+                    direction: if above {
+                        Direction::Above
+                    } else {
+                        Direction::Below
+                    },
+                    warning,
+                    critical,
+                }
+            }),
+            (any::<bool>(), band(), band()).prop_map(|(inside, warning, critical)| {
+                Condition::Band {
+                    inside,
+                    warning,
+                    critical,
+                }
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The engine skips rules at rest for a value in the quiet range: such a value must
+        /// classify as Ok for every one of them, and one just outside must not be quiet when
+        /// it fires.
+        #[test]
+        fn a_quiet_value_never_fires(c in condition(), x in -60.0f64..60.0) {
+            let v = FieldValue::Float(x);
+            if let Some((lo, hi)) = c.quiet_range() {
+                if lo <= x && x <= hi {
+                    proptest::prop_assert_eq!(c.classify(&v, Severity::Ok), Some(Severity::Ok));
+                }
+                if c.classify(&v, Severity::Ok) != Some(Severity::Ok) {
+                    proptest::prop_assert!(x < lo || x > hi);
+                }
+            }
+        }
     }
 }
