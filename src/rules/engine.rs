@@ -249,6 +249,11 @@ impl Engine {
         }
         let mut evaluations = 0u64;
         let firing_before = self.firing;
+        let mut books = Books {
+            devices_down: &self.devices_down,
+            firing_series: &mut self.firing_series,
+            firing: &mut self.firing,
+        };
         for (field, value) in &sample.fields {
             if !by_field.contains_key(field) {
                 continue;
@@ -277,16 +282,13 @@ impl Engine {
                         continue;
                     }
                     let rule = &self.rules.rules()[entry.rule_idx as usize];
-                    advance(
+                    books.advance(
                         rule,
                         entry.variant as usize,
                         st,
                         key,
                         value,
                         (ts, arrival),
-                        &self.devices_down,
-                        &mut self.firing_series,
-                        &mut self.firing,
                         out,
                     );
                     slot.tracks[fpos].unusable_warned |= st.unusable_warned;
@@ -324,18 +326,7 @@ impl Engine {
                     Ok(i) => &mut *slot.states[i].1,
                     Err(_) => &mut **fresh.insert(Box::new(slot.tracks[fpos].rule_state())),
                 };
-                usable |= advance(
-                    rule,
-                    variant,
-                    st,
-                    key,
-                    value,
-                    (ts, arrival),
-                    &self.devices_down,
-                    &mut self.firing_series,
-                    &mut self.firing,
-                    out,
-                );
+                usable |= books.advance(rule, variant, st, key, value, (ts, arrival), out);
                 slot.tracks[fpos].unusable_warned |= st.unusable_warned;
                 touched_held |= held.is_ok();
                 if let Some(st) = fresh {
@@ -758,51 +749,58 @@ impl Engine {
     }
 }
 
-/// Steps one (series, rule) state and keeps the engine's books (open alerts, the active
-/// series per rule for `depends_on`, event counters); false when the rule could not use the
-/// value.
-#[allow(clippy::too_many_arguments)]
-fn advance(
-    rule: &Rule,
-    variant: usize,
-    st: &mut RuleState,
-    key: &SeriesKey,
-    value: &FieldValue,
-    (ts, arrival): (i64, i64),
-    devices_down: &FastSet<Arc<str>>,
-    firing_series: &mut FastMap<Arc<str>, FastSet<SeriesKey>>,
-    firing: &mut usize,
-    out: &mut Vec<Event>,
-) -> bool {
-    let open_before = st.open_alerts();
-    let was_active = st.active;
-    let first = out.len();
-    let deps = Deps {
-        devices_down,
-        firing: firing_series,
-    };
-    let used = step(rule, variant, st, key, value, ts, arrival, &deps, out);
-    *firing = (*firing + st.open_alerts()).saturating_sub(open_before);
-    if (was_active == Severity::Ok) != (st.active == Severity::Ok) {
-        let set = firing_series.entry(rule.name.clone()).or_default();
-        if st.active == Severity::Ok {
-            set.remove(key);
-        } else {
-            set.insert(key.clone());
+/// The engine's books a step updates, borrowed apart from the series map: open alerts, the
+/// active series per rule (for `depends_on`), and the devices down (for inhibition).
+struct Books<'a> {
+    devices_down: &'a FastSet<Arc<str>>,
+    firing_series: &'a mut FastMap<Arc<str>, FastSet<SeriesKey>>,
+    firing: &'a mut usize,
+}
+
+impl Books<'_> {
+    /// Steps one (series, rule) state and keeps the books (and the event counters); false
+    /// when the rule could not use the value.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        rule: &Rule,
+        variant: usize,
+        st: &mut RuleState,
+        key: &SeriesKey,
+        value: &FieldValue,
+        (ts, arrival): (i64, i64),
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let open_before = st.open_alerts();
+        let was_active = st.active;
+        let first = out.len();
+        let deps = Deps {
+            devices_down: self.devices_down,
+            firing: self.firing_series,
+        };
+        let used = step(rule, variant, st, key, value, ts, arrival, &deps, out);
+        *self.firing = (*self.firing + st.open_alerts()).saturating_sub(open_before);
+        if (was_active == Severity::Ok) != (st.active == Severity::Ok) {
+            let set = self.firing_series.entry(rule.name.clone()).or_default();
+            if st.active == Severity::Ok {
+                set.remove(key);
+            } else {
+                set.insert(key.clone());
+            }
         }
-    }
-    if let Some(flap) = &rule.flapping {
-        // Changes older than the window no longer count; dropping them lets a quiet pair
-        // come to rest.
-        let horizon = ts.saturating_sub(duration_ns(flap.window));
-        while !st.flapping && st.changes.front().is_some_and(|t| *t < horizon) {
-            st.changes.pop_front();
+        if let Some(flap) = &rule.flapping {
+            // Changes older than the window no longer count; dropping them lets a quiet pair
+            // come to rest.
+            let horizon = ts.saturating_sub(duration_ns(flap.window));
+            while !st.flapping && st.changes.front().is_some_and(|t| *t < horizon) {
+                st.changes.pop_front();
+            }
         }
+        for ev in &out[first..] {
+            count_event(ev);
+        }
+        used
     }
-    for ev in &out[first..] {
-        count_event(ev);
-    }
-    used
 }
 
 /// Resolves what a removed rule (or one that no longer matches the series) had open.
