@@ -8,7 +8,9 @@
 //! match = { site = "dc1", ups = "ups-2" }      # optional tag globs ("!glob" excludes)
 //! start = "2026-11-24T08:00:00Z"               # optional RFC 3339 (Z or ±HH:MM)
 //! end = "2026-11-24T12:00:00+01:00"
-//! daily = { from = "02:00", to = "04:00" }     # optional, UTC, may cross midnight
+//! daily = { from = "02:00", to = "04:00", timezone = "Europe/Berlin" }
+//!                                              # optional, may cross midnight; local time
+//!                                              # of the IANA zone (DST included), else UTC
 //! ```
 //!
 //! A silence needs a rule glob or a tag match (or both), and a time window: `start`/`end`,
@@ -36,16 +38,37 @@ use super::config::{TagMatcher, STALE_SUFFIX};
 const DAY_S: i64 = 86_400;
 const NS: i64 = 1_000_000_000;
 
-/// A daily window in seconds after midnight UTC; `from > to` crosses midnight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A daily window in seconds after midnight; `from > to` crosses midnight. Midnight is UTC's,
+/// or the time zone's when one is given, so a local maintenance window stays at the same
+/// local hours across daylight-saving changes.
+#[derive(Clone, Debug, PartialEq)]
 pub struct DailyWindow {
     pub from: u32,
     pub to: u32,
+    /// `timezone = "Europe/Berlin"` (IANA, from the system's tz database).
+    pub zone: Option<jiff::tz::TimeZone>,
 }
 
 impl DailyWindow {
+    /// Seconds after local midnight of `ts_ns`.
+    fn second_of_day(&self, ts_ns: i64) -> u32 {
+        let utc = || u32::try_from(ts_ns.div_euclid(NS).rem_euclid(DAY_S)).unwrap_or(0);
+        let Some(zone) = &self.zone else {
+            return utc();
+        };
+        match jiff::Timestamp::from_nanosecond(i128::from(ts_ns)) {
+            Ok(t) => {
+                let local = zone.to_datetime(t);
+                u32::from(local.hour() as u8) * 3600
+                    + u32::from(local.minute() as u8) * 60
+                    + u32::from(local.second() as u8)
+            }
+            Err(_) => utc(),
+        }
+    }
+
     pub fn contains(&self, ts_ns: i64) -> bool {
-        let sod = u32::try_from(ts_ns.div_euclid(NS).rem_euclid(DAY_S)).unwrap_or(0);
+        let sod = self.second_of_day(ts_ns);
         if self.from < self.to {
             sod >= self.from && sod < self.to
         } else {
@@ -72,7 +95,7 @@ impl Silence {
     pub fn active_at(&self, now_ns: i64) -> bool {
         self.start_ns.is_none_or(|s| now_ns >= s)
             && self.end_ns.is_none_or(|e| now_ns < e)
-            && self.daily.is_none_or(|d| d.contains(now_ns))
+            && self.daily.as_ref().is_none_or(|d| d.contains(now_ns))
     }
 
     /// Whether the silence covers this rule and series (time aside).
@@ -246,6 +269,44 @@ mod tests {
         }
     }
 
+    /// A local maintenance window (02:00-04:00 Berlin) stays at the same local hours in
+    /// winter (UTC+1) and summer (UTC+2); an unknown zone is refused with the fix.
+    #[test]
+    fn daily_windows_follow_the_time_zone_across_dst() {
+        let set = silences(
+            r#"
+[[silence]]
+rule = "x"
+daily = { from = "02:00", to = "04:00", timezone = "Europe/Berlin" }
+"#,
+        );
+        let w = set[0].daily.clone().unwrap();
+        let at = |s: &str| parse_rfc3339(s).unwrap();
+        // Winter: 02:00-04:00 CET = 01:00-03:00 UTC.
+        assert!(!w.contains(at("2026-01-15T00:59:59Z")));
+        assert!(w.contains(at("2026-01-15T01:00:00Z")));
+        assert!(w.contains(at("2026-01-15T02:59:59Z")));
+        assert!(!w.contains(at("2026-01-15T03:00:00Z")));
+        // Summer: 02:00-04:00 CEST = 00:00-02:00 UTC.
+        assert!(w.contains(at("2026-07-15T00:00:00Z")));
+        assert!(w.contains(at("2026-07-15T01:59:59Z")));
+        assert!(!w.contains(at("2026-07-15T02:00:00Z")));
+        // Without a zone the same window is UTC.
+        let utc = DailyWindow { zone: None, ..w };
+        assert!(utc.contains(at("2026-07-15T02:00:00Z")));
+
+        let err = crate::rules::config::parse_rule_file(
+            "[[silence]]\nrule = \"x\"\ndaily = { from = \"02:00\", to = \"04:00\", timezone = \"Mars/Olympus\" }\n",
+            std::path::Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("s.toml:3") && err.contains("Mars/Olympus") && err.contains("IANA"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn windows_and_matchers() {
         let set = silences(
@@ -349,7 +410,7 @@ daily = { from = "23:00", to = "01:00" }
         #[test]
         fn daily_window_contains_from_not_to(from in 0u32..86_400, to in 0u32..86_400, day in 0i64..40_000) {
             proptest::prop_assume!(from != to);
-            let w = DailyWindow { from, to };
+            let w = DailyWindow { from, to, zone: None };
             let base = day * DAY_S * NS;
             proptest::prop_assert!(w.contains(base + i64::from(from) * NS));
             proptest::prop_assert!(!w.contains(base + i64::from(to) * NS));

@@ -126,6 +126,7 @@ pub(super) struct RawSilence {
 pub(super) struct RawDaily {
     pub(super) from: String,
     pub(super) to: String,
+    pub(super) timezone: Option<String>,
 }
 
 /// The condition keys of a rule or an override.

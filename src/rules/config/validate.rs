@@ -664,8 +664,21 @@ fn validate_silence(
         None => None,
         Some(d) => {
             let rd = d.get_ref();
-            match (parse_hhmm(&rd.from), parse_hhmm(&rd.to)) {
-                (Some(from), Some(to)) if from != to => Some(DailyWindow { from, to }),
+            let zone = match rd.timezone.as_deref().map(str::trim) {
+                None => Ok(None),
+                Some(name) => jiff::tz::TimeZone::get(name).map(Some).map_err(|e| {
+                    ck.report(
+                        d.span(),
+                        format!("silence daily timezone = {name:?} is not a time zone this system knows ({e})"),
+                        "use an IANA name such as \"Europe/Berlin\" or \"America/New_York\" (Debian package tzdata), or leave timezone out for UTC",
+                    );
+                }),
+            };
+            match (parse_hhmm(&rd.from), parse_hhmm(&rd.to), zone) {
+                (_, _, Err(())) => None,
+                (Some(from), Some(to), Ok(zone)) if from != to => {
+                    Some(DailyWindow { from, to, zone })
+                }
                 _ => {
                     ck.report(
                         d.span(),
@@ -673,7 +686,7 @@ fn validate_silence(
                             "silence daily = {{ from = {:?}, to = {:?} }} is not a window of two different HH:MM times",
                             rd.from, rd.to
                         ),
-                        "write e.g. daily = { from = \"02:00\", to = \"04:30\" } (UTC; may cross midnight)",
+                        "write e.g. daily = { from = \"02:00\", to = \"04:30\" } (UTC unless timezone is given; may cross midnight)",
                     );
                     None
                 }
