@@ -474,7 +474,9 @@ max_retry_delay = "300ms"
         tmp.launch();
         tmp
     };
-    broker.publish("faults/num/r7", b"35", 1, false);
+    // Retained, so the reading reaches sitewatch even if its subscription is not in place
+    // yet (`launch` waits for the metrics port, which opens before the MQTT session).
+    broker.publish("faults/num/r7", b"35", 1, true);
     // Attempts fail while nothing listens.
     eventually(Duration::from_secs(20), "failed delivery attempts", || {
         sw.log().contains("cannot reach receiver").then_some(())

@@ -140,9 +140,14 @@ impl Encoder {
         labels
     }
 
-    /// Appends one point per numeric field of `sample` to `out`.
+    /// Appends one point per numeric field of `sample` to `out`. The rules stage's
+    /// open-alert points (the `alerts` measurement, for InfluxDB tables of what is firing
+    /// now) are left out: here alerts are `sitewatch_alert` points, written from the events.
     pub fn encode_sample(&self, sample: &Sample, out: &mut Vec<Point>) -> Skipped {
         let measurement = sample.series.measurement.as_ref();
+        if measurement == crate::rules::open_alerts::ALERTS_MEASUREMENT {
+            return Skipped::default();
+        }
         let own: &[(&str, &str)] = match self.naming {
             MetricNaming::MeasurementField => &[],
             MetricNaming::Field => &[("measurement", measurement)],
