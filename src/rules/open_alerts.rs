@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{alert_id, Event, EventState, FieldValue, Sample, SeriesKey};
+use crate::model::{Event, EventState, FieldValue, Sample, SeriesKey};
 
 /// Default measurement of the open-alerts points.
 pub const ALERTS_MEASUREMENT: &str = "alerts";
@@ -220,15 +220,10 @@ fn view(id: &str, ev: &Event, silenced: bool) -> AlertView {
     }
 }
 
-/// The alert id of a (rule, series), as [`Event::alert_id`] gives it.
-pub fn id_of(rule: &str, series: &SeriesKey) -> String {
-    alert_id(rule, series)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Severity, TagSet};
+    use crate::model::{alert_id, Severity, TagSet};
 
     fn event(rack: &str, state: EventState, sev: Severity, ts: i64) -> Event {
         Event {
@@ -296,6 +291,6 @@ mod tests {
         assert_eq!(open.rewrite(80_000_000_000).len(), 1);
         let ids: Vec<String> = board.get().into_iter().map(|a| a.id).collect();
         assert_eq!(ids, vec![other.alert_id()]);
-        assert_eq!(id_of("hot", &other.series), other.alert_id());
+        assert_eq!(alert_id("hot", &other.series), other.alert_id());
     }
 }
