@@ -244,6 +244,56 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event as a point of `measurement` at `timestamp_ns`: tags are the series' tags,
+    /// then the rule's labels, then `own` (which win a clash); fields `value` (a finite
+    /// number) or `value_text` (a string value), `threshold` (when finite), `message` and
+    /// `series`. The events and the open-alerts measurements both start from it.
+    pub fn point(
+        &self,
+        measurement: impl Into<Arc<str>>,
+        own: &[(&str, &str)],
+        timestamp_ns: i64,
+    ) -> Sample {
+        let tags = self
+            .series
+            .tags
+            .merged(self.labels.iter().map(|(k, v)| (&**k, v.as_str())))
+            .merged(own.iter().copied());
+        let mut s = Sample::new(SeriesKey::new(measurement, tags), timestamp_ns);
+        match self.value.as_f64() {
+            Some(v) if v.is_finite() => s.fields.push(("value".into(), FieldValue::Float(v))),
+            Some(_) => {}
+            None => s.fields.push(("value_text".into(), self.value.clone())),
+        }
+        if let Some(t) = self.threshold.filter(|t| t.is_finite()) {
+            s.fields.push(("threshold".into(), FieldValue::Float(t)));
+        }
+        s.fields.push((
+            "message".into(),
+            FieldValue::Str(self.message.as_str().into()),
+        ));
+        s.fields.push((
+            "series".into(),
+            FieldValue::Str(self.series.to_string().into()),
+        ));
+        s
+    }
+
+    /// Adds the rule's annotations to `s` as string fields, except names already a field of
+    /// `s` or that some points of the measurement carry with another type: `value`,
+    /// `value_text`, `threshold` (absent on some points) and `reserved`.
+    pub fn add_annotations(&self, s: &mut Sample, reserved: &[&str]) {
+        for (k, v) in &self.annotations {
+            let taken = ["value", "value_text", "threshold"].contains(&&**k)
+                || reserved.contains(&&**k)
+                || s.field(k).is_some();
+            if !taken {
+                s.fields
+                    .push((k.clone(), FieldValue::Str(v.as_str().into())));
+            }
+        }
+    }
+
     /// The alert this event belongs to (rule + series), as 16 hex digits: the same for its
     /// firing, re-announcements and resolve, and across restarts and upgrades. The API names
     /// alerts by it (acknowledge, silence) and PagerDuty dedups on it.

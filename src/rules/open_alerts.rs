@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Event, EventState, FieldValue, Sample, SeriesKey};
+use crate::model::{Event, EventState, FieldValue, Sample};
 
 /// Default measurement of the open-alerts points.
 pub const ALERTS_MEASUREMENT: &str = "alerts";
@@ -159,36 +159,21 @@ impl OpenAlerts {
             ("severity", ev.severity.as_str()),
             ("state", ev.state.as_str()),
         ];
-        let tags = ev
-            .series
-            .tags
-            .merged(ev.labels.iter().map(|(k, v)| (&**k, v.as_str())))
-            .merged(own);
-        let mut s = Sample::new(SeriesKey::new(self.measurement.clone(), tags), ts)
-            .with_field("id", FieldValue::Str(id.into()))
-            .with_field("open", FieldValue::Bool(ev.state == EventState::Firing))
-            .with_field("started_ns", FieldValue::Int(ev.started_ns))
-            .with_field(
-                "age_s",
+        let mut s = ev.point(self.measurement.clone(), &own, ts);
+        s.fields.extend([
+            ("id".into(), FieldValue::Str(id.into())),
+            (
+                "open".into(),
+                FieldValue::Bool(ev.state == EventState::Firing),
+            ),
+            ("started_ns".into(), FieldValue::Int(ev.started_ns)),
+            (
+                "age_s".into(),
                 FieldValue::Float((now_ns - ev.started_ns).max(0) as f64 / 1e9),
-            )
-            .with_field("message", FieldValue::Str(ev.message.as_str().into()))
-            .with_field("series", FieldValue::Str(ev.series.to_string().into()))
-            .with_field("silenced", FieldValue::Bool(open.silenced));
-        match ev.value.as_f64() {
-            Some(v) if v.is_finite() => s.fields.push(("value".into(), FieldValue::Float(v))),
-            Some(_) => {}
-            None => s.fields.push(("value_text".into(), ev.value.clone())),
-        }
-        if let Some(t) = ev.threshold.filter(|t| t.is_finite()) {
-            s.fields.push(("threshold".into(), FieldValue::Float(t)));
-        }
-        for (k, v) in &ev.annotations {
-            if s.field(k).is_none() {
-                s.fields
-                    .push((k.clone(), FieldValue::Str(v.as_str().into())));
-            }
-        }
+            ),
+            ("silenced".into(), FieldValue::Bool(open.silenced)),
+        ]);
+        ev.add_annotations(&mut s, &[]);
         s
     }
 }
@@ -223,7 +208,7 @@ fn view(id: &str, ev: &Event, silenced: bool) -> AlertView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{alert_id, Severity, TagSet};
+    use crate::model::{alert_id, SeriesKey, Severity, TagSet};
 
     fn event(rack: &str, state: EventState, sev: Severity, ts: i64) -> Event {
         Event {

@@ -1,7 +1,7 @@
 //! How a rule event is stored in InfluxDB: a point of the events measurement (Grafana
 //! annotations and history). Other sinks shape events their own way.
 
-use crate::model::{FieldValue, Sample, SeriesKey};
+use crate::model::{FieldValue, Sample};
 use crate::pipeline::EventRecord;
 
 /// Default name of the InfluxDB measurement events are written to.
@@ -22,55 +22,13 @@ pub fn event_sample(record: &EventRecord, measurement: &str) -> Sample {
         ("source_measurement", ev.series.measurement.as_ref()),
         ("field", ev.field.as_ref()),
     ];
-    // Series tags first, then the rule's labels, so the event's own identity tags win a
-    // name clash.
-    let tags = if ev.labels.is_empty() {
-        ev.series.tags.merged(own)
-    } else {
-        ev.series
-            .tags
-            .merged(ev.labels.iter().map(|(k, v)| (&**k, v.as_str())))
-            .merged(own)
-    };
-    let mut sample = Sample::new(SeriesKey::new(measurement, tags), ev.timestamp_ns);
-    let value = match &ev.value {
-        FieldValue::Str(s) => FieldValue::Str(s.clone()),
-        other => FieldValue::Float(other.as_f64().unwrap_or(f64::NAN)),
-    };
-    if let Some(v) = value.as_f64() {
-        if v.is_finite() {
-            sample.fields.push(("value".into(), value));
-        }
-    } else {
-        sample.fields.push(("value_text".into(), value));
-    }
-    if let Some(t) = ev.threshold.filter(|t| t.is_finite()) {
-        sample
-            .fields
-            .push(("threshold".into(), FieldValue::Float(t)));
-    }
-    sample.fields.push((
-        "message".into(),
-        FieldValue::Str(ev.message.as_str().into()),
-    ));
-    sample.fields.push((
-        "series".into(),
-        FieldValue::Str(ev.series.to_string().into()),
-    ));
+    let mut sample = ev.point(measurement, &own, ev.timestamp_ns);
     let duration_s = (ev.timestamp_ns - ev.started_ns).max(0) as f64 / 1e9;
     sample
         .fields
         .push(("duration_s".into(), FieldValue::Float(duration_s)));
-    for (k, v) in &ev.annotations {
-        if !matches!(
-            &**k,
-            "value" | "value_text" | "threshold" | "message" | "series" | "duration_s" | "silenced"
-        ) {
-            sample
-                .fields
-                .push((k.clone(), FieldValue::Str(v.as_str().into())));
-        }
-    }
+    // `silenced` is a boolean on the points that have it.
+    ev.add_annotations(&mut sample, &["silenced"]);
     if record.silenced {
         sample
             .fields
@@ -82,7 +40,7 @@ pub fn event_sample(record: &EventRecord, measurement: &str) -> Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Event, EventState, Severity, TagSet};
+    use crate::model::{Event, EventState, SeriesKey, Severity, TagSet};
 
     #[test]
     fn event_sample_carries_series_tags_and_identity() {
