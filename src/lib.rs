@@ -4,6 +4,7 @@
 //! [`pipeline`]. See `docs/ARCHITECTURE.md` for the shape and the reasons behind it.
 
 pub mod ack;
+pub mod api;
 pub mod blocking;
 pub mod buffer;
 pub mod check;

@@ -101,6 +101,50 @@ enum Command {
         #[command(subcommand)]
         cmd: RulesCommand,
     },
+    /// Acknowledge an open alert on a running instance: escalation and repeats stop until it
+    /// resolves or changes severity. IDs are in `GET /api/v1/alerts` and the alerts table.
+    Ack {
+        /// The alert id (16 hex digits).
+        id: String,
+        /// Who acknowledges (default: $USER).
+        #[arg(long, env = "USER")]
+        by: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+/// Which running instance an API command talks to.
+#[derive(clap::Args)]
+struct InstanceArgs {
+    /// The instance, e.g. http://127.0.0.1:9273. Default: `[service] listen` of --config,
+    /// else http://127.0.0.1:9273.
+    #[arg(long)]
+    url: Option<String>,
+    /// Take the address and `[api] token` from this config (--url and --token win).
+    #[arg(long, short, env = "SITEWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// The API token (`[api] token` of the instance).
+    #[arg(long, env = "SITEWATCH_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print the server's JSON answer instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl InstanceArgs {
+    fn instance(&self) -> sitewatch::api::client::Instance {
+        sitewatch::api::client::Instance {
+            url: self.url.clone(),
+            config: self.config.clone(),
+            token: self.token.clone(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -139,6 +183,23 @@ fn main() -> std::process::ExitCode {
             Command::Rules {
                 cmd: RulesCommand::Test(args),
             } => rules_test(args).await,
+            Command::Ack {
+                id,
+                by,
+                comment,
+                instance,
+            } => {
+                let line = sitewatch::api::cli::ack(
+                    &instance.instance(),
+                    &id,
+                    &by,
+                    &comment,
+                    instance.json,
+                )
+                .await?;
+                writeln!(std::io::stdout().lock(), "{line}")?;
+                Ok(())
+            }
             Command::Import {
                 cmd: ImportCommand::Telegraf { file, output },
             } => import_telegraf(&file, output.as_deref()),
@@ -248,10 +309,7 @@ async fn once(path: &Path, mqtt_duration: Duration) -> Result<()> {
         encode_sample(&mut buf, s);
     }
     for event in events {
-        let record = EventRecord {
-            event,
-            silenced: false,
-        };
+        let record = EventRecord::change(event, false);
         encode_sample(&mut buf, &event_sample(&record, &measurement));
     }
     std::io::stdout().lock().write_all(&buf)?;
@@ -274,14 +332,10 @@ fn health_url(url: Option<String>, config: Option<&Path>) -> Result<String> {
         Some(path) => LoadedConfig::load(path)?.config.service.listen,
         None => sitewatch::config::ServiceConfig::default().listen,
     };
-    // A wildcard listen address (0.0.0.0 in a container) is reached on loopback.
-    let host = match listen.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-        ip if ip.is_unspecified() => "[::1]".to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
-    Ok(format!("http://{host}:{}/health", listen.port()))
+    Ok(format!(
+        "{}/health",
+        sitewatch::api::client::base_url_of(listen)
+    ))
 }
 
 async fn health(url: Option<String>, config: Option<&Path>, timeout: Duration) -> Result<()> {

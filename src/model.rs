@@ -310,6 +310,14 @@ pub fn alert_id(rule: &str, series: &SeriesKey) -> String {
 /// Rendered `labels` or `annotations` of a rule: (name, text), sorted by name.
 pub type Labels = Vec<(Arc<str>, String)>;
 
+/// A responder's acknowledgement of an open alert: who, why, when (wall clock).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub comment: String,
+    pub at_ns: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
 //! ```text
 //! sources --Batch--> rules stage --Batch (series)-----> each sink (a copy, acks shared)
 //!                                 \-EventBatch---------> each sink (events, priority)
-//!                                  \-Event-------------> alert router
+//!                                  \-AlertNotice-------> alert router --EventBatch--> sinks
+//!                                                                   (escalation steps)
 //! ```
 //!
 //! A source that must not lose data (MQTT QoS 1) attaches an [`Ack`] to its batch. The ack
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::ack::Ack;
-use crate::model::{Event, Sample};
+use crate::model::{Acknowledgement, Event, Sample};
 
 /// Samples moving downstream together, with the acks to complete once they are stored.
 #[derive(Debug, Default)]
@@ -63,12 +64,78 @@ pub const SINK_CHANNEL_CAPACITY: usize = 1024;
 pub type BatchSender = mpsc::Sender<Batch>;
 pub type BatchReceiver = mpsc::Receiver<Batch>;
 
-/// A rule event on its way to the sinks. Each sink shapes it for its own store.
+/// A step in an alert's life on its way to the sinks. Each sink shapes it for its own store.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRecord {
+    /// The alert as it stands (for a rule's change, the change itself).
     pub event: Event,
     /// A silence held back its notification; stored anyway, marked, for the history.
     pub silenced: bool,
+    /// What happened: the rule's change (`event.state`), an acknowledgement or an escalation.
+    pub action: Action,
+    /// The responders' side, once known: who acknowledged, time to acknowledge and (on the
+    /// resolve) time to resolve.
+    pub response: Option<Response>,
+}
+
+impl EventRecord {
+    /// A rule's change (firing, change of severity, resolve).
+    pub fn change(event: Event, silenced: bool) -> EventRecord {
+        EventRecord {
+            event,
+            silenced,
+            action: Action::Change,
+            response: None,
+        }
+    }
+}
+
+/// What an [`EventRecord`] records.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// The rule fired, changed severity or resolved (`event.state` says which).
+    Change,
+    /// A responder acknowledged the alert ([`Response::ack`] says who).
+    Acknowledged,
+    /// Nobody acknowledged in time: the alert went to the next receivers.
+    Escalated { step: u32, receivers: Vec<String> },
+}
+
+impl Action {
+    /// The `state` an events row gets: `firing`/`resolved` for changes, else the action.
+    pub fn state_name(&self, event: &Event) -> &'static str {
+        match self {
+            Action::Change => event.state.as_str(),
+            Action::Acknowledged => "acknowledged",
+            Action::Escalated { .. } => "escalated",
+        }
+    }
+}
+
+/// How the responders answered an alert, in wall-clock seconds since it first fired.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    pub ack: Option<Arc<Acknowledgement>>,
+    pub time_to_ack_s: Option<f64>,
+    /// Set on the resolve.
+    pub time_to_resolve_s: Option<f64>,
+}
+
+/// What the rules stage tells the alert router.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AlertNotice {
+    /// A rule's change (firing, change of severity, resolve) or a re-announcement.
+    Change(Event),
+    /// A responder acknowledged the open alert (the event is its latest firing one).
+    Acknowledged(Event, Arc<Acknowledgement>),
+}
+
+impl AlertNotice {
+    pub fn event(&self) -> &Event {
+        match self {
+            AlertNotice::Change(ev) | AlertNotice::Acknowledged(ev, _) => ev,
+        }
+    }
 }
 
 pub type EventBatch = Vec<EventRecord>;
@@ -166,6 +233,41 @@ impl SinkSenders {
                     port.events_gone_logged = true;
                     tracing::error!(sink = %port.name, "sink has stopped; rule events are no longer stored in it");
                 }
+            }
+        }
+    }
+}
+
+impl SinkSenders {
+    /// The events inputs of every sink, for a later stage that writes history of its own
+    /// (the alert router's escalation steps).
+    pub fn event_senders(&self) -> EventSenders {
+        EventSenders {
+            ports: self
+                .ports
+                .iter()
+                .map(|p| (p.name.clone(), p.events.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Writes events to every sink's events input (see [`SinkSenders::event_senders`]). The
+/// sinks finish once these are dropped too.
+#[derive(Clone, Default)]
+pub struct EventSenders {
+    ports: Vec<(Arc<str>, mpsc::Sender<EventBatch>)>,
+}
+
+impl EventSenders {
+    /// Hands `events` to every sink without waiting: a full sink queue (InfluxDB down for
+    /// long) costs this record, counted, never the caller's time.
+    pub fn try_send(&self, events: EventBatch) {
+        for (name, tx) in &self.ports {
+            if tx.try_send(events.clone()).is_err() {
+                metrics::counter!("sitewatch_rules_events_dropped_total", "sink" => name.to_string())
+                    .increment(events.len() as u64);
+                tracing::warn!(sink = %name, "sink queue full or stopped; an escalation record is not stored");
             }
         }
     }

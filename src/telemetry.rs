@@ -1,6 +1,6 @@
 //! Self-observability: logs (`tracing`), self-metrics (Prometheus text format), `/health`
 //! (liveness) and `/ready` (readiness, from the components' own reports in
-//! [`crate::status`]).
+//! [`crate::status`]), and the operations API of [`crate::api`] on the same port.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,6 +126,7 @@ pub async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
     health: Arc<Health>,
+    api: Arc<crate::api::Api>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, TelemetryError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -136,13 +137,13 @@ pub async fn serve(
         .route("/metrics", get(metrics_route))
         .route("/health", get(health_route))
         .route("/ready", get(ready_route))
-        .route("/api/v1/alerts", get(alerts_route))
         .with_state(EndpointState {
             handle,
             health,
             process: metrics_process::Collector::default(),
-        });
-    tracing::info!(%bound, "serving /metrics, /health, /ready and /api/v1/alerts");
+        })
+        .merge(api.routes());
+    tracing::info!(%bound, "serving /metrics, /health, /ready and the API (/api/v1)");
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -151,20 +152,6 @@ pub async fn serve(
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     }))
-}
-
-/// Every open alert (what is firing now, independent of any time range), oldest first:
-/// `{"alerts": [{id, rule, severity, series, tags, labels, annotations, value, threshold,
-/// message, started_at, started_ns, updated_ns, silenced}]}`.
-async fn alerts_route() -> impl IntoResponse {
-    let mut alerts = crate::rules::open_alerts::board().get();
-    alerts.sort_by(|a, b| {
-        a.started_ns
-            .cmp(&b.started_ns)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let body = serde_json::json!({ "alerts": alerts }).to_string();
-    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn metrics_route(State(state): State<EndpointState>) -> impl IntoResponse {

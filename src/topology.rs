@@ -69,6 +69,8 @@ pub struct Topology {
     sinks: Vec<Box<dyn Sink>>,
     notifier: Notifier,
     global_tags: GlobalTags,
+    api: crate::api::Api,
+    acks: rules::acknowledge::AckReceiver,
 }
 
 /// Rule files named by `[rules]`, loaded and validated.
@@ -109,6 +111,9 @@ impl Topology {
         let rules = load_rules(&cfg).map_err(|e| stage("rules")(e.into()))?;
         let global_tags = GlobalTags::from_service(&cfg.config.service)
             .map_err(|e| cfg.invalid(e.to_string()))?;
+        let (acks_tx, acks) = mpsc::channel(rules::acknowledge::ACK_CHANNEL_CAPACITY);
+        let api = crate::api::Api::new(cfg.config.api.as_ref(), Some(acks_tx))
+            .map_err(|e| stage("[api]")(e.into()))?;
         Ok(Topology {
             cfg,
             rules,
@@ -116,6 +121,8 @@ impl Topology {
             sinks,
             notifier,
             global_tags,
+            api,
+            acks,
         })
     }
 
@@ -192,6 +199,8 @@ impl Topology {
             sinks,
             notifier,
             global_tags,
+            api,
+            acks: acks_rx,
         } = self;
         let service = &cfg.config.service;
         telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
@@ -206,6 +215,7 @@ impl Topology {
             service.listen,
             handle,
             health.clone(),
+            std::sync::Arc::new(api),
             endpoint_stop.clone(),
         )
         .await
@@ -251,6 +261,8 @@ impl Topology {
         let (reload_tx, reload_rx) = mpsc::channel(1);
         let notify_stop = CancellationToken::new();
         let rules_stop = CancellationToken::new();
+        // Escalation steps are history too: the router writes them to every sink's events.
+        let notifier = notifier.with_history(senders.event_senders());
         let notify_task = tokio::spawn(notifier.run(alerts_rx, notify_stop.clone()));
         let rules_len = rules.len();
         crate::status::set_rules(crate::status::RulesStatus {
@@ -264,7 +276,10 @@ impl Topology {
             collect_rx,
             senders,
             Some(alerts_tx),
-            reload_rx,
+            rules::stage::StageInputs {
+                reload: reload_rx,
+                acks: acks_rx,
+            },
             rules_stop.clone(),
         ));
         let watch_task = tokio::spawn(rules::reload::watch_rule_files(

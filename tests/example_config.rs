@@ -22,6 +22,7 @@ const TABLES: &[(&str, &str)] = &[
     ("rules", "[rules]\nzz_probe = 1\n"),
     ("notify", "[notify]\nzz_probe = 1\n"),
     ("notify.receiver", "[[notify.receiver]]\nzz_probe = 1\n"),
+    ("api", "[api]\nzz_probe = 1\n"),
 ];
 
 /// The keys the schema accepts in a table, from its unknown-field error.

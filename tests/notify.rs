@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sitewatch::model::{now_ns, Event, EventState, FieldValue, SeriesKey, Severity, TagSet};
 use sitewatch::notify::{Notifier, NotifyConfig};
+use sitewatch::pipeline::AlertNotice;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,14 +16,17 @@ use tokio_util::sync::CancellationToken;
 use common::alertmanager::{Alertmanager, WebhookReceiver};
 
 struct Running {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<AlertNotice>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl Running {
     async fn send(&self, ev: Event) {
-        self.tx.send(ev).await.expect("notifier is running");
+        self.tx
+            .send(AlertNotice::Change(ev))
+            .await
+            .expect("notifier is running");
     }
 
     /// Cancels and waits for `run` to return; returns how long that took.

@@ -22,7 +22,7 @@ use common::sitewatch::Sitewatch;
 use serde_json::Value;
 use sitewatch::ack::{Ack, Delivery};
 use sitewatch::model::{Event, EventState, FieldValue, Sample, SeriesKey, Severity, TagSet};
-use sitewatch::pipeline::{Batch, EventRecord, SinkInputs, SinkPort};
+use sitewatch::pipeline::{Action, Batch, EventRecord, SinkInputs, SinkPort};
 use sitewatch::sink::remote_write::{RemoteWriteConfig, RemoteWriteSink};
 use sitewatch::sink::Sink;
 use tokio::task::JoinHandle;
@@ -194,6 +194,8 @@ fn alert(state: EventState, ts_ns: i64) -> EventRecord {
             message: "low".into(),
         },
         silenced: false,
+        action: Action::Change,
+        response: None,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub modbus: Option<ModbusConfig>,
     pub rules: Option<RulesConfig>,
     pub notify: Option<NotifyConfig>,
+    /// The operations API on `[service] listen` (acknowledge, silences).
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 /// Process-wide settings: logging and the self-metrics endpoint.

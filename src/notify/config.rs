@@ -28,6 +28,15 @@
 //! headers = { Authorization = { env = "SITEWATCH_TICKET_AUTH" } }
 //! match = { rack = "r1*" }
 //! tls = { ca_file = "/etc/sitewatch/internal-ca.pem" }   # see crate::tls
+//!
+//! # Escalation: an alert this receiver got and nobody acknowledged within 15 minutes goes
+//! # on to "duty-manager" (which gets alerts only by escalation; it may escalate further).
+//! [[notify.receiver]]
+//! name = "noc-webhook"
+//! kind = "webhook"
+//! url = "https://noc.example.net/hooks/sitewatch"
+//! escalate_after = "15m"
+//! escalate_to = ["duty-manager"]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -132,6 +141,14 @@ pub struct ReceiverConfig {
     /// Trust and client certificate for an `https://` URL (see `crate::tls`).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// An alert this receiver was told about and nobody acknowledged this long after goes
+    /// on to `escalate_to` (the clock restarts at a change of severity).
+    #[serde(default, with = "humantime_serde")]
+    pub escalate_after: Option<Duration>,
+    /// The receivers of the next escalation step. A receiver named here gets alerts only by
+    /// escalation (its own `match` still filters them).
+    #[serde(default)]
+    pub escalate_to: Vec<String>,
 }
 
 impl ReceiverConfig {
@@ -279,8 +296,83 @@ impl NotifyConfig {
             if r.max_retry_delay < Duration::from_millis(100) {
                 return Err(err("max_retry_delay", "must be at least 100ms".into()));
             }
+            match (r.escalate_after, r.escalate_to.is_empty()) {
+                (Some(_), true) => {
+                    return Err(err(
+                        "escalate_to",
+                        "is missing: name the receivers escalate_after hands alerts to".into(),
+                    ))
+                }
+                (None, false) => {
+                    return Err(err(
+                        "escalate_after",
+                        "is missing: say how long an unacknowledged alert waits before it goes to escalate_to (e.g. \"15m\")".into(),
+                    ))
+                }
+                (Some(d), false) if d < Duration::from_secs(1) => {
+                    return Err(err("escalate_after", "must be at least 1s".into()))
+                }
+                _ => {}
+            }
+            for target in &r.escalate_to {
+                if target == &r.name {
+                    return Err(err("escalate_to", "names the receiver itself".into()));
+                }
+                if !self.receivers.iter().any(|o| &o.name == target) {
+                    return Err(err(
+                        "escalate_to",
+                        format!("names {target:?}, which is no [[notify.receiver]]"),
+                    ));
+                }
+            }
+        }
+        self.check_escalation_cycles()
+    }
+
+    /// Escalation must end: a chain that comes back to a receiver would page in a loop.
+    fn check_escalation_cycles(&self) -> Result<(), NotifyConfigError> {
+        let next = |name: &str| -> &[String] {
+            self.receivers
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.escalate_to.as_slice())
+                .unwrap_or(&[])
+        };
+        for (index, r) in self.receivers.iter().enumerate() {
+            // Depth-first from r; a path back to r is a cycle.
+            let mut stack: Vec<(&str, Vec<&str>)> = vec![(&r.name, vec![&r.name])];
+            while let Some((at, path)) = stack.pop() {
+                for t in next(at) {
+                    if t == &r.name {
+                        let mut chain = path.clone();
+                        chain.push(t);
+                        return Err(NotifyConfigError::Receiver {
+                            index,
+                            name: r.name.clone(),
+                            key: "escalate_to".into(),
+                            problem: format!(
+                                "escalation comes back to this receiver ({}); an escalation chain must end",
+                                chain.join(" -> ")
+                            ),
+                        });
+                    }
+                    if !path.contains(&t.as_str()) {
+                        let mut p = path.clone();
+                        p.push(t);
+                        stack.push((t, p));
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Names of the receivers some `escalate_to` names: they get alerts only by escalation.
+    pub fn escalation_targets(&self) -> HashSet<&str> {
+        self.receivers
+            .iter()
+            .flat_map(|r| r.escalate_to.iter().map(String::as_str))
+            .collect()
     }
 }
 

@@ -7,9 +7,12 @@
 //! ```
 //!
 //! Each receiver has its own bounded queue and task, so a dead or slow receiver delays only
-//! itself and never the rules stage. See [`config`] for the TOML schema.
+//! itself and never the rules stage. See [`config`] for the TOML schema. Acknowledgements
+//! come from the rules stage as notices of their own; unacknowledged alerts go on to the next
+//! receivers as [`escalation`] says, each step written to the events history.
 
 pub mod config;
+pub mod escalation;
 pub mod matcher;
 pub mod payload;
 pub mod router;
@@ -17,7 +20,17 @@ pub mod router;
 pub use config::{NotifyConfig, NotifyConfigError, ReceiverConfig, ReceiverKind};
 pub use router::Notifier;
 
+use std::sync::Arc;
+
+use crate::model::{Event, SeriesKey};
 use crate::secret::SecretError;
+
+/// Identity of an alert: rule + series (the severity may change while it fires).
+pub type AlertKey = (Arc<str>, SeriesKey);
+
+pub fn key_of(ev: &Event) -> AlertKey {
+    (ev.rule.clone(), ev.series.clone())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::model::{Event, EventState, Severity};
+use crate::model::{Acknowledgement, Event, EventState, Severity};
 
 /// What the bodies need besides the events.
 #[derive(Debug, Clone, Default)]
@@ -363,6 +363,71 @@ pub fn slack_body(ev: &Event, ctx: &PayloadContext) -> Value {
     }
     if let Some(url) = runbook_url(ev) {
         text.push_str(&format!("\n<{}|runbook>", slack_escape(url)));
+    }
+    json!({ "text": text })
+}
+
+/// The firing alert with its acknowledgement as annotations (`acknowledged_by`,
+/// `acknowledged_at`, `ack_comment`): what Alertmanager gets on every re-send once
+/// acknowledged (it has no acknowledgement of its own), and webhooks in the ack.
+pub fn with_ack(ev: &Event, ack: &Acknowledgement) -> Event {
+    let mut ev = ev.clone();
+    ev.annotations
+        .retain(|(k, _)| !["acknowledged_by", "acknowledged_at", "ack_comment"].contains(&&**k));
+    ev.annotations
+        .push(("acknowledged_by".into(), ack.by.clone()));
+    ev.annotations
+        .push(("acknowledged_at".into(), rfc3339_millis(ack.at_ns)));
+    if !ack.comment.is_empty() {
+        ev.annotations
+            .push(("ack_comment".into(), ack.comment.clone()));
+    }
+    ev
+}
+
+/// A webhook's acknowledgement: the webhook shape with `status = "acknowledged"` and an
+/// `acknowledgement` object (`by`, `comment`, `at`).
+pub fn webhook_ack_body(
+    receiver: &str,
+    ev: &Event,
+    ack: &Acknowledgement,
+    ctx: &PayloadContext,
+) -> Value {
+    let mut body = webhook_body(receiver, &[with_ack(ev, ack)], ctx);
+    body["status"] = "acknowledged".into();
+    body["alerts"][0]["status"] = "acknowledged".into();
+    body["acknowledgement"] = json!({
+        "by": ack.by,
+        "comment": ack.comment,
+        "at": rfc3339_millis(ack.at_ns),
+    });
+    body
+}
+
+/// PagerDuty's `acknowledge` event for the incident the trigger opened.
+pub fn pagerduty_ack_body(routing_key: &str, ev: &Event) -> Value {
+    json!({
+        "routing_key": routing_key,
+        "event_action": "acknowledge",
+        "dedup_key": dedup_key(ev),
+    })
+}
+
+/// Slack: who acknowledged which alert, and why.
+pub fn slack_ack_body(ev: &Event, ack: &Acknowledgement, ctx: &PayloadContext) -> Value {
+    let mut text = format!(
+        ":eyes: *ACKNOWLEDGED* by {} ({}) {}: {}\n`{}`",
+        slack_escape(&ack.by),
+        ev.severity,
+        slack_escape(&ev.rule),
+        slack_escape(&summary_text(ev)),
+        slack_escape(&ev.series.to_string()),
+    );
+    if !ack.comment.is_empty() {
+        text.push_str(&format!("\n> {}", slack_escape(&ack.comment)));
+    }
+    if let Some(url) = generator_url(ctx, ev) {
+        text.push_str(&format!("\n<{url}|details>"));
     }
     json!({ "text": text })
 }

@@ -5,6 +5,11 @@
 //! that is down or hangs can only fill its own queue. Each worker delivers its queue in
 //! order, retrying transport errors, 429 and 5xx with full-jitter exponential backoff, and
 //! re-sends still-firing alerts every `repeat_interval`.
+//!
+//! Acknowledged alerts are not re-sent (but to Alertmanager, which forgets alerts that are
+//! not re-sent; it gets the acknowledgement as annotations) and do not escalate. Every
+//! second the router hands alerts whose escalation is due to the next receivers (see
+//! [`super::escalation`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,10 +23,12 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{check_url, NotifyConfig, ReceiverConfig, ReceiverKind, PAGERDUTY_DEFAULT_URL};
+use super::escalation::{Escalations, Policy};
 use super::matcher::Matchers;
 use super::payload::{self, PayloadContext};
-use super::{NotifyConfigError, NotifyError};
-use crate::model::{now_ns, Event, EventState, SeriesKey, Severity};
+use super::{key_of, AlertKey, NotifyConfigError, NotifyError};
+use crate::model::{now_ns, Acknowledgement, Event, EventState, Severity};
+use crate::pipeline::{Action, AlertNotice, EventRecord, EventSenders};
 use crate::retry::{self, Backoff};
 
 /// First retry delay; doubles per attempt up to the receiver's `max_retry_delay`.
@@ -33,17 +40,17 @@ const ALERTMANAGER_CHUNK: usize = 500;
 /// How much of a rejecting receiver's answer goes into the log.
 const LOGGED_BODY_MAX: usize = 500;
 
-/// Identity of an alert: rule + series (the severity may change while it fires).
-type AlertKey = (Arc<str>, SeriesKey);
-
-fn key_of(ev: &Event) -> AlertKey {
-    (ev.rule.clone(), ev.series.clone())
-}
+/// How often due escalations are looked for.
+const ESCALATION_TICK: Duration = Duration::from_secs(1);
 
 /// Routes events to receivers. Build with [`Notifier::new`], then drive with
 /// [`Notifier::run`].
 pub struct Notifier {
     receivers: Vec<Arc<Receiver>>,
+    /// Per receiver (same order), its escalation step.
+    policies: Vec<Option<Policy>>,
+    /// Where escalation steps are written (the sinks' events inputs).
+    history: Option<EventSenders>,
     shutdown_grace: Duration,
     /// What `sitewatch check` warns about (receivers that do not verify certificates).
     warnings: Vec<String>,
@@ -64,6 +71,8 @@ struct Receiver {
     queue_size: usize,
     max_retry_delay: Duration,
     ctx: PayloadContext,
+    /// Named in some `escalate_to`: gets alerts only by escalation.
+    escalation_only: bool,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -94,6 +103,18 @@ impl Notifier {
             })?;
         let mut receivers = Vec::with_capacity(cfg.receivers.len());
         let mut warnings = Vec::new();
+        let targets = cfg.escalation_targets();
+        let position = |name: &str| cfg.receivers.iter().position(|r| r.name == name);
+        let policies = cfg
+            .receivers
+            .iter()
+            .map(|r| {
+                r.escalate_after.map(|after| Policy {
+                    after,
+                    targets: r.escalate_to.iter().filter_map(|t| position(t)).collect(),
+                })
+            })
+            .collect();
         for (index, r) in cfg.receivers.iter().enumerate() {
             let secret = |key: &str, s: &crate::secret::Secret| {
                 s.resolve().map_err(|source| NotifyError::Secret {
@@ -180,13 +201,22 @@ impl Notifier {
                     // Two lost re-sends are tolerated before Alertmanager resolves on its own.
                     firing_validity: repeat.unwrap_or(Duration::from_secs(60)) * 3,
                 },
+                escalation_only: targets.contains(r.name.as_str()),
             }));
         }
         Ok(Notifier {
             receivers,
+            policies,
+            history: None,
             shutdown_grace: cfg.shutdown_grace,
             warnings,
         })
+    }
+
+    /// Writes escalation steps to these sinks' events (the `escalated` rows).
+    pub fn with_history(mut self, history: EventSenders) -> Notifier {
+        self.history = Some(history);
+        self
     }
 
     /// Warnings for `sitewatch check`.
@@ -202,7 +232,7 @@ impl Notifier {
     /// Routes events from `rx` until `shutdown` is cancelled or `rx` closes. Then events
     /// still in `rx` are routed, and receivers get `shutdown_grace` to deliver their queues;
     /// what is left after that is counted as dropped.
-    pub async fn run(self, mut rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+    pub async fn run(self, mut rx: mpsc::Receiver<AlertNotice>, shutdown: CancellationToken) {
         let hard_stop = CancellationToken::new();
         let queues: Vec<Arc<Queue>> = self
             .receivers
@@ -215,28 +245,36 @@ impl Notifier {
                 receiver: receiver.clone(),
                 queue: queue.clone(),
                 firing: HashMap::new(),
+                acked: HashMap::new(),
                 shutdown: shutdown.clone(),
                 hard_stop: hard_stop.clone(),
             };
             workers.spawn(worker.run());
         }
-        let mut routed: Vec<HashMap<AlertKey, Severity>> = vec![HashMap::new(); queues.len()];
+        let mut routing = Routing {
+            routed: vec![HashMap::new(); queues.len()],
+            escalations: Escalations::default(),
+        };
+        let mut escalation_tick = tokio::time::interval(ESCALATION_TICK);
+        escalation_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let escalating = self.policies.iter().any(Option::is_some);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.route(ev, &queues, &mut routed),
+                notice = rx.recv() => match notice {
+                    Some(notice) => self.route(notice, &queues, &mut routing),
                     None => {
                         tracing::info!("alert channel closed; notifier finishing its queues");
                         break;
                     }
                 },
+                _ = escalation_tick.tick(), if escalating => self.escalate(&queues, &mut routing),
             }
         }
         // Events the rules stage already handed over are not lost to a shutdown race.
-        while let Ok(ev) = rx.try_recv() {
-            self.route(ev, &queues, &mut routed);
+        while let Ok(notice) = rx.try_recv() {
+            self.route(notice, &queues, &mut routing);
         }
         for q in &queues {
             q.close();
@@ -263,31 +301,130 @@ impl Notifier {
         }
     }
 
-    /// Pushes `ev` to every receiver whose matchers accept it. A receiver that got an alert
-    /// firing and no longer matches it (e.g. a warning-only receiver after an escalation to
-    /// critical) gets a resolve, so nothing stays firing there forever.
-    fn route(&self, ev: Event, queues: &[Arc<Queue>], routed: &mut [HashMap<AlertKey, Severity>]) {
+    fn route(&self, notice: AlertNotice, queues: &[Arc<Queue>], routing: &mut Routing) {
+        match notice {
+            AlertNotice::Change(ev) => self.route_change(ev, queues, routing),
+            AlertNotice::Acknowledged(ev, ack) => {
+                let key = key_of(&ev);
+                routing.escalations.acknowledged(&key);
+                // Receivers that were told it fires hear who took it.
+                for (queue, routed) in queues.iter().zip(&routing.routed) {
+                    if routed.contains_key(&key) {
+                        queue.push(Item::Ack(ev.clone(), ack.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes `ev` to every receiver whose matchers accept it (a receiver reached only by
+    /// escalation: once it has the alert). A receiver that got an alert firing and no longer
+    /// matches it (e.g. a warning-only receiver after a change to critical) gets a resolve,
+    /// so nothing stays firing there forever.
+    fn route_change(&self, ev: Event, queues: &[Arc<Queue>], routing: &mut Routing) {
         let labels = payload::labels(&ev);
         let key = key_of(&ev);
-        for ((receiver, queue), routed) in self.receivers.iter().zip(queues).zip(routed) {
-            if receiver.matchers.matches(&labels) {
+        let mut told = Vec::new();
+        for (i, ((receiver, queue), routed)) in self
+            .receivers
+            .iter()
+            .zip(queues)
+            .zip(&mut routing.routed)
+            .enumerate()
+        {
+            let reached = !receiver.escalation_only || routed.contains_key(&key);
+            if reached && receiver.matchers.matches(&labels) {
                 match ev.state {
                     EventState::Firing => {
                         routed.insert(key.clone(), ev.severity);
+                        told.push(i);
                     }
                     EventState::Resolved => {
                         routed.remove(&key);
                     }
                 }
-                queue.push(ev.clone());
+                queue.push(Item::Event(ev.clone()));
             } else if let Some(severity) = routed.remove(&key) {
                 let mut resolve = ev.clone();
                 resolve.state = EventState::Resolved;
                 resolve.severity = severity;
-                queue.push(resolve);
+                queue.push(Item::Event(resolve));
+            }
+        }
+        match ev.state {
+            EventState::Firing => {
+                routing
+                    .escalations
+                    .firing(&key, &ev, told, &self.policies, Instant::now())
+            }
+            EventState::Resolved => routing.escalations.resolved(&key),
+        }
+    }
+
+    /// Hands every alert whose escalation is due to the next receivers and writes the step.
+    fn escalate(&self, queues: &[Arc<Queue>], routing: &mut Routing) {
+        let now = Instant::now();
+        for due in routing.escalations.due(now) {
+            let Some(Some(policy)) = self.policies.get(due.from) else {
+                continue;
+            };
+            let labels = payload::labels(&due.event);
+            let mut to = Vec::new();
+            for &t in &policy.targets {
+                let receiver = &self.receivers[t];
+                if routing.routed[t].contains_key(&due.key) || !receiver.matchers.matches(&labels) {
+                    continue;
+                }
+                routing.routed[t].insert(due.key.clone(), due.event.severity);
+                queues[t].push(Item::Event(due.event.clone()));
+                to.push(t);
+            }
+            let from = &self.receivers[due.from].name;
+            if to.is_empty() {
+                tracing::debug!(rule = %due.event.rule, series = %due.event.series, from = %from, "escalation due, but every next receiver already has the alert or does not match it");
+                continue;
+            }
+            let step = routing
+                .escalations
+                .escalated(&due.key, &to, &self.policies, now);
+            let names: Vec<String> = to.iter().map(|t| self.receivers[*t].name.clone()).collect();
+            metrics::counter!("sitewatch_notify_escalations_total", "receiver" => from.clone())
+                .increment(1);
+            let after = humantime::format_duration(policy.after);
+            tracing::warn!(
+                rule = %due.event.rule,
+                series = %due.event.series,
+                severity = %due.event.severity,
+                step,
+                from = %from,
+                to = %names.join(","),
+                "alert not acknowledged within {after}: escalated"
+            );
+            if let Some(history) = &self.history {
+                let mut event = due.event.clone();
+                event.timestamp_ns = now_ns();
+                event.message = format!(
+                    "escalated to {} (step {step}): not acknowledged within {after} of reaching {from}",
+                    names.join(", ")
+                );
+                history.try_send(vec![EventRecord {
+                    event,
+                    silenced: false,
+                    action: Action::Escalated {
+                        step,
+                        receivers: names,
+                    },
+                    response: None,
+                }]);
             }
         }
     }
+}
+
+/// The router's memory: which receiver was told which alert fires, and the escalations.
+struct Routing {
+    routed: Vec<HashMap<AlertKey, Severity>>,
+    escalations: Escalations,
 }
 
 /// `{base}/api/v2/alerts`, keeping a path prefix (Alertmanager behind a reverse proxy).
@@ -309,11 +446,27 @@ struct Queue {
     wake: Notify,
 }
 
+/// What a receiver's worker delivers.
+#[derive(Clone, Debug)]
+enum Item {
+    Event(Event),
+    /// The firing alert and who acknowledged it.
+    Ack(Event, Arc<Acknowledgement>),
+}
+
+impl Item {
+    fn event(&self) -> &Event {
+        match self {
+            Item::Event(ev) | Item::Ack(ev, _) => ev,
+        }
+    }
+}
+
 #[derive(Default)]
 struct QueueState {
-    /// Events with the time the notifier took them from the rules stage (just after they
+    /// Items with the time the notifier took them from the rules stage (just after they
     /// were made): the start of the latency to the receiver's answer.
-    items: VecDeque<(Event, std::time::Instant)>,
+    items: VecDeque<(Item, std::time::Instant)>,
     closed: bool,
 }
 
@@ -332,19 +485,20 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, ev: Event) {
+    fn push(&self, item: Item) {
         let (dropped, depth) = {
             let mut st = self.lock();
             let dropped = if st.items.len() >= self.cap {
-                st.items.pop_front().map(|(ev, _)| ev)
+                st.items.pop_front().map(|(item, _)| item)
             } else {
                 None
             };
-            st.items.push_back((ev, std::time::Instant::now()));
+            st.items.push_back((item, std::time::Instant::now()));
             (dropped, st.items.len())
         };
         self.set_depth(depth);
         if let Some(old) = dropped {
+            let old = old.event();
             metrics::counter!("sitewatch_notify_dropped_total", "receiver" => self.receiver.clone())
                 .increment(1);
             tracing::warn!(
@@ -365,7 +519,7 @@ impl Queue {
     }
 
     /// The next event and when it was queued; `None` once closed and empty.
-    async fn pop(&self) -> Option<(Event, std::time::Instant)> {
+    async fn pop(&self) -> Option<(Item, std::time::Instant)> {
         loop {
             {
                 let mut st = self.lock();
@@ -403,7 +557,7 @@ impl Queue {
 }
 
 enum Work {
-    Event(Box<Event>, std::time::Instant),
+    Item(Box<Item>, std::time::Instant),
     Repeat,
 }
 
@@ -422,6 +576,8 @@ struct Worker {
     queue: Arc<Queue>,
     /// Alerts this receiver was told are firing (last event of each).
     firing: HashMap<AlertKey, Event>,
+    /// Of those, the acknowledged ones (until they resolve or change severity).
+    acked: HashMap<AlertKey, Arc<Acknowledgement>>,
     shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: abandon whatever is in flight.
     hard_stop: CancellationToken,
@@ -448,13 +604,16 @@ impl Worker {
                 biased;
                 _ = self.hard_stop.cancelled() => break,
                 ev = self.queue.pop() => match ev {
-                    Some((ev, queued)) => Work::Event(Box::new(ev), queued),
+                    Some((item, queued)) => Work::Item(Box::new(item), queued),
                     None => break,
                 },
                 _ = tick(&mut repeat), if !self.shutdown.is_cancelled() => Work::Repeat,
             };
             match work {
-                Work::Event(ev, queued) => self.handle_event(*ev, queued).await,
+                Work::Item(item, queued) => match *item {
+                    Item::Event(ev) => self.handle_event(ev, queued).await,
+                    Item::Ack(ev, ack) => self.handle_ack(ev, ack, queued).await,
+                },
                 Work::Repeat => self.resend_firing().await,
             }
         }
@@ -474,7 +633,11 @@ impl Worker {
         let key = key_of(&ev);
         let batch = match ev.state {
             EventState::Firing => {
-                let prev = self.firing.insert(key, ev.clone());
+                let prev = self.firing.insert(key.clone(), ev.clone());
+                if prev.as_ref().is_some_and(|p| p.severity != ev.severity) {
+                    // The acknowledgement held for the old severity only.
+                    self.acked.remove(&key);
+                }
                 match prev {
                     // Severity is part of the label set for these kinds, so the old alert is
                     // a different alert there: close it in the same request.
@@ -495,6 +658,7 @@ impl Worker {
             }
             EventState::Resolved => {
                 let mut ev = ev;
+                self.acked.remove(&key);
                 // Resolve exactly what this receiver was told is firing.
                 if let Some(prev) = self.firing.remove(&key) {
                     ev.severity = prev.severity;
@@ -506,11 +670,45 @@ impl Worker {
         self.deliver(&batch, Some(queued)).await;
     }
 
+    /// Tells the receiver who acknowledged an alert it has firing, the way its kind
+    /// understands (PagerDuty `acknowledge`, Alertmanager annotations, a webhook status, a
+    /// Slack message).
+    async fn handle_ack(
+        &mut self,
+        ev: Event,
+        ack: Arc<Acknowledgement>,
+        queued: std::time::Instant,
+    ) {
+        let key = key_of(&ev);
+        let Some(firing) = self.firing.get(&key).cloned() else {
+            // Resolved (or never told) in the meantime: nothing to acknowledge here.
+            return;
+        };
+        if firing.severity != ev.severity {
+            return;
+        }
+        self.acked.insert(key, ack.clone());
+        self.deliver_ack(&firing, &ack, queued).await;
+    }
+
     async fn resend_firing(&mut self) {
         if self.firing.is_empty() {
             return;
         }
-        let mut alerts: Vec<Event> = self.firing.values().cloned().collect();
+        let am = self.receiver.kind == ReceiverKind::Alertmanager;
+        let mut alerts: Vec<Event> = self
+            .firing
+            .iter()
+            .filter_map(|(key, ev)| match self.acked.get(key) {
+                // Alertmanager forgets what is not re-sent: keep it, marked acknowledged.
+                Some(ack) if am => Some(payload::with_ack(ev, ack)),
+                Some(_) => None,
+                None => Some(ev.clone()),
+            })
+            .collect();
+        if alerts.is_empty() {
+            return;
+        }
         alerts.sort_by_key(|e| e.started_ns);
         tracing::debug!(receiver = %self.receiver.name, alerts = alerts.len(), "notify: re-sending firing alerts");
         if self.receiver.kind == ReceiverKind::Alertmanager {
@@ -553,27 +751,55 @@ impl Worker {
                     ReceiverKind::Slack => payload::slack_body(&group[0], &r.ctx),
                 })
                 .await;
-            if outcome == Outcome::Abandoned && fresh.is_some() {
-                metrics::counter!("sitewatch_notify_dropped_total", "receiver" => r.name.clone())
-                    .increment(group.len() as u64);
-                tracing::warn!(
-                    receiver = %r.name,
-                    alerts = group.len(),
-                    "notify: shutdown grace over while delivering; alert dropped"
-                );
-            }
-            if outcome == Outcome::Delivered {
-                metrics::counter!("sitewatch_notify_sent_total", "receiver" => r.name.clone())
-                    .increment(group.len() as u64);
-                if let Some(queued) = fresh {
-                    let secs = queued.elapsed().as_secs_f64();
-                    for _ in group {
-                        metrics::histogram!("sitewatch_notify_latency_seconds", "receiver" => r.name.clone())
-                            .record(secs);
-                    }
+            self.count(outcome, group.len(), fresh);
+        }
+    }
+
+    /// Counts a delivery of `n` alerts: sent (with the latency of fresh ones) or dropped at
+    /// shutdown.
+    fn count(&self, outcome: Outcome, n: usize, fresh: Option<std::time::Instant>) {
+        let r = &*self.receiver;
+        if outcome == Outcome::Abandoned && fresh.is_some() {
+            metrics::counter!("sitewatch_notify_dropped_total", "receiver" => r.name.clone())
+                .increment(n as u64);
+            tracing::warn!(
+                receiver = %r.name,
+                alerts = n,
+                "notify: shutdown grace over while delivering; alert dropped"
+            );
+        }
+        if outcome == Outcome::Delivered {
+            metrics::counter!("sitewatch_notify_sent_total", "receiver" => r.name.clone())
+                .increment(n as u64);
+            if let Some(queued) = fresh {
+                let secs = queued.elapsed().as_secs_f64();
+                for _ in 0..n {
+                    metrics::histogram!("sitewatch_notify_latency_seconds", "receiver" => r.name.clone())
+                        .record(secs);
                 }
             }
         }
+    }
+
+    /// One acknowledgement, delivered like a fresh event (latency, counters, drops).
+    async fn deliver_ack(&self, firing: &Event, ack: &Acknowledgement, queued: std::time::Instant) {
+        let r = &*self.receiver;
+        let outcome = self
+            .send(|| match r.kind {
+                ReceiverKind::Alertmanager => payload::alertmanager_body(
+                    std::slice::from_ref(&payload::with_ack(firing, ack)),
+                    &r.ctx,
+                    now_ns(),
+                ),
+                ReceiverKind::Webhook => payload::webhook_ack_body(&r.name, firing, ack, &r.ctx),
+                ReceiverKind::Pagerduty => payload::pagerduty_ack_body(
+                    r.routing_key.as_deref().unwrap_or_default(),
+                    firing,
+                ),
+                ReceiverKind::Slack => payload::slack_ack_body(firing, ack, &r.ctx),
+            })
+            .await;
+        self.count(outcome, 1, Some(queued));
     }
 
     fn failure(&self, kind: &'static str) {
@@ -688,7 +914,7 @@ fn retry_delay(attempt: u32, cap: Duration, retry_after: Option<Duration>) -> Du
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FieldValue, TagSet};
+    use crate::model::{FieldValue, SeriesKey, TagSet};
     use reqwest::header::RETRY_AFTER;
 
     fn ev(rule: &str, sev: Severity, state: EventState) -> Event {
@@ -752,12 +978,12 @@ mod tests {
     #[tokio::test]
     async fn queue_drops_oldest_when_full_and_ends_when_closed() {
         let q = Queue::new("t".into(), 2);
-        q.push(ev("a", Severity::Warning, EventState::Firing));
-        q.push(ev("b", Severity::Warning, EventState::Firing));
-        q.push(ev("c", Severity::Warning, EventState::Firing));
+        q.push(Item::Event(ev("a", Severity::Warning, EventState::Firing)));
+        q.push(Item::Event(ev("b", Severity::Warning, EventState::Firing)));
+        q.push(Item::Event(ev("c", Severity::Warning, EventState::Firing)));
         q.close();
-        assert_eq!(&*q.pop().await.unwrap().0.rule, "b");
-        assert_eq!(&*q.pop().await.unwrap().0.rule, "c");
+        assert_eq!(&*q.pop().await.unwrap().0.event().rule, "b");
+        assert_eq!(&*q.pop().await.unwrap().0.event().rule, "c");
         assert!(q.pop().await.is_none());
     }
 
@@ -791,18 +1017,21 @@ mod tests {
             .iter()
             .map(|r| Arc::new(Queue::new(r.name.clone(), 10)))
             .collect();
-        let mut routed = vec![HashMap::new(); 2];
-        n.route(
+        let mut routed = Routing {
+            routed: vec![HashMap::new(); 2],
+            escalations: Escalations::default(),
+        };
+        n.route_change(
             ev("x", Severity::Warning, EventState::Firing),
             &queues,
             &mut routed,
         );
-        n.route(
+        n.route_change(
             ev("x", Severity::Critical, EventState::Firing),
             &queues,
             &mut routed,
         );
-        n.route(
+        n.route_change(
             ev("x", Severity::Critical, EventState::Resolved),
             &queues,
             &mut routed,
@@ -811,7 +1040,7 @@ mod tests {
             let st = q.lock();
             st.items
                 .iter()
-                .map(|(e, _)| (e.severity, e.state))
+                .map(|(e, _)| (e.event().severity, e.event().state))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
@@ -887,7 +1116,7 @@ mod tests {
                 for rule in ["a", "b", "c"] {
                     let mut e = e.clone();
                     e.rule = rule.into();
-                    tx.send(e).await.unwrap();
+                    tx.send(AlertNotice::Change(e)).await.unwrap();
                 }
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while hits.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {

@@ -121,6 +121,8 @@ pub struct Engine {
     has_stale: bool,
     state_file: Option<PathBuf>,
     restored_alerts: Vec<Event>,
+    /// The desk's entries of alerts open at the last save, for the rules stage.
+    restored_open: Vec<super::open_alerts::SavedOpen>,
     /// Samples more than this ahead of the clock are not evaluated.
     max_future_ns: i64,
     /// States stepped for one field of one sample, stored once the field's track is updated
@@ -176,6 +178,7 @@ impl Engine {
             has_stale,
             state_file: None,
             restored_alerts: Vec::new(),
+            restored_open: Vec::new(),
             max_future_ns: duration_ns(super::config::DEFAULT_MAX_FUTURE_SKEW),
             stepped: Vec::new(),
             size_reported: i64::MIN,
@@ -477,6 +480,11 @@ impl Engine {
     /// that time alerts out (Alertmanager `endsAt`) keep them; they carry their original
     /// start time, so receivers treat them as the same alert, not a new one.
     /// Alerts held back by a silence were never sent, so they are not re-announced either.
+    /// First-firing times and acknowledgements of the alerts open at the last save.
+    pub fn take_restored_open(&mut self) -> Vec<super::open_alerts::SavedOpen> {
+        std::mem::take(&mut self.restored_open)
+    }
+
     pub fn take_restored_alerts(&mut self) -> Vec<Event> {
         let mut out = std::mem::take(&mut self.restored_alerts);
         out.retain(|ev| !self.silencer.is_held(&ev.rule, &ev.series));
@@ -639,6 +647,7 @@ impl Engine {
             self.devices_down.insert(d.into());
         }
         self.silencer.restore(saved.silenced);
+        self.restored_open = saved.open_alerts;
         for ev in pending {
             self.push_pending(ev);
         }

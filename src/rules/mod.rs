@@ -7,7 +7,8 @@
 //! - [`silence`]: `[[silence]]` maintenance windows and the notification gate.
 //! - `series`: what the engine keeps per series (shared match sets, field tracks, and rule
 //!   state only for pairs not at rest).
-//! - [`open_alerts`]: what is firing now (the `alerts` measurement and the API's list).
+//! - [`open_alerts`]: what is firing now (the `alerts` measurement and the API's list), and
+//!   the acknowledgements ([`acknowledge`]) with the times to acknowledge and resolve.
 //! - [`state`]: alarm state saved across restarts.
 //! - [`reload`]: building the engine from `[rules]` and reloading on rule file changes.
 //! - [`stage`]: between collectors and sinks; events are sent before the samples that caused
@@ -15,6 +16,7 @@
 //!
 //! The rule file syntax for operators is documented in `docs/rules.md`.
 
+pub mod acknowledge;
 pub mod config;
 pub mod engine;
 pub mod open_alerts;

@@ -7,8 +7,14 @@
 //!
 //! Points of `alerts`: tags `rule`, `severity`, `state` (firing / resolved), the series' tags
 //! and the rule's labels; fields `id` (the alert id of the API), `open`, `started_ns`,
-//! `age_s`, `value` (or `value_text`), `threshold`, `message`, `series`, `silenced`, and one
-//! string field per annotation (`runbook_url`, ...).
+//! `age_s`, `value` (or `value_text`), `threshold`, `message`, `series`, `silenced`, `acked`
+//! (with `acked_by` and `ack_comment` once acknowledged), and one string field per
+//! annotation (`runbook_url`, ...).
+//!
+//! It is also the responders' desk: an acknowledgement is kept with its open alert until the
+//! alert resolves or changes severity, and the times to acknowledge and to resolve are
+//! measured here on the wall clock from the alert's first firing (responders work on wall
+//! time, whatever the samples' own clocks say).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -16,7 +22,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Event, EventState, FieldValue, Sample};
+use crate::model::{Acknowledgement, Event, EventState, FieldValue, Sample};
+use crate::pipeline::Response;
+
+use super::acknowledge::AckError;
 
 /// Default measurement of the open-alerts points.
 pub const ALERTS_MEASUREMENT: &str = "alerts";
@@ -43,6 +52,51 @@ pub struct AlertView {
     /// Time of the latest event (firing or change of severity).
     pub updated_ns: i64,
     pub silenced: bool,
+    /// Who acknowledged it, when and why; `None` while unacknowledged.
+    pub acknowledged: Option<AckView>,
+}
+
+/// An acknowledgement as the API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AckView {
+    pub by: String,
+    pub comment: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub at_ns: i64,
+}
+
+/// What the desk keeps of an open alert across a restart (in the rules state file).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct SavedOpen {
+    pub id: String,
+    pub started_ns: i64,
+    pub severity: String,
+    /// Wall clock of its first firing.
+    pub opened_ns: i64,
+    #[serde(default)]
+    pub ack: Option<Acknowledgement>,
+}
+
+/// What [`OpenAlerts::apply`] made of a run of events.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Points of the `alerts` measurement.
+    pub rows: Vec<Sample>,
+    /// Per event, in order: the responders' side (set on resolves of alerts known open).
+    pub responses: Vec<Option<Response>>,
+}
+
+/// A successful acknowledgement.
+#[derive(Debug)]
+pub struct Acked {
+    /// The alert's latest firing event.
+    pub event: Event,
+    pub ack: Arc<Acknowledgement>,
+    pub response: Response,
+    /// The alert's new point of the `alerts` measurement.
+    pub row: Sample,
+    pub view: AlertView,
 }
 
 /// The list `GET /api/v1/alerts` serves, replaced by the rules stage on every change.
@@ -69,6 +123,9 @@ impl AlertBoard {
 struct Open {
     event: Event,
     silenced: bool,
+    /// Wall clock of the first firing: the start of time-to-acknowledge and -resolve.
+    opened_ns: i64,
+    ack: Option<Arc<Acknowledgement>>,
 }
 
 /// The open alerts, keyed by alert id.
@@ -76,6 +133,8 @@ pub struct OpenAlerts {
     open: BTreeMap<String, Open>,
     measurement: Arc<str>,
     board: AlertBoard,
+    /// From the state file, taken by the alert's re-announcement after a restart.
+    restored: BTreeMap<String, SavedOpen>,
 }
 
 impl OpenAlerts {
@@ -84,7 +143,73 @@ impl OpenAlerts {
             open: BTreeMap::new(),
             measurement: ALERTS_MEASUREMENT.into(),
             board,
+            restored: BTreeMap::new(),
         }
+    }
+
+    /// What a restart must keep: first-firing times and acknowledgements.
+    pub fn saved(&self) -> Vec<SavedOpen> {
+        self.open
+            .iter()
+            .map(|(id, o)| SavedOpen {
+                id: id.clone(),
+                started_ns: o.event.started_ns,
+                severity: o.event.severity.as_str().to_string(),
+                opened_ns: o.opened_ns,
+                ack: o.ack.as_deref().cloned(),
+            })
+            .collect()
+    }
+
+    /// Keeps saved desk entries for the alerts about to be re-announced ([`Self::apply`]
+    /// takes an entry whose start and severity still match).
+    pub fn restore(&mut self, saved: Vec<SavedOpen>) {
+        self.restored = saved.into_iter().map(|s| (s.id.clone(), s)).collect();
+    }
+
+    /// Acknowledges the open alert `id`: escalation and repeats stop until it resolves or
+    /// changes severity.
+    pub fn acknowledge(
+        &mut self,
+        id: &str,
+        by: &str,
+        comment: &str,
+        now_ns: i64,
+    ) -> Result<Acked, AckError> {
+        let open = self
+            .open
+            .get_mut(id)
+            .ok_or_else(|| AckError::NotFound(id.to_string()))?;
+        if let Some(ack) = &open.ack {
+            return Err(AckError::Already {
+                id: id.to_string(),
+                by: ack.by.clone(),
+                at: crate::time::rfc3339_millis(ack.at_ns),
+            });
+        }
+        let ack = Arc::new(Acknowledgement {
+            by: by.to_string(),
+            comment: comment.to_string(),
+            at_ns: now_ns,
+        });
+        open.ack = Some(ack.clone());
+        let response = Response {
+            ack: Some(ack.clone()),
+            time_to_ack_s: Some(seconds(now_ns - open.opened_ns)),
+            time_to_resolve_s: None,
+        };
+        let event = open.event.clone();
+        let open = &self.open[id];
+        let row = self.row(id, open, now_ns, now_ns);
+        let view = view(id, open);
+        self.publish();
+        Ok(Acked {
+            event,
+            ack,
+            response,
+            row,
+            view,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -102,37 +227,81 @@ impl OpenAlerts {
         &mut self,
         events: impl IntoIterator<Item = (&'a Event, bool)>,
         now_ns: i64,
-    ) -> Vec<Sample> {
-        let mut rows = Vec::new();
+    ) -> Applied {
+        let mut out = Applied::default();
         for (ev, silenced) in events {
             let id = ev.alert_id();
             match ev.state {
                 EventState::Firing => {
+                    let (opened_ns, ack) = match self.open.get(&id) {
+                        // An acknowledgement holds until the severity changes.
+                        Some(prev) => (
+                            prev.opened_ns,
+                            prev.ack
+                                .clone()
+                                .filter(|_| prev.event.severity == ev.severity),
+                        ),
+                        None => match self.restored.remove(&id) {
+                            Some(saved) if saved.started_ns == ev.started_ns => (
+                                saved.opened_ns,
+                                saved
+                                    .ack
+                                    .filter(|_| saved.severity == ev.severity.as_str())
+                                    .map(Arc::new),
+                            ),
+                            _ => (now_ns, None),
+                        },
+                    };
                     let open = Open {
                         event: ev.clone(),
                         silenced,
+                        opened_ns,
+                        ack,
                     };
-                    rows.push(self.row(&id, &open, now_ns.max(ev.timestamp_ns), now_ns));
+                    out.rows
+                        .push(self.row(&id, &open, now_ns.max(ev.timestamp_ns), now_ns));
+                    out.responses.push(None);
                     self.open.insert(id, open);
                 }
                 EventState::Resolved => {
-                    let closed = self.open.remove(&id).unwrap_or(Open {
+                    let known = self.open.remove(&id);
+                    let response = known.as_ref().map(|o| Response {
+                        ack: o.ack.clone(),
+                        time_to_ack_s: o.ack.as_ref().map(|a| seconds(a.at_ns - o.opened_ns)),
+                        time_to_resolve_s: Some(seconds(now_ns - o.opened_ns)),
+                    });
+                    let closed = known.unwrap_or(Open {
                         event: ev.clone(),
                         silenced,
+                        opened_ns: now_ns,
+                        ack: None,
                     });
                     let mut last = Open {
                         event: ev.clone(),
                         silenced: closed.silenced,
+                        opened_ns: closed.opened_ns,
+                        ack: closed.ack,
                     };
                     last.event.started_ns = closed.event.started_ns.min(ev.started_ns);
-                    rows.push(self.row(&id, &last, now_ns.max(ev.timestamp_ns), now_ns));
+                    out.rows
+                        .push(self.row(&id, &last, now_ns.max(ev.timestamp_ns), now_ns));
+                    out.responses.push(response);
                 }
             }
         }
-        if !rows.is_empty() {
+        if !out.rows.is_empty() {
             self.publish();
         }
-        rows
+        out
+    }
+
+    /// The latest firing event and acknowledgement of every acknowledged open alert (told
+    /// to the alert router after re-announcing alerts at start).
+    pub fn acknowledged(&self) -> Vec<(Event, Arc<Acknowledgement>)> {
+        self.open
+            .values()
+            .filter_map(|o| o.ack.clone().map(|a| (o.event.clone(), a)))
+            .collect()
     }
 
     /// Every open alert again, stamped `now_ns` (the periodic re-write).
@@ -144,11 +313,7 @@ impl OpenAlerts {
     }
 
     fn publish(&self) {
-        let views = self
-            .open
-            .iter()
-            .map(|(id, o)| view(id, &o.event, o.silenced))
-            .collect();
+        let views = self.open.iter().map(|(id, o)| view(id, o)).collect();
         self.board.set(views);
     }
 
@@ -172,13 +337,28 @@ impl OpenAlerts {
                 FieldValue::Float((now_ns - ev.started_ns).max(0) as f64 / 1e9),
             ),
             ("silenced".into(), FieldValue::Bool(open.silenced)),
+            ("acked".into(), FieldValue::Bool(open.ack.is_some())),
         ]);
-        ev.add_annotations(&mut s, &[]);
+        if let Some(ack) = &open.ack {
+            s.fields.extend([
+                ("acked_by".into(), FieldValue::Str(ack.by.as_str().into())),
+                (
+                    "ack_comment".into(),
+                    FieldValue::Str(ack.comment.as_str().into()),
+                ),
+            ]);
+        }
+        ev.add_annotations(&mut s, &["acked_by", "ack_comment"]);
         s
     }
 }
 
-fn view(id: &str, ev: &Event, silenced: bool) -> AlertView {
+fn seconds(ns: i64) -> f64 {
+    ns.max(0) as f64 / 1e9
+}
+
+fn view(id: &str, open: &Open) -> AlertView {
+    let ev = &open.event;
     let pairs =
         |l: &crate::model::Labels| l.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     AlertView {
@@ -201,7 +381,13 @@ fn view(id: &str, ev: &Event, silenced: bool) -> AlertView {
         started_at: crate::time::rfc3339_millis(ev.started_ns),
         started_ns: ev.started_ns,
         updated_ns: ev.timestamp_ns,
-        silenced,
+        silenced: open.silenced,
+        acknowledged: open.ack.as_ref().map(|a| AckView {
+            by: a.by.clone(),
+            comment: a.comment.clone(),
+            at: crate::time::rfc3339_millis(a.at_ns),
+            at_ns: a.at_ns,
+        }),
     }
 }
 
@@ -233,7 +419,7 @@ mod tests {
         let mut open = OpenAlerts::new(board.clone());
         let fire = event("r1", EventState::Firing, Severity::Warning, 2_000);
         let other = event("r2", EventState::Firing, Severity::Critical, 2_500);
-        let rows = open.apply([(&fire, false), (&other, true)], 3_000);
+        let rows = open.apply([(&fire, false), (&other, true)], 3_000).rows;
         assert_eq!(rows.len(), 2);
         assert_eq!(&*rows[0].series.measurement, "alerts");
         assert_eq!(rows[0].series.tags.get("team"), Some("facilities"));
@@ -269,7 +455,7 @@ mod tests {
             Severity::Warning,
             70_000_000_000,
         );
-        let rows = open.apply([(&done, false)], 70_000_000_000);
+        let rows = open.apply([(&done, false)], 70_000_000_000).rows;
         assert_eq!(rows[0].field("open"), Some(&FieldValue::Bool(false)));
         assert_eq!(rows[0].series.tags.get("state"), Some("resolved"));
         assert_eq!(open.len(), 1);

@@ -7,6 +7,10 @@
 //!
 //! Silences are applied here: every event goes to every sink, a silenced one marked
 //! [`EventRecord::silenced`], and only notified ones go to `alerts_tx`.
+//!
+//! Acknowledgements arrive here from the API (the stage owns the open alerts): each is
+//! written as an `acknowledged` events row and an updated `alerts` point, told to the alert
+//! router (which stops escalating and repeating it) and saved with the state.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -15,8 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{now_ns, Event, Sample};
-use crate::pipeline::{Batch, BatchReceiver, EventRecord, SinkSenders};
+use crate::pipeline::{Action, AlertNotice, Batch, BatchReceiver, EventRecord, SinkSenders};
 
+use super::acknowledge::{AckReceiver, AckRequest};
 use super::config::RuleSet;
 use super::engine::Engine;
 use super::open_alerts::{self, OpenAlerts};
@@ -44,17 +49,30 @@ pub async fn run(
     engine: Engine,
     rx: BatchReceiver,
     sinks: SinkSenders,
-    alerts_tx: Option<mpsc::Sender<Event>>,
+    alerts_tx: Option<mpsc::Sender<AlertNotice>>,
     shutdown: CancellationToken,
 ) {
-    // Held open for the whole run so the reload branch simply never fires.
+    // Held open for the whole run so the reload and ack branches simply never fire.
     let (_no_reloads, reload_rx) = mpsc::channel(1);
-    run_with_reload(engine, rx, sinks, alerts_tx, reload_rx, shutdown).await
+    let (_no_acks, acks_rx) = mpsc::channel(1);
+    let inputs = StageInputs {
+        reload: reload_rx,
+        acks: acks_rx,
+    };
+    run_with_reload(engine, rx, sinks, alerts_tx, inputs, shutdown).await
+}
+
+/// What reaches the stage besides sample batches.
+pub struct StageInputs {
+    /// Replacement rule sets (file change, SIGHUP).
+    pub reload: mpsc::Receiver<RuleSet>,
+    /// Acknowledgements from the API.
+    pub acks: AckReceiver,
 }
 
 struct Outputs {
     sinks: SinkSenders,
-    alerts_tx: Option<mpsc::Sender<Event>>,
+    alerts_tx: Option<mpsc::Sender<AlertNotice>>,
     open: OpenAlerts,
 }
 
@@ -65,7 +83,7 @@ impl Outputs {
         }
         let now = now_ns();
         let gates: Vec<Gate> = events.iter().map(|ev| engine.gate_alert(ev, now)).collect();
-        let rows = self.open.apply(
+        let applied = self.open.apply(
             events
                 .iter()
                 .zip(&gates)
@@ -95,13 +113,59 @@ impl Outputs {
         let records = events
             .into_iter()
             .zip(gates)
-            .map(|(event, gate)| EventRecord {
-                event,
-                silenced: gate == Gate::Silenced,
+            .zip(applied.responses)
+            .map(|((event, gate), response)| EventRecord {
+                response,
+                ..EventRecord::change(event, gate == Gate::Silenced)
             })
             .collect();
         self.sinks.send_events(records).await;
-        self.write_open_alerts(rows).await;
+        self.write_open_alerts(applied.rows).await;
+    }
+
+    /// Acknowledges an open alert for the API: the events row, the alert's new point, the
+    /// router's notice, then the answer. Returns whether the desk changed (save the state).
+    async fn acknowledge(&mut self, req: AckRequest) -> bool {
+        let now = now_ns();
+        let acked = match self.open.acknowledge(&req.id, &req.by, &req.comment, now) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(alert = %req.id, by = %req.by, error = %e, "acknowledgement refused");
+                let _ = req.reply.send(Err(e));
+                return false;
+            }
+        };
+        tracing::info!(
+            alert = %req.id,
+            rule = %acked.event.rule,
+            series = %acked.event.series,
+            by = %req.by,
+            comment = %req.comment,
+            time_to_ack_s = acked.response.time_to_ack_s.unwrap_or_default(),
+            "alert acknowledged"
+        );
+        metrics::counter!("sitewatch_alerts_acknowledged_total").increment(1);
+        self.notify(AlertNotice::Acknowledged(
+            acked.event.clone(),
+            acked.ack.clone(),
+        ));
+        let mut event = acked.event;
+        event.timestamp_ns = now;
+        event.message = if req.comment.is_empty() {
+            format!("acknowledged by {}", req.by)
+        } else {
+            format!("acknowledged by {}: {}", req.by, req.comment)
+        };
+        let record = EventRecord {
+            event,
+            silenced: false,
+            action: Action::Acknowledged,
+            response: Some(acked.response),
+        };
+        self.sinks.send_events(vec![record]).await;
+        self.write_open_alerts(vec![acked.row]).await;
+        let _ = req.reply.send(Ok(acked.view));
+        true
     }
 
     /// Points of the `alerts` measurement go to the sinks like samples (no ack: they are
@@ -114,21 +178,28 @@ impl Outputs {
 
     /// Sends to the alert router only (events already in history, or re-announcements).
     fn alert<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
-        if let Some(tx) = &self.alerts_tx {
-            for ev in events {
-                match tx.try_send(ev.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(ev)) => {
-                        metrics::counter!("sitewatch_rules_alerts_dropped_total", "reason" => "full")
-                            .increment(1);
-                        tracing::warn!(rule = %ev.rule, series = %ev.series, state = %ev.state, "alert router queue full; notification dropped (the event is still written to the events measurement)");
-                    }
-                    Err(mpsc::error::TrySendError::Closed(ev)) => {
-                        metrics::counter!("sitewatch_rules_alerts_dropped_total", "reason" => "closed")
-                            .increment(1);
-                        tracing::error!(rule = %ev.rule, series = %ev.series, "alert router has stopped; notification dropped");
-                    }
-                }
+        for ev in events {
+            self.notify(AlertNotice::Change(ev.clone()));
+        }
+    }
+
+    fn notify(&self, notice: AlertNotice) {
+        let Some(tx) = &self.alerts_tx else {
+            return;
+        };
+        match tx.try_send(notice) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(n)) => {
+                metrics::counter!("sitewatch_rules_alerts_dropped_total", "reason" => "full")
+                    .increment(1);
+                let ev = n.event();
+                tracing::warn!(rule = %ev.rule, series = %ev.series, state = %ev.state, "alert router queue full; notification dropped (the event is still written to the events measurement)");
+            }
+            Err(mpsc::error::TrySendError::Closed(n)) => {
+                metrics::counter!("sitewatch_rules_alerts_dropped_total", "reason" => "closed")
+                    .increment(1);
+                let ev = n.event();
+                tracing::error!(rule = %ev.rule, series = %ev.series, "alert router has stopped; notification dropped");
             }
         }
     }
@@ -144,15 +215,20 @@ pub async fn run_with_reload(
     mut engine: Engine,
     mut rx: BatchReceiver,
     sinks: SinkSenders,
-    alerts_tx: Option<mpsc::Sender<Event>>,
-    mut reload: mpsc::Receiver<RuleSet>,
+    alerts_tx: Option<mpsc::Sender<AlertNotice>>,
+    inputs: StageInputs,
     shutdown: CancellationToken,
 ) {
+    let StageInputs {
+        mut reload,
+        mut acks,
+    } = inputs;
     let mut out = Outputs {
         sinks,
         alerts_tx,
         open: OpenAlerts::new(open_alerts::board()),
     };
+    out.open.restore(engine.take_restored_open());
     let restored = engine.take_restored_alerts();
     if !restored.is_empty() {
         tracing::info!(
@@ -160,11 +236,16 @@ pub async fn run_with_reload(
             "re-announcing alerts open before the restart"
         );
         out.alert(&restored);
-        let rows = out
+        let applied = out
             .open
             .apply(restored.iter().map(|ev| (ev, false)), now_ns());
-        out.write_open_alerts(rows).await;
+        out.write_open_alerts(applied.rows).await;
+        // The router forgot acknowledgements with the restart: no escalation, no repeats.
+        for (ev, ack) in out.open.acknowledged() {
+            out.notify(AlertNotice::Acknowledged(ev, ack));
+        }
     }
+    let mut acks_open = true;
     let mut rewriter =
         tokio::time::interval_at(tokio::time::Instant::now() + ALERTS_EVERY, ALERTS_EVERY);
     rewriter.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,8 +269,17 @@ pub async fn run_with_reload(
                 }
                 None => reload_open = false,
             },
+            req = acks.recv(), if acks_open => match req {
+                Some(req) => {
+                    if out.acknowledge(req).await && engine.state_file().is_some() {
+                        // An acknowledgement is a person's word: saved now, not in 30 s.
+                        saving.start(&engine, &out.open);
+                    }
+                }
+                None => acks_open = false,
+            },
             _ = ticker.tick() => tick(&mut engine, &mut out).await,
-            _ = saver.tick(), if engine.state_file().is_some() => saving.start(&engine),
+            _ = saver.tick(), if engine.state_file().is_some() => saving.start(&engine, &out.open),
             _ = rewriter.tick(), if !out.open.is_empty() => {
                 let rows = out.open.rewrite(now_ns());
                 out.write_open_alerts(rows).await;
@@ -217,7 +307,7 @@ pub async fn run_with_reload(
     // The last save: after any periodic one still writing, so the newest state wins.
     saving.finish().await;
     if engine.state_file().is_some() {
-        saving.start(&engine);
+        saving.start(&engine, &out.open);
         saving.finish().await;
     }
 }
@@ -259,7 +349,7 @@ struct Saver {
 }
 
 impl Saver {
-    fn start(&mut self, engine: &Engine) {
+    fn start(&mut self, engine: &Engine, open: &OpenAlerts) {
         let Some(path) = engine.state_file().map(std::path::Path::to_path_buf) else {
             return;
         };
@@ -271,7 +361,7 @@ impl Saver {
             return;
         }
         let started = std::time::Instant::now();
-        let snapshot = engine.state_snapshot();
+        let snapshot = engine.state_snapshot().with_open_alerts(open.saved());
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             match snapshot.write(&path) {
                 Ok(n) => {
@@ -324,6 +414,14 @@ match = { rack = "*" }
 above = { warning = 27.0, critical = 32.0 }
 message = "{rack} at {value}"
 "#;
+
+    /// The rule change in a notice to the router.
+    fn change(notice: AlertNotice) -> Event {
+        match notice {
+            AlertNotice::Change(ev) => ev,
+            other => panic!("expected a rule change, got {other:?}"),
+        }
+    }
 
     fn ruleset(text: &str) -> RuleSet {
         RuleSet::new(parse_rules(text, Path::new("t.toml")).unwrap()).unwrap()
@@ -398,7 +496,7 @@ message = "{rack} at {value}"
         assert_eq!(acked.load(Ordering::SeqCst), 0);
         forwarded.complete_acks();
         assert_eq!(acked.load(Ordering::SeqCst), 1);
-        let alert = alerts_rx.try_recv().unwrap();
+        let alert = change(alerts_rx.try_recv().unwrap());
         assert_eq!(alert.state, EventState::Firing);
         assert!(
             alerts_rx.try_recv().is_err(),
@@ -493,7 +591,10 @@ message = "{rack} at {value}"
             rx,
             sinks,
             None,
-            reload_rx,
+            StageInputs {
+                reload: reload_rx,
+                acks: mpsc::channel(1).1,
+            },
             CancellationToken::new(),
         ));
         tx.send(Batch::new(vec![sample("r1", 1, 30.0)]))
@@ -562,7 +663,7 @@ message = "{rack} at {value}"
             marks,
             vec![("r1".to_string(), true), ("r2".to_string(), false)]
         );
-        let alert = within(alerts_rx.recv()).await.unwrap();
+        let alert = change(within(alerts_rx.recv()).await.unwrap());
         assert_eq!(alert.series.tags.get("rack"), Some("r2"));
         assert!(alerts_rx.try_recv().is_err(), "r1 is silenced");
         drop(tx);
@@ -591,7 +692,7 @@ message = "{rack} at {value}"
             .await
             .unwrap();
         within(series_rx.recv()).await.unwrap();
-        let stale = within(alerts_rx.recv()).await.unwrap();
+        let stale = change(within(alerts_rx.recv()).await.unwrap());
         assert_eq!(&*stale.rule, "leak:stale");
         assert_eq!(stale.severity, crate::model::Severity::Critical);
         let written = within(events_rx.recv()).await.unwrap();
@@ -615,7 +716,7 @@ message = "{rack} at {value}"
         let (alerts_tx, mut alerts_rx) = mpsc::channel(8);
         let stop = CancellationToken::new();
         let stage = tokio::spawn(run(engine, rx, sinks, Some(alerts_tx), stop.clone()));
-        let again = within(alerts_rx.recv()).await.unwrap();
+        let again = change(within(alerts_rx.recv()).await.unwrap());
         assert_eq!(&*again.rule, "leak:stale");
         assert_eq!(again.started_ns, stale.started_ns);
         tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::open_alerts::SavedOpen;
+
 use crate::model::{now_ns, Event, EventState, FieldValue, SeriesKey, Severity, TagSet};
 
 use super::config::Rule;
@@ -324,6 +326,9 @@ struct SavedFile {
     tracks: Vec<SavedTrack>,
     devices_down: Vec<String>,
     silenced: Vec<SavedEvent>,
+    /// The desk's side of open alerts (first firing, acknowledgement); absent before 0.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    open_alerts: Vec<SavedOpen>,
 }
 
 /// One (series, rule) state to save, with the rule it belongs to.
@@ -367,6 +372,12 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Adds the open alerts' desk entries (kept by the rules stage, not the engine).
+    pub fn with_open_alerts(mut self, open: Vec<SavedOpen>) -> Snapshot {
+        self.file.open_alerts = open;
+        self
     }
 
     /// Serialises and writes atomically ([`write_snapshot_blocking`]); returns the states
@@ -451,6 +462,7 @@ pub(crate) fn snapshot<'a>(
             tracks,
             devices_down,
             silenced: silenced.into_iter().map(SavedEvent::of).collect(),
+            open_alerts: Vec::new(),
         },
     }
 }
@@ -566,6 +578,7 @@ pub(crate) struct Restored {
     pub(crate) tracks: Vec<RestoredTrack>,
     pub(crate) devices_down: Vec<String>,
     pub(crate) silenced: Vec<Event>,
+    pub(crate) open_alerts: Vec<SavedOpen>,
 }
 
 /// One saved (series, rule) state and what it was saved for.
@@ -642,6 +655,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Restored>, StateError> {
         tracks,
         devices_down: file.devices_down,
         silenced: file.silenced.into_iter().map(SavedEvent::event).collect(),
+        open_alerts: file.open_alerts,
     }))
 }
 

@@ -430,6 +430,14 @@ pub const FAMILIES: &[Family] = &[
         "sitewatch_notify_dropped_total",
         "Events dropped for a receiver: queue full (oldest dropped) or undelivered at shutdown",
     ),
+    counter(
+        "sitewatch_notify_escalations_total",
+        "Escalation steps taken (an alert not acknowledged in time handed to the next receivers), by the receiver escalated from",
+    ),
+    counter(
+        "sitewatch_alerts_acknowledged_total",
+        "Open alerts acknowledged through the API",
+    ),
     gauge(
         "sitewatch_notify_queue_depth",
         "Events waiting in a receiver's queue",

@@ -39,7 +39,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::model::{EventState, FieldValue, Sample, Severity};
-use crate::pipeline::EventRecord;
+use crate::pipeline::{Action, EventRecord};
 
 use super::config::MetricNaming;
 use super::proto::{self, Label, TimeSeries, WriteRequest};
@@ -184,6 +184,11 @@ impl Encoder {
     /// Appends the points of `records` (see the module docs) to `out`.
     pub fn encode_events(&mut self, records: &[EventRecord], out: &mut Vec<Point>) {
         for record in records {
+            // Acknowledgements and escalations do not change what fires: sitewatch_alert
+            // follows the rule's changes only.
+            if record.action != Action::Change {
+                continue;
+            }
             let e = &record.event;
             // Rule labels (team, service) after the series tags, which they replace, as
             // Prometheus rule labels do; the identity labels win over both.
@@ -437,6 +442,8 @@ mod tests {
                 message: "hot".into(),
             },
             silenced: false,
+            action: Action::Change,
+            response: None,
         }
     }
 

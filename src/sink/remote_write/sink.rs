@@ -417,7 +417,7 @@ mod tests {
     use super::*;
     use crate::ack::Delivery;
     use crate::model::{Event, EventState, FieldValue, Sample, SeriesKey, Severity, TagSet};
-    use crate::pipeline::{EventRecord, SinkPort};
+    use crate::pipeline::{Action, EventRecord, SinkPort};
     use axum::http::{HeaderMap, StatusCode};
     use prost::Message as _;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -732,6 +732,8 @@ mod tests {
                 message: "hot".into(),
             },
             silenced: false,
+            action: Action::Change,
+            response: None,
         }
     }
 
