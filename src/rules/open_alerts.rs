@@ -464,4 +464,49 @@ mod tests {
         assert_eq!(ids, vec![other.alert_id()]);
         assert_eq!(alert_id("hot", &other.series), other.alert_id());
     }
+
+    #[test]
+    fn an_ack_holds_until_the_severity_changes_and_survives_a_restart() {
+        let mut open = OpenAlerts::new(AlertBoard::default());
+        let fire = event("r1", EventState::Firing, Severity::Warning, 2_000);
+        let id = fire.alert_id();
+        open.apply([(&fire, false)], 10_000_000_000);
+        assert!(matches!(
+            open.acknowledge("0000000000000000", "alice", "", 1),
+            Err(AckError::NotFound(_))
+        ));
+        let acked = open
+            .acknowledge(&id, "alice", "on it", 25_000_000_000)
+            .unwrap();
+        assert_eq!(acked.response.time_to_ack_s, Some(15.0));
+        assert_eq!(acked.row.field("acked"), Some(&FieldValue::Bool(true)));
+        assert_eq!(
+            acked.row.field("acked_by"),
+            Some(&FieldValue::Str("alice".into()))
+        );
+        assert_eq!(acked.view.acknowledged.as_ref().unwrap().by, "alice");
+        assert!(matches!(
+            open.acknowledge(&id, "bob", "", 26_000_000_000),
+            Err(AckError::Already { .. })
+        ));
+
+        // Across a restart: the first-firing time and the ack come back with the alert.
+        let saved = open.saved();
+        let mut again = OpenAlerts::new(AlertBoard::default());
+        again.restore(saved);
+        again.apply([(&fire, false)], 90_000_000_000);
+        assert_eq!(again.acknowledged().len(), 1);
+        let done = event("r1", EventState::Resolved, Severity::Warning, 3_000);
+        let applied = again.apply([(&done, false)], 100_000_000_000);
+        let r = applied.responses[0].clone().unwrap();
+        assert_eq!(r.time_to_ack_s, Some(15.0));
+        assert_eq!(r.time_to_resolve_s, Some(90.0));
+        assert_eq!(r.ack.unwrap().by, "alice");
+
+        // A change of severity ends the ack: it is a new situation to take.
+        let critical = event("r1", EventState::Firing, Severity::Critical, 2_500);
+        open.apply([(&critical, false)], 30_000_000_000);
+        assert!(open.acknowledged().is_empty());
+        assert!(open.acknowledge(&id, "bob", "", 31_000_000_000).is_ok());
+    }
 }
