@@ -498,6 +498,26 @@ format = "line_protocol"
 [rules]
 files = ["rules/*.toml"]
 
+[api]
+token = "{API_TOKEN}"
+
+# The NOC escalates to the manager after a second: the SLA board's escalation panels. Both
+# point at a closed port (deliveries fail and retry; escalation does not depend on them).
+[notify]
+shutdown_grace = "1s"
+[[notify.receiver]]
+name = "noc"
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/noc"
+timeout = "1s"
+escalate_after = "1s"
+escalate_to = ["manager"]
+[[notify.receiver]]
+name = "manager"
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/manager"
+timeout = "1s"
+
 [snmp]
 profiles_dir = "{profiles}"
 interval = "1s"
@@ -507,6 +527,7 @@ retries = 0
         influx_url = influx.url(),
         mqtt_port = broker.port,
         profiles = repo().join("mappings/snmp").display(),
+        closed = free_tcp_port(),
     );
     for (community, name, profile) in SNMP_TARGETS {
         c.push_str(&format!(
@@ -523,6 +544,90 @@ retries = 0
          tags = {{ site = \"dc1\", room = \"hall1\" }}\n"
     ));
     c
+}
+
+const API_TOKEN: &str = "dashboards-test-token-0123456789";
+
+/// The responder's loop on a rack that runs hot now: it fires, escalates (noc -> manager),
+/// is acknowledged with `sitewatch ack` and resolves, so the SLA board has acknowledgements,
+/// escalations and response times to show.
+fn respond_to_a_hot_rack(
+    broker: &Mosquitto,
+    influx: &Influxd,
+    metrics_port: u16,
+    sw: &mut ServiceProcess,
+) {
+    let topic = "dc/dc1/hall1/a05/env";
+    let now = now_ms();
+    let hot: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"{{"ts": {}, "device": "env-a05", "temperature": 35.0, "humidity": 45.0}}"#,
+                now - 60_000 + i * 10_000
+            )
+        })
+        .collect();
+    publish_lines(broker, topic, &hot);
+    let id = eventually(
+        Duration::from_secs(20),
+        "the a05 alert in /api/v1/alerts",
+        || {
+            let (_, body) = http(metrics_port, "GET", "/api/v1/alerts", b"").ok()?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            v["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["tags"]["rack"] == "a05")
+                .and_then(|a| a["id"].as_str().map(str::to_string))
+        },
+    );
+    eventually(Duration::from_secs(20), "an escalated events row", || {
+        (count(
+            influx,
+            &format!("SELECT count(step) FROM events WHERE id = '{id}'"),
+        ) >= 1)
+            .then_some(())
+    });
+    let out = Command::new(sitewatch_bin())
+        .args([
+            "ack",
+            &id,
+            "--by",
+            "dashboards-test",
+            "--comment",
+            "checking the CRAH",
+        ])
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{metrics_port}"))
+        .env("SITEWATCH_API_TOKEN", API_TOKEN)
+        .env_remove("SITEWATCH_CONFIG")
+        .output()
+        .expect("run sitewatch ack");
+    assert!(
+        out.status.success(),
+        "sitewatch ack: {}{}
+sitewatch log:
+{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        sw.log()
+    );
+    let cool = format!(
+        r#"{{"ts": {}, "device": "env-a05", "temperature": 21.0, "humidity": 45.0}}"#,
+        now_ms()
+    );
+    publish_lines(broker, topic, &[cool]);
+    eventually(
+        Duration::from_secs(20),
+        "a resolve with its response times",
+        || {
+            (count(
+            influx,
+            &format!("SELECT count(time_to_ack_s) FROM events WHERE state = 'resolved' AND id = '{id}'"),
+        ) >= 1)
+            .then_some(())
+        },
+    );
 }
 
 fn count(influx: &Influxd, q: &str) -> i64 {
@@ -673,6 +778,7 @@ fn every_dashboard_query_returns_data() {
         },
         &mut sw,
     );
+    respond_to_a_hot_rack(&broker, &influx, metrics_port, &mut sw);
     expect(
         "interface rates (two polls) and a failed poll",
         &|| {

@@ -130,7 +130,9 @@ IF_STATUS = {
 }
 COOLING_STATE = {"on": ("On", "green"), "off": ("OFF", "red"), "standby": ("Standby", "yellow")}
 SEVERITY = {"critical": ("critical", "red"), "warning": ("warning", "orange"), "ok": ("ok", "green")}
-EVENT_STATE = {"firing": ("firing", "red"), "resolved": ("resolved", "green")}
+EVENT_STATE = {"firing": ("firing", "red"), "resolved": ("resolved", "green"),
+               "acknowledged": ("acknowledged", "blue"), "escalated": ("escalated", "purple")}
+ACKED = {"true": ("acknowledged", "blue"), "false": ("unacknowledged", "red")}
 
 GAP_MS = 180000  # draw a break where a series is silent for more than 3 minutes
 
@@ -478,14 +480,16 @@ def active_alerts(pos, ids):
     alert to the `alerts` measurement every 30 s (and once more, open = false, when it
     resolves), so the last row per alert within a few minutes tells what is firing now."""
     q = ('SELECT "series", "rule", "severity", "state", "message", "value", "threshold", '
-         '"age_s", "silenced", "runbook_url" FROM "alerts" WHERE %s AND time > now() - 3m' % SR)
+         '"age_s", "silenced", "acked", "acked_by", "id", "runbook_url" FROM "alerts" '
+         'WHERE %s AND time > now() - 3m' % SR)
     last = {"aggregations": ["last"], "operation": "aggregate"}
     transformations = [
         {"id": "groupBy", "options": {"fields": {
             "series": {"aggregations": [], "operation": "groupby"},
             "rule": {"aggregations": [], "operation": "groupby"},
             "severity": last, "state": last, "message": last, "value": last,
-            "threshold": last, "age_s": last, "silenced": last, "runbook_url": last,
+            "threshold": last, "age_s": last, "silenced": last, "acked": last,
+            "acked_by": last, "id": last, "runbook_url": last,
         }}},
         {"id": "filterByValue", "options": {
             "type": "include", "match": "any",
@@ -497,7 +501,9 @@ def active_alerts(pos, ids):
                 "severity (last)": "Severity", "message (last)": "Message",
                 "value (last)": "Value", "threshold (last)": "Threshold",
                 "age_s (last)": "Open for", "silenced (last)": "Silenced",
-                "runbook_url (last)": "Runbook", "rule": "Rule", "series": "Series"}}},
+                "acked (last)": "Acknowledged", "acked_by (last)": "By",
+                "id (last)": "Alert id", "runbook_url (last)": "Runbook", "rule": "Rule",
+                "series": "Series"}}},
     ]
     open_for = {"matcher": {"id": "byName", "options": "Open for"},
                 "properties": [{"id": "unit", "value": "s"}]}
@@ -507,8 +513,10 @@ def active_alerts(pos, ids):
     return table("Active alerts", [influx(q, fmt="table")], pos, ids,
                  desc="Every alert firing now, however long ago it started (the alerts "
                       "measurement, re-written every 30 s while an alert is open; "
-                      "GET /api/v1/alerts gives the same list).",
-                 overrides=[colored_column("Severity", SEVERITY), open_for, runbook],
+                      "GET /api/v1/alerts gives the same list). Take one with "
+                      "`sitewatch ack <Alert id> --by NAME --comment ...` (docs/alerting.md).",
+                 overrides=[colored_column("Severity", SEVERITY),
+                            colored_column("Acknowledged", ACKED), open_for, runbook],
                  transformations=transformations, sort=("Open for", True))
 
 
@@ -716,6 +724,69 @@ def alerts():
                      time_from="now-24h")
 
 
+def sla():
+    """Response times and load of the responders, from the events history (docs/alerting.md):
+    acknowledged rows carry time_to_ack_s, resolved rows time_to_resolve_s, escalated rows a
+    step each."""
+    ids = Ids()
+    p = []
+    ev = 'FROM "events" WHERE "state" = \'%s\' AND ' + SR + ' AND ' + TF
+    p.append(stat("Mean time to acknowledge", [influx(
+        'SELECT mean("time_to_ack_s") ' + ev % "acknowledged")], (0, 0, 6, 5), ids, unit="s",
+        color_mode="value", desc="Mean of time_to_ack_s of the acknowledgements in the range: "
+        "wall-clock seconds from an alert's first firing to its acknowledgement."))
+    p.append(stat("Mean time to resolve", [influx(
+        'SELECT mean("time_to_resolve_s") ' + ev % "resolved")], (6, 0, 6, 5), ids, unit="s",
+        color_mode="value", desc="Mean of time_to_resolve_s of the alerts resolved in the "
+        "range: wall-clock seconds from first firing to resolve."))
+    p.append(stat("Escalations", [influx(
+        'SELECT count("step") ' + ev % "escalated")], (12, 0, 6, 5), ids, unit="short",
+        color_mode="value", th=thresholds(("green", None), ("orange", 1)),
+        desc="Escalation steps taken in the range (alerts nobody acknowledged in time)."))
+    p.append(stat("Acknowledged", [influx(
+        'SELECT count("time_to_ack_s") ' + ev % "acknowledged")], (18, 0, 6, 5), ids,
+        unit="short", color_mode="value", th=thresholds(("blue", None)),
+        desc="Acknowledgements in the range."))
+    p.append(timeseries("Time to acknowledge and resolve", [
+        influx('SELECT mean("time_to_ack_s") ' + ev % "acknowledged" + ' GROUP BY time(1h) '
+               'fill(none)', ref="A", alias="time to acknowledge"),
+        influx('SELECT mean("time_to_resolve_s") ' + ev % "resolved" + ' GROUP BY time(1h) '
+               'fill(none)', ref="B", alias="time to resolve")],
+        (0, 5, 12, 8), ids, unit="s", mn=0, bars=True, interval="1h",
+        desc="Hourly means: a shift whose bars grow is short-handed or its alerts are hard."))
+    p.append(bargauge("Time to acknowledge by rule", [influx(
+        'SELECT mean("time_to_ack_s") ' + ev % "acknowledged" + ' GROUP BY "rule"',
+        alias="$tag_rule")], (12, 5, 6, 8), ids, unit="s", mn=0,
+        th=thresholds(("green", None), ("orange", 900), ("red", 1800)),
+        desc="Mean time to acknowledge per rule; orange past 15 min, red past 30 min."))
+    p.append(bargauge("Time to resolve by site", [influx(
+        'SELECT mean("time_to_resolve_s") ' + ev % "resolved" + ' GROUP BY "site"',
+        alias="$tag_site")], (18, 5, 6, 8), ids, unit="s", mn=0, th=thresholds(("blue", None))))
+    p.append(bargauge("Noisiest rules", [influx(
+        'SELECT count("duration_s") ' + ev % "firing" + ' GROUP BY "rule"',
+        alias="$tag_rule")], (0, 13, 8, 8), ids, unit="short", mn=0,
+        th=thresholds(("blue", None)), desc="Firing events per rule in the range: candidates "
+        "for a better threshold, a longer `for` or a repair."))
+    p.append(bargauge("Escalations by rule", [influx(
+        'SELECT count("step") ' + ev % "escalated" + ' GROUP BY "rule"',
+        alias="$tag_rule")], (8, 13, 8, 8), ids, unit="short", mn=0,
+        th=thresholds(("orange", None))))
+    p.append(active_alerts((16, 13, 8, 8), ids))
+    p.append(table("Acknowledgements and escalations", [influx(
+        'SELECT "state", "rule", "severity", "acked_by", "comment", "time_to_ack_s", "step", '
+        '"receivers", "series" FROM "events" WHERE ("state" = \'acknowledged\' OR '
+        '"state" = \'escalated\') AND ' + SR + ' AND ' + TF, fmt="table")],
+        (0, 21, 24, 9), ids,
+        desc="Who took which alert and when, and which alerts went on to the next receivers.",
+        overrides=[colored_column("state", EVENT_STATE), colored_column("severity", SEVERITY),
+                   {"matcher": {"id": "byName", "options": "time_to_ack_s"},
+                    "properties": [{"id": "unit", "value": "s"},
+                                   {"id": "displayName", "value": "time to ack"}]}]))
+    return dashboard("sitewatch-sla", "Alert response (SLA)", "Times to acknowledge and "
+                     "resolve, escalations and the noisiest rules, from the events history.",
+                     p, [VAR_SITE, VAR_ROOM], time_from="now-7d")
+
+
 def health():
     ids = Ids()
     inst = 'instance=~"$instance"'
@@ -819,6 +890,7 @@ def main():
         "cooling.json": cooling(),
         "network-devices.json": network(),
         "alerts-events.json": alerts(),
+        "alert-response.json": sla(),
         "sitewatch-health.json": health(),
     }
     for name, board in boards.items():
