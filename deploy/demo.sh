@@ -17,7 +17,7 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 missing=()
-for pair in influxd:influxdb mosquitto:mosquitto mosquitto_pub:mosquitto-clients curl:curl; do
+for pair in influxd:influxdb mosquitto:mosquitto mosquitto_pub:mosquitto-clients curl:curl python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -61,6 +61,7 @@ wait_port() { # name port log
 }
 
 mqtt_port=$(free_port); influx_port=$(free_port); rpc_port=$(free_port); metrics_port=$(free_port)
+hook_port=$(free_port)
 
 cat > "$work/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
@@ -95,7 +96,9 @@ influx_url="http://127.0.0.1:$influx_port"
 curl -sf -XPOST "$influx_url/query" --data-urlencode "q=CREATE DATABASE sitewatch" >/dev/null
 echo "==> mosquitto on 127.0.0.1:$mqtt_port, influxd on 127.0.0.1:$influx_port (data in $work)"
 
-sed -e "s/@MQTT_PORT@/$mqtt_port/; s/@INFLUX_PORT@/$influx_port/; s/@METRICS_PORT@/$metrics_port/" \
+: > "$work/webhooks.jsonl"
+python3 "$repo/deploy/demo/webhook.py" "$hook_port" "$work/webhooks.jsonl" & pids+=($!)
+sed -e "s/@MQTT_PORT@/$mqtt_port/; s/@INFLUX_PORT@/$influx_port/; s/@METRICS_PORT@/$metrics_port/; s/@HOOK_PORT@/$hook_port/g" \
   "$repo/deploy/demo/sitewatch.toml" > "$work/sitewatch.toml"
 cp -r "$repo/deploy/rules" "$work/rules"
 "$bin" check --config "$work/sitewatch.toml"
@@ -105,7 +108,10 @@ echo "==> sitewatch running (self-metrics: http://127.0.0.1:$metrics_port/metric
 
 echo "==> publishing $DEMO_SECONDS s of facility sensor traffic (4 racks, a leak sensor, 2 PDUs)"
 "$repo/deploy/demo/publish.sh" 127.0.0.1 "$mqtt_port" "$DEMO_SECONDS" & pub_pid=$!; pids+=($pub_pid)
+SITEWATCH_API_TOKEN=demo-token-not-for-production \
+  "$repo/deploy/demo/respond.sh" "$bin" "$metrics_port" "$DEMO_SECONDS" & pids+=($!)
 wait "$pub_pid"
+sleep 2   # the last resolves reach the webhooks
 
 curl -sf "http://127.0.0.1:$metrics_port/metrics" > "$work/metrics.txt" || true
 echo "==> stopping sitewatch (flushes what it buffered)"
@@ -121,8 +127,21 @@ q "SELECT count(leak) FROM leak"
 q "SELECT count(current_a) FROM pdu_phase"
 echo "  last values per rack:"
 q "SELECT last(temperature_c) AS temperature_c, last(humidity_pct) AS humidity_pct FROM environment GROUP BY rack"
-echo "  events (rule state changes):"
+echo "  events (rule state changes, acknowledgements, escalations):"
 q "SELECT rule, severity, state, value, threshold, message FROM events"
+echo "  response times (resolved alerts):"
+q "SELECT rule, acked_by, time_to_ack_s, time_to_resolve_s FROM events WHERE state = 'resolved'"
+echo "  what the webhooks were told (receiver, status, count):"
+python3 - "$work/webhooks.jsonl" <<'PY' | sed 's/^/    /'
+import collections, json, sys
+seen = collections.Counter()
+for line in open(sys.argv[1], encoding="utf-8"):
+    r = json.loads(line)
+    for a in r["body"].get("alerts", []):
+        seen[(r["path"].strip("/"), a["status"])] += 1
+for (path, status), n in sorted(seen.items()):
+    print(f"{path:13} {status:13} {n}")
+PY
 echo
 echo "==> sitewatch's own metrics before shutdown (full set at /metrics):"
 grep -E '^sitewatch_(mqtt_messages_total|mqtt_decode_errors_total|influx_points_written_total|influx_write_errors_total|influx_dropped_total|rules_events_total)' \

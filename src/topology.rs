@@ -142,7 +142,7 @@ impl Topology {
         if self.cfg.config.notify.is_some() {
             out.push(format!(
                 "notify: {}",
-                self.notifier.receiver_names().join(", ")
+                self.notifier.describe_receivers().join(", ")
             ));
         }
         for s in &self.sources {

@@ -653,6 +653,49 @@ mod tests {
     }
 
     #[test]
+    fn acknowledgements_in_each_receivers_shape() {
+        let fire = event(EventState::Firing, Severity::Critical);
+        let ack = Acknowledgement {
+            by: "alice".into(),
+            comment: "on <my> way".into(),
+            at_ns: T0,
+        };
+        // PagerDuty: acknowledge the incident the trigger opened.
+        let pd = pagerduty_ack_body("KEY", &fire);
+        assert_eq!(
+            pd,
+            json!({"routing_key": "KEY", "event_action": "acknowledge", "dedup_key": dedup_key(&fire)})
+        );
+        // Alertmanager: the firing alert with the ack as annotations, once each.
+        let twice = with_ack(&with_ack(&fire, &ack), &ack);
+        let am = alertmanager_body(std::slice::from_ref(&twice), &ctx(), T0);
+        assert_eq!(am[0]["annotations"]["acknowledged_by"], "alice");
+        assert_eq!(
+            am[0]["annotations"]["acknowledged_at"],
+            "2024-05-01T12:00:00.250Z"
+        );
+        assert_eq!(am[0]["annotations"]["ack_comment"], "on <my> way");
+        assert_eq!(
+            twice
+                .annotations
+                .iter()
+                .filter(|(k, _)| &**k == "acknowledged_by")
+                .count(),
+            1
+        );
+        // Webhook: status acknowledged and who.
+        let hook = webhook_ack_body("noc", &fire, &ack, &ctx());
+        assert_eq!(hook["status"], "acknowledged");
+        assert_eq!(hook["alerts"][0]["status"], "acknowledged");
+        assert_eq!(hook["acknowledgement"]["by"], "alice");
+        // Slack: escaped text naming the person.
+        let slack = slack_ack_body(&fire, &ack, &ctx());
+        let text = slack["text"].as_str().unwrap();
+        assert!(text.starts_with(":eyes: *ACKNOWLEDGED* by alice"), "{text}");
+        assert!(text.contains("on &lt;my&gt; way"), "{text}");
+    }
+
+    #[test]
     fn pagerduty_trigger_and_resolve_share_dedup_key() {
         let fire = event(EventState::Firing, Severity::Critical);
         let body = pagerduty_body("KEY", &fire, &ctx());

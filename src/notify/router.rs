@@ -224,9 +224,26 @@ impl Notifier {
         &self.warnings
     }
 
-    /// Names of the configured receivers, in config order.
-    pub fn receiver_names(&self) -> Vec<&str> {
-        self.receivers.iter().map(|r| r.name.as_str()).collect()
+    /// The configured receivers in config order, each with its escalation, for `check`:
+    /// `noc (escalates to duty-manager after 15m), duty-manager`.
+    pub fn describe_receivers(&self) -> Vec<String> {
+        self.receivers
+            .iter()
+            .zip(&self.policies)
+            .map(|(r, p)| match p {
+                Some(p) => format!(
+                    "{} (escalates to {} after {})",
+                    r.name,
+                    p.targets
+                        .iter()
+                        .map(|t| self.receivers[*t].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    humantime::format_duration(p.after)
+                ),
+                None => r.name.clone(),
+            })
+            .collect()
     }
 
     /// Routes events from `rx` until `shutdown` is cancelled or `rx` closes. Then events

@@ -681,6 +681,36 @@ mod tests {
     }
 
     #[test]
+    fn acknowledgements_are_kept_in_the_state_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rules-state.json");
+        let desk = vec![SavedOpen {
+            id: "00ff00ff00ff00ff".into(),
+            started_ns: 5,
+            severity: "critical".into(),
+            opened_ns: 7,
+            ack: Some(crate::model::Acknowledgement {
+                by: "alice".into(),
+                comment: "on it".into(),
+                at_ns: 9,
+            }),
+        }];
+        engine()
+            .state_snapshot()
+            .with_open_alerts(desk.clone())
+            .write(&path)
+            .unwrap();
+        let mut e = engine();
+        e.load_state(&path).unwrap();
+        assert_eq!(e.take_restored_open(), desk);
+        // Files from before acknowledgements load with none.
+        engine().save_state(&path).unwrap();
+        let mut e = engine();
+        e.load_state(&path).unwrap();
+        assert!(e.take_restored_open().is_empty());
+    }
+
+    #[test]
     fn state_file_is_0600_in_a_0700_directory_whatever_the_umask() {
         let _umask = Umask::set(0o022);
         let tmp = tempfile::tempdir().unwrap();
