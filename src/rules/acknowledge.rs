@@ -3,6 +3,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use super::open_alerts::AckError;
 use super::open_alerts::AlertView;
 
 /// `POST /api/v1/alerts/{id}/ack`, on its way to the rules stage.
@@ -20,11 +21,3 @@ pub type AckReceiver = mpsc::Receiver<AckRequest>;
 
 /// How many acknowledgements may wait for the rules stage (people type them: a few suffice).
 pub const ACK_CHANNEL_CAPACITY: usize = 64;
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum AckError {
-    #[error("no open alert has id {0:?}: it may have resolved already (GET /api/v1/alerts lists the open ones)")]
-    NotFound(String),
-    #[error("alert {id} is already acknowledged (by {by} at {at})")]
-    Already { id: String, by: String, at: String },
-}

@@ -25,12 +25,19 @@ use serde::Serialize;
 use crate::model::{Acknowledgement, Event, EventState, FieldValue, Sample};
 use crate::pipeline::Response;
 
-use super::acknowledge::AckError;
-
 /// Default measurement of the open-alerts points.
 pub const ALERTS_MEASUREMENT: &str = "alerts";
 /// Default period of re-writing every open alert.
 pub const DEFAULT_ALERTS_EVERY: Duration = Duration::from_secs(30);
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AckError {
+    #[error("no open alert has id {0:?}: it may have resolved already (GET /api/v1/alerts lists the open ones)")]
+    NotFound(String),
+    #[error("alert {id} is already acknowledged (by {by} at {at})")]
+    Already { id: String, by: String, at: String },
+}
 
 /// One open alert as the API shows it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
