@@ -114,6 +114,63 @@ enum Command {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Silence alerts on a running instance (kept across its restarts), list the silences
+    /// (the API's and the rule files'), or expire one now.
+    Silence {
+        #[command(subcommand)]
+        cmd: SilenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Add a silence: what it mutes (--match and/or --rule) and until when (--duration, or
+    /// --end with an optional --start); local times are read in --timezone.
+    Add {
+        /// TAG=GLOB a series' tag must match (repeatable; "!GLOB" excludes).
+        #[arg(long = "match", value_name = "TAG=GLOB")]
+        matchers: Vec<String>,
+        /// Glob on rule names, e.g. "ups_*".
+        #[arg(long)]
+        rule: Option<String>,
+        /// How long from now (or from --start), e.g. 2h.
+        #[arg(long, conflicts_with = "end")]
+        duration: Option<String>,
+        /// RFC 3339, or a local date-time (2026-12-01T18:00) in --timezone. Default: now.
+        #[arg(long)]
+        start: Option<String>,
+        /// RFC 3339, or a local date-time (2026-12-01T18:00) in --timezone.
+        #[arg(long, required_unless_present = "duration")]
+        end: Option<String>,
+        /// IANA time zone for local times and --daily, e.g. Europe/Berlin.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Only within this local window each day, e.g. 02:00-04:00 (may cross midnight).
+        #[arg(long, value_name = "FROM-TO")]
+        daily: Option<String>,
+        /// Why (change number, what is repaired); required.
+        #[arg(long)]
+        comment: String,
+        /// Who silences (default: $USER).
+        #[arg(long, env = "USER")]
+        by: String,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Every silence with its state (pending, active, expired).
+    List {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// End a silence made through the API now (rule-file silences are edited in their file).
+    Expire {
+        id: String,
+        /// Who expires it (default: $USER).
+        #[arg(long, env = "USER")]
+        by: String,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
 }
 
 /// Which running instance an API command talks to.
@@ -200,6 +257,11 @@ fn main() -> std::process::ExitCode {
                 writeln!(std::io::stdout().lock(), "{line}")?;
                 Ok(())
             }
+            Command::Silence { cmd } => {
+                let line = silence(cmd).await?;
+                writeln!(std::io::stdout().lock(), "{line}")?;
+                Ok(())
+            }
             Command::Import {
                 cmd: ImportCommand::Telegraf { file, output },
             } => import_telegraf(&file, output.as_deref()),
@@ -212,6 +274,43 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn silence(cmd: SilenceCommand) -> Result<String> {
+    use sitewatch::api::cli;
+    Ok(match cmd {
+        SilenceCommand::Add {
+            matchers,
+            rule,
+            duration,
+            start,
+            end,
+            timezone,
+            daily,
+            comment,
+            by,
+            instance,
+        } => {
+            let flags = cli::SilenceFlags {
+                matchers,
+                rule,
+                duration,
+                start,
+                end,
+                timezone,
+                daily,
+                comment,
+                by,
+            };
+            cli::silence_add(&instance.instance(), &flags, instance.json).await?
+        }
+        SilenceCommand::List { instance } => {
+            cli::silence_list(&instance.instance(), instance.json).await?
+        }
+        SilenceCommand::Expire { id, by, instance } => {
+            cli::silence_expire(&instance.instance(), &id, &by, instance.json).await?
+        }
+    })
 }
 
 /// `OK` comes last: a summary line can never be read as success of a check that then fails.

@@ -5,6 +5,9 @@
 //! |------------------------------------|----------------------------------------|-------|
 //! | `GET /api/v1/alerts`               | every open alert, oldest first         | no    |
 //! | `POST /api/v1/alerts/{id}/ack`     | acknowledge (`{"by", "comment"}`)      | yes   |
+//! | `GET /api/v1/silences[/{id}]`      | API and rule-file silences, with state | no    |
+//! | `POST /api/v1/silences`            | add a silence (see [`silence_spec`])   | yes   |
+//! | `DELETE /api/v1/silences/{id}`     | expire an API silence now (`?by=`)     | yes   |
 //!
 //! Reads are open to whoever reaches the endpoint; every write needs
 //! `Authorization: Bearer <[api] token>`, and with no token configured writes are refused
@@ -18,6 +21,9 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod silence_spec;
+pub mod silence_store;
+pub mod silences;
 
 use std::sync::Arc;
 
@@ -27,6 +33,7 @@ pub use config::ApiConfig;
 pub use error::ApiError;
 
 use crate::rules::acknowledge::AckSender;
+use silence_store::SilenceStore;
 
 /// What the API's handlers share.
 pub struct Api {
@@ -34,6 +41,8 @@ pub struct Api {
     pub token: Option<String>,
     /// The rules stage, which owns the open alerts; `None` where no stage runs.
     pub acks: Option<AckSender>,
+    /// The silences made through the API, which the engine gates on too.
+    pub silences: Arc<SilenceStore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -47,7 +56,11 @@ impl std::fmt::Debug for Api {
 
 impl Api {
     /// Reads the token (`{ env = ... }` / `{ file = ... }`) once at start-up.
-    pub fn new(cfg: Option<&ApiConfig>, acks: Option<AckSender>) -> Result<Api, ApiSetupError> {
+    pub fn new(
+        cfg: Option<&ApiConfig>,
+        acks: Option<AckSender>,
+        silences: Arc<SilenceStore>,
+    ) -> Result<Api, ApiSetupError> {
         let token = match cfg.and_then(|c| c.token.as_ref()) {
             Some(secret) => {
                 let token = secret
@@ -62,12 +75,16 @@ impl Api {
             }
             None => None,
         };
-        Ok(Api { token, acks })
+        Ok(Api {
+            token,
+            acks,
+            silences,
+        })
     }
 
     /// The API's routes, to merge into the service endpoint's router.
     pub fn routes(self: Arc<Api>) -> Router {
-        alerts::routes().with_state(self)
+        alerts::routes().merge(silences::routes()).with_state(self)
     }
 }
 
