@@ -210,7 +210,11 @@ impl SilenceStore {
             starts_at = %r.starts_at,
             ends_at = %r.ends_at,
             timezone = r.timezone.as_deref().unwrap_or(""),
-            daily = ?r.daily,
+            daily = %r
+                .daily
+                .as_ref()
+                .map(|d| format!("{}-{}", d.from, d.to))
+                .unwrap_or_default(),
             comment = %r.comment,
             "silence added through the API"
         );
@@ -240,7 +244,9 @@ impl SilenceStore {
             )));
         }
         let mut record = old.clone();
-        record.ends_at = now.max(record.starts_at + jiff::SignedDuration::from_nanos(1));
+        // A pending silence expired before its start never holds (as in Alertmanager).
+        record.starts_at = record.starts_at.min(now);
+        record.ends_at = now;
         record.expired_by = Some(by.to_string());
         let entry = compile(record, &self.path)?;
         let mut next = entries.clone();
@@ -264,9 +270,13 @@ impl SilenceStore {
             }
             let mut entries = self.entries.lock().await;
             let mut next = entries.clone();
-            if prune(&mut next, Timestamp::now()) > 0
-                && self.save(&next, "kept for now").await.is_ok()
-            {
+            let pruned = prune(&mut next, Timestamp::now());
+            if pruned > 0 && self.save(&next, "kept for now").await.is_ok() {
+                tracing::info!(
+                    pruned,
+                    retention_days = RETENTION.as_secs() / 86_400,
+                    "expired silences pruned"
+                );
                 *entries = next;
                 self.publish(&entries);
             } else {

@@ -143,6 +143,12 @@ async fn one(
     }
 }
 
+/// Whole seconds: a silence made or expired "now" reads 16:38:37, not 16:38:36.997813338.
+fn now_whole_seconds() -> Result<Timestamp, ApiError> {
+    Timestamp::from_second(Timestamp::now().as_second())
+        .map_err(|e| ApiError::Unavailable(format!("the system clock is out of range: {e}")))
+}
+
 fn new_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -153,7 +159,7 @@ async fn add(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     auth::require_writer(&headers, &api, "add a silence")?;
-    let record = silence_spec::from_body(&body, new_id(), Timestamp::now())?;
+    let record = silence_spec::from_body(&body, new_id(), now_whole_seconds()?)?;
     let (r, s) = api.silences.add(record).await?;
     Ok(json_answer(
         json!({ "silence": api_view(&r, &s, crate::model::now_ns()) }),
@@ -209,7 +215,7 @@ async fn expire(
         )));
     }
     let by = expirer(&uri, &body)?;
-    let (r, s) = api.silences.expire(&id, &by, Timestamp::now()).await?;
+    let (r, s) = api.silences.expire(&id, &by, now_whole_seconds()?).await?;
     Ok(json_answer(
         json!({ "silence": api_view(&r, &s, crate::model::now_ns()) }),
     ))
