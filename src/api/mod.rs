@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod shared;
 pub mod silence_spec;
 pub mod silence_store;
 pub mod silences;
@@ -31,70 +32,9 @@ use axum::Router;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
+pub use shared::{Api, ApiSetupError, MIN_TOKEN_LEN};
 
-use crate::rules::acknowledge::AckSender;
-use silence_store::SilenceStore;
-
-/// What the API's handlers share.
-pub struct Api {
-    /// The bearer token writes need; `None` refuses every write.
-    pub token: Option<String>,
-    /// The rules stage, which owns the open alerts; `None` where no stage runs.
-    pub acks: Option<AckSender>,
-    /// The silences made through the API, which the engine gates on too.
-    pub silences: Arc<SilenceStore>,
-}
-
-impl std::fmt::Debug for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token itself.
-        f.debug_struct("Api")
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
-            .finish_non_exhaustive()
-    }
-}
-
-impl Api {
-    /// Reads the token (`{ env = ... }` / `{ file = ... }`) once at start-up.
-    pub fn new(
-        cfg: Option<&ApiConfig>,
-        acks: Option<AckSender>,
-        silences: Arc<SilenceStore>,
-    ) -> Result<Api, ApiSetupError> {
-        let token = match cfg.and_then(|c| c.token.as_ref()) {
-            Some(secret) => {
-                let token = secret
-                    .resolve()
-                    .map_err(ApiSetupError::Token)?
-                    .trim()
-                    .to_string();
-                if token.len() < MIN_TOKEN_LEN {
-                    return Err(ApiSetupError::ShortToken(token.len()));
-                }
-                Some(token)
-            }
-            None => None,
-        };
-        Ok(Api {
-            token,
-            acks,
-            silences,
-        })
-    }
-
-    /// The API's routes, to merge into the service endpoint's router.
-    pub fn routes(self: Arc<Api>) -> Router {
-        alerts::routes().merge(silences::routes()).with_state(self)
-    }
-}
-
-/// A token shorter than this is refused at start-up: it would be guessable.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiSetupError {
-    #[error("[api] token: {0}")]
-    Token(#[source] crate::secret::SecretError),
-    #[error("[api] token: is {0} characters long; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)")]
-    ShortToken(usize),
+/// The API's routes, to merge into the service endpoint's router.
+pub fn routes(api: Arc<Api>) -> Router {
+    alerts::routes().merge(silences::routes()).with_state(api)
 }
