@@ -127,33 +127,8 @@ enum SilenceCommand {
     /// Add a silence: what it mutes (--match and/or --rule) and until when (--duration, or
     /// --end with an optional --start); local times are read in --timezone.
     Add {
-        /// TAG=GLOB a series' tag must match (repeatable; "!GLOB" excludes).
-        #[arg(long = "match", value_name = "TAG=GLOB")]
-        matchers: Vec<String>,
-        /// Glob on rule names, e.g. "ups_*".
-        #[arg(long)]
-        rule: Option<String>,
-        /// How long from now (or from --start), e.g. 2h.
-        #[arg(long, conflicts_with = "end")]
-        duration: Option<String>,
-        /// RFC 3339, or a local date-time (2026-12-01T18:00) in --timezone. Default: now.
-        #[arg(long)]
-        start: Option<String>,
-        /// RFC 3339, or a local date-time (2026-12-01T18:00) in --timezone.
-        #[arg(long, required_unless_present = "duration")]
-        end: Option<String>,
-        /// IANA time zone for local times and --daily, e.g. Europe/Berlin.
-        #[arg(long)]
-        timezone: Option<String>,
-        /// Only within this local window each day, e.g. 02:00-04:00 (may cross midnight).
-        #[arg(long, value_name = "FROM-TO")]
-        daily: Option<String>,
-        /// Why (change number, what is repaired); required.
-        #[arg(long)]
-        comment: String,
-        /// Who silences (default: $USER).
-        #[arg(long, env = "USER")]
-        by: String,
+        #[command(flatten)]
+        flags: sitewatch::api::cli::SilenceFlags,
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -279,29 +254,7 @@ fn main() -> std::process::ExitCode {
 async fn silence(cmd: SilenceCommand) -> Result<String> {
     use sitewatch::api::cli;
     Ok(match cmd {
-        SilenceCommand::Add {
-            matchers,
-            rule,
-            duration,
-            start,
-            end,
-            timezone,
-            daily,
-            comment,
-            by,
-            instance,
-        } => {
-            let flags = cli::SilenceFlags {
-                matchers,
-                rule,
-                duration,
-                start,
-                end,
-                timezone,
-                daily,
-                comment,
-                by,
-            };
+        SilenceCommand::Add { flags, instance } => {
             cli::silence_add(&instance.instance(), &flags, instance.json).await?
         }
         SilenceCommand::List { instance } => {

@@ -28,19 +28,37 @@ pub async fn ack(
     Ok(describe_ack(&answer["alert"]))
 }
 
-/// What `sitewatch silence add` sends: the flags as the API's JSON body.
-#[derive(Debug, Clone, Default)]
+/// The flags of `sitewatch silence add`, which become the API's JSON body: what it mutes
+/// (`--match` and/or `--rule`) and until when (`--duration`, or `--end` with an optional
+/// `--start`); local times are read in `--timezone`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SilenceFlags {
-    /// `--match TAG=GLOB`, repeatable.
+    /// TAG=GLOB a series' tag must match (repeatable; "!GLOB" excludes).
+    #[arg(long = "match", value_name = "TAG=GLOB")]
     pub matchers: Vec<String>,
+    /// Glob on rule names, e.g. "ups_*".
+    #[arg(long)]
     pub rule: Option<String>,
+    /// How long from now (or from --start), e.g. 2h.
+    #[arg(long, conflicts_with = "end")]
     pub duration: Option<String>,
+    /// RFC 3339, or a local date-time (2026-12-01T18:00) in --timezone. Default: now.
+    #[arg(long)]
     pub start: Option<String>,
+    /// RFC 3339, or a local date-time (2026-12-01T18:00) in --timezone.
+    #[arg(long, required_unless_present = "duration")]
     pub end: Option<String>,
+    /// IANA time zone for local times and --daily, e.g. Europe/Berlin.
+    #[arg(long)]
     pub timezone: Option<String>,
-    /// `--daily 02:00-04:00`.
+    /// Only within this local window each day, e.g. 02:00-04:00 (may cross midnight).
+    #[arg(long, value_name = "FROM-TO")]
     pub daily: Option<String>,
+    /// Why (change number, what is repaired); required.
+    #[arg(long)]
     pub comment: String,
+    /// Who silences (default: $USER).
+    #[arg(long, env = "USER")]
     pub by: String,
 }
 

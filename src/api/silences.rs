@@ -109,14 +109,17 @@ async fn list(State(api): State<Arc<Api>>) -> impl IntoResponse {
 
 /// Silence ids: 16 hex digits (API) or `file-` and 16 hex digits (rule files).
 fn check_id(id: &str) -> Result<(), ApiError> {
-    let hex = id.strip_prefix("file-").unwrap_or(id);
-    if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{id:?} is not a silence id (16 hex digits, the `id` of GET /api/v1/silences)"
-        )))
-    }
+    input::hex_id(id, "file-", "a silence id", "GET /api/v1/silences")
+}
+
+/// The rule files' silence with this id, if it is one.
+fn file_silence(api: &Api, id: &str) -> Option<Arc<Silence>> {
+    api.silences
+        .live()
+        .files()
+        .iter()
+        .find(|s| file_id(s) == id)
+        .cloned()
 }
 
 async fn one(
@@ -126,14 +129,8 @@ async fn one(
     check_id(&id)?;
     let now = crate::model::now_ns();
     let id = id.to_ascii_lowercase();
-    if let Some(s) = api
-        .silences
-        .live()
-        .files()
-        .iter()
-        .find(|s| file_id(s) == id)
-    {
-        return Ok(json_answer(json!({ "silence": file_view(s, now) })));
+    if let Some(s) = file_silence(&api, &id) {
+        return Ok(json_answer(json!({ "silence": file_view(&s, now) })));
     }
     match api.silences.get(&id).await {
         Some((r, s)) => Ok(json_answer(json!({ "silence": api_view(&r, &s, now) }))),
@@ -201,13 +198,7 @@ async fn expire(
     auth::require_writer(&headers, &api, "expire a silence")?;
     check_id(&id)?;
     let id = id.to_ascii_lowercase();
-    if let Some(s) = api
-        .silences
-        .live()
-        .files()
-        .iter()
-        .find(|s| file_id(s) == id)
-    {
+    if let Some(s) = file_silence(&api, &id) {
         return Err(ApiError::Conflict(format!(
             "silence {id} is defined in a rule file: edit {}:{} (and reload) to change or remove it",
             s.origin.display(),
