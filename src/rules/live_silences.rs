@@ -118,5 +118,10 @@ mod tests {
         assert_eq!(released.len(), 1);
         assert_eq!(released[0].series.tags.get("rack"), Some("r1"));
         assert!(live.files().is_empty());
+
+        // A rule reload publishes the files' silences for the API's list.
+        let file = (*silence("2027-01-01T00:00:00Z")).clone();
+        engine.replace_rules(RuleSet::with_silences(Vec::new(), vec![file]).unwrap());
+        assert_eq!(live.files().len(), 1);
     }
 }
