@@ -114,6 +114,38 @@ enum Command {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Silence alerts on a running instance (kept across its restarts), list the silences
+    /// (the API's and the rule files'), or expire one now.
+    Silence {
+        #[command(subcommand)]
+        cmd: SilenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Add a silence: what it mutes (--match and/or --rule) and until when (--duration, or
+    /// --end with an optional --start); local times are read in --timezone.
+    Add {
+        #[command(flatten)]
+        flags: sitewatch::api::cli::SilenceFlags,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Every silence with its state (pending, active, expired).
+    List {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// End a silence made through the API now (rule-file silences are edited in their file).
+    Expire {
+        id: String,
+        /// Who expires it (default: $USER).
+        #[arg(long, env = "USER")]
+        by: String,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
 }
 
 /// Which running instance an API command talks to.
@@ -200,6 +232,11 @@ fn main() -> std::process::ExitCode {
                 writeln!(std::io::stdout().lock(), "{line}")?;
                 Ok(())
             }
+            Command::Silence { cmd } => {
+                let line = silence(cmd).await?;
+                writeln!(std::io::stdout().lock(), "{line}")?;
+                Ok(())
+            }
             Command::Import {
                 cmd: ImportCommand::Telegraf { file, output },
             } => import_telegraf(&file, output.as_deref()),
@@ -212,6 +249,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn silence(cmd: SilenceCommand) -> Result<String> {
+    use sitewatch::api::cli;
+    Ok(match cmd {
+        SilenceCommand::Add { flags, instance } => {
+            cli::silence_add(&instance.instance(), &flags, instance.json).await?
+        }
+        SilenceCommand::List { instance } => {
+            cli::silence_list(&instance.instance(), instance.json).await?
+        }
+        SilenceCommand::Expire { id, by, instance } => {
+            cli::silence_expire(&instance.instance(), &id, &by, instance.json).await?
+        }
+    })
 }
 
 /// `OK` comes last: a summary line can never be read as success of a check that then fails.

@@ -142,7 +142,7 @@ pub async fn serve(
             health,
             process: metrics_process::Collector::default(),
         })
-        .merge(api.routes());
+        .merge(crate::api::routes(api));
     tracing::info!(%bound, "serving /metrics, /health, /ready and the API (/api/v1)");
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -112,8 +112,24 @@ impl Topology {
         let global_tags = GlobalTags::from_service(&cfg.config.service)
             .map_err(|e| cfg.invalid(e.to_string()))?;
         let (acks_tx, acks) = mpsc::channel(rules::acknowledge::ACK_CHANNEL_CAPACITY);
-        let api = crate::api::Api::new(cfg.config.api.as_ref(), Some(acks_tx))
-            .map_err(|e| stage("[api]")(e.into()))?;
+        let silences_file = cfg.resolve_writable(
+            cfg.config
+                .api
+                .as_ref()
+                .and_then(|a| a.silences_file.as_deref())
+                .unwrap_or(Path::new(crate::api::silence_store::DEFAULT_FILE)),
+        );
+        let silences = crate::api::silence_store::SilenceStore::load(
+            silences_file,
+            rules::live_silences::LiveSilences::default(),
+        )
+        .map_err(|e| stage("[api] silences_file")(e.into()))?;
+        let api = crate::api::Api::new(
+            cfg.config.api.as_ref(),
+            Some(acks_tx),
+            std::sync::Arc::new(silences),
+        )
+        .map_err(|e| stage("[api]")(e.into()))?;
         Ok(Topology {
             cfg,
             rules,
@@ -211,6 +227,8 @@ impl Topology {
             sink_grace: service.ready_grace,
         });
         let endpoint_stop = CancellationToken::new();
+        let silences = api.silences.clone();
+        tokio::spawn(silences.clone().maintain(endpoint_stop.clone()));
         let endpoint = telemetry::serve(
             service.listen,
             handle,
@@ -271,8 +289,13 @@ impl Topology {
             last_reload_error: None,
         });
         let rules_task = tokio::spawn(rules::stage::run_with_reload(
-            // The state file is written: under $STATE_DIRECTORY when systemd runs the service.
-            rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.state_dir),
+            {
+                // The state file is written: under $STATE_DIRECTORY when systemd runs the service.
+                let mut engine =
+                    rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.state_dir);
+                engine.share_silences(silences.live());
+                engine
+            },
             collect_rx,
             senders,
             Some(alerts_tx),

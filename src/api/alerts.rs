@@ -44,13 +44,7 @@ struct AckBody {
 
 /// Alert ids are 16 hex digits ([`crate::model::alert_id`]).
 fn check_id(id: &str) -> Result<(), ApiError> {
-    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{id:?} is not an alert id (16 hex digits, the `id` of GET /api/v1/alerts)"
-        )))
-    }
+    input::hex_id(id, "", "an alert id", "GET /api/v1/alerts")
 }
 
 async fn acknowledge(

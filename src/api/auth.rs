@@ -55,9 +55,13 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn api(token: Option<&str>) -> Api {
+        let nowhere = std::path::PathBuf::from("never-written/silences.json");
         Api {
             token: token.map(str::to_string),
             acks: None,
+            silences: std::sync::Arc::new(
+                crate::api::silence_store::SilenceStore::load(nowhere, Default::default()).unwrap(),
+            ),
         }
     }
 

@@ -25,6 +25,19 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiE
     })
 }
 
+/// An id of 16 hex digits (`prefix` allowed before them), or a 400 naming what it is not
+/// and where the ids are listed.
+pub fn hex_id(id: &str, prefix: &str, what: &str, listed_by: &str) -> Result<(), ApiError> {
+    let hex = id.strip_prefix(prefix).unwrap_or(id);
+    if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{id:?} is not {what} (16 hex digits, the `id` of {listed_by})"
+        )))
+    }
+}
+
 /// A person's name: required, trimmed, printable, at most [`MAX_NAME`] characters.
 pub fn person(key: &str, value: &str) -> Result<String, ApiError> {
     let v = value.trim();

@@ -46,6 +46,7 @@ use super::config::{
     duration_ns, format_value, Condition, MessageTemplate, RenderContext, Rule, RuleSet,
     STALE_SUFFIX,
 };
+use super::live_silences::LiveSilences;
 use super::series::{FastMap, FastSet, MatchSets, SeriesSlot};
 use super::silence::{Gate, Silencer};
 use super::state::{self, RuleState, SaveEntry, SaveTrack, StateError};
@@ -118,6 +119,9 @@ pub struct Engine {
     /// Events produced outside observe/tick (state load), handed out by the next tick.
     pending: Vec<Event>,
     pub(crate) silencer: Silencer,
+    /// Silences made through the API, gated on with the rule files' (see
+    /// [`super::live_silences`]).
+    live_silences: LiveSilences,
     has_stale: bool,
     state_file: Option<PathBuf>,
     restored_alerts: Vec<Event>,
@@ -175,6 +179,7 @@ impl Engine {
             clock: None,
             pending: Vec::new(),
             silencer: Silencer::default(),
+            live_silences: LiveSilences::default(),
             has_stale,
             state_file: None,
             restored_alerts: Vec::new(),
@@ -467,13 +472,22 @@ impl Engine {
     /// Whether an event goes to receivers (see [`super::silence`]); call once per event, in
     /// order, with the wall clock.
     pub fn gate_alert(&mut self, ev: &Event, now_ns: i64) -> Gate {
-        self.silencer.gate(self.rules.silences(), ev, now_ns)
+        let silences = self.live_silences.with_runtime(self.rules.silences());
+        self.silencer.gate(&silences, ev, now_ns)
     }
 
     /// Silenced firing alerts whose silence has ended: to be sent to receivers now (they are
     /// already in the events history).
     pub fn release_silenced(&mut self, now_ns: i64) -> Vec<Event> {
-        self.silencer.release(self.rules.silences(), now_ns)
+        let silences = self.live_silences.with_runtime(self.rules.silences());
+        self.silencer.release(&silences, now_ns)
+    }
+
+    /// Gates on `live`'s run-time silences too, and publishes the rule files' silences to it
+    /// (now and on every [`Engine::replace_rules`]).
+    pub fn share_silences(&mut self, live: LiveSilences) {
+        live.set_files(self.rules.silences());
+        self.live_silences = live;
     }
 
     /// Alerts that were open when state was saved, re-announced after a restart so receivers
@@ -696,6 +710,7 @@ impl Engine {
     #[must_use = "resolved/changed alarms from a reload must be sent to the events writer and alert router"]
     pub fn replace_rules(&mut self, rules: RuleSet) -> Vec<Event> {
         let old = std::mem::replace(&mut self.rules, rules);
+        self.live_silences.set_files(self.rules.silences());
         self.index = build_index(&self.rules);
         self.has_stale = self.rules.rules().iter().any(|r| r.stale.is_some());
         self.match_sets = MatchSets::new(&self.rules);

@@ -5,6 +5,7 @@
 //! - [`engine`]: levels with hysteresis, `for`, `keep_firing_for`, ranges, rate of change,
 //!   stale (no-data) alerts, flapping, overrides and inhibition; one event per state change.
 //! - [`silence`]: `[[silence]]` maintenance windows and the notification gate.
+//! - [`live_silences`]: the silences made through the API, gated on with the files' ones.
 //! - `series`: what the engine keeps per series (shared match sets, field tracks, and rule
 //!   state only for pairs not at rest).
 //! - [`open_alerts`]: what is firing now (the `alerts` measurement and the API's list), and
@@ -19,6 +20,7 @@
 pub mod acknowledge;
 pub mod config;
 pub mod engine;
+pub mod live_silences;
 pub mod open_alerts;
 pub mod reload;
 pub mod replay;

@@ -439,6 +439,14 @@ pub const FAMILIES: &[Family] = &[
         "Open alerts acknowledged through the API",
     ),
     gauge(
+        "sitewatch_api_silences",
+        "Silences made through the API, by state (pending, active, expired and still listed)",
+    ),
+    counter(
+        "sitewatch_api_silence_changes_total",
+        "Silences added or expired through the API, by action",
+    ),
+    gauge(
         "sitewatch_notify_queue_depth",
         "Events waiting in a receiver's queue",
     ),

@@ -49,6 +49,36 @@ impl PartialEq for TagMatcher {
 }
 
 impl TagMatcher {
+    /// `tag = "glob"` (or `"!glob"`, which excludes), compiled; the error is what is wrong
+    /// and what to write instead, for the caller to place (file:line, API key).
+    pub fn parse(tag: &str, pattern: &str) -> Result<TagMatcher, (String, &'static str)> {
+        let (negate, glob) = match pattern.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, pattern),
+        };
+        if tag.is_empty() || glob.is_empty() {
+            return Err((
+                format!("match {tag:?} = {pattern:?} has an empty tag name or pattern"),
+                "write e.g. match = { rack = \"r*\" } or { rack = \"!spare*\" }",
+            ));
+        }
+        match globset::GlobBuilder::new(glob).build() {
+            Ok(g) => Ok(TagMatcher {
+                tag: tag.to_string(),
+                pattern: pattern.to_string(),
+                negate,
+                matcher: PatternMatcher::new(glob, g.compile_matcher()),
+            }),
+            Err(e) => Err((
+                format!(
+                    "match pattern {pattern:?} for tag '{tag}' is not a valid glob: {}",
+                    e.kind()
+                ),
+                "use *, ? and {a,b} wildcards, e.g. \"r1*\"",
+            )),
+        }
+    }
+
     /// A missing tag fails a positive matcher and passes a negated one.
     pub fn matches(&self, tags: &TagSet) -> bool {
         match tags.get(&self.tag) {

@@ -15,7 +15,7 @@ use crate::text::line_col;
 
 use super::condition::{Band, Condition, Direction, Expected, Level};
 use super::error::{RuleProblem, RulesError};
-use super::matcher::{PatternMatcher, TagMatcher};
+use super::matcher::TagMatcher;
 use super::raw::*;
 use super::spec::*;
 use super::template::{
@@ -80,33 +80,9 @@ impl Checker<'_> {
     fn matchers(&mut self, m: &Spanned<BTreeMap<String, String>>) -> Vec<TagMatcher> {
         let mut out = Vec::new();
         for (tag, pattern) in m.get_ref() {
-            let (negate, glob) = match pattern.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, pattern.as_str()),
-            };
-            if tag.is_empty() || glob.is_empty() {
-                self.report(
-                    m.span(),
-                    format!("match {tag:?} = {pattern:?} has an empty tag name or pattern"),
-                    "write e.g. match = { rack = \"r*\" } or { rack = \"!spare*\" }",
-                );
-                continue;
-            }
-            match GlobBuilder::new(glob).build() {
-                Ok(g) => out.push(TagMatcher {
-                    tag: tag.clone(),
-                    pattern: pattern.clone(),
-                    negate,
-                    matcher: PatternMatcher::new(glob, g.compile_matcher()),
-                }),
-                Err(e) => self.report(
-                    m.span(),
-                    format!(
-                        "match pattern {pattern:?} for tag '{tag}' is not a valid glob: {}",
-                        e.kind()
-                    ),
-                    "use *, ? and {a,b} wildcards, e.g. \"r1*\"",
-                ),
+            match TagMatcher::parse(tag, pattern) {
+                Ok(t) => out.push(t),
+                Err((problem, fix)) => self.report(m.span(), problem, fix),
             }
         }
         out
