@@ -1,0 +1,260 @@
+//! The report as Markdown (GitHub-flavoured tables), for pasting into a post-mortem. Values
+//! from the data (tags, messages, comments) are escaped so they cannot break a table or
+//! turn into links or markup.
+
+use std::fmt::Write;
+
+use super::model::{signed_duration, spread_text, IncidentReport, Plot, Report};
+
+/// Escapes Markdown's inline syntax and table pipes; line breaks become spaces.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '#' | '!' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
+    let _ = writeln!(out, "| {} |", head.join(" | "));
+    let _ = writeln!(out, "|{}", head.iter().map(|_| "---|").collect::<String>());
+    for r in rows {
+        let cells: Vec<String> = r.iter().map(|c| escape(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out.push('\n');
+}
+
+/// `plot_links[i]` is the relative path of incident i's PNG, when written.
+pub fn render(r: &Report, plot_links: &[Option<String>]) -> String {
+    let mut o = String::new();
+    let sh = &r.shifts;
+    let _ = writeln!(
+        o,
+        "# Incident report {} – {}\n",
+        sh.local(r.from_ns),
+        sh.local(r.until_ns)
+    );
+    let _ = writeln!(
+        o,
+        "Generated {} by `sitewatch report` from {}. Times in {}.",
+        sh.local(r.generated_ns),
+        escape(&r.source),
+        escape(sh.tz_name())
+    );
+    if !r.filters.is_empty() {
+        let _ = writeln!(o, "Only incidents with {}.", escape(&r.filters.join(", ")));
+    }
+    o.push('\n');
+    summary(&mut o, r);
+    if r.incidents.is_empty() {
+        let _ = writeln!(o, "**No incidents** in this range.\n");
+    }
+    for (inc, link) in r.incidents.iter().zip(plot_links) {
+        incident(&mut o, r, inc, link.as_deref());
+    }
+    o
+}
+
+fn summary(o: &mut String, r: &Report) {
+    let s = &r.summary;
+    let _ = writeln!(o, "## Summary\n");
+    let sev: Vec<String> = s
+        .by_severity
+        .iter()
+        .map(|(k, n)| format!("{n} {}", escape(k)))
+        .collect();
+    let _ = writeln!(
+        o,
+        "- Incidents: **{}**{}",
+        s.total,
+        if sev.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", sev.join(", "))
+        }
+    );
+    let _ = writeln!(o, "- Still open at the end of the range: **{}**", s.open);
+    let _ = writeln!(
+        o,
+        "- Acknowledged: {} of {}; escalated: {}",
+        s.acknowledged, s.total, s.escalated
+    );
+    let _ = writeln!(
+        o,
+        "- MTTA (time to acknowledge): {}",
+        spread_text(&s.mtta, "no incident was acknowledged")
+    );
+    let _ = writeln!(
+        o,
+        "- MTTR (time to resolve): {}",
+        spread_text(&s.mttr, "no incident resolved")
+    );
+    if r.unmatched_rows + r.skipped_rows > 0 {
+        let _ = writeln!(
+            o,
+            "- Rows not shown: {} acknowledge/escalation rows of alerts not open in the range, {} unusable rows",
+            r.unmatched_rows, r.skipped_rows
+        );
+    }
+    o.push('\n');
+    if s.total == 0 {
+        return;
+    }
+    let _ = writeln!(o, "### Top recurring rules\n");
+    let rows: Vec<Vec<String>> = s
+        .top_rules
+        .iter()
+        .map(|(k, n)| vec![k.clone(), n.to_string()])
+        .collect();
+    table(o, &["Rule", "Incidents"], &rows);
+    if !s.top_devices.is_empty() {
+        let _ = writeln!(o, "### Top devices\n");
+        let rows: Vec<Vec<String>> = s
+            .top_devices
+            .iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect();
+        table(o, &["Device", "Incidents"], &rows);
+    }
+    let _ = writeln!(
+        o,
+        "### Incidents per shift ({})\n",
+        escape(r.shifts.tz_name())
+    );
+    let rows: Vec<Vec<String>> = s
+        .per_shift
+        .iter()
+        .map(|c| {
+            vec![
+                c.slot.label.clone(),
+                c.total().to_string(),
+                c.critical.to_string(),
+                c.warning.to_string(),
+            ]
+        })
+        .collect();
+    table(o, &["Shift", "Incidents", "critical", "warning"], &rows);
+    let of_day: Vec<String> = s
+        .per_shift_of_day
+        .iter()
+        .map(|(n, c)| format!("{n}: {c}"))
+        .collect();
+    let _ = writeln!(o, "By shift of day: {}\n", of_day.join(", "));
+}
+
+fn incident(o: &mut String, r: &Report, ir: &IncidentReport, link: Option<&str>) {
+    let sh = &r.shifts;
+    let _ = writeln!(o, "## Incident {}: {}\n", ir.number, escape(&ir.title()));
+    for (k, v) in ir.facts(sh, r.until_ns) {
+        let _ = writeln!(o, "- {k}: {}", escape(&v));
+    }
+    o.push('\n');
+    let _ = writeln!(o, "### Timeline\n");
+    let rows: Vec<Vec<String>> = ir
+        .timeline(sh)
+        .into_iter()
+        .map(|t| {
+            vec![
+                t.time,
+                t.event,
+                t.severity,
+                t.since_previous,
+                t.since_firing,
+                t.detail,
+            ]
+        })
+        .collect();
+    table(
+        o,
+        &[
+            "Time",
+            "Event",
+            "Severity",
+            "Since previous",
+            "Since firing",
+            "Detail",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        o,
+        "### Other alerts on the same device and site ({} before, and during)\n",
+        crate::rules::replay::format_duration_ns(r.context_ns)
+    );
+    if ir.related.is_empty() {
+        let _ = writeln!(o, "None.\n");
+    } else {
+        let rows: Vec<Vec<String>> = ir
+            .related
+            .iter()
+            .map(|a| {
+                vec![
+                    a.relation.to_string(),
+                    sh.local(a.begin_ns),
+                    signed_duration(a.offset_ns),
+                    a.rule.clone(),
+                    a.severity.clone(),
+                    a.device.clone(),
+                    a.message.clone(),
+                ]
+            })
+            .collect();
+        table(
+            o,
+            &[
+                "Relation", "Began", "Offset", "Rule", "Severity", "Device", "Message",
+            ],
+            &rows,
+        );
+    }
+    let _ = writeln!(o, "### Metric\n");
+    match (&ir.plot, link) {
+        (Plot::Png(_), Some(path)) => {
+            let _ = writeln!(
+                o,
+                "![{} around incident {}]({})\n",
+                escape(&ir.incident.field),
+                ir.number,
+                path.replace(' ', "%20")
+            );
+        }
+        (Plot::Png(_), None) => {
+            let _ = writeln!(
+                o,
+                "(the plot is written beside the report with --out FILE)\n"
+            );
+        }
+        (Plot::Missing(why), _) => {
+            let _ = writeln!(o, "No plot: {}\n", escape(why));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_values_cannot_break_tables_or_make_links() {
+        assert_eq!(escape("rack|1"), "rack\\|1");
+        assert_eq!(
+            escape("[click](http://x) <b>*hot*</b>\nnext"),
+            "\\[click\\](http://x) \\<b\\>\\*hot\\*\\</b\\> next"
+        );
+        assert_eq!(
+            escape("ups_a `x` #1 ~y~ \\"),
+            "ups\\_a \\`x\\` \\#1 \\~y\\~ \\\\"
+        );
+        let mut o = String::new();
+        table(&mut o, &["A"], &[vec!["x|y".into()]]);
+        assert_eq!(o, "| A |\n|---|\n| x\\|y |\n\n");
+    }
+}
