@@ -170,9 +170,14 @@ fn ok_report(config: &Path, args: &[&str]) -> String {
 fn chromium(profile: &Path, args: &[String], what: &str) -> Output {
     let bin = require_binary("chromium", "chromium");
     let mut cmd = Command::new(bin);
-    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args);
     let out = run_bounded(cmd, what, Duration::from_secs(40));
     assert!(
         out.status.success(),
@@ -286,7 +291,11 @@ files = ["rules.toml"]
         "all samples and 3 resolves in InfluxDB",
         || {
             let count = |q: &str| {
-                influx.rows(DB, q).first().and_then(|r| r.get(1)).and_then(Value::as_i64)
+                influx
+                    .rows(DB, q)
+                    .first()
+                    .and_then(|r| r.get(1))
+                    .and_then(Value::as_i64)
             };
             let done = count("SELECT count(\"t\") FROM \"env\"") == Some(2 * n as i64)
                 && count("SELECT count(\"battery_charge\") FROM \"ups\"") == Some(n as i64)
@@ -363,8 +372,16 @@ files = ["rules.toml"]
     ok_report(
         &sw.config,
         &[
-            "--from", &from, "--until", "now", "--format", "html", "--out",
-            html_path.to_str().unwrap(), "--timezone", "Europe/Berlin",
+            "--from",
+            &from,
+            "--until",
+            "now",
+            "--format",
+            "html",
+            "--out",
+            html_path.to_str().unwrap(),
+            "--timezone",
+            "Europe/Berlin",
         ],
     );
     let html = std::fs::read_to_string(&html_path).expect("the HTML report");
@@ -390,7 +407,11 @@ files = ["rules.toml"]
     ] {
         assert!(html.contains(want), "the HTML report lacks {want:?}:\n{html}");
     }
-    assert_eq!(html.matches("<img class=\"plot\"").count(), 4, "a plot per incident");
+    assert_eq!(
+        html.matches("<img class=\"plot\"").count(),
+        4,
+        "a plot per incident"
+    );
     assert!(!html.contains("<script"), "self-contained and script-free");
 
     // Markdown: plots beside the file, linked; tables; the same figures.
@@ -398,8 +419,16 @@ files = ["rules.toml"]
     ok_report(
         &sw.config,
         &[
-            "--from", &from, "--format", "md", "--out", md_path.to_str().unwrap(),
-            "--rule", "rack_*", "--device", "r1",
+            "--from",
+            &from,
+            "--format",
+            "md",
+            "--out",
+            md_path.to_str().unwrap(),
+            "--rule",
+            "rack_*",
+            "--device",
+            "r1",
         ],
     );
     let md = std::fs::read_to_string(&md_path).expect("the Markdown report");
@@ -411,12 +440,18 @@ files = ["rules.toml"]
         "![t around incident 1](pm-plots/incident-1.png)",
         "Only incidents with device = r1, rule matching rack\\_\\*.",
     ] {
-        assert!(md.contains(want), "the Markdown report lacks {want:?}:\n{md}");
+        assert!(
+            md.contains(want),
+            "the Markdown report lacks {want:?}:\n{md}"
+        );
     }
     assert!(!md.contains("## Incident 3"), "filtered to rack r1:\n{md}");
     let (w, h, px) = decode_png(&out_dir.path().join("pm-plots/incident-1.png"));
     assert!(w >= 600 && h >= 200);
-    assert!(count_near(&px, LINE, 0) > 200, "the plot draws the metric's line");
+    assert!(
+        count_near(&px, LINE, 0) > 200,
+        "the plot draws the metric's line"
+    );
 
     // Nothing in the range: a report that says so, exit 0, on stdout.
     let empty = ok_report(&sw.config, &["--from", "-20d", "--until", "-19d"]);
@@ -453,7 +488,10 @@ files = ["rules.toml"]
         .unwrap_or_else(|| panic!("no data-widths in the DOM:\n{dom}"));
     let widths: Vec<i64> = widths.split(',').map(|w| w.parse().unwrap_or(-1)).collect();
     assert_eq!(widths.len(), 4, "{widths:?}");
-    assert!(widths.iter().all(|w| *w > 0), "every <img> decoded: {widths:?}");
+    assert!(
+        widths.iter().all(|w| *w > 0),
+        "every <img> decoded: {widths:?}"
+    );
 
     let shot: PathBuf = out_dir.path().join("shot.png");
     chromium(
@@ -469,8 +507,14 @@ files = ["rules.toml"]
     assert_eq!((w, h), (1280, 2400));
     let line = count_near(&px, LINE, 10);
     let header = count_near(&px, TH, 3);
-    assert!(line > 300, "the screenshot shows a plot line ({line} pixels of it)");
-    assert!(header > 2000, "the screenshot shows tables ({header} header pixels)");
+    assert!(
+        line > 300,
+        "the screenshot shows a plot line ({line} pixels of it)"
+    );
+    assert!(
+        header > 2000,
+        "the screenshot shows tables ({header} header pixels)"
+    );
     sw.terminate();
 }
 
@@ -483,7 +527,10 @@ fn influxdb_problems_say_which_url_and_what_to_do() {
         let p = dir.path().join(format!("{db}.toml"));
         std::fs::write(
             &p,
-            format!("[influx]\nurl = \"{}\"\ndatabase = \"{db}\"\n", influx.url()),
+            format!(
+                "[influx]\nurl = \"{}\"\ndatabase = \"{db}\"\n",
+                influx.url()
+            ),
         )
         .unwrap();
         p
@@ -500,7 +547,9 @@ fn influxdb_problems_say_which_url_and_what_to_do() {
     );
     let e = stderr(report(&config("empty"), &["--from", "-1h"]));
     assert!(
-        e.contains(&url) && e.contains("no measurement \"events\"") && e.contains("events_measurement"),
+        e.contains(&url)
+            && e.contains("no measurement \"events\"")
+            && e.contains("events_measurement"),
         "{e}"
     );
     let port = common::free_tcp_port();

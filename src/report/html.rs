@@ -31,7 +31,8 @@ h3 { font-size: 1.05em; margin: 1.2em 0 .4em; }
 table { border-collapse: collapse; margin: .4em 0 1em; }
 th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; }
-td.n { text-align: right; }
+/* Times and names stay on one line; the detail column wraps. */
+td:first-child, td:nth-child(2) { white-space: nowrap; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; margin: .4em 0; }
 dl.facts dt { font-weight: bold; }
 dl.facts dd { margin: 0; }

@@ -476,6 +476,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn show_measurements_answers() {
+        let listed = r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["events"]]}]}]}"#;
+        assert_eq!(show_lists(listed, "events"), Ok(true));
+        assert_eq!(show_lists(listed, "alerts"), Ok(false));
+        assert_eq!(
+            show_lists(r#"{"results":[{"statement_id":0}]}"#, "events"),
+            Ok(false)
+        );
+        assert_eq!(
+            show_lists(
+                r#"{"results":[{"error":"database not found: x"}]}"#,
+                "events"
+            ),
+            Err(AnswerProblem::Server("database not found: x".into()))
+        );
+        assert!(matches!(
+            show_lists("nope", "events"),
+            Err(AnswerProblem::Malformed(_))
+        ));
+    }
+
     proptest::proptest! {
         /// Answers come from a server (or whatever listens on that URL): never a panic.
         #[test]
