@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::model::{FieldValue, Sample};
-use crate::rules::replay::{quote_ident, QueryClient};
+use crate::rules::replay::{influxql, quote_ident, QueryClient};
 
 use super::error::ReportError;
 
@@ -148,16 +148,13 @@ fn quote_str(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+fn event_fields() -> Vec<Arc<str>> {
+    EVENT_FIELDS.iter().map(|f| Arc::from(*f)).collect()
+}
+
+/// The replay's history query (the fields asked for, then every tag), on the events.
 pub fn events_query(measurement: &str, from_ns: i64, until_ns: i64) -> String {
-    let cols: Vec<String> = EVENT_FIELDS
-        .iter()
-        .map(|f| format!("{}::field", quote_ident(f)))
-        .collect();
-    format!(
-        "SELECT {}, *::tag FROM {} WHERE time >= {from_ns} AND time < {until_ns} ORDER BY time ASC",
-        cols.join(", "),
-        quote_ident(measurement)
-    )
+    influxql(measurement, &event_fields(), from_ns, until_ns)
 }
 
 /// The events rows of `[from_ns, until_ns)` in time order, and how many rows were unusable.
@@ -168,7 +165,7 @@ pub async fn read_events(
     until_ns: i64,
 ) -> Result<(Vec<EventRow>, usize), ReportError> {
     let m: Arc<str> = measurement.into();
-    let fields: Vec<Arc<str>> = EVENT_FIELDS.iter().map(|f| Arc::from(*f)).collect();
+    let fields = event_fields();
     let mut rows = Vec::new();
     let mut foreign = 0usize;
     let skipped = client

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use base64::Engine as _;
 
-use super::model::{signed_duration, spread_text, IncidentReport, Plot, Report};
+use super::model::{spread_text, IncidentReport, Plot, Report, Table, SEVERITY};
 
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -52,17 +52,18 @@ fn sev(s: &str) -> String {
     format!("<span class=\"sev-{0}\">{0}</span>", escape(s))
 }
 
-/// `cells` are already HTML.
-fn table(o: &mut String, head: &[&str], rows: &[Vec<String>]) {
+/// Cells are escaped here; those of the severity column are coloured.
+fn table(o: &mut String, t: &Table) {
     o.push_str("<table><thead><tr>");
-    for h in head {
+    for h in t.head {
         let _ = write!(o, "<th>{}</th>", escape(h));
     }
     o.push_str("</tr></thead><tbody>\n");
-    for r in rows {
+    for r in &t.rows {
         o.push_str("<tr>");
-        for c in r {
-            let _ = write!(o, "<td>{c}</td>");
+        for (h, c) in t.head.iter().zip(r) {
+            let cell = if *h == SEVERITY { sev(c) } else { escape(c) };
+            let _ = write!(o, "<td>{cell}</td>");
         }
         o.push_str("</tr>\n");
     }
@@ -154,42 +155,12 @@ fn summary(o: &mut String, r: &Report) {
         );
     }
     o.push_str("</dl>\n");
+    for (title, t) in r.summary_tables() {
+        let _ = writeln!(o, "<h3>{}</h3>", escape(&title));
+        table(o, &t);
+    }
     if s.total > 0 {
-        let count_rows = |v: &[(String, usize)]| -> Vec<Vec<String>> {
-            v.iter()
-                .map(|(k, n)| vec![escape(k), format!("{n}")])
-                .collect()
-        };
-        o.push_str("<h3>Top recurring rules</h3>\n");
-        table(o, &["Rule", "Incidents"], &count_rows(&s.top_rules));
-        if !s.top_devices.is_empty() {
-            o.push_str("<h3>Top devices</h3>\n");
-            table(o, &["Device", "Incidents"], &count_rows(&s.top_devices));
-        }
-        let _ = writeln!(
-            o,
-            "<h3>Incidents per shift ({})</h3>",
-            escape(r.shifts.tz_name())
-        );
-        let rows: Vec<Vec<String>> = s
-            .per_shift
-            .iter()
-            .map(|c| {
-                vec![
-                    escape(&c.slot.label),
-                    c.total().to_string(),
-                    c.critical.to_string(),
-                    c.warning.to_string(),
-                ]
-            })
-            .collect();
-        table(o, &["Shift", "Incidents", "critical", "warning"], &rows);
-        let of_day: Vec<String> = s
-            .per_shift_of_day
-            .iter()
-            .map(|(n, c)| format!("{}: {c}", escape(n)))
-            .collect();
-        let _ = writeln!(o, "<p>By shift of day: {}</p>", of_day.join(", "));
+        let _ = writeln!(o, "<p>By shift of day: {}</p>", escape(&r.shifts_of_day()));
     }
     o.push_str("</section>\n");
 }
@@ -206,62 +177,15 @@ fn incident(o: &mut String, r: &Report, ir: &IncidentReport) {
         let _ = writeln!(o, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
     }
     o.push_str("</dl>\n<h3>Timeline</h3>\n");
-    let rows: Vec<Vec<String>> = ir
-        .timeline(sh)
-        .into_iter()
-        .map(|t| {
-            vec![
-                escape(&t.time),
-                escape(&t.event),
-                sev(&t.severity),
-                escape(&t.since_previous),
-                escape(&t.since_firing),
-                escape(&t.detail),
-            ]
-        })
-        .collect();
-    table(
-        o,
-        &[
-            "Time",
-            "Event",
-            "Severity",
-            "Since previous",
-            "Since firing",
-            "Detail",
-        ],
-        &rows,
-    );
+    table(o, &ir.timeline(sh));
     let _ = writeln!(
         o,
         "<h3>Other alerts on the same device and site ({} before, and during)</h3>",
         escape(&crate::rules::replay::format_duration_ns(r.context_ns))
     );
-    if ir.related.is_empty() {
-        o.push_str("<p class=\"none\">None.</p>\n");
-    } else {
-        let rows: Vec<Vec<String>> = ir
-            .related
-            .iter()
-            .map(|a| {
-                vec![
-                    escape(a.relation),
-                    escape(&sh.local(a.begin_ns)),
-                    escape(&signed_duration(a.offset_ns)),
-                    escape(&a.rule),
-                    sev(&a.severity),
-                    escape(&a.device),
-                    escape(&a.message),
-                ]
-            })
-            .collect();
-        table(
-            o,
-            &[
-                "Relation", "Began", "Offset", "Rule", "Severity", "Device", "Message",
-            ],
-            &rows,
-        );
+    match ir.related_table(sh) {
+        Some(t) => table(o, &t),
+        None => o.push_str("<p class=\"none\">None.</p>\n"),
     }
     o.push_str("<h3>Metric</h3>\n");
     match &ir.plot {
@@ -292,7 +216,14 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         let mut o = String::new();
-        table(&mut o, &["A<"], &[vec!["1".into()]]);
-        assert!(o.contains("<th>A&lt;</th>") && o.contains("<td>1</td>"));
+        table(
+            &mut o,
+            &Table {
+                head: &["A<", SEVERITY],
+                rows: vec![vec!["<1>".into(), "critical".into()]],
+            },
+        );
+        assert!(o.contains("<th>A&lt;</th>") && o.contains("<td>&lt;1&gt;</td>"));
+        assert!(o.contains("<td><span class=\"sev-critical\">critical</span></td>"));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::model::{signed_duration, spread_text, IncidentReport, Plot, Report};
+use super::model::{spread_text, IncidentReport, Plot, Report, Table};
 
 /// Escapes Markdown's inline syntax and table pipes; line breaks become spaces.
 pub fn escape(s: &str) -> String {
@@ -22,10 +22,14 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
-    let _ = writeln!(out, "| {} |", head.join(" | "));
-    let _ = writeln!(out, "|{}", head.iter().map(|_| "---|").collect::<String>());
-    for r in rows {
+fn table(out: &mut String, t: &Table) {
+    let _ = writeln!(out, "| {} |", t.head.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}",
+        t.head.iter().map(|_| "---|").collect::<String>()
+    );
+    for r in &t.rows {
         let cells: Vec<String> = r.iter().map(|c| escape(c)).collect();
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
@@ -105,49 +109,13 @@ fn summary(o: &mut String, r: &Report) {
         );
     }
     o.push('\n');
-    if s.total == 0 {
-        return;
+    for (title, t) in r.summary_tables() {
+        let _ = writeln!(o, "### {}\n", escape(&title));
+        table(o, &t);
     }
-    let _ = writeln!(o, "### Top recurring rules\n");
-    let rows: Vec<Vec<String>> = s
-        .top_rules
-        .iter()
-        .map(|(k, n)| vec![k.clone(), n.to_string()])
-        .collect();
-    table(o, &["Rule", "Incidents"], &rows);
-    if !s.top_devices.is_empty() {
-        let _ = writeln!(o, "### Top devices\n");
-        let rows: Vec<Vec<String>> = s
-            .top_devices
-            .iter()
-            .map(|(k, n)| vec![k.clone(), n.to_string()])
-            .collect();
-        table(o, &["Device", "Incidents"], &rows);
+    if s.total > 0 {
+        let _ = writeln!(o, "By shift of day: {}\n", r.shifts_of_day());
     }
-    let _ = writeln!(
-        o,
-        "### Incidents per shift ({})\n",
-        escape(r.shifts.tz_name())
-    );
-    let rows: Vec<Vec<String>> = s
-        .per_shift
-        .iter()
-        .map(|c| {
-            vec![
-                c.slot.label.clone(),
-                c.total().to_string(),
-                c.critical.to_string(),
-                c.warning.to_string(),
-            ]
-        })
-        .collect();
-    table(o, &["Shift", "Incidents", "critical", "warning"], &rows);
-    let of_day: Vec<String> = s
-        .per_shift_of_day
-        .iter()
-        .map(|(n, c)| format!("{n}: {c}"))
-        .collect();
-    let _ = writeln!(o, "By shift of day: {}\n", of_day.join(", "));
 }
 
 fn incident(o: &mut String, r: &Report, ir: &IncidentReport, link: Option<&str>) {
@@ -158,62 +126,17 @@ fn incident(o: &mut String, r: &Report, ir: &IncidentReport, link: Option<&str>)
     }
     o.push('\n');
     let _ = writeln!(o, "### Timeline\n");
-    let rows: Vec<Vec<String>> = ir
-        .timeline(sh)
-        .into_iter()
-        .map(|t| {
-            vec![
-                t.time,
-                t.event,
-                t.severity,
-                t.since_previous,
-                t.since_firing,
-                t.detail,
-            ]
-        })
-        .collect();
-    table(
-        o,
-        &[
-            "Time",
-            "Event",
-            "Severity",
-            "Since previous",
-            "Since firing",
-            "Detail",
-        ],
-        &rows,
-    );
+    table(o, &ir.timeline(sh));
     let _ = writeln!(
         o,
         "### Other alerts on the same device and site ({} before, and during)\n",
         crate::rules::replay::format_duration_ns(r.context_ns)
     );
-    if ir.related.is_empty() {
-        let _ = writeln!(o, "None.\n");
-    } else {
-        let rows: Vec<Vec<String>> = ir
-            .related
-            .iter()
-            .map(|a| {
-                vec![
-                    a.relation.to_string(),
-                    sh.local(a.begin_ns),
-                    signed_duration(a.offset_ns),
-                    a.rule.clone(),
-                    a.severity.clone(),
-                    a.device.clone(),
-                    a.message.clone(),
-                ]
-            })
-            .collect();
-        table(
-            o,
-            &[
-                "Relation", "Began", "Offset", "Rule", "Severity", "Device", "Message",
-            ],
-            &rows,
-        );
+    match ir.related_table(sh) {
+        Some(t) => table(o, &t),
+        None => {
+            let _ = writeln!(o, "None.\n");
+        }
     }
     let _ = writeln!(o, "### Metric\n");
     match (&ir.plot, link) {
@@ -254,7 +177,13 @@ mod tests {
             "ups\\_a \\`x\\` \\#1 \\~y\\~ \\\\"
         );
         let mut o = String::new();
-        table(&mut o, &["A"], &[vec!["x|y".into()]]);
+        table(
+            &mut o,
+            &Table {
+                head: &["A"],
+                rows: vec![vec!["x|y".into()]],
+            },
+        );
         assert_eq!(o, "| A |\n|---|\n| x\\|y |\n\n");
     }
 }

@@ -54,15 +54,14 @@ pub struct IncidentReport {
     pub plot: Plot,
 }
 
-/// One line of an incident's timeline, as text.
-pub struct TimelineRow {
-    pub time: String,
-    pub event: String,
-    pub severity: String,
-    pub since_previous: String,
-    pub since_firing: String,
-    pub detail: String,
+/// A table of text cells, rendered (and escaped) by each format.
+pub struct Table {
+    pub head: &'static [&'static str],
+    pub rows: Vec<Vec<String>>,
 }
+
+/// The column whose cells are severities (coloured in HTML).
+pub const SEVERITY: &str = "Severity";
 
 /// `-4m 10s` / `+30s` / `0s`.
 pub fn signed_duration(ns: i64) -> String {
@@ -166,10 +165,11 @@ impl IncidentReport {
         f
     }
 
-    pub fn timeline(&self, shifts: &Shifts) -> Vec<TimelineRow> {
+    pub fn timeline(&self, shifts: &Shifts) -> Table {
         let inc = &self.incident;
         let mut prev: Option<i64> = None;
-        inc.steps
+        let rows = inc
+            .steps
             .iter()
             .map(|s| {
                 let (event, detail) = match &s.kind {
@@ -215,23 +215,117 @@ impl IncidentReport {
                     }
                     _ => detail,
                 };
-                let row = TimelineRow {
-                    time: shifts.local(s.time_ns),
+                let row = vec![
+                    shifts.local(s.time_ns),
                     event,
-                    severity: s.severity.clone(),
-                    since_previous: prev
-                        .map(|p| format_duration_ns(s.time_ns - p))
+                    s.severity.clone(),
+                    prev.map(|p| format_duration_ns(s.time_ns - p))
                         .unwrap_or_default(),
-                    since_firing: inc
-                        .firing_ns
+                    inc.firing_ns
                         .map(|f| signed_duration(s.time_ns - f))
                         .unwrap_or_default(),
                     detail,
-                };
+                ];
                 prev = Some(s.time_ns);
                 row
             })
-            .collect()
+            .collect();
+        Table {
+            head: &[
+                "Time",
+                "Event",
+                SEVERITY,
+                "Since previous",
+                "Since firing",
+                "Detail",
+            ],
+            rows,
+        }
+    }
+
+    /// The related alerts; None when there are none.
+    pub fn related_table(&self, shifts: &Shifts) -> Option<Table> {
+        (!self.related.is_empty()).then(|| Table {
+            head: &[
+                "Relation", "Began", "Offset", "Rule", SEVERITY, "Device", "Message",
+            ],
+            rows: self
+                .related
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.relation.to_string(),
+                        shifts.local(a.begin_ns),
+                        signed_duration(a.offset_ns),
+                        a.rule.clone(),
+                        a.severity.clone(),
+                        a.device.clone(),
+                        a.message.clone(),
+                    ]
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Report {
+    /// The summary's tables with their headings: top rules, top devices (when any series has
+    /// a `device` tag), incidents per shift. None without incidents.
+    pub fn summary_tables(&self) -> Vec<(String, Table)> {
+        let s = &self.summary;
+        if s.total == 0 {
+            return Vec::new();
+        }
+        let counts = |v: &[(String, usize)]| -> Vec<Vec<String>> {
+            v.iter()
+                .map(|(k, n)| vec![k.clone(), n.to_string()])
+                .collect()
+        };
+        let mut out = vec![(
+            "Top recurring rules".to_string(),
+            Table {
+                head: &["Rule", "Incidents"],
+                rows: counts(&s.top_rules),
+            },
+        )];
+        if !s.top_devices.is_empty() {
+            out.push((
+                "Top devices".to_string(),
+                Table {
+                    head: &["Device", "Incidents"],
+                    rows: counts(&s.top_devices),
+                },
+            ));
+        }
+        out.push((
+            format!("Incidents per shift ({})", self.shifts.tz_name()),
+            Table {
+                head: &["Shift", "Incidents", "critical", "warning"],
+                rows: s
+                    .per_shift
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.slot.label.clone(),
+                            c.total().to_string(),
+                            c.critical.to_string(),
+                            c.warning.to_string(),
+                        ]
+                    })
+                    .collect(),
+            },
+        ));
+        out
+    }
+
+    /// `06:00–14:00: 3, 14:00–22:00: 0, ...`.
+    pub fn shifts_of_day(&self) -> String {
+        self.summary
+            .per_shift_of_day
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -85,6 +85,26 @@ pub enum AnswerProblem {
     Malformed(String),
 }
 
+/// The statement results of one JSON object of an InfluxQL answer; the server's error, when
+/// the answer or a statement carries one.
+fn results(text: &str) -> Result<Vec<Value>, AnswerProblem> {
+    let mut v: Value = serde_json::from_str(text)
+        .map_err(|e| AnswerProblem::Malformed(format!("invalid JSON: {e}")))?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        return Err(AnswerProblem::Server(e.to_string()));
+    }
+    let Some(Value::Array(results)) = v.get_mut("results").map(Value::take) else {
+        return Err(AnswerProblem::Malformed("no \"results\" array".into()));
+    };
+    if let Some(e) = results
+        .iter()
+        .find_map(|r| r.get("error").and_then(Value::as_str))
+    {
+        return Err(AnswerProblem::Server(e.to_string()));
+    }
+    Ok(results)
+}
+
 /// Parses one JSON object of an InfluxQL answer to
 /// `SELECT "f1"::field, …, *::tag FROM m …`: columns are `time`, the fields in query order,
 /// then the tag keys. InfluxDB renames a tag column whose key equals a selected field to
@@ -94,20 +114,8 @@ pub fn parse_answer(
     measurement: &Arc<str>,
     fields: &[Arc<str>],
 ) -> Result<ParsedChunk, AnswerProblem> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| AnswerProblem::Malformed(format!("invalid JSON: {e}")))?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        return Err(AnswerProblem::Server(e.to_string()));
-    }
-    let results = v
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| AnswerProblem::Malformed("no \"results\" array".into()))?;
     let mut out = ParsedChunk::default();
-    for r in results {
-        if let Some(e) = r.get("error").and_then(Value::as_str) {
-            return Err(AnswerProblem::Server(e.to_string()));
-        }
+    for r in &results(text)? {
         let Some(series) = r.get("series") else {
             continue;
         };
@@ -383,19 +391,7 @@ impl QueryClient {
 
 /// Whether one JSON object of a `SHOW MEASUREMENTS` answer lists `measurement`.
 fn show_lists(text: &str, measurement: &str) -> Result<bool, AnswerProblem> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| AnswerProblem::Malformed(format!("invalid JSON: {e}")))?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        return Err(AnswerProblem::Server(e.to_string()));
-    }
-    let results = v
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| AnswerProblem::Malformed("no \"results\" array".into()))?;
-    for r in results {
-        if let Some(e) = r.get("error").and_then(Value::as_str) {
-            return Err(AnswerProblem::Server(e.to_string()));
-        }
+    for r in &results(text)? {
         let rows = r
             .get("series")
             .and_then(Value::as_array)
