@@ -399,13 +399,16 @@ files = ["rules.toml"]
         "same site",
         &mtta,
         &mttr,
-        "1 <span class=\"sev-critical\">critical</span>, 3 <span class=\"sev-warning\">warning</span>",
-        "<dt>Still open at the end</dt><dd>1</dd>",
+        "<dt>Incidents</dt><dd>4 (1 critical, 3 warning)</dd>",
+        "<dt>Still open at the end of the range</dt><dd>1</dd>",
         "Incidents per shift (Europe/Berlin)",
         // The UPS went low 2 minutes before the rack first warmed.
         "<td>-2m</td>",
     ] {
-        assert!(html.contains(want), "the HTML report lacks {want:?}:\n{html}");
+        assert!(
+            html.contains(want),
+            "the HTML report lacks {want:?}:\n{html}"
+        );
     }
     assert_eq!(
         html.matches("<img class=\"plot\"").count(),

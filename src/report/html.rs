@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use base64::Engine as _;
 
-use super::model::{spread_text, IncidentReport, Plot, Report, Table, SEVERITY};
+use super::model::{IncidentReport, Plot, Report, Table, SEVERITY};
 
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -73,11 +73,7 @@ fn table(o: &mut String, t: &Table) {
 pub fn render(r: &Report) -> String {
     let sh = &r.shifts;
     let mut o = String::new();
-    let title = format!(
-        "Incident report {} – {}",
-        sh.local(r.from_ns),
-        sh.local(r.until_ns)
-    );
+    let title = r.title();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title><style>{STYLE}</style></head><body>\n<h1>{0}</h1>\n",
@@ -107,59 +103,16 @@ pub fn render(r: &Report) -> String {
 }
 
 fn summary(o: &mut String, r: &Report) {
-    let s = &r.summary;
     o.push_str("<section class=\"summary\"><h2>Summary</h2>\n<dl class=\"facts\">\n");
-    let sev_list: Vec<String> = s
-        .by_severity
-        .iter()
-        .map(|(k, n)| format!("{n} {}", sev(k)))
-        .collect();
-    let mut fact = |k: &str, v: String| {
-        let _ = writeln!(o, "<dt>{}</dt><dd>{v}</dd>", escape(k));
-    };
-    fact(
-        "Incidents",
-        format!(
-            "{}{}",
-            s.total,
-            if sev_list.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", sev_list.join(", "))
-            }
-        ),
-    );
-    fact("Still open at the end", s.open.to_string());
-    fact(
-        "Acknowledged",
-        format!(
-            "{} of {}; escalated: {}",
-            s.acknowledged, s.total, s.escalated
-        ),
-    );
-    fact(
-        "MTTA",
-        escape(&spread_text(&s.mtta, "no incident was acknowledged")),
-    );
-    fact(
-        "MTTR",
-        escape(&spread_text(&s.mttr, "no incident resolved")),
-    );
-    if r.unmatched_rows + r.skipped_rows > 0 {
-        fact(
-            "Rows not shown",
-            format!(
-                "{} acknowledge/escalation rows of alerts not open in the range, {} unusable rows",
-                r.unmatched_rows, r.skipped_rows
-            ),
-        );
+    for (k, v) in r.summary_facts() {
+        let _ = writeln!(o, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
     }
     o.push_str("</dl>\n");
     for (title, t) in r.summary_tables() {
         let _ = writeln!(o, "<h3>{}</h3>", escape(&title));
         table(o, &t);
     }
-    if s.total > 0 {
+    if r.summary.total > 0 {
         let _ = writeln!(o, "<p>By shift of day: {}</p>", escape(&r.shifts_of_day()));
     }
     o.push_str("</section>\n");

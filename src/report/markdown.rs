@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::model::{spread_text, IncidentReport, Plot, Report, Table};
+use super::model::{IncidentReport, Plot, Report, Table};
 
 /// Escapes Markdown's inline syntax and table pipes; line breaks become spaces.
 pub fn escape(s: &str) -> String {
@@ -40,12 +40,7 @@ fn table(out: &mut String, t: &Table) {
 pub fn render(r: &Report, plot_links: &[Option<String>]) -> String {
     let mut o = String::new();
     let sh = &r.shifts;
-    let _ = writeln!(
-        o,
-        "# Incident report {} – {}\n",
-        sh.local(r.from_ns),
-        sh.local(r.until_ns)
-    );
+    let _ = writeln!(o, "# {}\n", escape(&r.title()));
     let _ = writeln!(
         o,
         "Generated {} by `sitewatch report` from {}. Times in {}.",
@@ -68,52 +63,16 @@ pub fn render(r: &Report, plot_links: &[Option<String>]) -> String {
 }
 
 fn summary(o: &mut String, r: &Report) {
-    let s = &r.summary;
     let _ = writeln!(o, "## Summary\n");
-    let sev: Vec<String> = s
-        .by_severity
-        .iter()
-        .map(|(k, n)| format!("{n} {}", escape(k)))
-        .collect();
-    let _ = writeln!(
-        o,
-        "- Incidents: **{}**{}",
-        s.total,
-        if sev.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", sev.join(", "))
-        }
-    );
-    let _ = writeln!(o, "- Still open at the end of the range: **{}**", s.open);
-    let _ = writeln!(
-        o,
-        "- Acknowledged: {} of {}; escalated: {}",
-        s.acknowledged, s.total, s.escalated
-    );
-    let _ = writeln!(
-        o,
-        "- MTTA (time to acknowledge): {}",
-        spread_text(&s.mtta, "no incident was acknowledged")
-    );
-    let _ = writeln!(
-        o,
-        "- MTTR (time to resolve): {}",
-        spread_text(&s.mttr, "no incident resolved")
-    );
-    if r.unmatched_rows + r.skipped_rows > 0 {
-        let _ = writeln!(
-            o,
-            "- Rows not shown: {} acknowledge/escalation rows of alerts not open in the range, {} unusable rows",
-            r.unmatched_rows, r.skipped_rows
-        );
+    for (k, v) in r.summary_facts() {
+        let _ = writeln!(o, "- {k}: **{}**", escape(&v));
     }
     o.push('\n');
     for (title, t) in r.summary_tables() {
         let _ = writeln!(o, "### {}\n", escape(&title));
         table(o, &t);
     }
-    if s.total > 0 {
+    if r.summary.total > 0 {
         let _ = writeln!(o, "By shift of day: {}\n", r.shifts_of_day());
     }
 }

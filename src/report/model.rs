@@ -269,6 +269,59 @@ impl IncidentReport {
 }
 
 impl Report {
+    pub fn title(&self) -> String {
+        format!(
+            "Incident report {} – {}",
+            self.shifts.local(self.from_ns),
+            self.shifts.local(self.until_ns)
+        )
+    }
+
+    /// The summary's figures as (label, text).
+    pub fn summary_facts(&self) -> Vec<(&'static str, String)> {
+        let s = &self.summary;
+        let sev: Vec<String> = s
+            .by_severity
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        let mut f = vec![
+            (
+                "Incidents",
+                match sev.is_empty() {
+                    true => s.total.to_string(),
+                    false => format!("{} ({})", s.total, sev.join(", ")),
+                },
+            ),
+            ("Still open at the end of the range", s.open.to_string()),
+            (
+                "Acknowledged",
+                format!(
+                    "{} of {}; escalated: {}",
+                    s.acknowledged, s.total, s.escalated
+                ),
+            ),
+            (
+                "MTTA (time to acknowledge)",
+                spread_text(&s.mtta, "no incident was acknowledged"),
+            ),
+            (
+                "MTTR (time to resolve)",
+                spread_text(&s.mttr, "no incident resolved"),
+            ),
+        ];
+        if self.unmatched_rows + self.skipped_rows > 0 {
+            f.push((
+                "Rows not shown",
+                format!(
+                    "{} acknowledge/escalation rows of alerts not open in the range, {} unusable rows",
+                    self.unmatched_rows, self.skipped_rows
+                ),
+            ));
+        }
+        f
+    }
+
     /// The summary's tables with their headings: top rules, top devices (when any series has
     /// a `device` tag), incidents per shift. None without incidents.
     pub fn summary_tables(&self) -> Vec<(String, Table)> {
