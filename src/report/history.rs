@@ -87,7 +87,18 @@ pub struct EventRow {
 fn text(v: &FieldValue) -> String {
     match v {
         FieldValue::Str(s) => s.to_string(),
+        FieldValue::Float(f) => short_float(*f),
         other => other.to_string(),
+    }
+}
+
+/// A reading for people: 3.1999999999999993 (a float sum) as 3.2, four decimals at most.
+pub fn short_float(v: f64) -> String {
+    let r = (v * 1e4).round() / 1e4;
+    if (r == 0.0 && v != 0.0) || !r.is_finite() {
+        format!("{v:e}")
+    } else {
+        format!("{r}")
     }
 }
 
@@ -306,6 +317,15 @@ mod tests {
         let foreign = Sample::new(SeriesKey::new("events", TagSet::new([("x", "y")])), 1)
             .with_field("message", FieldValue::Str("m".into()));
         assert_eq!(EventRow::from_sample(&foreign), None);
+    }
+
+    #[test]
+    fn readings_are_shortened_for_people() {
+        assert_eq!(short_float(3.1999999999999993), "3.2");
+        assert_eq!(short_float(30.0), "30");
+        assert_eq!(short_float(-0.12345), "-0.1235");
+        assert_eq!(short_float(0.00001), "1e-5");
+        assert_eq!(short_float(0.0), "0");
     }
 
     #[test]

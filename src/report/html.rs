@@ -142,14 +142,17 @@ fn incident(o: &mut String, r: &Report, ir: &IncidentReport) {
     }
     o.push_str("<h3>Metric</h3>\n");
     match &ir.plot {
-        Plot::Png(bytes) => {
+        Plot::Png { png, note } => {
             let _ = writeln!(
                 o,
                 "<img class=\"plot\" alt=\"{} around incident {}\" src=\"data:image/png;base64,{}\">",
                 escape(&ir.incident.field),
                 ir.number,
-                base64::engine::general_purpose::STANDARD.encode(bytes)
+                base64::engine::general_purpose::STANDARD.encode(png)
             );
+            if let Some(n) = note {
+                let _ = writeln!(o, "<p class=\"none\">{}</p>", escape(n));
+            }
         }
         Plot::Missing(why) => {
             let _ = writeln!(o, "<p class=\"none\">No plot: {}</p>", escape(why));

@@ -98,8 +98,14 @@ fn incident(o: &mut String, r: &Report, ir: &IncidentReport, link: Option<&str>)
         }
     }
     let _ = writeln!(o, "### Metric\n");
+    if let Plot::Png {
+        note: Some(note), ..
+    } = &ir.plot
+    {
+        let _ = writeln!(o, "Note: {}\n", escape(note));
+    }
     match (&ir.plot, link) {
-        (Plot::Png(_), Some(path)) => {
+        (Plot::Png { .. }, Some(path)) => {
             let _ = writeln!(
                 o,
                 "![{} around incident {}]({})\n",
@@ -108,7 +114,7 @@ fn incident(o: &mut String, r: &Report, ir: &IncidentReport, link: Option<&str>)
                 path.replace(' ', "%20")
             );
         }
-        (Plot::Png(_), None) => {
+        (Plot::Png { .. }, None) => {
             let _ = writeln!(
                 o,
                 "(the plot is written beside the report with --out FILE)\n"

@@ -128,13 +128,21 @@ async fn plot(
         )));
     }
     plot::ensure_font()?;
+    let (drawn, left_out) = plot::on_scale(&points, &inc.thresholds);
+    let note = (!left_out.is_empty()).then(|| {
+        let list: Vec<String> = left_out.iter().map(|(s, t)| format!("{s} {t}")).collect();
+        format!(
+            "thresholds {} are not drawn: far from the metric's values (a rule on a rate of change or another derived value)",
+            list.join(", ")
+        )
+    });
     let shifts: &Shifts = &opts.shifts;
     let clock = |ns: i64| shifts.clock(ns);
     let png = plot::render_png(&plot::PlotSpec {
         title: format!("{} — {}", inc.rule, inc.series),
         y_label: inc.field.clone(),
         points: &points,
-        thresholds: &inc.thresholds,
+        thresholds: &drawn,
         span: (inc.begin_ns(), end),
         window: (from, until),
         clock: &clock,
@@ -143,7 +151,7 @@ async fn plot(
         incident: number,
         problem,
     })?;
-    Ok(Plot::Png(png))
+    Ok(Plot::Png { png, note })
 }
 
 /// Reads the history and assembles the report.
@@ -257,7 +265,7 @@ fn write_plots(r: &Report, out: &Path) -> Result<Vec<Option<String>>, ReportErro
         .unwrap_or_else(|| PathBuf::from(&dir_name));
     let mut links = Vec::with_capacity(r.incidents.len());
     for ir in &r.incidents {
-        let Plot::Png(bytes) = &ir.plot else {
+        let Plot::Png { png: bytes, .. } = &ir.plot else {
             links.push(None);
             continue;
         };

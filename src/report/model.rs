@@ -26,7 +26,11 @@ pub struct Report {
 }
 
 pub enum Plot {
-    Png(Vec<u8>),
+    Png {
+        png: Vec<u8>,
+        /// What the plot leaves out (thresholds off the metric's scale).
+        note: Option<String>,
+    },
     /// Why there is none (no samples in the window, a rule without a numeric metric).
     Missing(String),
 }

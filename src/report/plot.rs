@@ -61,12 +61,37 @@ fn register() -> Result<(), ReportError> {
     .map_err(|_| ReportError::BadFont { path })
 }
 
+/// (severity, value) of a threshold line.
+pub type Threshold = (String, f64);
+
+/// Splits `thresholds` into those on the metric's scale and the others: a rule on a rate of
+/// change (or another derived value) has thresholds in other units, and a line at 3 under
+/// readings of 24..30 would only squash the plot. A level's threshold lies within or near
+/// the readings, as the readings crossed it; "near" is one range of the readings away.
+pub fn on_scale(
+    points: &[(i64, f64)],
+    thresholds: &[Threshold],
+) -> (Vec<Threshold>, Vec<Threshold>) {
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+    if !lo.is_finite() {
+        return (thresholds.to_vec(), Vec::new());
+    }
+    let reach = (hi - lo).max(hi.abs().max(lo.abs()) * 0.1).max(1.0);
+    thresholds
+        .iter()
+        .cloned()
+        .partition(|(_, t)| *t >= lo - reach && *t <= hi + reach)
+}
+
 pub struct PlotSpec<'a> {
     pub title: String,
     pub y_label: String,
     pub points: &'a [(i64, f64)],
-    /// (severity, value) lines.
-    pub thresholds: &'a [(String, f64)],
+    pub thresholds: &'a [Threshold],
     /// The shaded firing span.
     pub span: (i64, i64),
     /// The x range.
@@ -175,6 +200,27 @@ fn draw(spec: &PlotSpec<'_>, rgb: &mut [u8]) -> Result<(), Box<dyn std::error::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_off_the_metrics_scale_are_left_out() {
+        let points = [(0, 24.1), (1, 30.0)];
+        let t = |s: &str, v: f64| (s.to_string(), v);
+        let (drawn, left) = on_scale(
+            &points,
+            &[
+                t("warning", 27.0),
+                t("warning", 3.0),
+                t("critical", 32.0),
+                t("critical", 5.0),
+            ],
+        );
+        assert_eq!(drawn, vec![t("warning", 27.0), t("critical", 32.0)]);
+        assert_eq!(left, vec![t("warning", 3.0), t("critical", 5.0)]);
+        let (drawn, _) = on_scale(&[(0, 100.0), (1, 40.0)], &[t("warning", 50.0)]);
+        assert_eq!(drawn.len(), 1);
+        let (drawn, _) = on_scale(&[], &[t("warning", 50.0)]);
+        assert_eq!(drawn.len(), 1);
+    }
 
     #[test]
     fn a_plot_shows_the_line_thresholds_and_span() {
