@@ -4,7 +4,8 @@
 # Usage: bash deploy/demo/report-screenshot.sh REPORT.html [OUT.png]
 #        bash deploy/demo/report-screenshot.sh --demo [OUT.png]
 #            runs the demo (deploy/demo.sh: a rack overheats, a leak sensor trips, a PDU
-#            carries more than 80 % of its circuit), makes the report of its data and renders it.
+#            carries more than 80 % of its circuit), makes the report of its data (--context 5m:
+#            the demo's incidents last seconds) and renders it.
 # WIDTH/HEIGHT set the browser window (1280x2400 by default); DEMO_SECONDS the demo's length (90).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ if [ "$1" = "--demo" ]; then
   # demo.sh builds the release binary; cargo puts it under $CARGO_TARGET_DIR when set.
   bin=${CARGO_TARGET_DIR:-$repo/target}/release/sitewatch
   DEMO_SECONDS=${DEMO_SECONDS:-90} bash deploy/demo.sh -- bash -c \
-    '"$0" report --config "$SITEWATCH_DEMO_CONFIG" --from -20m --format html --out "$1"' \
+    '"$0" report --config "$SITEWATCH_DEMO_CONFIG" --from -20m --context 5m --format html --out "$1"' \
     "$bin" "$html"
 else
   html=$1

@@ -105,6 +105,7 @@ async fn plot(
     inc: &Incident,
     number: usize,
     opts: &ReportOptions,
+    now_ns: i64,
 ) -> Result<Plot, ReportError> {
     if inc.series.is_empty() || inc.field.is_empty() {
         return Ok(Plot::Missing(
@@ -116,7 +117,8 @@ async fn plot(
         .started_ns
         .min(inc.begin_ns())
         .saturating_sub(opts.context_ns);
-    let until = end.saturating_add(opts.context_ns);
+    // Not past now: there are no samples from the future to draw.
+    let until = end.saturating_add(opts.context_ns).min(now_ns.max(end));
     let points = read_metric(client, &inc.series, &inc.field, from, until).await?;
     if points.is_empty() {
         return Ok(Plot::Missing(format!(
@@ -179,7 +181,7 @@ pub async fn build(
         incidents.push(IncidentReport {
             number,
             related: related(inc, &assembly.incidents, opts.context_ns, opts.until_ns),
-            plot: plot(&client, inc, number, opts).await?,
+            plot: plot(&client, inc, number, opts, now_ns).await?,
             incident: inc.clone(),
         });
     }
