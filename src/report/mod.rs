@@ -139,7 +139,9 @@ async fn plot(
         )
     });
     let shifts: &Shifts = &opts.shifts;
-    let clock = |ns: i64| shifts.clock(ns);
+    // Eight labels over less than half an hour would repeat minutes.
+    let with_seconds = until - from < 30 * 60 * 1_000_000_000;
+    let clock = |ns: i64| shifts.clock(ns, with_seconds);
     let png = plot::render_png(&plot::PlotSpec {
         title: format!("{} — {}", inc.rule, inc.series),
         y_label: inc.field.clone(),

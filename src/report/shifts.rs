@@ -98,9 +98,10 @@ impl Shifts {
         self.zoned(ns).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
     }
 
-    /// `07:03`: local clock time for plot axes.
-    pub fn clock(&self, ns: i64) -> String {
-        self.zoned(ns).strftime("%H:%M").to_string()
+    /// `07:03`, or `07:03:05` `with_seconds`: local clock time for plot axes.
+    pub fn clock(&self, ns: i64, with_seconds: bool) -> String {
+        let f = if with_seconds { "%H:%M:%S" } else { "%H:%M" };
+        self.zoned(ns).strftime(f).to_string()
     }
 
     /// The instant of local `time` on `date`; a start inside a DST gap moves past the gap.
