@@ -5,8 +5,10 @@
 # then prints what landed in InfluxDB and which events fired. Ctrl-C stops everything.
 # Usage: bash deploy/demo.sh            (DEMO_SECONDS=60 by default)
 #        bash deploy/demo.sh -- CMD...  also runs CMD on the ingested data before everything
-#                                       stops, with SITEWATCH_DEMO_INFLUX_URL set (used by
-#                                       docs/img/render-overview.sh)
+#                                       stops, with SITEWATCH_DEMO_INFLUX_URL and
+#                                       SITEWATCH_DEMO_CONFIG (the demo's config) set (used
+#                                       by docs/img/render-overview.sh and
+#                                       deploy/demo/report-screenshot.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -20,6 +22,8 @@ missing=()
 for pair in influxd:influxdb mosquitto:mosquitto mosquitto_pub:mosquitto-clients curl:curl python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
+# The font of the incident report's plots (`sitewatch report`, src/report/plot.rs).
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -155,5 +159,5 @@ echo "    an InfluxDB holding this data (database sitewatch). With Docker: docke
 echo "    Details: docs/grafana.md"
 if [ ${#after[@]} -gt 0 ]; then
   echo "==> running: ${after[*]}"
-  SITEWATCH_DEMO_INFLUX_URL="$influx_url" "${after[@]}"
+  SITEWATCH_DEMO_INFLUX_URL="$influx_url" SITEWATCH_DEMO_CONFIG="$work/sitewatch.toml" "${after[@]}"
 fi

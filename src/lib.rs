@@ -17,6 +17,7 @@ pub mod notify;
 pub mod paths;
 pub mod pipeline;
 pub mod registry;
+pub mod report;
 pub mod retry;
 pub mod rules;
 pub mod secret;

@@ -120,6 +120,9 @@ enum Command {
         #[command(subcommand)]
         cmd: SilenceCommand,
     },
+    /// Incident report from the InfluxDB history: timelines, related alerts, metric plots,
+    /// MTTA/MTTR and alerts per shift, as Markdown or one HTML file (docs/report.md).
+    Report(sitewatch::report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -240,6 +243,7 @@ fn main() -> std::process::ExitCode {
             Command::Import {
                 cmd: ImportCommand::Telegraf { file, output },
             } => import_telegraf(&file, output.as_deref()),
+            Command::Report(args) => report(args).await,
         }
     });
     match result {
@@ -772,5 +776,19 @@ async fn rules_test(args: RulesTestArgs) -> Result<()> {
     } else {
         writeln!(out, "{report}")?;
     }
+    Ok(())
+}
+
+/// `sitewatch report`: the incident report from the InfluxDB history.
+async fn report(args: sitewatch::report::ReportArgs) -> Result<()> {
+    telemetry::init_logging("warn", false)?;
+    let cfg = LoadedConfig::load(&args.config)?;
+    let Some(influx) = &cfg.config.influx else {
+        bail!(
+            "{}: the report reads the alert history from InfluxDB, but the config has no [influx] table",
+            cfg.path.display()
+        );
+    };
+    sitewatch::report::run(influx, &args, &mut std::io::stdout().lock()).await?;
     Ok(())
 }

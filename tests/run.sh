@@ -28,6 +28,8 @@ needed=(
   strip:binutils
   adduser:adduser
   systemd-analyze:systemd
+  # The incident report's HTML test (tests/report.rs) renders it in a headless browser.
+  chromium:chromium
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -36,6 +38,8 @@ for pair in "${needed[@]}"; do
 done
 # The tz database: MQTT timestamps in local time (timestamp_timezone) are read with it.
 if [ ! -e /usr/share/zoneinfo/Europe/Berlin ]; then missing+=(tzdata); fi
+# The font the incident report's plots are drawn with (src/report/plot.rs).
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then missing+=(fonts-dejavu-core); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq

@@ -39,6 +39,7 @@ use crate::time::NS_PER_SEC;
 pub use crate::time::{format_time, parse_time};
 pub use error::ReplayError;
 pub use options::{format_duration_ns, ReplayOptions};
+pub(crate) use query::quote_ident;
 pub use query::{influxql, parse_answer, watched_fields, AnswerProblem, ParsedChunk, QueryClient};
 pub use replayer::Replayer;
 pub use report::{Incident, ReplayReport, RuleReport};

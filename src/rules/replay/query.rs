@@ -50,7 +50,7 @@ pub fn watched_fields(rules: &RuleSet) -> BTreeMap<Arc<str>, Vec<Arc<str>>> {
 }
 
 /// An InfluxQL identifier in double quotes.
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
@@ -85,6 +85,26 @@ pub enum AnswerProblem {
     Malformed(String),
 }
 
+/// The statement results of one JSON object of an InfluxQL answer; the server's error, when
+/// the answer or a statement carries one.
+fn results(text: &str) -> Result<Vec<Value>, AnswerProblem> {
+    let mut v: Value = serde_json::from_str(text)
+        .map_err(|e| AnswerProblem::Malformed(format!("invalid JSON: {e}")))?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        return Err(AnswerProblem::Server(e.to_string()));
+    }
+    let Some(Value::Array(results)) = v.get_mut("results").map(Value::take) else {
+        return Err(AnswerProblem::Malformed("no \"results\" array".into()));
+    };
+    if let Some(e) = results
+        .iter()
+        .find_map(|r| r.get("error").and_then(Value::as_str))
+    {
+        return Err(AnswerProblem::Server(e.to_string()));
+    }
+    Ok(results)
+}
+
 /// Parses one JSON object of an InfluxQL answer to
 /// `SELECT "f1"::field, …, *::tag FROM m …`: columns are `time`, the fields in query order,
 /// then the tag keys. InfluxDB renames a tag column whose key equals a selected field to
@@ -94,20 +114,8 @@ pub fn parse_answer(
     measurement: &Arc<str>,
     fields: &[Arc<str>],
 ) -> Result<ParsedChunk, AnswerProblem> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| AnswerProblem::Malformed(format!("invalid JSON: {e}")))?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        return Err(AnswerProblem::Server(e.to_string()));
-    }
-    let results = v
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| AnswerProblem::Malformed("no \"results\" array".into()))?;
     let mut out = ParsedChunk::default();
-    for r in results {
-        if let Some(e) = r.get("error").and_then(Value::as_str) {
-            return Err(AnswerProblem::Server(e.to_string()));
-        }
+    for r in &results(text)? {
         let Some(series) = r.get("series") else {
             continue;
         };
@@ -263,6 +271,11 @@ impl QueryClient {
         })
     }
 
+    /// The database (v2: bucket) queried, for messages.
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
     /// The query URL without parameters or credentials, for messages.
     pub fn endpoint(&self) -> &str {
         self.client.endpoint().as_str()
@@ -270,13 +283,46 @@ impl QueryClient {
 
     /// Runs `query` and hands each parsed chunk's samples to `sink`, in the order received.
     /// Returns the number of rows skipped as unusable.
-    pub(super) async fn select(
+    pub(crate) async fn select(
         &self,
         query: &str,
         measurement: &Arc<str>,
         fields: &[Arc<str>],
         sink: &mut dyn FnMut(Vec<Sample>),
     ) -> Result<usize, ReplayError> {
+        let mut skipped = 0usize;
+        self.answers(query, &mut |text| {
+            let chunk = parse_answer(text, measurement, fields)?;
+            skipped += chunk.skipped_rows;
+            sink(chunk.samples);
+            Ok(())
+        })
+        .await?;
+        Ok(skipped)
+    }
+
+    /// Whether the database holds `measurement` (`SHOW MEASUREMENTS`): tells an empty range
+    /// from a measurement that was never written, for a message that says which.
+    pub(crate) async fn has_measurement(&self, measurement: &str) -> Result<bool, ReplayError> {
+        let query = format!(
+            "SHOW MEASUREMENTS WITH MEASUREMENT = {}",
+            quote_ident(measurement)
+        );
+        let mut found = false;
+        self.answers(&query, &mut |text| {
+            found |= show_lists(text, measurement)?;
+            Ok(())
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Runs `query` and hands each JSON object of the (chunked) answer to `handle`.
+    async fn answers(
+        &self,
+        query: &str,
+        handle: &mut dyn FnMut(&str) -> Result<(), AnswerProblem>,
+    ) -> Result<(), ReplayError> {
         let mut url = self.client.endpoint().clone();
         {
             let mut q = url.query_pairs_mut();
@@ -306,30 +352,24 @@ impl QueryClient {
                 body: body.chars().take(300).collect(),
             });
         }
-        let mut skipped = 0usize;
-        let mut handle = |line: &[u8]| -> Result<(), ReplayError> {
+        let mut line_done = |line: &[u8]| -> Result<(), ReplayError> {
             let text = String::from_utf8_lossy(line);
             if text.trim().is_empty() {
                 return Ok(());
             }
-            match parse_answer(&text, measurement, fields) {
-                Ok(chunk) => {
-                    skipped += chunk.skipped_rows;
-                    sink(chunk.samples);
-                    Ok(())
-                }
-                Err(AnswerProblem::Server(message)) => Err(ReplayError::Query {
+            handle(&text).map_err(|problem| match problem {
+                AnswerProblem::Server(message) => ReplayError::Query {
                     url: at.clone(),
                     query: query.to_string(),
                     hint: query_hint(&message),
                     message,
-                }),
-                Err(AnswerProblem::Malformed(problem)) => Err(ReplayError::Response {
+                },
+                AnswerProblem::Malformed(problem) => ReplayError::Response {
                     url: at.clone(),
                     query: query.to_string(),
                     problem,
-                }),
-            }
+                },
+            })
         };
         let mut buf: Vec<u8> = Vec::new();
         loop {
@@ -342,12 +382,30 @@ impl QueryClient {
             // Chunked answers are one JSON object per line.
             while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
-                handle(&line)?;
+                line_done(&line)?;
             }
         }
-        handle(&buf)?;
-        Ok(skipped)
+        line_done(&buf)
     }
+}
+
+/// Whether one JSON object of a `SHOW MEASUREMENTS` answer lists `measurement`.
+fn show_lists(text: &str, measurement: &str) -> Result<bool, AnswerProblem> {
+    for r in &results(text)? {
+        let rows = r
+            .get("series")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("values").and_then(Value::as_array))
+            .flatten();
+        for row in rows {
+            if row.get(0).and_then(Value::as_str) == Some(measurement) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -412,6 +470,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn show_measurements_answers() {
+        let listed = r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["events"]]}]}]}"#;
+        assert_eq!(show_lists(listed, "events"), Ok(true));
+        assert_eq!(show_lists(listed, "alerts"), Ok(false));
+        assert_eq!(
+            show_lists(r#"{"results":[{"statement_id":0}]}"#, "events"),
+            Ok(false)
+        );
+        assert_eq!(
+            show_lists(
+                r#"{"results":[{"error":"database not found: x"}]}"#,
+                "events"
+            ),
+            Err(AnswerProblem::Server("database not found: x".into()))
+        );
+        assert!(matches!(
+            show_lists("nope", "events"),
+            Err(AnswerProblem::Malformed(_))
+        ));
     }
 
     proptest::proptest! {
