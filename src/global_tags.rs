@@ -99,7 +99,7 @@ pub async fn relay(
 }
 
 /// The kernel's host name, as Telegraf's `host` tag has it.
-fn hostname() -> Result<String, std::io::Error> {
+pub(crate) fn hostname() -> Result<String, std::io::Error> {
     let mut buf = vec![0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -8,6 +8,7 @@ pub mod api;
 pub mod blocking;
 pub mod buffer;
 pub mod check;
+pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod global_tags;

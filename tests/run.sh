@@ -28,6 +28,10 @@ needed=(
   strip:binutils
   adduser:adduser
   systemd-analyze:systemd
+  # Cluster mode (src/cluster/): etcd-client builds etcd's gRPC protos with protoc, and
+  # tests/cluster.rs starts a private etcd.
+  protoc:protobuf-compiler
+  etcd:etcd-server
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -36,6 +40,8 @@ for pair in "${needed[@]}"; do
 done
 # The tz database: MQTT timestamps in local time (timestamp_timezone) are read with it.
 if [ ! -e /usr/share/zoneinfo/Europe/Berlin ]; then missing+=(tzdata); fi
+# The well-known protos (google/protobuf/descriptor.proto) etcd's protos import.
+if [ ! -e /usr/include/google/protobuf/descriptor.proto ]; then missing+=(libprotobuf-dev); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
