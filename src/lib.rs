@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod global_tags;
+pub mod hostname;
 pub mod import;
 pub mod model;
 pub mod notify;

@@ -91,7 +91,7 @@ impl ClusterConfig {
     pub fn member_name(&self) -> Result<String, ClusterConfigError> {
         match &self.name {
             Some(n) => Ok(n.clone()),
-            None => crate::global_tags::hostname()
+            None => crate::hostname::hostname()
                 .map_err(|e| ClusterConfigError::NoHostName(e.to_string())),
         }
     }

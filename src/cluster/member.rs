@@ -3,19 +3,13 @@
 //! metrics of every change. The etcd conversation that feeds it is [`super::membership`].
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use super::assignment::owned_by;
 use super::config::ClusterConfig;
 use super::fencing::{Fence, Lease};
 use super::ownership::{Publisher, View};
-
-/// How often the fence is looked at between etcd events. Fencing has one renewal period
-/// (a third of `failover_after`, at least 1 s) of margin, so 100 ms is plenty.
-const FENCE_CHECK: Duration = Duration::from_millis(100);
 
 /// Names shown in a gained/released log line; the count is always complete.
 const LOG_UNITS: usize = 10;
@@ -149,28 +143,8 @@ impl Member {
         metrics::gauge!("sitewatch_cluster_owned_units").set(is.len() as f64);
         let gained: Vec<&str> = is.difference(&was).copied().collect();
         let released: Vec<&str> = was.difference(&is).copied().collect();
-        if !gained.is_empty() {
-            metrics::counter!("sitewatch_cluster_ownership_changes_total", "change" => "gained")
-                .increment(gained.len() as u64);
-            tracing::info!(
-                gained = gained.len(),
-                owned = is.len(),
-                members = after.members.len(),
-                units = ?&gained[..gained.len().min(LOG_UNITS)],
-                "cluster units gained"
-            );
-        }
-        if !released.is_empty() {
-            metrics::counter!("sitewatch_cluster_ownership_changes_total", "change" => "released")
-                .increment(released.len() as u64);
-            tracing::info!(
-                released = released.len(),
-                owned = is.len(),
-                members = after.members.len(),
-                units = ?&released[..released.len().min(LOG_UNITS)],
-                "cluster units released"
-            );
-        }
+        report("gained", &gained, is.len(), after.members.len());
+        report("released", &released, is.len(), after.members.len());
     }
 
     fn log_transition(&self, to: Lease, now: Instant) {
@@ -195,24 +169,20 @@ impl Member {
     }
 }
 
-/// Runs the member until `stop`: the etcd session ([`super::membership::run`]) and the
-/// fence clock. At `stop` the lease is revoked, so the others take the units at once.
-pub async fn run(cfg: ClusterConfig, member: Member, stop: CancellationToken) {
-    let member = Arc::new(Mutex::new(member));
-    let clock = {
-        let (member, stop) = (member.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FENCE_CHECK);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => lock(&member).refresh(),
-                }
-            }
-        })
-    };
-    super::membership::run(&cfg, &member, &stop).await;
-    let _ = clock.await;
+/// Counts and logs one kind of ownership change (`gained`, `released`), when there is one.
+fn report(change: &'static str, units: &[&str], owned: usize, members: usize) {
+    if units.is_empty() {
+        return;
+    }
+    metrics::counter!("sitewatch_cluster_ownership_changes_total", "change" => change)
+        .increment(units.len() as u64);
+    tracing::info!(
+        count = units.len(),
+        owned,
+        members,
+        units = ?&units[..units.len().min(LOG_UNITS)],
+        "cluster units {change}"
+    );
 }
 
 /// The member's lock; a panic while it was held leaves a usable state (plain data).

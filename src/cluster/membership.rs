@@ -142,59 +142,67 @@ async fn session(
     let prefix = cfg.members_prefix();
     let me = lock(member).me().to_string();
     let key = format!("{prefix}{me}");
-    let mut client = connect(cfg, period).await?;
-
-    let sent = Instant::now();
     let ttl = i64::try_from(cfg.failover_after.as_secs()).unwrap_or(i64::MAX);
-    let lease = bounded(ep, "lease grant", period, client.lease_grant(ttl, None))
-        .await?
-        .id();
-    let value = serde_json::json!({
-        "name": me,
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-    })
-    .to_string();
-    bounded(
-        ep,
-        "register",
-        period,
-        client.put(
-            key.as_str(),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        ),
-    )
-    .await?;
-    let (mut keeper, mut renewals) =
-        bounded(ep, "keep-alive", period, client.lease_keep_alive(lease)).await?;
-    let listing = bounded(
-        ep,
-        "list members",
-        period,
-        client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-    )
-    .await?;
-    let revision = listing.header().map_or(0, |h| h.revision());
-    let members: BTreeSet<String> = listing
-        .kvs()
-        .iter()
-        .filter_map(|kv| member_of(kv.key(), &prefix).map(str::to_string))
-        .collect();
-    let mut watch = bounded(
-        ep,
-        "watch members",
-        period,
-        client.watch(
-            prefix.as_str(),
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
+    // Registration, given up at `stop` (a lease granted by then expires on its own).
+    let setup = async {
+        let mut client = connect(cfg, period).await?;
+
+        let sent = Instant::now();
+        let lease = bounded(ep, "lease grant", period, client.lease_grant(ttl, None))
+            .await?
+            .id();
+        let value = serde_json::json!({
+            "name": me,
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+        })
+        .to_string();
+        bounded(
+            ep,
+            "register",
+            period,
+            client.put(
+                key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
             ),
-        ),
-    )
-    .await?;
+        )
+        .await?;
+        let (keeper, renewals) =
+            bounded(ep, "keep-alive", period, client.lease_keep_alive(lease)).await?;
+        let listing = bounded(
+            ep,
+            "list members",
+            period,
+            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let revision = listing.header().map_or(0, |h| h.revision());
+        let members: BTreeSet<String> = listing
+            .kvs()
+            .iter()
+            .filter_map(|kv| member_of(kv.key(), &prefix).map(str::to_string))
+            .collect();
+        let watch = bounded(
+            ep,
+            "watch members",
+            period,
+            client.watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            ),
+        )
+        .await?;
+        Ok::<_, MembershipError>((client, lease, sent, keeper, renewals, members, watch))
+    };
+    let (mut client, lease, sent, mut keeper, mut renewals, members, mut watch) = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        r = setup => r?,
+    };
     {
         let mut m = lock(member);
         m.renewed(sent);

@@ -6,7 +6,8 @@
 //! - [`assignment`]: which member owns which unit (rendezvous hashing over the live members).
 //! - [`fencing`]: when this member must release its units (before etcd expires its lease).
 //! - [`ownership`]: the watch the collectors read before each poll.
-//! - [`member`]: the member's state, its log lines and metrics, and [`run`].
+//! - [`member`]: the member's state, its log lines and metrics.
+//! - [`service`]: [`run`], the etcd session and the fence clock together.
 //! - [`plan`]: cluster mode as the topology sets it up and starts it.
 //! - [`status`]: `sitewatch cluster status`.
 //!
@@ -20,9 +21,11 @@ pub mod member;
 pub mod membership;
 pub mod ownership;
 pub mod plan;
+pub mod service;
 pub mod status;
 
 pub use config::{ClusterConfig, ClusterConfigError};
-pub use member::{run, Member};
+pub use member::Member;
 pub use ownership::{Ownership, Publisher, UnitGate};
 pub use plan::Plan;
+pub use service::run;

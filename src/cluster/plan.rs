@@ -5,8 +5,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{ClusterConfig, ClusterConfigError};
-use super::member::{run, Member};
+use super::member::Member;
 use super::ownership::{channel, Ownership, Publisher};
+use super::service::run;
 
 pub struct Plan {
     cfg: ClusterConfig,

@@ -14,7 +14,9 @@
 //!
 //! What sharding does not do: it does not fail over. If instance 2 of 3 is down, its targets
 //! are not polled until it returns (run it under systemd with `Restart=always`, and alert on
-//! the `snmp_poll` `up` field or on `sitewatch_snmp_polls_total` per instance).
+//! the `snmp_poll` `up` field or on `sitewatch_snmp_polls_total` per instance). Cluster mode
+//! (`crate::cluster`, docs/cluster.md) does, with the same hash over live member names
+//! ([`owner_among`]).
 
 use std::fmt;
 use std::str::FromStr;
