@@ -28,6 +28,34 @@ use sitewatch::cluster::assignment::{owner, snmp_unit};
 const FAILOVER: Duration = Duration::from_secs(3);
 const INTERVAL: Duration = Duration::from_secs(1);
 const DB: &str = "cluster";
+const TRAP_COMMUNITY: &str = "sitewatch-traps";
+
+/// One SNMPv2c trap (UPS-MIB upsTrapOnBattery) to 127.0.0.1:`port` with Net-SNMP's snmptrap.
+fn send_trap(port: u16) {
+    let bin = common::require_binary("snmptrap", "snmp");
+    let state = tempfile::tempdir().expect("temp dir for snmptrap");
+    let out = Command::new(bin)
+        .args([
+            "-v",
+            "2c",
+            "-c",
+            TRAP_COMMUNITY,
+            &format!("127.0.0.1:{port}"),
+            "12345",
+        ])
+        .args(["1.3.6.1.2.1.33.2.1", "1.3.6.1.2.1.33.1.2.2.0", "i", "30"])
+        .env("MIBS", "")
+        .env("MIBDIRS", state.path())
+        .env("SNMP_PERSISTENT_DIR", state.path())
+        .env("HOME", state.path())
+        .output()
+        .expect("run snmptrap");
+    assert!(
+        out.status.success(),
+        "snmptrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -47,6 +75,7 @@ struct Site {
 struct Member {
     name: String,
     proxy: TcpProxy,
+    trap_port: u16,
     sw: Sitewatch,
 }
 
@@ -73,6 +102,7 @@ impl Site {
 
     fn start_member(&self, name: &str) -> Member {
         let proxy = TcpProxy::start(self.etcd.client_port);
+        let trap_port = common::free_udp_port();
         let profiles_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp");
         let mut targets = String::new();
         for t in &self.targets {
@@ -103,6 +133,10 @@ interval = "{interval}s"
 timeout = "2s"
 concurrency = 64
 
+[snmp.traps]
+listen = "127.0.0.1:{trap_port}"
+communities = ["{TRAP_COMMUNITY}"]
+
 {targets}"#,
             proxy = proxy.port,
             failover = FAILOVER.as_secs(),
@@ -114,6 +148,7 @@ concurrency = 64
         Member {
             name: name.to_string(),
             proxy,
+            trap_port,
             sw,
         }
     }
@@ -282,6 +317,42 @@ fn three_members_share_fail_over_rebalance_and_fence() {
             .metric("sitewatch_snmp_polls_total", &["result=\"not_owner\""]);
         assert!(not_owner > 0.0, "{m} counts the polls it leaves to others");
     }
+
+    // A trap sent to every member (duplicated destinations) is recorded once, by the owner
+    // of its source: all targets share 127.0.0.1, so the source is the unit.
+    for m in &all {
+        send_trap(site.member(m).trap_port);
+    }
+    let trap_owner = owner("snmp-trap-source:127.0.0.1", &all.map(String::from))
+        .expect("an owner")
+        .to_string();
+    let recorded = eventually(Duration::from_secs(10), "the trap recorded", || {
+        let v = site.influx.query_epoch_ns(
+            DB,
+            "SELECT count(\"count\") FROM snmp_traps GROUP BY \"member\"",
+        );
+        let series = v["results"][0]["series"].as_array()?.clone();
+        let dropped: f64 = all
+            .iter()
+            .map(|m| {
+                site.member(m).sw.metric(
+                    "sitewatch_snmp_traps_dropped_total",
+                    &["reason=\"not_owner\""],
+                )
+            })
+            .sum();
+        (dropped == 2.0).then_some(series)
+    });
+    assert_eq!(
+        recorded.len(),
+        1,
+        "one member recorded the trap: {recorded:?}"
+    );
+    assert_eq!(recorded[0]["tags"]["member"], trap_owner.as_str());
+    assert_eq!(
+        recorded[0]["values"][0][1], 1,
+        "recorded once: {recorded:?}"
+    );
 
     // `sitewatch cluster status` reads etcd and assigns like the members do.
     let out = Command::new(sitewatch_bin())
