@@ -187,6 +187,11 @@ impl Topology {
                 out.push(format!("warning: {w}"));
             }
         }
+        if self.cluster.is_some() {
+            for w in crate::cluster::Plan::warnings(&self.cfg.config) {
+                out.push(format!("warning: {w}"));
+            }
+        }
         for w in self.notifier.check_warnings() {
             out.push(format!("warning: {w}"));
         }
@@ -284,6 +289,11 @@ impl Topology {
 
         // Before the collectors, so they find their units owned as soon as etcd answers.
         let cluster_stop = CancellationToken::new();
+        if cluster.is_some() {
+            for w in crate::cluster::Plan::warnings(&cfg.config) {
+                tracing::warn!("{w}");
+            }
+        }
         let cluster_task = cluster.map(|c| c.start(cluster_stop.clone()));
 
         let collectors_stop = CancellationToken::new();

@@ -48,6 +48,8 @@ pub enum ClusterConfigError {
     BadEndpoint { url: String },
     #[error("[cluster] failover_after = {got:?} is below the minimum of 3s (the lease is renewed every third of it)")]
     FailoverTooShort { got: Duration },
+    #[error("[cluster] failover_after = {got:?} is not a whole number of seconds (etcd lease TTLs are whole seconds); write e.g. \"15s\"")]
+    FailoverNotWholeSeconds { got: Duration },
     #[error("[cluster] {key} = {value:?}: {problem}")]
     BadName {
         key: &'static str,
@@ -68,6 +70,11 @@ impl ClusterConfig {
         }
         if self.failover_after < MIN_FAILOVER_AFTER {
             return Err(ClusterConfigError::FailoverTooShort {
+                got: self.failover_after,
+            });
+        }
+        if self.failover_after.subsec_nanos() != 0 {
+            return Err(ClusterConfigError::FailoverNotWholeSeconds {
                 got: self.failover_after,
             });
         }
@@ -161,6 +168,10 @@ mod tests {
             ),
             ("etcd = [\"http://e:2379\"]\ncluster = \"\"", "cluster"),
             ("etcd = [\"http://e:2379\"]\nprefix = \"x/\"", "prefix"),
+            (
+                "etcd = [\"http://e:2379\"]\nfailover_after = \"3500ms\"",
+                "whole number of seconds",
+            ),
         ];
         for (text, want) in bad {
             let e = parse(text).unwrap().validate().unwrap_err().to_string();

@@ -48,9 +48,43 @@ impl Plan {
         )
     }
 
+    /// What the cluster does not share yet, for `sitewatch check` and the start-up log.
+    pub fn warnings(config: &crate::config::Config) -> Vec<String> {
+        let mut out = Vec::new();
+        for (table, set) in [
+            ("[mqtt]", config.mqtt.is_some()),
+            ("[modbus]", config.modbus.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "{table} with [cluster]: only SNMP targets are shared by the cluster so far; \
+                     every member collects all of {table} (duplicate rows and alerts); see \
+                     docs/cluster.md, \"Not done yet\""
+                ));
+            }
+        }
+        out
+    }
+
     /// Starts the member (metrics are registered now, after the recorder is installed).
     pub fn start(self, stop: CancellationToken) -> JoinHandle<()> {
         let member = Member::new(&self.cfg, self.me, self.units, self.publisher);
         tokio::spawn(run(self.cfg, member, stop))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_about_what_the_cluster_does_not_share() {
+        let parse = |t: &str| crate::config::parse(t, std::path::Path::new("t.toml")).unwrap();
+        let cluster = "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n";
+        assert!(Plan::warnings(&parse(cluster)).is_empty());
+        let with_mqtt = parse(&format!("{cluster}[mqtt]\nhost = \"127.0.0.1\"\n"));
+        let w = Plan::warnings(&with_mqtt);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("[mqtt] with [cluster]") && w[0].contains("docs/cluster.md"));
     }
 }
