@@ -354,6 +354,24 @@ fn three_members_share_fail_over_rebalance_and_fence() {
         "recorded once: {recorded:?}"
     );
 
+    // A second member configured with a taken name does not register: it waits as a
+    // standby, owning nothing, and the cluster is unchanged.
+    let twin = site.start_member("m1");
+    eventually(
+        Duration::from_secs(10),
+        "the twin refuses the taken name",
+        || {
+            twin.sw
+                .log()
+                .contains("is registered under another lease")
+                .then_some(())
+        },
+    );
+    assert_eq!(twin.sw.metric("sitewatch_cluster_owned_units", &[]), 0.0);
+    assert_eq!(twin.sw.metric("sitewatch_cluster_lease_ok", &[]), 0.0);
+    drop(twin);
+    site.wait_settled(&all, Duration::from_secs(5));
+
     // `sitewatch cluster status` reads etcd and assigns like the members do.
     let out = Command::new(sitewatch_bin())
         .args(["cluster", "status", "--config"])

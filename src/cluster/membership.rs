@@ -40,6 +40,12 @@ pub enum MembershipError {
     },
     #[error("etcd {endpoints}: the lease expired (etcd did not see a renewal in time); registering again with a new lease")]
     LeaseGone { endpoints: String },
+    #[error("etcd {endpoints}: the member name {name:?} is registered under another lease ({lease:x}): another member has the same [cluster] name, or this member's previous run crashed and its lease expires within failover_after; waiting (as a standby) until that key is gone")]
+    NameTaken {
+        endpoints: String,
+        name: String,
+        lease: i64,
+    },
     #[error("etcd {endpoints}: the {what} stream closed")]
     Closed {
         endpoints: String,
@@ -101,15 +107,27 @@ pub fn member_of<'a>(key: &'a [u8], members_prefix: &str) -> Option<&'a str> {
 /// Sessions until `stop`; each error is logged once per outage, with what to check.
 pub(super) async fn run(cfg: &ClusterConfig, member: &Mutex<Member>, stop: &CancellationToken) {
     let mut failing = false;
+    // The lease of the last session, kept across sessions: a session that ends while its
+    // lease is still alive (a broken stream) is followed by one that takes the lease up
+    // again instead of waiting for it to expire.
+    let mut lease = None;
     loop {
         // Not raced against `stop`: the session revokes the lease when it sees `stop`.
-        match session(cfg, member, stop, &mut failing).await {
+        match session(cfg, member, stop, &mut failing, &mut lease).await {
             Ok(()) => return,
             Err(e) => {
-                if let MembershipError::LeaseGone { .. } = e {
-                    lock(member).lost_lease();
+                match e {
+                    MembershipError::LeaseGone { .. } => {
+                        lease = None;
+                        lock(member).lost_lease();
+                    }
+                    MembershipError::NameTaken { .. } => lease = None,
+                    _ => {}
                 }
-                if !failing {
+                if let (MembershipError::NameTaken { .. }, false) = (&e, failing) {
+                    tracing::warn!(error = %e, "cluster: not registered");
+                    failing = true;
+                } else if !failing {
                     tracing::warn!(
                         error = %e,
                         "cluster: lost the etcd session; units are kept until the fence \
@@ -135,6 +153,7 @@ async fn session(
     member: &Mutex<Member>,
     stop: &CancellationToken,
     failing: &mut bool,
+    previous: &mut Option<i64>,
 ) -> Result<(), MembershipError> {
     let endpoints = cfg.etcd.join(",");
     let ep = endpoints.as_str();
@@ -147,10 +166,23 @@ async fn session(
     let setup = async {
         let mut client = connect(cfg, period).await?;
 
+        let own = bounded(ep, "read own key", period, client.get(key.as_str(), None)).await?;
         let sent = Instant::now();
-        let lease = bounded(ep, "lease grant", period, client.lease_grant(ttl, None))
-            .await?
-            .id();
+        let (lease, fresh) = match (own.kvs().first().map(|kv| kv.lease()), *previous) {
+            (Some(l), Some(p)) if l == p => (l, false),
+            (Some(l), _) => {
+                return Err(MembershipError::NameTaken {
+                    endpoints: endpoints.clone(),
+                    name: me.clone(),
+                    lease: l,
+                })
+            }
+            (None, _) => {
+                let granted = bounded(ep, "lease grant", period, client.lease_grant(ttl, None));
+                (granted.await?.id(), true)
+            }
+        };
+        *previous = Some(lease);
         let value = serde_json::json!({
             "name": me,
             "version": env!("CARGO_PKG_VERSION"),
@@ -197,15 +229,19 @@ async fn session(
             ),
         )
         .await?;
-        Ok::<_, MembershipError>((client, lease, sent, keeper, renewals, members, watch))
+        Ok::<_, MembershipError>((client, lease, fresh, sent, keeper, renewals, members, watch))
     };
-    let (mut client, lease, sent, mut keeper, mut renewals, members, mut watch) = tokio::select! {
+    let (mut client, lease, fresh, sent, mut keeper, mut renewals, members, mut watch) = tokio::select! {
         _ = stop.cancelled() => return Ok(()),
         r = setup => r?,
     };
     {
         let mut m = lock(member);
-        m.renewed(sent);
+        // A lease taken up again counts from its first renewal in this session (the tick
+        // below sends one at once), not from now.
+        if fresh {
+            m.renewed(sent);
+        }
         m.set_members(members);
     }
     tracing::info!(member = %me, lease = format!("{lease:x}"), ttl_s = ttl, endpoints = ep, "cluster: registered in etcd");
@@ -249,8 +285,15 @@ async fn session(
                     }
                     let mut m = lock(member);
                     for ev in resp.events() {
-                        let Some(name) = ev.kv().and_then(|kv| member_of(kv.key(), &prefix)) else { continue };
+                        let Some(kv) = ev.kv() else { continue };
+                        let Some(name) = member_of(kv.key(), &prefix) else { continue };
                         match ev.event_type() {
+                            // Our name put under another lease: a second member with this
+                            // name. Stop renewing; the units go at the fence deadline.
+                            EventType::Put if name == me && kv.lease() != lease => {
+                                drop(m);
+                                return Err(MembershipError::NameTaken { endpoints, name: me, lease: kv.lease() });
+                            }
                             EventType::Put => m.member_put(name),
                             EventType::Delete if name == me => {
                                 drop(m);
