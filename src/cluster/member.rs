@@ -189,3 +189,34 @@ fn report(change: &'static str, units: &[&str], owned: usize, members: usize) {
 pub(super) fn lock(m: &Mutex<Member>) -> std::sync::MutexGuard<'_, Member> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ownership::channel;
+
+    #[test]
+    fn the_view_follows_members_and_the_lease() {
+        let cfg: ClusterConfig = toml::from_str("etcd = [\"http://127.0.0.1:2379\"]").unwrap();
+        let units: Vec<String> = (0..30).map(|i| format!("snmp:t{i}")).collect();
+        let (publisher, ownership) = channel();
+        let mut m = Member::new(&cfg, "a".into(), units.clone(), publisher);
+        m.set_members(["a", "b"].map(String::from).into());
+        // Listed but not renewed yet: fenced, owns nothing.
+        assert!(units.iter().all(|u| !ownership.owns(u)));
+        m.renewed(Instant::now());
+        m.refresh();
+        let two: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let mine = owned_by(&units, &two, "a");
+        assert!(!mine.is_empty() && mine.len() < units.len());
+        assert!(units
+            .iter()
+            .all(|u| ownership.owns(u) == mine.contains(&u.as_str())));
+        // b leaves: a owns everything.
+        m.member_deleted("b");
+        assert!(units.iter().all(|u| ownership.owns(u)));
+        // The lease is gone: nothing, at once.
+        m.lost_lease();
+        assert!(units.iter().all(|u| !ownership.owns(u)));
+    }
+}
