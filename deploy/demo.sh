@@ -19,11 +19,13 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 missing=()
-for pair in influxd:influxdb mosquitto:mosquitto mosquitto_pub:mosquitto-clients curl:curl python3:python3; do
+# protoc and the well-known protos: the etcd client (cluster mode) compiles its protos.
+for pair in influxd:influxdb mosquitto:mosquitto mosquitto_pub:mosquitto-clients curl:curl python3:python3 protoc:protobuf-compiler; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 # The font of the incident report's plots (`sitewatch report`, src/report/plot.rs).
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq

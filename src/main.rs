@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         cmd: ImportCommand,
     },
+    /// Cluster mode (`[cluster]`, coordinated by etcd): see docs/cluster.md.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCommand,
+    },
     /// Validate the config, profiles and rules; exit 0 when valid, 1 with file:line errors.
     /// `OK` is printed last, once everything (secrets, receivers, rules) has resolved.
     Check {
@@ -244,6 +249,9 @@ fn main() -> std::process::ExitCode {
                 cmd: ImportCommand::Telegraf { file, output },
             } => import_telegraf(&file, output.as_deref()),
             Command::Report(args) => report(args).await,
+            Command::Cluster {
+                cmd: ClusterCommand::Status { config },
+            } => cluster_status(&config).await,
         }
     });
     match result {
@@ -316,7 +324,13 @@ async fn check(path: &Path, connect: Option<Duration>) -> Result<()> {
 }
 
 async fn run(path: &Path, shard: Option<Shard>) -> Result<()> {
-    let topology = Topology::build(path, SourceOptions { shard })?;
+    let topology = Topology::build(
+        path,
+        SourceOptions {
+            shard,
+            ..Default::default()
+        },
+    )?;
     topology.run(wait_for_shutdown_signal()).await?;
     Ok(())
 }
@@ -642,6 +656,38 @@ fn print_report(report: &snmp::ProbeReport) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the members registered in etcd (name, lease, TTL left) and the units each owns,
+    /// computed with the members' own assignment; exit 1 when etcd cannot be reached.
+    Status {
+        #[arg(long, short, env = "SITEWATCH_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+async fn cluster_status(path: &Path) -> Result<()> {
+    let cfg = sitewatch::config::LoadedConfig::load(path)?;
+    let Some(cc) = &cfg.config.cluster else {
+        anyhow::bail!(
+            "{}: no [cluster] table: this config runs a single instance",
+            path.display()
+        );
+    };
+    cc.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let units = sitewatch::topology::cluster_units(&cfg.config);
+    let members = sitewatch::cluster::status::read(cc, &units)
+        .await
+        .context("cluster status: etcd cannot be reached (is it running? [cluster] etcd lists the endpoints)")?;
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        sitewatch::cluster::status::render(cc, &members, units.len())
+    )?;
     Ok(())
 }
 

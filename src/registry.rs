@@ -14,7 +14,7 @@ pub fn build_sources(
 ) -> Result<Vec<Box<dyn Source>>, BoxError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     sources.extend(mqtt::source(cfg)?);
-    sources.extend(snmp::source(cfg, opts)?);
+    sources.extend(snmp::source(cfg, opts.clone())?);
     sources.extend(modbus::source(cfg, opts)?);
     Ok(sources)
 }

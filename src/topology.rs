@@ -71,6 +71,38 @@ pub struct Topology {
     global_tags: GlobalTags,
     api: crate::api::Api,
     acks: rules::acknowledge::AckReceiver,
+    /// `[cluster]`: started before the collectors, stopped (lease revoked) after them.
+    cluster: Option<crate::cluster::Plan>,
+}
+
+/// Every unit the config has for a cluster to share: one per SNMP target (`snmp:<name>`).
+pub fn cluster_units(config: &crate::config::Config) -> Vec<String> {
+    config
+        .snmp
+        .iter()
+        .flat_map(|s| &s.targets)
+        .map(|t| crate::cluster::assignment::snmp_unit(&t.name))
+        .collect()
+}
+
+/// `[cluster]` validated, and the collectors' options given its [`crate::cluster::Ownership`].
+fn plan_cluster(
+    cfg: &LoadedConfig,
+    mut opts: SourceOptions,
+) -> Result<(SourceOptions, Option<crate::cluster::Plan>), ConfigError> {
+    let Some(cc) = &cfg.config.cluster else {
+        return Ok((opts, None));
+    };
+    if let Some(shard) = opts.shard {
+        return Err(cfg.invalid(format!(
+            "--shard {shard} and [cluster] are both set: a cluster shares the units by itself;              drop --shard (static shards) or the [cluster] table"
+        )));
+    }
+    let units = cluster_units(&cfg.config);
+    let (plan, ownership) =
+        crate::cluster::Plan::new(cc, units).map_err(|e| cfg.invalid(e.to_string()))?;
+    opts.cluster = Some(ownership);
+    Ok((opts, Some(plan)))
 }
 
 /// Rule files named by `[rules]`, loaded and validated.
@@ -86,6 +118,7 @@ impl Topology {
     /// Loads the config and builds every stage; any error names the file and the table.
     pub fn build(path: &Path, opts: SourceOptions) -> Result<Topology, TopologyError> {
         let cfg = LoadedConfig::load(path)?;
+        let (opts, cluster) = plan_cluster(&cfg, opts)?;
         let sources = build_sources(&cfg, opts).map_err(stage("collectors"))?;
         if sources.is_empty() {
             return Err(TopologyError::Incomplete {
@@ -139,6 +172,7 @@ impl Topology {
             global_tags,
             api,
             acks,
+            cluster,
         })
     }
 
@@ -150,6 +184,9 @@ impl Topology {
         }
         for s in &self.sinks {
             out.push(format!("{}: {}", s.name(), s.describe()));
+        }
+        if let Some(c) = &self.cluster {
+            out.push(format!("cluster: {}", c.describe()));
         }
         if !self.global_tags.is_empty() {
             out.push(format!("global tags: {}", self.global_tags));
@@ -163,6 +200,11 @@ impl Topology {
         }
         for s in &self.sources {
             for w in s.check_warnings() {
+                out.push(format!("warning: {w}"));
+            }
+        }
+        if self.cluster.is_some() {
+            for w in crate::cluster::Plan::warnings(&self.cfg.config) {
                 out.push(format!("warning: {w}"));
             }
         }
@@ -217,6 +259,7 @@ impl Topology {
             global_tags,
             api,
             acks: acks_rx,
+            cluster,
         } = self;
         let service = &cfg.config.service;
         telemetry::init_logging(&service.log_level, service.log_format == LogFormat::Json)
@@ -261,6 +304,15 @@ impl Topology {
             source.open().await.map_err(stage(format!("[{name}]")))?;
             started_sources.push(source);
         }
+
+        // Before the collectors, so they find their units owned as soon as etcd answers.
+        let cluster_stop = CancellationToken::new();
+        if cluster.is_some() {
+            for w in crate::cluster::Plan::warnings(&cfg.config) {
+                tracing::warn!("{w}");
+            }
+        }
+        let cluster_task = cluster.map(|c| c.start(cluster_stop.clone()));
 
         let collectors_stop = CancellationToken::new();
         let (collect_tx, mut collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
@@ -368,6 +420,11 @@ impl Topology {
         health.set_ready(false);
         collectors_stop.cancel();
         while source_tasks.join_next().await.is_some() {}
+        // The collectors are stopped: leave the cluster, so the others take over at once.
+        cluster_stop.cancel();
+        if let Some(c) = cluster_task {
+            let _ = c.await;
+        }
         if let Some(relay) = relay_task {
             let _ = relay.await;
         }

@@ -23,6 +23,7 @@ const TABLES: &[(&str, &str)] = &[
     ("notify", "[notify]\nzz_probe = 1\n"),
     ("notify.receiver", "[[notify.receiver]]\nzz_probe = 1\n"),
     ("api", "[api]\nzz_probe = 1\n"),
+    ("cluster", "[cluster]\nzz_probe = 1\n"),
 ];
 
 /// The keys the schema accepts in a table, from its unknown-field error.

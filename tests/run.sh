@@ -30,6 +30,10 @@ needed=(
   systemd-analyze:systemd
   # The incident report's HTML test (tests/report.rs) renders it in a headless browser.
   chromium:chromium
+  # Cluster mode (src/cluster/): etcd-client builds etcd's gRPC protos with protoc, and
+  # tests/cluster.rs starts a private etcd.
+  protoc:protobuf-compiler
+  etcd:etcd-server
 )
 missing=()
 for pair in "${needed[@]}"; do
@@ -40,6 +44,8 @@ done
 if [ ! -e /usr/share/zoneinfo/Europe/Berlin ]; then missing+=(tzdata); fi
 # The font the incident report's plots are drawn with (src/report/plot.rs).
 if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then missing+=(fonts-dejavu-core); fi
+# The well-known protos (google/protobuf/descriptor.proto) etcd's protos import.
+if [ ! -e /usr/include/google/protobuf/descriptor.proto ]; then missing+=(libprotobuf-dev); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq

@@ -33,11 +33,13 @@ pub struct SourceContext {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
-/// Options from the command line that apply to collectors.
-#[derive(Clone, Copy, Debug, Default)]
+/// Options from the command line (and `[cluster]`) that apply to collectors.
+#[derive(Clone, Debug, Default)]
 pub struct SourceOptions {
     /// `--shard i/n`: poll only the devices this shard owns.
     pub shard: Option<Shard>,
+    /// Cluster mode: what this member owns now (`crate::cluster`); every unit without it.
+    pub cluster: Option<crate::cluster::Ownership>,
 }
 
 /// A collector, built from its config table by [`crate::registry::build_sources`].

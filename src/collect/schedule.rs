@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::UnitGate;
 use crate::model::Sample;
 use crate::pipeline::{Batch, BatchSender};
 
@@ -38,8 +39,12 @@ pub struct Slot {
     pub address: Arc<str>,
     pub interval: Duration,
     /// The collector's poll counter, e.g. `sitewatch_snmp_polls_total`; missed ticks are
-    /// counted on it with `result="skipped"`.
+    /// counted on it with `result="skipped"`, ticks of a device another cluster member owns
+    /// with `result="not_owner"`.
     pub polls_metric: &'static str,
+    /// Cluster mode: the device's unit. Polled only while this member owns it, and at once
+    /// when it becomes its own (a taken-over device must not wait for its next tick).
+    pub gate: Option<UnitGate>,
 }
 
 /// One device's poll, as the schedule calls it: the poller keeps whatever state it needs
@@ -65,18 +70,33 @@ pub async fn run_device(
     mut device: impl DevicePoller,
     mut on_result: impl FnMut(Option<bool>, bool),
 ) {
+    let mut gate = slot.gate.clone();
+    let mut gained_at_start = false;
     tokio::select! {
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(start_offset(&slot.device, slot.interval)) => {}
+        _ = gained(&mut gate) => gained_at_start = true,
     }
     let mut ticker = tokio::time::interval(slot.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_up: Option<bool> = None;
     let mut availability = Availability::default();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+        if !std::mem::take(&mut gained_at_start) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+                // Taken over: poll now, then every interval from now.
+                _ = gained(&mut gate) => ticker.reset(),
+            }
+        } else {
+            ticker.reset();
+        }
+        if let Some(g) = &mut gate {
+            if !g.owns() {
+                metrics::counter!(slot.polls_metric, "result" => "not_owner").increment(1);
+                continue;
+            }
         }
         let started = Instant::now();
         let permit = tokio::select! {
@@ -114,6 +134,14 @@ pub async fn run_device(
                 "poll outlasted its interval; skipped the overlapping polls"
             );
         }
+    }
+}
+
+/// Resolves when the device's unit becomes this member's; never without a gate.
+async fn gained(gate: &mut Option<UnitGate>) {
+    match gate {
+        Some(g) => g.gained().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -213,6 +241,7 @@ mod tests {
                 address: "127.0.0.1:1".into(),
                 interval: Duration::from_millis(20),
                 polls_metric: "test_polls_total",
+                gate: None,
             },
             Arc::new(Semaphore::new(1)),
             tx,

@@ -14,7 +14,9 @@
 //!
 //! What sharding does not do: it does not fail over. If instance 2 of 3 is down, its targets
 //! are not polled until it returns (run it under systemd with `Restart=always`, and alert on
-//! the `snmp_poll` `up` field or on `sitewatch_snmp_polls_total` per instance).
+//! the `snmp_poll` `up` field or on `sitewatch_snmp_polls_total` per instance). Cluster mode
+//! (`crate::cluster`, docs/cluster.md) does, with the same hash over live member names
+//! ([`owner_among`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -106,6 +108,27 @@ pub fn owner(name: &str, count: u32) -> u32 {
         }
     }
     best
+}
+
+/// Which of `members` owns the unit called `name`, by the same rendezvous hash as [`owner`]
+/// with each member's score seeded by the member's name instead of a shard number: the
+/// cluster mode (`crate::cluster::assignment`) hashes over the live members' names, so a
+/// member joining or leaving moves only its own share. `None` when `members` is empty.
+pub fn owner_among<'a>(name: &str, members: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let base = fnv1a(name.as_bytes());
+    let mut best: Option<(u64, &'a str)> = None;
+    for m in members {
+        let score = splitmix64(base ^ splitmix64(fnv1a(m.as_bytes())));
+        // Ties (astronomically rare) go to the smaller name, the same on every member.
+        let wins = match best {
+            None => true,
+            Some((s, b)) => score > s || (score == s && m < b),
+        };
+        if wins {
+            best = Some((score, m));
+        }
+    }
+    best.map(|(_, m)| m)
 }
 
 /// Keeps only the devices `shard` owns (by the name `name_of` gives); returns how many
@@ -238,6 +261,34 @@ mod tests {
         }
         assert_eq!(total, all.len());
     }
+
+    #[test]
+    fn owner_among_moves_only_the_leaving_members_share() {
+        let names = names(1000);
+        let three = ["m1", "m2", "m3"];
+        let two = ["m1", "m3"];
+        let mut sizes = std::collections::BTreeMap::new();
+        for n in &names {
+            let before = owner_among(n, three).unwrap();
+            *sizes.entry(before).or_insert(0usize) += 1;
+            let after = owner_among(n, two).unwrap();
+            if before != "m2" {
+                assert_eq!(before, after, "{n} moved though its owner stayed");
+            }
+            // Order of the list does not matter.
+            assert_eq!(owner_among(n, ["m3", "m2", "m1"]), Some(before));
+        }
+        for (m, s) in &sizes {
+            assert!(
+                (s * 3).abs_diff(1000) <= 150,
+                "{m} owns {s} of 1000 ({sizes:?})"
+            );
+        }
+        assert_eq!(owner_among("x", std::iter::empty()), None);
+        assert_eq!(owner_among("ups-1", ["a", "b", "c"]), Some(PINNED_AMONG));
+    }
+    /// Pinned like [`PINNED`]: members of different versions must agree.
+    const PINNED_AMONG: &str = "a";
 
     proptest! {
         #[test]

@@ -40,6 +40,8 @@ pub struct Config {
     pub notify: Option<NotifyConfig>,
     /// The operations API on `[service] listen` (acknowledge, silences).
     pub api: Option<crate::api::ApiConfig>,
+    /// Cluster mode coordinated by etcd (`crate::cluster`); a single instance without it.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Process-wide settings: logging and the self-metrics endpoint.

@@ -261,7 +261,7 @@ pub const FAMILIES: &[Family] = &[
     // SNMP collector
     counter(
         "sitewatch_snmp_polls_total",
-        "SNMP polls, by result (ok, timeout, error, skipped, config_error)",
+        "SNMP polls, by result (ok, timeout, error, skipped, config_error, not_owner: a cluster member skipped a target another member owns)",
     ),
     counter(
         "sitewatch_snmp_target_polls_total",
@@ -301,6 +301,10 @@ pub const FAMILIES: &[Family] = &[
         "SNMP traps dropped, by reason (community, credentials, malformed)",
     ),
     counter(
+        "sitewatch_snmp_traps_dropped_total",
+        "SNMP traps received but not recorded by this cluster member, by reason (not_owner: another member owns the device)",
+    ),
+    counter(
         "sitewatch_snmp_informs_answered_total",
         "SNMP informs acknowledged",
     ),
@@ -321,6 +325,23 @@ pub const FAMILIES: &[Family] = &[
     gauge(
         "sitewatch_snmp_trap_listener_up",
         "1 while the SNMP trap listener is receiving",
+    ),
+    // Cluster mode (src/cluster/).
+    gauge(
+        "sitewatch_cluster_members",
+        "Live cluster members (registered in etcd under a lease) as this member sees them",
+    ),
+    gauge(
+        "sitewatch_cluster_owned_units",
+        "Units (SNMP targets) this cluster member owns and collects now",
+    ),
+    counter(
+        "sitewatch_cluster_ownership_changes_total",
+        "Units this cluster member took over or let go, by change (gained, released)",
+    ),
+    gauge(
+        "sitewatch_cluster_lease_ok",
+        "1 while this cluster member's etcd lease is renewed in time; 0 when fenced (it holds no units) or fail-static",
     ),
     // Modbus collector
     counter(

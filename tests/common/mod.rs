@@ -10,12 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod alertmanager;
+pub mod etcd;
 pub mod influx;
 pub mod modbus;
 pub mod mosquitto;
 pub mod pki;
 pub mod sitewatch;
 pub mod snmp;
+pub mod tcp_proxy;
 
 /// A free TCP port on 127.0.0.1 (the kernel picks it; a tiny race with other processes is
 /// accepted, every service start retries with a new port on failure).

@@ -84,6 +84,11 @@ impl Sitewatch {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref()?.child.as_ref().map(|c| c.id())
+    }
+
     pub fn dir(&self) -> &Path {
         self.config.parent().expect("config has a dir")
     }

@@ -249,6 +249,8 @@ impl Source for ModbusSource {
                 address: rt.address.as_str().into(),
                 interval: rt.interval,
                 polls_metric: POLLS_METRIC,
+                // Modbus devices are not cluster units yet (docs/cluster.md).
+                gate: None,
             };
             let name = rt.name.clone();
             let poller = ScheduledDevice {
@@ -316,7 +318,10 @@ mod tests {
             &maps(),
             Path::new("sw.toml"),
             text,
-            SourceOptions { shard },
+            SourceOptions {
+                shard,
+                ..Default::default()
+            },
         )
     }
 

@@ -12,6 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::assignment::snmp_unit;
+use crate::cluster::{Ownership, UnitGate};
 use crate::collect::schedule::{run_device, DevicePoller, PollResult, Slot};
 use crate::model::{now_ns, FieldValue, Sample, SeriesKey, TagSet};
 use crate::pipeline::BatchSender;
@@ -46,14 +48,17 @@ pub async fn run(
         },
         None => None,
     };
-    run_with_traps(cfg, profiles, traps, tx, shutdown).await;
+    run_with_traps(cfg, profiles, traps, None, tx, shutdown).await;
 }
 
-/// [`run`] with an already bound trap listener (or none).
+/// [`run`] with an already bound trap listener (or none). In cluster mode (`ownership`),
+/// each target is polled only while this member owns its unit (`snmp:<name>`) and traps
+/// are recorded only by the owner of their source.
 pub async fn run_with_traps(
     cfg: SnmpConfig,
     profiles: ProfileSet,
     traps: Option<TrapListener>,
+    ownership: Option<Ownership>,
     tx: BatchSender,
     shutdown: CancellationToken,
 ) {
@@ -61,16 +66,29 @@ pub async fn run_with_traps(
     let mut tasks = JoinSet::new();
     let has_listener = traps.is_some();
     if let Some(l) = traps {
+        let l = match &ownership {
+            Some(o) => l.with_ownership(o.clone()),
+            None => l,
+        };
         tasks.spawn(l.run(tx.clone(), shutdown.clone()));
     }
-    for result in ["ok", "timeout", "error", "skipped", "config_error"] {
+    for result in [
+        "ok",
+        "timeout",
+        "error",
+        "skipped",
+        "config_error",
+        "not_owner",
+    ] {
         metrics::counter!("sitewatch_snmp_polls_total", "result" => result).increment(0);
     }
     for t in &cfg.targets {
         match build_target(&cfg, t, &profiles) {
             Ok(rt) => {
+                let gate = ownership.as_ref().map(|o| o.gate(snmp_unit(&t.name)));
                 tasks.spawn(target_loop(
                     Arc::new(rt),
+                    gate,
                     sem.clone(),
                     tx.clone(),
                     shutdown.clone(),
@@ -109,6 +127,7 @@ impl DevicePoller for ScheduledTarget {
 
 async fn target_loop(
     rt: Arc<TargetRt>,
+    gate: Option<UnitGate>,
     sem: Arc<Semaphore>,
     tx: BatchSender,
     shutdown: CancellationToken,
@@ -119,6 +138,7 @@ async fn target_loop(
         address: format!("{}:{}", rt.ep.host, rt.ep.port).into(),
         interval: rt.interval,
         polls_metric: "sitewatch_snmp_polls_total",
+        gate,
     };
     let device = rt.ep.name.clone();
     // At 0 from the start, so "no failed polls" is a value and not a missing series.

@@ -89,7 +89,8 @@ impl Source for SnmpSource {
     async fn open(&mut self) -> Result<(), BoxError> {
         // Bound before polling and before the shard filter (the trap decoder maps source
         // addresses to all configured devices): a taken or privileged port stops start-up
-        // instead of silently losing the trap path. With --shard only shard 1 listens.
+        // instead of silently losing the trap path. With --shard only shard 1 listens; in
+        // cluster mode every member listens and keeps the traps of the devices it owns.
         let listens = self.opts.shard.is_none_or(|s| s.index() == 1);
         if let (Some(tc), true) = (&self.cfg.traps, listens) {
             let listener = TrapListener::bind(tc, &self.cfg.targets)
@@ -109,9 +110,9 @@ impl Source for SnmpSource {
             cfg,
             profiles,
             traps,
-            ..
+            opts,
         } = *self;
-        run_with_traps(cfg, profiles, traps, ctx.tx, ctx.stop).await;
+        run_with_traps(cfg, profiles, traps, opts.cluster, ctx.tx, ctx.stop).await;
         Ok(())
     }
 

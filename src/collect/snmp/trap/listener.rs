@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::assignment::{snmp_unit, trap_source_unit};
+use crate::cluster::Ownership;
 use crate::collect::snmp::config::TargetConfig;
 use crate::model::{now_ns, Sample};
 use crate::pipeline::{Batch, BatchSender};
@@ -95,6 +97,8 @@ pub struct TrapListener {
     /// SO_RCVBUF asked for, and as the kernel reports it afterwards.
     requested: u64,
     granted: u64,
+    /// Cluster mode: only traps whose source this member owns are recorded.
+    ownership: Option<Ownership>,
 }
 
 impl TrapListener {
@@ -132,7 +136,21 @@ impl TrapListener {
             decoder,
             requested,
             granted,
+            ownership: None,
         })
+    }
+
+    /// Cluster mode: every member listens (behind a VIP only one receives a trap; with the
+    /// devices sending to every member each receives it), and a trap is recorded by the
+    /// member owning its device (`snmp:<target>`, the target matched by source address) or,
+    /// from an address no target has, its source (`snmp-trap-source:<ip>`); the others
+    /// drop it, counted in `sitewatch_snmp_traps_dropped_total{reason="not_owner"}`. Informs
+    /// are answered by every member that receives them, so the sender stops retrying.
+    pub fn with_ownership(mut self, ownership: Ownership) -> TrapListener {
+        metrics::counter!("sitewatch_snmp_traps_dropped_total", "reason" => "not_owner")
+            .increment(0);
+        self.ownership = Some(ownership);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -279,6 +297,19 @@ impl TrapListener {
                 if duplicate {
                     metrics::counter!("sitewatch_snmp_informs_duplicate_total").increment(1);
                     return;
+                }
+                if let Some(o) = &self.ownership {
+                    let tags = &n.sample.series.tags;
+                    let unit = match (tags.get("device"), tags.get("source")) {
+                        (Some(device), _) => snmp_unit(device),
+                        (None, Some(source)) => trap_source_unit(source),
+                        (None, None) => trap_source_unit(&d.from.ip().to_string()),
+                    };
+                    if !o.owns(&unit) {
+                        metrics::counter!("sitewatch_snmp_traps_dropped_total", "reason" => "not_owner")
+                            .increment(1);
+                        return;
+                    }
                 }
                 out.push(n.sample);
                 out.extend(n.clears);

@@ -1,0 +1,90 @@
+//! Cluster mode as the topology sets it up: validated at build time (so `sitewatch check`
+//! catches a bad `[cluster]` without reaching etcd), started by `run` before the collectors.
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{ClusterConfig, ClusterConfigError};
+use super::member::Member;
+use super::ownership::{channel, Ownership, Publisher};
+use super::service::run;
+
+pub struct Plan {
+    cfg: ClusterConfig,
+    me: String,
+    units: Vec<String>,
+    publisher: Publisher,
+}
+
+impl Plan {
+    /// The plan and the [`Ownership`] the collectors are built with; `units` are every unit
+    /// the config has (`snmp:<target>`, ...), for the owned counts and the log lines.
+    pub fn new(
+        cfg: &ClusterConfig,
+        units: Vec<String>,
+    ) -> Result<(Plan, Ownership), ClusterConfigError> {
+        cfg.validate()?;
+        let me = cfg.member_name()?;
+        let (publisher, ownership) = channel();
+        let plan = Plan {
+            cfg: cfg.clone(),
+            me,
+            units,
+            publisher,
+        };
+        Ok((plan, ownership))
+    }
+
+    /// One line for `sitewatch check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "member {:?} of cluster {:?} (etcd {}, prefix {}, failover_after {:?}), {} unit(s) shared",
+            self.me,
+            self.cfg.cluster,
+            self.cfg.etcd.join(","),
+            self.cfg.prefix(),
+            self.cfg.failover_after,
+            self.units.len()
+        )
+    }
+
+    /// What the cluster does not share yet, for `sitewatch check` and the start-up log.
+    pub fn warnings(config: &crate::config::Config) -> Vec<String> {
+        let mut out = Vec::new();
+        for (table, set) in [
+            ("[mqtt]", config.mqtt.is_some()),
+            ("[modbus]", config.modbus.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "{table} with [cluster]: only SNMP targets are shared by the cluster so far; \
+                     every member collects all of {table} (duplicate rows and alerts); see \
+                     docs/cluster.md, \"Not done yet\""
+                ));
+            }
+        }
+        out
+    }
+
+    /// Starts the member (metrics are registered now, after the recorder is installed).
+    pub fn start(self, stop: CancellationToken) -> JoinHandle<()> {
+        let member = Member::new(&self.cfg, self.me, self.units, self.publisher);
+        tokio::spawn(run(self.cfg, member, stop))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_about_what_the_cluster_does_not_share() {
+        let parse = |t: &str| crate::config::parse(t, std::path::Path::new("t.toml")).unwrap();
+        let cluster = "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n";
+        assert!(Plan::warnings(&parse(cluster)).is_empty());
+        let with_mqtt = parse(&format!("{cluster}[mqtt]\nhost = \"127.0.0.1\"\n"));
+        let w = Plan::warnings(&with_mqtt);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("[mqtt] with [cluster]") && w[0].contains("docs/cluster.md"));
+    }
+}

@@ -1,0 +1,610 @@
+//! Cluster mode against real services: three `sitewatch run` members coordinated by a
+//! private etcd share SNMP targets (names pointing at one snmpd), write to one InfluxDB with
+//! a `member` tag, and each reaches etcd through its own cuttable TCP proxy.
+//!
+//! `three_members_share_fail_over_rebalance_and_fence` (default suite, about a minute):
+//! every target polled by exactly its assigned member; `kill -9` of one: its targets polled
+//! by the others within failover_after + one interval (the takeover time is printed); it
+//! returns: its targets move back with at most one interval of double polling; a member cut
+//! off from etcd releases its targets before any other member polls them.
+//!
+//! `takeover_300_targets_10_kills` (#[ignore], docs/BENCHMARKS.md): the median and max
+//! takeover over ten kills with 300 targets.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::etcd::Etcd;
+use common::influx::Influxd;
+use common::sitewatch::Sitewatch;
+use common::snmp::{Snmpd, SNMPD_COMMUNITY};
+use common::tcp_proxy::TcpProxy;
+use common::{eventually, sitewatch_bin};
+use sitewatch::cluster::assignment::{owner, snmp_unit};
+
+const FAILOVER: Duration = Duration::from_secs(3);
+const INTERVAL: Duration = Duration::from_secs(1);
+const DB: &str = "cluster";
+const TRAP_COMMUNITY: &str = "sitewatch-traps";
+
+/// One SNMPv2c trap (UPS-MIB upsTrapOnBattery) to 127.0.0.1:`port` with Net-SNMP's snmptrap.
+fn send_trap(port: u16) {
+    let bin = common::require_binary("snmptrap", "snmp");
+    let state = tempfile::tempdir().expect("temp dir for snmptrap");
+    let out = Command::new(bin)
+        .args([
+            "-v",
+            "2c",
+            "-c",
+            TRAP_COMMUNITY,
+            &format!("127.0.0.1:{port}"),
+            "12345",
+        ])
+        .args(["1.3.6.1.2.1.33.2.1", "1.3.6.1.2.1.33.1.2.2.0", "i", "30"])
+        .env("MIBS", "")
+        .env("MIBDIRS", state.path())
+        .env("SNMP_PERSISTENT_DIR", state.path())
+        .env("HOME", state.path())
+        .output()
+        .expect("run snmptrap");
+    assert!(
+        out.status.success(),
+        "snmptrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as i64
+}
+
+struct Site {
+    etcd: Etcd,
+    _agent: Snmpd,
+    influx: Influxd,
+    targets: Vec<String>,
+    members: Vec<Member>,
+}
+
+struct Member {
+    name: String,
+    proxy: TcpProxy,
+    trap_port: u16,
+    sw: Sitewatch,
+}
+
+impl Site {
+    fn start(targets: usize, members: usize) -> Site {
+        let etcd = Etcd::start();
+        let agent = Snmpd::start();
+        let influx = Influxd::start();
+        influx.create_database(DB);
+        let targets: Vec<String> = (1..=targets).map(|i| format!("pdu-{i:03}")).collect();
+        let mut site = Site {
+            etcd,
+            _agent: agent,
+            influx,
+            targets,
+            members: Vec::new(),
+        };
+        for i in 1..=members {
+            let m = site.start_member(&format!("m{i}"));
+            site.members.push(m);
+        }
+        site
+    }
+
+    fn start_member(&self, name: &str) -> Member {
+        let proxy = TcpProxy::start(self.etcd.client_port);
+        let trap_port = common::free_udp_port();
+        let profiles_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp");
+        let mut targets = String::new();
+        for t in &self.targets {
+            targets.push_str(&format!(
+                "[[snmp.target]]\nname = \"{t}\"\naddress = \"{}\"\ncommunity = \"{SNMPD_COMMUNITY}\"\nprofiles = [\"if-mib-basic\"]\n\n",
+                self._agent.address()
+            ));
+        }
+        // The same config for every member but its name, its metrics port and the `member`
+        // tag that tells in InfluxDB who polled what.
+        let body = format!(
+            r#"
+[cluster]
+etcd = ["http://127.0.0.1:{proxy}"]
+name = "{name}"
+failover_after = "{failover}s"
+# The partition below lasts less than this: the fenced member must stay released.
+fail_static_after = "60s"
+
+[influx]
+url = "{url}"
+database = "{DB}"
+flush_interval = "200ms"
+
+[snmp]
+profiles_dir = "{profiles_dir}"
+interval = "{interval}s"
+timeout = "2s"
+concurrency = 64
+
+[snmp.traps]
+listen = "127.0.0.1:{trap_port}"
+communities = ["{TRAP_COMMUNITY}"]
+
+{targets}"#,
+            proxy = proxy.port,
+            failover = FAILOVER.as_secs(),
+            url = self.influx.url(),
+            interval = INTERVAL.as_secs(),
+        );
+        let service = format!("log_format = \"json\"\nglobal_tags = {{ member = \"{name}\" }}");
+        let sw = Sitewatch::start_with_service(&service, &body, "info", &[]);
+        Member {
+            name: name.to_string(),
+            proxy,
+            trap_port,
+            sw,
+        }
+    }
+
+    fn member(&self, name: &str) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .expect("member")
+    }
+
+    fn member_mut(&mut self, name: &str) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .expect("member")
+    }
+
+    /// Waits until every running member sees `names` as the members and owns its share.
+    fn wait_settled(&self, names: &[&str], timeout: Duration) {
+        let live: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        eventually(timeout, "cluster settled", || {
+            for n in names {
+                let m = self.member(n);
+                let want = self
+                    .targets
+                    .iter()
+                    .filter(|t| owner(&snmp_unit(t), &live) == Some(n))
+                    .count() as f64;
+                if m.sw.metric("sitewatch_cluster_members", &[]) != names.len() as f64
+                    || m.sw.metric("sitewatch_cluster_owned_units", &[]) != want
+                    || m.sw.metric("sitewatch_cluster_lease_ok", &[]) != 1.0
+                {
+                    return None;
+                }
+            }
+            Some(())
+        });
+    }
+
+    /// Poll times (ns) per (device, member) of `snmp_poll` rows in `[from, to)`.
+    fn polls(&self, from: i64, to: i64) -> BTreeMap<(String, String), Vec<i64>> {
+        let q = format!(
+            "SELECT \"up\" FROM snmp_poll WHERE time >= {from} AND time < {to} GROUP BY \"device\", \"member\""
+        );
+        let v = self.influx.query_epoch_ns(DB, &q);
+        let mut out = BTreeMap::new();
+        for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+            let device = s["tags"]["device"].as_str().unwrap_or_default().to_string();
+            let member = s["tags"]["member"].as_str().unwrap_or_default().to_string();
+            let times: Vec<i64> = s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r[0].as_i64())
+                .collect();
+            out.insert((device, member), times);
+        }
+        out
+    }
+
+    /// Which members polled each device in `[from, to)`.
+    fn pollers(&self, from: i64, to: i64) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (d, m) in self.polls(from, to).into_keys() {
+            out.entry(d).or_default().insert(m);
+        }
+        out
+    }
+
+    fn owned_by(&self, member: &str, live: &[&str]) -> Vec<String> {
+        let live: Vec<String> = live.iter().map(|n| n.to_string()).collect();
+        self.targets
+            .iter()
+            .filter(|t| owner(&snmp_unit(t), &live) == Some(member))
+            .cloned()
+            .collect()
+    }
+
+    /// Kills `victim` with SIGKILL and returns the takeover time: from the kill to the first
+    /// poll by another member, over the victim's targets, the worst one.
+    fn kill_and_measure(&mut self, victim: &str, live: &[&str]) -> Duration {
+        let moved = self.owned_by(victim, live);
+        assert!(!moved.is_empty(), "{victim} owns no target");
+        let killed_at = now_ns();
+        self.member_mut(victim).sw.kill9();
+        let deadline = FAILOVER + INTERVAL + Duration::from_secs(10);
+        eventually(
+            deadline,
+            "the dead member's targets polled by others",
+            || {
+                let polls = self.polls(killed_at, i64::MAX);
+                let worst = moved
+                    .iter()
+                    .map(|t| first_poll_by_others(&polls, t, victim))
+                    .collect::<Option<Vec<i64>>>()?
+                    .into_iter()
+                    .max()?;
+                Some(Duration::from_nanos((worst - killed_at) as u64))
+            },
+        )
+    }
+}
+
+/// The first poll of `target` by a member other than `member`.
+fn first_poll_by_others(
+    polls: &BTreeMap<(String, String), Vec<i64>>,
+    target: &str,
+    member: &str,
+) -> Option<i64> {
+    polls
+        .iter()
+        .filter(|((d, m), _)| d == target && m != member)
+        .filter_map(|(_, times)| times.first().copied())
+        .min()
+}
+
+/// User + system CPU seconds of process `pid` (Linux /proc, 100 ticks per second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').expect("comm in stat") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The time of the first JSON log line whose message is `message`, after `after` (ns).
+fn log_time(log: &str, message: &str, after: i64) -> Option<i64> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .filter_map(|v| v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_nanosecond() as i64)
+        .find(|&t| t > after)
+}
+
+#[test]
+fn three_members_share_fail_over_rebalance_and_fence() {
+    let mut site = Site::start(30, 3);
+    let all = ["m1", "m2", "m3"];
+    site.wait_settled(&all, Duration::from_secs(30));
+
+    // 1. Every target polled, each by exactly the member the assignment names.
+    let from = now_ns();
+    std::thread::sleep(3 * INTERVAL);
+    let to = now_ns();
+    let pollers = site.pollers(from, to);
+    for t in &site.targets {
+        let want: BTreeSet<String> = all
+            .iter()
+            .filter(|m| site.owned_by(m, &all).contains(t))
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(
+            pollers.get(t),
+            Some(&want),
+            "{t}: polled by {:?}, assigned to {want:?}",
+            pollers.get(t)
+        );
+    }
+    for m in &all {
+        let not_owner = site
+            .member(m)
+            .sw
+            .metric("sitewatch_snmp_polls_total", &["result=\"not_owner\""]);
+        assert!(not_owner > 0.0, "{m} counts the polls it leaves to others");
+    }
+
+    // A trap sent to every member (duplicated destinations) is recorded once, by the owner
+    // of its source: all targets share 127.0.0.1, so the source is the unit.
+    for m in &all {
+        send_trap(site.member(m).trap_port);
+    }
+    let trap_owner = owner("snmp-trap-source:127.0.0.1", &all.map(String::from))
+        .expect("an owner")
+        .to_string();
+    let recorded = eventually(Duration::from_secs(10), "the trap recorded", || {
+        let v = site.influx.query_epoch_ns(
+            DB,
+            "SELECT count(\"count\") FROM snmp_traps GROUP BY \"member\"",
+        );
+        let series = v["results"][0]["series"].as_array()?.clone();
+        let dropped: f64 = all
+            .iter()
+            .map(|m| {
+                site.member(m).sw.metric(
+                    "sitewatch_snmp_traps_dropped_total",
+                    &["reason=\"not_owner\""],
+                )
+            })
+            .sum();
+        (dropped == 2.0).then_some(series)
+    });
+    assert_eq!(
+        recorded.len(),
+        1,
+        "one member recorded the trap: {recorded:?}"
+    );
+    assert_eq!(recorded[0]["tags"]["member"], trap_owner.as_str());
+    assert_eq!(
+        recorded[0]["values"][0][1], 1,
+        "recorded once: {recorded:?}"
+    );
+
+    // A second member configured with a taken name does not register: it waits as a
+    // standby, owning nothing, and the cluster is unchanged.
+    let twin = site.start_member("m1");
+    eventually(
+        Duration::from_secs(10),
+        "the twin refuses the taken name",
+        || {
+            twin.sw
+                .log()
+                .contains("is registered under another lease")
+                .then_some(())
+        },
+    );
+    assert_eq!(twin.sw.metric("sitewatch_cluster_owned_units", &[]), 0.0);
+    assert_eq!(twin.sw.metric("sitewatch_cluster_lease_ok", &[]), 0.0);
+    drop(twin);
+    site.wait_settled(&all, Duration::from_secs(5));
+
+    // `sitewatch cluster status` reads etcd and assigns like the members do.
+    let out = Command::new(sitewatch_bin())
+        .args(["cluster", "status", "--config"])
+        .arg(&site.member("m1").sw.config)
+        .output()
+        .expect("run sitewatch cluster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cluster status: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("3 member(s), 30 unit(s)"), "{text}");
+    for m in &all {
+        let n = site.owned_by(m, &all).len();
+        assert!(text.contains(&format!("member {m} ")), "{text}");
+        assert!(
+            text.contains(&format!("owns {n}: ")),
+            "{m} owns {n}: {text}"
+        );
+    }
+
+    // 2. kill -9 of m3: its targets polled by the others within failover_after + 1 interval.
+    let takeover = site.kill_and_measure("m3", &all);
+    println!(
+        "takeover after kill -9 of m3 ({} of 30 targets, failover_after 3s, interval 1s): {:.2}s",
+        site.owned_by("m3", &all).len(),
+        takeover.as_secs_f64()
+    );
+    assert!(
+        takeover <= FAILOVER + INTERVAL,
+        "takeover took {takeover:?}, more than failover_after + one interval"
+    );
+    let two = ["m1", "m2"];
+    site.wait_settled(&two, Duration::from_secs(10));
+
+    // 3. m3 returns: its targets move back; none is polled by two members for more than
+    // one interval, and no target goes without a poll for more than two.
+    let returned_at = now_ns();
+    site.member_mut("m3").sw.launch();
+    site.wait_settled(&all, Duration::from_secs(20));
+    std::thread::sleep(2 * INTERVAL);
+    let after = site.polls(returned_at, now_ns());
+    for t in site.owned_by("m3", &all) {
+        let back = after
+            .get(&(t.clone(), "m3".to_string()))
+            .and_then(|p| p.first().copied())
+            .unwrap_or_else(|| panic!("{t} not polled by m3 after its return"));
+        for ((d, m), times) in &after {
+            if d == &t && m != "m3" {
+                let last = *times.last().expect("a series has points");
+                let overlap = last - back;
+                assert!(
+                    overlap <= INTERVAL.as_nanos() as i64,
+                    "{t}: polled by {m} {:.2}s after m3 took it back",
+                    overlap as f64 / 1e9
+                );
+                let gap = back - last;
+                assert!(
+                    gap <= 2 * INTERVAL.as_nanos() as i64,
+                    "{t}: {:.2}s without a poll while it moved from {m} to m3",
+                    gap as f64 / 1e9
+                );
+            }
+        }
+    }
+    println!(
+        "rebalance after m3 returned: {} targets back on m3",
+        site.owned_by("m3", &all).len()
+    );
+
+    // 4. m2 cut off from etcd (its proxy refuses; SNMP and InfluxDB still reachable): it
+    // releases its targets before anyone else polls them.
+    let m2_targets = site.owned_by("m2", &all);
+    let cut_at = now_ns();
+    site.member("m2").proxy.cut();
+    site.wait_settled(&["m1", "m3"], Duration::from_secs(15));
+    std::thread::sleep(INTERVAL);
+    let log = site.member("m2").sw.log();
+    let released = log_time(&log, "cluster units released", cut_at)
+        .unwrap_or_else(|| panic!("m2 logged no release after the cut; log:\n{log}"));
+    let fenced = log_time(&log, "cluster fencing: the etcd lease was not renewed in time; releasing every unit now, before etcd expires the lease and the other members take them", cut_at);
+    assert!(fenced.is_some(), "m2 warned about fencing; log:\n{log}");
+    let polls = site.polls(cut_at, i64::MAX);
+    let first_other = m2_targets
+        .iter()
+        .filter_map(|t| first_poll_by_others(&polls, t, "m2"))
+        .min()
+        .expect("m2's targets polled by the others after the cut");
+    let last_m2 = m2_targets
+        .iter()
+        .filter_map(|t| {
+            polls
+                .get(&(t.clone(), "m2".to_string()))
+                .and_then(|p| p.last().copied())
+        })
+        .max()
+        .unwrap_or(cut_at);
+    println!(
+        "partition of m2: released {:.2}s after the cut, first poll by another member {:.2}s after the cut, m2's last poll {:.2}s after the cut",
+        (released - cut_at) as f64 / 1e9,
+        (first_other - cut_at) as f64 / 1e9,
+        (last_m2 - cut_at) as f64 / 1e9
+    );
+    assert!(
+        released < first_other,
+        "m2 released at +{:.2}s, after another member polled its target at +{:.2}s",
+        (released - cut_at) as f64 / 1e9,
+        (first_other - cut_at) as f64 / 1e9
+    );
+    assert!(
+        last_m2 < first_other,
+        "m2 polled after another member took over"
+    );
+    assert_eq!(
+        site.member("m2")
+            .sw
+            .metric("sitewatch_cluster_lease_ok", &[]),
+        0.0
+    );
+    assert_eq!(
+        site.member("m2")
+            .sw
+            .metric("sitewatch_cluster_owned_units", &[]),
+        0.0
+    );
+
+    // Healed: m2 registers again and takes its share back.
+    site.member("m2").proxy.heal();
+    site.wait_settled(&all, Duration::from_secs(20));
+}
+
+#[test]
+fn cluster_status_fails_when_etcd_is_unreachable_and_shard_conflicts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let closed = common::free_tcp_port();
+    let config = dir.path().join("sitewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\netcd = [\"http://127.0.0.1:{closed}\"]\nname = \"m1\"\nfailover_after = \"3s\"\n\n\
+             [influx]\nurl = \"http://127.0.0.1:{closed}\"\ndatabase = \"x\"\n\n\
+             [snmp]\nprofiles_dir = \"{}\"\n\n[[snmp.target]]\nname = \"ups-1\"\naddress = \"127.0.0.1:1\"\ncommunity = \"public\"\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(sitewatch_bin())
+        .args(["cluster", "status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run sitewatch cluster status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit 1 without etcd: {err}");
+    assert!(
+        err.contains("etcd cannot be reached") && err.contains(&closed.to_string()),
+        "{err}"
+    );
+
+    let out = Command::new(sitewatch_bin())
+        .args(["run", "--shard", "1/2", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run sitewatch run --shard");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--shard 1/2 and [cluster] are both set"),
+        "{err}"
+    );
+
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run sitewatch check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cluster: member \"m1\" of cluster \"default\""),
+        "{text}"
+    );
+}
+
+/// docs/BENCHMARKS.md: `cargo test --release --test cluster -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn takeover_300_targets_10_kills() {
+    let mut site = Site::start(300, 3);
+    let all = ["m1", "m2", "m3"];
+    site.wait_settled(&all, Duration::from_secs(60));
+    // Sizing: CPU (user + system clock ticks from /proc, finer than the whole seconds of
+    // process_cpu_seconds_total) and memory of each member polling its ~100 targets each second.
+    let cpu = |m: &Member| cpu_seconds(m.sw.pid().expect("member running"));
+    let before: Vec<f64> = site.members.iter().map(cpu).collect();
+    let window = Duration::from_secs(20);
+    std::thread::sleep(window);
+    for (m, b) in site.members.iter().zip(before) {
+        println!(
+            "sizing: {} polls {} targets every 1s: {:.1}% of one core, {:.0} MiB resident",
+            m.name,
+            site.owned_by(&m.name, &all).len(),
+            100.0 * (cpu(m) - b) / window.as_secs_f64(),
+            m.sw.metric("process_resident_memory_bytes", &[]) / (1024.0 * 1024.0)
+        );
+    }
+    let mut times = Vec::new();
+    for round in 0..10 {
+        let victim = all[round % 3];
+        let t = site.kill_and_measure(victim, &all);
+        println!(
+            "kill {}: {victim} ({} targets) taken over in {:.2}s",
+            round + 1,
+            site.owned_by(victim, &all).len(),
+            t.as_secs_f64()
+        );
+        times.push(t);
+        let live: Vec<&str> = all.iter().copied().filter(|m| *m != victim).collect();
+        site.wait_settled(&live, Duration::from_secs(20));
+        site.member_mut(victim).sw.launch();
+        site.wait_settled(&all, Duration::from_secs(30));
+    }
+    times.sort();
+    let median = (times[4] + times[5]) / 2;
+    let max = *times.last().unwrap();
+    println!(
+        "takeover over 10 kills, 300 targets, 3 members, failover_after 3s, interval 1s: median {:.2}s, max {:.2}s",
+        median.as_secs_f64(),
+        max.as_secs_f64()
+    );
+    assert!(max <= FAILOVER + INTERVAL, "max takeover {max:?}");
+}
