@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::alertmanager::http_get;
 use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
-use common::sitewatch::Sitewatch;
+use common::sitewatch::{line_protocol_rules_body, Sitewatch};
 use common::{eventually, hour_ago_ns};
 use serde_json::Value;
 
@@ -40,30 +40,10 @@ fn a_firing_alert_is_listed_and_written_until_it_resolves() {
     let influx = Influxd::start();
     influx.create_database(DB);
     let broker = Mosquitto::start();
-    let mut sw = Sitewatch::start_paused(&format!(
-        r#"[influx]
-url = "{influx}"
-database = "{DB}"
-flush_interval = "100ms"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "open-alerts"
-
-[[mqtt.subscription]]
-topic = "env/#"
-format = "line_protocol"
-qos = 1
-
-[rules]
-files = ["rules.toml"]
-"#,
-        influx = influx.url(),
-        port = broker.port,
-    ));
-    std::fs::write(sw.dir().join("rules.toml"), RULES).expect("rules");
-    sw.launch();
+    let mut sw = Sitewatch::start_with_rules(
+        &line_protocol_rules_body(&influx.url(), DB, broker.port, "open-alerts", "env/#"),
+        RULES,
+    );
     assert!(alerts(&sw).is_empty(), "nothing open at start");
 
     // Hours-old data: the alert started long before any dashboard's default range.

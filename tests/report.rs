@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
-use common::sitewatch::Sitewatch;
+use common::sitewatch::{line_protocol_rules_body, Sitewatch};
 use common::{eventually, hour_ago_ns, require_binary, sitewatch_bin};
 use serde_json::Value;
 use sitewatch::model::{alert_id, SeriesKey, TagSet};
@@ -256,30 +256,10 @@ fn incident_report_from_the_pipeline_in_html_and_markdown() {
     let influx = Influxd::start();
     influx.create_database(DB);
     let broker = Mosquitto::start();
-    let mut sw = Sitewatch::start_paused(&format!(
-        r#"[influx]
-url = "{influx}"
-database = "{DB}"
-flush_interval = "100ms"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "report-test"
-
-[[mqtt.subscription]]
-topic = "site/#"
-format = "line_protocol"
-qos = 1
-
-[rules]
-files = ["rules.toml"]
-"#,
-        influx = influx.url(),
-        port = broker.port,
-    ));
-    std::fs::write(sw.dir().join("rules.toml"), RULES).expect("rules");
-    sw.launch();
+    let mut sw = Sitewatch::start_with_rules(
+        &line_protocol_rules_body(&influx.url(), DB, broker.port, "report-test", "site/#"),
+        RULES,
+    );
 
     let base = hour_ago_ns();
     let lines = samples(base);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::alertmanager::{http_get, Alertmanager, WebhookReceiver};
 use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
-use common::sitewatch::Sitewatch;
+use common::sitewatch::{line_protocol_rules_body, Sitewatch};
 use common::{eventually, hour_ago_ns};
 use serde_json::{json, Value};
 
@@ -111,25 +111,9 @@ async fn an_alert_escalates_until_acknowledged_and_resolves_with_response_times(
     let noc = WebhookReceiver::start().await;
     let manager = WebhookReceiver::start().await;
     let director = WebhookReceiver::start().await;
+    let body = line_protocol_rules_body(&influx.url(), DB, broker.port, "responder", "env/#");
     let mut sw = Sitewatch::start_paused(&format!(
-        r#"[influx]
-url = "{influx}"
-database = "{DB}"
-flush_interval = "100ms"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "responder"
-
-[[mqtt.subscription]]
-topic = "env/#"
-format = "line_protocol"
-qos = 1
-
-[rules]
-files = ["rules.toml"]
-
+        r#"{body}
 [api]
 token = "{TOKEN}"
 
@@ -160,8 +144,6 @@ name = "director"
 kind = "webhook"
 url = "{director}"
 "#,
-        influx = influx.url(),
-        port = broker.port,
         am = am.url(),
         noc = noc.url("/noc"),
         manager = manager.url("/manager"),

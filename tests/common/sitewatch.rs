@@ -19,6 +19,38 @@ pub struct Sitewatch {
     runs: u32,
 }
 
+/// The start of most rule tests' configs: `[influx]` (database `db`, flushed every 100 ms),
+/// `[mqtt]` with one QoS 1 line-protocol subscription on `topic`, and `[rules]` reading
+/// `rules.toml` beside the config. Tests append their receivers, `[api]` and the like.
+pub fn line_protocol_rules_body(
+    influx_url: &str,
+    db: &str,
+    mqtt_port: u16,
+    client_id: &str,
+    topic: &str,
+) -> String {
+    format!(
+        r#"[influx]
+url = "{influx_url}"
+database = "{db}"
+flush_interval = "100ms"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "{client_id}"
+
+[[mqtt.subscription]]
+topic = "{topic}"
+format = "line_protocol"
+qos = 1
+
+[rules]
+files = ["rules.toml"]
+"#
+    )
+}
+
 impl Sitewatch {
     /// `body` is everything but `[service]`; `{spool}` in it is replaced by a spool dir in
     /// the instance's temp dir.
@@ -87,6 +119,15 @@ impl Sitewatch {
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref()?.child.as_ref().map(|c| c.id())
+    }
+
+    /// Like [`Sitewatch::start_paused`], with `rules` as `rules.toml` beside the config,
+    /// then launched.
+    pub fn start_with_rules(body: &str, rules: &str) -> Sitewatch {
+        let mut sw = Self::start_paused(body);
+        std::fs::write(sw.dir().join("rules.toml"), rules).expect("write rules.toml");
+        sw.launch();
+        sw
     }
 
     pub fn dir(&self) -> &Path {
