@@ -274,7 +274,7 @@ impl Notifier {
         };
         let mut escalation_tick = tokio::time::interval(ESCALATION_TICK);
         escalation_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let escalating = self.policies.iter().any(Option::is_some);
+        let escalating = self.escalating();
         loop {
             tokio::select! {
                 biased;
@@ -368,6 +368,10 @@ impl Notifier {
                 queue.push(Item::Event(resolve));
             }
         }
+        if !self.escalating() {
+            // No receiver escalates: nothing to time, nothing to keep per alert.
+            return;
+        }
         match ev.state {
             EventState::Firing => {
                 routing
@@ -376,6 +380,11 @@ impl Notifier {
             }
             EventState::Resolved => routing.escalations.resolved(&key),
         }
+    }
+
+    /// Whether some receiver has `escalate_after`.
+    fn escalating(&self) -> bool {
+        self.policies.iter().any(Option::is_some)
     }
 
     /// Hands every alert whose escalation is due to the next receivers and writes the step.
