@@ -81,11 +81,11 @@ impl Instance {
         };
         let token = match (&self.token, &loaded) {
             (Some(t), _) if !t.trim().is_empty() => Some(t.trim().to_string()),
-            (_, Some(l)) => match l.config.api.as_ref().and_then(|a| a.token.as_ref()) {
-                Some(secret) => Some(secret.resolve().map_err(|source| InstanceError::Token {
+            (_, Some(l)) => match &l.config.api {
+                Some(api) => api.token().map_err(|source| InstanceError::Token {
                     path: l.path.clone(),
                     source,
-                })?),
+                })?,
                 None => None,
             },
             _ => None,

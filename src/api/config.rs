@@ -21,3 +21,14 @@ pub struct ApiConfig {
     #[serde(default)]
     pub silences_file: Option<std::path::PathBuf>,
 }
+
+impl ApiConfig {
+    /// The token, read from its secret and trimmed: the service checks writes against it and
+    /// `sitewatch ack`/`silence` send it, so both must read it the same way.
+    pub fn token(&self) -> Result<Option<String>, crate::secret::SecretError> {
+        self.token
+            .as_ref()
+            .map(|s| s.resolve().map(|t| t.trim().to_string()))
+            .transpose()
+    }
+}

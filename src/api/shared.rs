@@ -33,13 +33,12 @@ impl Api {
         acks: Option<AckSender>,
         silences: Arc<SilenceStore>,
     ) -> Result<Api, ApiSetupError> {
-        let token = match cfg.and_then(|c| c.token.as_ref()) {
-            Some(secret) => {
-                let token = secret
-                    .resolve()
-                    .map_err(ApiSetupError::Token)?
-                    .trim()
-                    .to_string();
+        let configured = match cfg {
+            Some(c) => c.token().map_err(ApiSetupError::Token)?,
+            None => None,
+        };
+        let token = match configured {
+            Some(token) => {
                 if token.len() < MIN_TOKEN_LEN {
                     return Err(ApiSetupError::ShortToken(token.len()));
                 }
