@@ -23,6 +23,10 @@ use crate::model::{Acknowledgement, Event, Sample};
 pub struct Batch {
     pub samples: Vec<Sample>,
     pub acks: Vec<Ack>,
+    /// Cluster mode: the unit (`snmp:<target>`, `mqtt:<partition>`) whose collector made the
+    /// batch. The rules stage judges it only while it holds the unit's rule state, and keeps
+    /// the series it creates with the unit, so the state moves with the unit.
+    pub unit: Option<Arc<str>>,
 }
 
 impl Batch {
@@ -30,7 +34,14 @@ impl Batch {
         Batch {
             samples,
             acks: Vec::new(),
+            unit: None,
         }
+    }
+
+    /// The batch as the collector of `unit` made it (see [`Batch::unit`]).
+    pub fn for_unit(mut self, unit: Option<Arc<str>>) -> Self {
+        self.unit = unit;
+        self
     }
 
     pub fn with_ack(mut self, ack: Ack) -> Self {
@@ -51,6 +62,7 @@ impl Batch {
         Batch {
             samples: self.samples.clone(),
             acks: self.acks.iter().map(Ack::share).collect(),
+            unit: self.unit.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod assignment;
 pub mod config;
 pub mod fencing;
+pub mod handover;
 pub mod member;
 pub mod membership;
 pub mod ownership;
@@ -26,6 +27,6 @@ pub mod status;
 
 pub use config::{ClusterConfig, ClusterConfigError};
 pub use member::Member;
-pub use ownership::{Ownership, Publisher, UnitGate};
+pub use ownership::{Ownership, Publisher, RunningGuard, UnitGate};
 pub use plan::Plan;
 pub use service::run;

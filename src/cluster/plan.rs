@@ -6,7 +6,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{ClusterConfig, ClusterConfigError};
 use super::member::Member;
-use super::ownership::{channel, Ownership, Publisher};
+use super::ownership::{
+    active_channel, channel, ActivePublisher, Ownership, Publisher, ViewReader,
+};
 use super::service::run;
 
 pub struct Plan {
@@ -14,6 +16,8 @@ pub struct Plan {
     me: String,
     units: Vec<String>,
     publisher: Publisher,
+    view: ViewReader,
+    active: ActivePublisher,
 }
 
 impl Plan {
@@ -25,12 +29,15 @@ impl Plan {
     ) -> Result<(Plan, Ownership), ClusterConfigError> {
         cfg.validate()?;
         let me = cfg.member_name()?;
-        let (publisher, ownership) = channel();
+        let (publisher, view) = channel();
+        let (active, ownership) = active_channel(view.clone(), &units);
         let plan = Plan {
             cfg: cfg.clone(),
             me,
             units,
             publisher,
+            view,
+            active,
         };
         Ok((plan, ownership))
     }
@@ -68,8 +75,17 @@ impl Plan {
 
     /// Starts the member (metrics are registered now, after the recorder is installed).
     pub fn start(self, stop: CancellationToken) -> JoinHandle<()> {
+        let handover = tokio::spawn(super::handover::run(
+            self.view,
+            self.active,
+            self.units.clone(),
+            stop.clone(),
+        ));
         let member = Member::new(&self.cfg, self.me, self.units, self.publisher);
-        tokio::spawn(run(self.cfg, member, stop))
+        tokio::spawn(async move {
+            run(self.cfg, member, stop).await;
+            let _ = handover.await;
+        })
     }
 }
 

@@ -71,6 +71,7 @@ pub async fn run_device(
     mut on_result: impl FnMut(Option<bool>, bool),
 ) {
     let mut gate = slot.gate.clone();
+    let unit = gate.as_ref().map(UnitGate::unit_arc);
     let mut gained_at_start = false;
     tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -99,6 +100,8 @@ pub async fn run_device(
             }
         }
         let started = Instant::now();
+        // A release of the unit waits for this poll's samples to be handed downstream.
+        let _running = gate.as_ref().map(UnitGate::running);
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
             p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -114,7 +117,7 @@ pub async fn run_device(
         if !result.samples.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                sent = tx.send(Batch::new(result.samples)) => {
+                sent = tx.send(Batch::new(result.samples).for_unit(unit.clone())) => {
                     if sent.is_err() {
                         tracing::warn!(device = %slot.device, "sample channel closed; device task ends");
                         return;
