@@ -140,12 +140,22 @@ pub enum AlertNotice {
     Change(Event),
     /// A responder acknowledged the open alert (the event is its latest firing one).
     Acknowledged(Event, Arc<Acknowledgement>),
+    /// Cluster mode: an alert open on the member that had its unit before, taken over with
+    /// the unit's state. The receivers were told already: no new notification; repeats,
+    /// escalation and the resolve go on from here.
+    Adopted(Event, Option<Arc<Acknowledgement>>),
+    /// Cluster mode: an open alert whose unit went to another member, which carries it on.
+    /// Forgotten here without a resolve.
+    Forgotten(Event),
 }
 
 impl AlertNotice {
     pub fn event(&self) -> &Event {
         match self {
-            AlertNotice::Change(ev) | AlertNotice::Acknowledged(ev, _) => ev,
+            AlertNotice::Change(ev)
+            | AlertNotice::Acknowledged(ev, _)
+            | AlertNotice::Adopted(ev, _)
+            | AlertNotice::Forgotten(ev) => ev,
         }
     }
 }

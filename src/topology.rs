@@ -312,7 +312,16 @@ impl Topology {
                 tracing::warn!("{w}");
             }
         }
-        let cluster_task = cluster.map(|c| c.start(cluster_stop.clone()));
+        // The rules stage's end of the handover: rule state moves with the units.
+        let (unit_port, unit_link) = match cluster.is_some() {
+            true => {
+                let (port, link) = rules::handover::link();
+                (Some(port), Some(link))
+            }
+            false => (None, None),
+        };
+        let cluster_mode = cluster.is_some();
+        let cluster_task = cluster.map(|c| c.start(cluster_stop.clone(), unit_port));
 
         let collectors_stop = CancellationToken::new();
         let (collect_tx, mut collect_rx) = mpsc::channel(COLLECT_CHANNEL_CAPACITY);
@@ -343,8 +352,14 @@ impl Topology {
         let rules_task = tokio::spawn(rules::stage::run_with_reload(
             {
                 // The state file is written: under $STATE_DIRECTORY when systemd runs the service.
-                let mut engine =
-                    rules::reload::prepare_engine(rules, cfg.config.rules.as_ref(), &cfg.state_dir);
+                // In a cluster the units' state lives in etcd checkpoints: a local file would
+                // bring back state of units another member owns now.
+                let mut engine = rules::reload::prepare_engine(
+                    rules,
+                    cfg.config.rules.as_ref(),
+                    &cfg.state_dir,
+                    !cluster_mode,
+                );
                 engine.share_silences(silences.live());
                 engine
             },
@@ -354,6 +369,7 @@ impl Topology {
             rules::stage::StageInputs {
                 reload: reload_rx,
                 acks: acks_rx,
+                units: unit_link,
             },
             rules_stop.clone(),
         ));

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::ClusterConfig;
 use super::fencing::keep_alive_period;
 use super::member::{lock, Member};
+use super::session::{Session, SessionSlot};
 
 /// Pause between a failed session and the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -105,7 +106,12 @@ pub fn member_of<'a>(key: &'a [u8], members_prefix: &str) -> Option<&'a str> {
 }
 
 /// Sessions until `stop`; each error is logged once per outage, with what to check.
-pub(super) async fn run(cfg: &ClusterConfig, member: &Mutex<Member>, stop: &CancellationToken) {
+pub(super) async fn run(
+    cfg: &ClusterConfig,
+    member: &Mutex<Member>,
+    slot: &SessionSlot,
+    stop: &CancellationToken,
+) {
     let mut failing = false;
     // The lease of the last session, kept across sessions: a session that ends while its
     // lease is still alive (a broken stream) is followed by one that takes the lease up
@@ -113,7 +119,9 @@ pub(super) async fn run(cfg: &ClusterConfig, member: &Mutex<Member>, stop: &Canc
     let mut lease = None;
     loop {
         // Not raced against `stop`: the session revokes the lease when it sees `stop`.
-        match session(cfg, member, stop, &mut failing, &mut lease).await {
+        let ended = session(cfg, member, slot, stop, &mut failing, &mut lease).await;
+        slot.clear();
+        match ended {
             Ok(()) => return,
             Err(e) => {
                 match e {
@@ -151,6 +159,7 @@ pub(super) async fn run(cfg: &ClusterConfig, member: &Mutex<Member>, stop: &Canc
 async fn session(
     cfg: &ClusterConfig,
     member: &Mutex<Member>,
+    slot: &SessionSlot,
     stop: &CancellationToken,
     failing: &mut bool,
     previous: &mut Option<i64>,
@@ -244,6 +253,11 @@ async fn session(
         }
         m.set_members(members);
     }
+    slot.set(Session {
+        client: client.clone(),
+        lease,
+        member_key: key.clone(),
+    });
     tracing::info!(member = %me, lease = format!("{lease:x}"), ttl_s = ttl, endpoints = ep, "cluster: registered in etcd");
     *failing = false;
 

@@ -11,10 +11,13 @@
 //! - [`plan`]: cluster mode as the topology sets it up and starts it.
 //! - [`status`]: `sitewatch cluster status`.
 //!
-//! Units in this slice: SNMP targets (polling and traps). MQTT partitions and moving rule
-//! state with the work are not done yet (docs/cluster.md, "Not done yet").
+//! - [`handover`]: a unit's rule state moving with it ([`checkpoint`]s in etcd, written
+//!   under the etcd [`session`]).
+//!
+//! Units: SNMP targets (polling and traps) and MQTT partitions.
 
 pub mod assignment;
+pub mod checkpoint;
 pub mod config;
 pub mod fencing;
 pub mod handover;
@@ -23,6 +26,7 @@ pub mod membership;
 pub mod ownership;
 pub mod plan;
 pub mod service;
+pub mod session;
 pub mod status;
 
 pub use config::{ClusterConfig, ClusterConfigError};

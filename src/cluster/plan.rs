@@ -5,11 +5,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{ClusterConfig, ClusterConfigError};
+use super::handover::Handover;
 use super::member::Member;
 use super::ownership::{
     active_channel, channel, ActivePublisher, Ownership, Publisher, ViewReader,
 };
 use super::service::run;
+use super::session::SessionSlot;
+use crate::rules::handover::UnitPort;
 
 pub struct Plan {
     cfg: ClusterConfig,
@@ -73,17 +76,31 @@ impl Plan {
         out
     }
 
-    /// Starts the member (metrics are registered now, after the recorder is installed).
-    pub fn start(self, stop: CancellationToken) -> JoinHandle<()> {
-        let handover = tokio::spawn(super::handover::run(
+    /// Starts the member (metrics are registered now, after the recorder is installed);
+    /// `rules` is the rules stage's end of the handover. At `stop` the units' last state is
+    /// written first, then the lease is revoked.
+    pub fn start(self, stop: CancellationToken, rules: Option<UnitPort>) -> JoinHandle<()> {
+        let session = SessionSlot::default();
+        let handover = Handover::new(
+            &self.cfg,
+            self.me.clone(),
+            self.units.clone(),
             self.view,
             self.active,
-            self.units.clone(),
-            stop.clone(),
-        ));
+            session.clone(),
+            rules,
+        );
+        let leave = CancellationToken::new();
+        let handover = {
+            let leave = leave.clone();
+            tokio::spawn(async move {
+                handover.run(stop).await;
+                leave.cancel();
+            })
+        };
         let member = Member::new(&self.cfg, self.me, self.units, self.publisher);
         tokio::spawn(async move {
-            run(self.cfg, member, stop).await;
+            run(self.cfg, member, session, leave).await;
             let _ = handover.await;
         })
     }

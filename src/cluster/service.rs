@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ClusterConfig;
 use super::member::{lock, Member};
+use super::session::SessionSlot;
 
 /// How often the fence is looked at between etcd events. Fencing has one renewal period
 /// (a third of `failover_after`, at least 1 s) of margin, so 100 ms is plenty.
@@ -15,7 +16,12 @@ const FENCE_CHECK: Duration = Duration::from_millis(100);
 
 /// Runs the member until `stop`: the etcd session ([`super::membership::run`]) and the
 /// fence clock. At `stop` the lease is revoked, so the others take the units at once.
-pub async fn run(cfg: ClusterConfig, member: Member, stop: CancellationToken) {
+pub async fn run(
+    cfg: ClusterConfig,
+    member: Member,
+    session: SessionSlot,
+    stop: CancellationToken,
+) {
     let member = Arc::new(Mutex::new(member));
     let clock = {
         let (member, stop) = (member.clone(), stop.clone());
@@ -29,6 +35,6 @@ pub async fn run(cfg: ClusterConfig, member: Member, stop: CancellationToken) {
             }
         })
     };
-    super::membership::run(&cfg, &member, &stop).await;
+    super::membership::run(&cfg, &member, &session, &stop).await;
     let _ = clock.await;
 }

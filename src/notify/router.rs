@@ -321,6 +321,16 @@ impl Notifier {
     fn route(&self, notice: AlertNotice, queues: &[Arc<Queue>], routing: &mut Routing) {
         match notice {
             AlertNotice::Change(ev) => self.route_change(ev, queues, routing),
+            AlertNotice::Adopted(ev, ack) => self.adopt(ev, ack, queues, routing),
+            AlertNotice::Forgotten(ev) => {
+                let key = key_of(&ev);
+                routing.escalations.resolved(&key);
+                for (queue, routed) in queues.iter().zip(&mut routing.routed) {
+                    if routed.remove(&key).is_some() {
+                        queue.push(Item::Forget(ev.clone()));
+                    }
+                }
+            }
             AlertNotice::Acknowledged(ev, ack) => {
                 let key = key_of(&ev);
                 routing.escalations.acknowledged(&key);
@@ -379,6 +389,42 @@ impl Notifier {
                     .firing(&key, &ev, told, &self.policies, Instant::now())
             }
             EventState::Resolved => routing.escalations.resolved(&key),
+        }
+    }
+
+    /// An alert taken over from another cluster member: every receiver it would reach
+    /// (escalation-only ones not: their step restarts here) keeps it as firing, for repeats
+    /// and the resolve, without being told again. Its escalation restarts from now.
+    fn adopt(
+        &self,
+        ev: Event,
+        ack: Option<Arc<Acknowledgement>>,
+        queues: &[Arc<Queue>],
+        routing: &mut Routing,
+    ) {
+        let labels = payload::labels(&ev);
+        let key = key_of(&ev);
+        let mut told = Vec::new();
+        for (i, ((receiver, queue), routed)) in self
+            .receivers
+            .iter()
+            .zip(queues)
+            .zip(&mut routing.routed)
+            .enumerate()
+        {
+            if !receiver.escalation_only && receiver.matchers.matches(&labels) {
+                routed.insert(key.clone(), ev.severity);
+                queue.push(Item::Adopt(ev.clone(), ack.clone()));
+                told.push(i);
+            }
+        }
+        if self.escalating() {
+            routing
+                .escalations
+                .firing(&key, &ev, told, &self.policies, Instant::now());
+            if ack.is_some() {
+                routing.escalations.acknowledged(&key);
+            }
         }
     }
 
@@ -478,12 +524,17 @@ enum Item {
     Event(Event),
     /// The firing alert and who acknowledged it.
     Ack(Event, Arc<Acknowledgement>),
+    /// Cluster mode: an alert this receiver was told about by another member, firing here
+    /// from now on (acknowledged, or not); nothing is sent.
+    Adopt(Event, Option<Arc<Acknowledgement>>),
+    /// Cluster mode: an alert another member carries on; forgotten, nothing is sent.
+    Forget(Event),
 }
 
 impl Item {
     fn event(&self) -> &Event {
         match self {
-            Item::Event(ev) | Item::Ack(ev, _) => ev,
+            Item::Event(ev) | Item::Ack(ev, _) | Item::Adopt(ev, _) | Item::Forget(ev) => ev,
         }
     }
 }
@@ -639,6 +690,19 @@ impl Worker {
                 Work::Item(item, queued) => match *item {
                     Item::Event(ev) => self.handle_event(ev, queued).await,
                     Item::Ack(ev, ack) => self.handle_ack(ev, ack, queued).await,
+                    Item::Adopt(ev, ack) => {
+                        let key = key_of(&ev);
+                        match ack {
+                            Some(ack) => self.acked.insert(key.clone(), ack),
+                            None => self.acked.remove(&key),
+                        };
+                        self.firing.insert(key, ev);
+                    }
+                    Item::Forget(ev) => {
+                        let key = key_of(&ev);
+                        self.firing.remove(&key);
+                        self.acked.remove(&key);
+                    }
                 },
                 Work::Repeat => self.resend_firing().await,
             }

@@ -124,9 +124,9 @@ pub struct Engine {
     live_silences: LiveSilences,
     has_stale: bool,
     state_file: Option<PathBuf>,
-    restored_alerts: Vec<Event>,
+    pub(super) restored_alerts: Vec<Event>,
     /// The desk's entries of alerts open at the last save, for the rules stage.
-    restored_open: Vec<super::open_alerts::SavedOpen>,
+    pub(super) restored_open: Vec<super::open_alerts::SavedOpen>,
     /// Samples more than this ahead of the clock are not evaluated.
     max_future_ns: i64,
     /// States stepped for one field of one sample, stored once the field's track is updated
@@ -226,6 +226,12 @@ impl Engine {
 
     /// Evaluates every rule watching one of the sample's fields; events go to `out`.
     pub fn observe(&mut self, sample: &Sample, out: &mut Vec<Event>) {
+        self.observe_from(sample, None, out)
+    }
+
+    /// [`Engine::observe`] for a sample of a cluster unit's collector: the series is kept
+    /// with `unit`, so its state moves with the unit ([`super::units`]).
+    pub fn observe_from(&mut self, sample: &Sample, unit: Option<&Arc<str>>, out: &mut Vec<Event>) {
         if is_health(&sample.series.measurement) {
             self.note_device(sample);
         }
@@ -242,6 +248,11 @@ impl Engine {
                 self.series.entry(sample.series.clone()).or_insert(slot)
             }
         };
+        if let Some(unit) = unit {
+            if !slot.unit.as_ref().is_some_and(|u| Arc::ptr_eq(u, unit)) {
+                slot.unit = Some(unit.clone());
+            }
+        }
         if slot.matches.entries.is_empty() {
             return;
         }
@@ -514,8 +525,19 @@ impl Engine {
     /// serialisation, no I/O), so the rules task takes it and [`state::Snapshot::write`]
     /// runs on a blocking thread.
     pub fn state_snapshot(&self) -> state::Snapshot {
+        self.snapshot_where(|_| true, true)
+    }
+
+    /// The state of the series whose slot `keep` accepts, with the devices known to be down
+    /// when `devices` (a unit's checkpoint leaves them out: the next poll tells again).
+    pub(super) fn snapshot_where(
+        &self,
+        keep: impl Fn(&SeriesSlot) -> bool + Copy,
+        devices: bool,
+    ) -> state::Snapshot {
         let rules = self.rules.rules();
-        let entries = self.series.iter().flat_map(|(key, slot)| {
+        let kept = move || self.series.iter().filter(move |(_, slot)| keep(slot));
+        let entries = kept().flat_map(|(key, slot)| {
             slot.states.iter().map(move |(pos, st)| {
                 let rule = &rules[slot.matches.entries[*pos as usize].rule_idx as usize];
                 SaveEntry {
@@ -526,7 +548,7 @@ impl Engine {
                 }
             })
         });
-        let tracks = self.series.iter().flat_map(|(key, slot)| {
+        let tracks = kept().flat_map(|(key, slot)| {
             slot.matches
                 .fields
                 .iter()
@@ -539,7 +561,17 @@ impl Engine {
                     last_value: track.last_value.as_ref(),
                 })
         });
-        state::snapshot(entries, tracks, &self.devices_down, self.silencer.held())
+        let silenced = self
+            .silencer
+            .held()
+            .filter(move |ev| self.series.get(&ev.series).is_some_and(keep));
+        let down: &[Arc<str>] = &[];
+        let devices_down: Box<dyn Iterator<Item = &Arc<str>>> = if devices {
+            Box::new(self.devices_down.iter())
+        } else {
+            Box::new(down.iter())
+        };
+        state::snapshot(entries, tracks, devices_down, silenced)
     }
 
     /// Loads state saved by [`Engine::save_state`] for the current rules. A missing file is not
@@ -549,7 +581,7 @@ impl Engine {
     /// (held states and field tracks).
     pub fn load_state(&mut self, path: &Path) -> Result<usize, StateError> {
         let n = match state::read(path)? {
-            Some(saved) => self.restore(saved),
+            Some(saved) => self.restore(saved, None),
             None => 0,
         };
         self.recount();
@@ -565,7 +597,7 @@ impl Engine {
     }
 
     /// Applies state read from the file to the current rules; returns the states restored.
-    fn restore(&mut self, saved: state::Restored) -> usize {
+    pub(super) fn restore(&mut self, saved: state::Restored, unit: Option<&Arc<str>>) -> usize {
         let now = now_ns();
         let rules = self.rules().clone();
         let mut restored = 0;
@@ -573,6 +605,9 @@ impl Engine {
         let mut announce = Vec::new();
         for t in saved.tracks {
             let slot = self.slot_mut(&t.series);
+            if let Some(u) = unit {
+                slot.unit = Some(u.clone());
+            }
             if let Some(f) = slot.matches.fields.iter().position(|f| **f == *t.field) {
                 slot.tracks[f].absorb(&t.state);
                 restored += 1;
@@ -591,6 +626,9 @@ impl Engine {
             } = restored_state;
             let idx = rules.position(&rule_name);
             let slot = self.slot_mut(&key);
+            if let Some(u) = unit {
+                slot.unit = Some(u.clone());
+            }
             let pos = idx.and_then(|i| slot.matches.position(i));
             let (Some(idx), Some(pos)) = (idx, pos) else {
                 // The rule is gone or no longer matches: close what it had open.
@@ -680,7 +718,7 @@ impl Engine {
     }
 
     /// Recomputes the firing gauge and the active-series sets from the states.
-    fn recount(&mut self) {
+    pub(super) fn recount(&mut self) {
         self.firing = 0;
         self.firing_series.clear();
         for (key, slot) in &self.series {
@@ -718,7 +756,8 @@ impl Engine {
         let now = self.clock.unwrap_or_else(now_ns).max(now_ns());
         for (key, slot) in self.series.iter_mut() {
             let fresh = self.match_sets.slot_for(&self.rules, key);
-            let old_slot = std::mem::replace(slot, fresh);
+            let mut old_slot = std::mem::replace(slot, fresh);
+            slot.unit = old_slot.unit.take();
             for (f, name) in old_slot.matches.fields.iter().enumerate() {
                 if let Some(nf) = slot.matches.fields.iter().position(|n| n == name) {
                     slot.tracks[nf] = old_slot.tracks[f].clone();

@@ -11,6 +11,7 @@
 //! - [`open_alerts`]: what is firing now (the `alerts` measurement and the API's list), and
 //!   the acknowledgements ([`acknowledge`]) with the times to acknowledge and resolve.
 //! - [`state`]: alarm state saved across restarts.
+//! - [`units`] and [`handover`]: cluster mode, rule state kept per unit and moved with it.
 //! - [`reload`]: building the engine from `[rules]` and reloading on rule file changes.
 //! - [`stage`]: between collectors and sinks; events are sent before the samples that caused
 //!   them, alerts never block the pipeline, a timer drives stale detection and state saving.
@@ -20,6 +21,7 @@
 pub mod acknowledge;
 pub mod config;
 pub mod engine;
+pub mod handover;
 pub mod live_silences;
 pub mod open_alerts;
 pub mod reload;
@@ -28,6 +30,7 @@ mod series;
 pub mod silence;
 pub mod stage;
 pub mod state;
+pub mod units;
 
 pub use config::{
     load_rule_files, parse_rule_file, parse_rules, Condition, Direction, Expected, Level, Rule,

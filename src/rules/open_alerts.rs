@@ -156,8 +156,13 @@ impl OpenAlerts {
 
     /// What a restart must keep: first-firing times and acknowledgements.
     pub fn saved(&self) -> Vec<SavedOpen> {
+        self.saved_entries(|_| true)
+    }
+
+    fn saved_entries(&self, keep: impl Fn(&Open) -> bool) -> Vec<SavedOpen> {
         self.open
             .iter()
+            .filter(|(_, o)| keep(o))
             .map(|(id, o)| SavedOpen {
                 id: id.clone(),
                 started_ns: o.event.started_ns,
@@ -172,6 +177,47 @@ impl OpenAlerts {
     /// takes an entry whose start and severity still match).
     pub fn restore(&mut self, saved: Vec<SavedOpen>) {
         self.restored = saved.into_iter().map(|s| (s.id.clone(), s)).collect();
+    }
+
+    /// Adds saved desk entries of alerts taken over with a cluster unit; the alerts' events
+    /// ([`Self::apply`]) then take them up, as after a restart.
+    pub fn take_over(&mut self, saved: Vec<SavedOpen>) {
+        self.restored
+            .extend(saved.into_iter().map(|s| (s.id.clone(), s)));
+    }
+
+    /// The latest event of the open alert `id`.
+    pub fn event_of(&self, id: &str) -> Option<&Event> {
+        self.open.get(id).map(|o| &o.event)
+    }
+
+    /// The acknowledgement of the open alert `id`, if any.
+    pub fn ack_of(&self, id: &str) -> Option<Arc<Acknowledgement>> {
+        self.open.get(id).and_then(|o| o.ack.clone())
+    }
+
+    /// The desk entries of the open alerts whose event `of` accepts (a cluster unit's).
+    pub fn saved_where(&self, of: impl Fn(&Event) -> bool) -> Vec<SavedOpen> {
+        self.saved_entries(|o| of(&o.event))
+    }
+
+    /// Removes the open alerts whose event `of` accepts (a cluster unit handed to another
+    /// member): returns their desk entries and latest events. No rows: they are not closed.
+    pub fn hand_over(&mut self, of: impl Fn(&Event) -> bool) -> (Vec<SavedOpen>, Vec<Event>) {
+        let saved = self.saved_where(&of);
+        let mut events = Vec::new();
+        self.open.retain(|_, o| {
+            if of(&o.event) {
+                events.push(o.event.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if !events.is_empty() {
+            self.publish();
+        }
+        (saved, events)
     }
 
     /// Acknowledges the open alert `id`: escalation and repeats stop until it resolves or

@@ -18,7 +18,13 @@ use super::engine::Engine;
 
 /// An engine for `rules` with the state file of `cfg` attached and loaded. A state file that
 /// cannot be read is logged and the engine starts fresh: alerting must start even then.
-pub fn prepare_engine(rules: RuleSet, cfg: Option<&RulesConfig>, base_dir: &Path) -> Engine {
+/// With `state_file` false (cluster mode) `[rules] state_file` is neither read nor written.
+pub fn prepare_engine(
+    rules: RuleSet,
+    cfg: Option<&RulesConfig>,
+    base_dir: &Path,
+    state_file: bool,
+) -> Engine {
     let mut engine = Engine::new(rules);
     engine.set_max_future_skew(
         cfg.and_then(|c| c.max_future_skew)
@@ -27,6 +33,10 @@ pub fn prepare_engine(rules: RuleSet, cfg: Option<&RulesConfig>, base_dir: &Path
     let Some(path) = cfg.and_then(|c| c.state_path(base_dir)) else {
         return engine;
     };
+    if !state_file {
+        tracing::info!(path = %path.display(), "cluster mode: rule state moves with the units through etcd; the rules state file is not used");
+        return engine;
+    }
     match engine.load_state(&path) {
         Ok(0) => tracing::info!(path = %path.display(), "no saved rules state; starting fresh"),
         Ok(n) => tracing::info!(path = %path.display(), states = n, "rules state restored"),
@@ -252,7 +262,7 @@ mod tests {
         let cfg: RulesConfig = toml::from_str("state_file = \"state.json\"").unwrap();
         let set =
             RuleSet::new(crate::rules::parse_rules(RULE, Path::new("r.toml")).unwrap()).unwrap();
-        let e = prepare_engine(set, Some(&cfg), dir.path());
+        let e = prepare_engine(set, Some(&cfg), dir.path(), true);
         assert_eq!(
             e.state_file(),
             Some(dir.path().join("state.json").as_path())

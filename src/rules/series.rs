@@ -152,6 +152,8 @@ pub(crate) struct SeriesSlot {
     pub(crate) tracks: Box<[FieldTrack]>,
     /// States of the pairs not at rest: (entry position, state), sorted by position.
     pub(crate) states: Vec<(u32, Box<RuleState>)>,
+    /// Cluster mode: the unit whose collector feeds the series (its state moves with it).
+    pub(crate) unit: Option<Arc<str>>,
 }
 
 impl SeriesSlot {
@@ -289,6 +291,7 @@ impl MatchSets {
             tracks: (0..set.fields.len()).map(|_| FieldTrack::new()).collect(),
             matches: set,
             states: Vec::new(),
+            unit: None,
         }
     }
 }

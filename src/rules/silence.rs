@@ -203,6 +203,12 @@ impl Silencer {
         self.held.values()
     }
 
+    /// Drops the held alerts of the series `gone` says (a cluster unit handed to another
+    /// member, which holds them from the unit's checkpoint).
+    pub(crate) fn forget(&mut self, gone: impl Fn(&SeriesKey) -> bool) {
+        self.held.retain(|(_, series), _| !gone(series));
+    }
+
     pub(crate) fn restore(&mut self, events: Vec<Event>) {
         for ev in events {
             self.held.insert((ev.rule.clone(), ev.series.clone()), ev);

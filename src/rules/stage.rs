@@ -13,6 +13,7 @@
 //! router (which stops escalating and repeating it) and saved with the state.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -24,8 +25,10 @@ use crate::pipeline::{Action, AlertNotice, Batch, BatchReceiver, EventRecord, Si
 use super::acknowledge::{AckReceiver, AckRequest};
 use super::config::RuleSet;
 use super::engine::Engine;
+use super::handover::{HeldUnits, UnitCheckpoint, UnitCommand, UnitLink};
 use super::open_alerts::{self, OpenAlerts};
 use super::silence::Gate;
+use super::units::UnitRestore;
 
 /// How often the engine's clock advances (stale detection resolution).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -58,6 +61,7 @@ pub async fn run(
     let inputs = StageInputs {
         reload: reload_rx,
         acks: acks_rx,
+        units: None,
     };
     run_with_reload(engine, rx, sinks, alerts_tx, inputs, shutdown).await
 }
@@ -68,12 +72,16 @@ pub struct StageInputs {
     pub reload: mpsc::Receiver<RuleSet>,
     /// Acknowledgements from the API.
     pub acks: AckReceiver,
+    /// Cluster mode: the handover that moves units' rule state in and out.
+    pub units: Option<UnitLink>,
 }
 
 struct Outputs {
     sinks: SinkSenders,
     alerts_tx: Option<mpsc::Sender<AlertNotice>>,
     open: OpenAlerts,
+    /// Cluster mode: the units whose state is held here.
+    held: Option<HeldUnits>,
 }
 
 impl Outputs {
@@ -82,6 +90,11 @@ impl Outputs {
             return;
         }
         let now = now_ns();
+        if let Some(held) = &mut self.held {
+            for ev in &events {
+                held.touched(engine.unit_of(&ev.series));
+            }
+        }
         let gates: Vec<Gate> = events.iter().map(|ev| engine.gate_alert(ev, now)).collect();
         let applied = self.open.apply(
             events
@@ -168,6 +181,54 @@ impl Outputs {
         true
     }
 
+    /// Takes up a unit's state from its checkpoint: its open alerts are the router's again
+    /// without a new notification (the previous owner sent it), acknowledgements included.
+    async fn take_over(
+        &mut self,
+        engine: &mut Engine,
+        unit: Arc<str>,
+        checkpoint: Option<Vec<u8>>,
+    ) -> Result<usize, String> {
+        let restored = match checkpoint.map(|bytes| engine.restore_unit(&unit, &bytes)) {
+            None => Ok(Default::default()),
+            Some(Ok(r)) => Ok(r),
+            Some(Err(e)) => Err(format!(
+                "unit {unit}: checkpoint not restored ({e}); it starts with fresh rule state"
+            )),
+        };
+        if let Some(held) = &mut self.held {
+            held.hold(unit.clone());
+        }
+        let restored: UnitRestore = restored?;
+        self.open.take_over(restored.desk);
+        let applied = self
+            .open
+            .apply(restored.open.iter().map(|ev| (ev, false)), now_ns());
+        self.write_open_alerts(applied.rows).await;
+        for ev in restored.open {
+            let ack = self.open.ack_of(&ev.alert_id());
+            self.notify(AlertNotice::Adopted(ev, ack));
+        }
+        Ok(restored.records)
+    }
+
+    /// Gives a unit's state away: its checkpoint, with its open alerts, which the router
+    /// forgets without resolving them (the next owner carries them on).
+    fn hand_over(&mut self, engine: &mut Engine, unit: &str) -> Vec<u8> {
+        let of_unit = |ev: &Event| engine.unit_of(&ev.series).is_some_and(|u| **u == *unit);
+        let (desk, events) = self.open.hand_over(of_unit);
+        let bytes = engine.unit_snapshot(unit).with_open_alerts(desk).to_bytes();
+        for ev in events {
+            self.notify(AlertNotice::Forgotten(ev));
+        }
+        let series = engine.forget_unit(unit);
+        if let Some(held) = &mut self.held {
+            held.release(unit);
+        }
+        tracing::debug!(unit, series, bytes = bytes.len(), "rule state handed over");
+        bytes
+    }
+
     /// Points of the `alerts` measurement go to the sinks like samples (no ack: they are
     /// rebuilt from rule state, and re-written every [`ALERTS_EVERY`] anyway).
     async fn write_open_alerts(&mut self, rows: Vec<Sample>) {
@@ -222,11 +283,17 @@ pub async fn run_with_reload(
     let StageInputs {
         mut reload,
         mut acks,
+        units,
     } = inputs;
+    let (mut unit_commands, unit_checkpoints) = match units {
+        Some(link) => (Some(link.commands), Some(link.checkpoints)),
+        None => (None, None),
+    };
     let mut out = Outputs {
         sinks,
         alerts_tx,
         open: OpenAlerts::new(open_alerts::board()),
+        held: unit_checkpoints.as_ref().map(|_| HeldUnits::default()),
     };
     out.open.restore(engine.take_restored_open());
     let restored = engine.take_restored_alerts();
@@ -271,14 +338,41 @@ pub async fn run_with_reload(
             },
             req = acks.recv(), if acks_open => match req {
                 Some(req) => {
-                    if out.acknowledge(req).await && engine.state_file().is_some() {
+                    let id = req.id.clone();
+                    let acked = out.acknowledge(req).await;
+                    if acked {
+                        if let (Some(held), Some(ev)) = (&mut out.held, out.open.event_of(&id)) {
+                            held.touched(engine.unit_of(&ev.series));
+                        }
+                    }
+                    if acked && engine.state_file().is_some() {
                         // An acknowledgement is a person's word: saved now, not in 30 s.
                         saving.start(&engine, &out.open);
                     }
                 }
                 None => acks_open = false,
             },
-            _ = ticker.tick() => tick(&mut engine, &mut out).await,
+            cmd = next_command(&mut unit_commands) => match cmd {
+                Some(UnitCommand::Restore { unit, checkpoint, reply }) => {
+                    let _ = reply.send(out.take_over(&mut engine, unit, checkpoint).await);
+                }
+                Some(UnitCommand::Release { unit, reply }) => {
+                    let _ = reply.send(out.hand_over(&mut engine, &unit));
+                }
+                None => unit_commands = None,
+            },
+            _ = ticker.tick() => {
+                tick(&mut engine, &mut out).await;
+                if let Some(tx) = &unit_checkpoints {
+                    let due = out.held.as_mut().map(|h| h.due(tokio::time::Instant::now())).unwrap_or_default();
+                    for unit in due {
+                        let bytes = checkpoint(&engine, &out.open, &unit);
+                        if tx.try_send(UnitCheckpoint { unit, bytes, last: false }).is_err() {
+                            metrics::counter!("sitewatch_cluster_checkpoints_dropped_total").increment(1);
+                        }
+                    }
+                }
+            }
             _ = saver.tick(), if engine.state_file().is_some() => saving.start(&engine, &out.open),
             _ = rewriter.tick(), if !out.open.is_empty() => {
                 let rows = out.open.rewrite(now_ns());
@@ -302,6 +396,19 @@ pub async fn run_with_reload(
         rx.close();
         while let Some(batch) = rx.recv().await {
             process(&mut engine, &mut out, batch).await;
+        }
+    }
+    // Cluster mode: every unit's state goes to the handover, which writes it as released.
+    if let (Some(tx), Some(held)) = (&unit_checkpoints, &out.held) {
+        for unit in held.all() {
+            let bytes = checkpoint(&engine, &out.open, &unit);
+            let _ = tx
+                .send(UnitCheckpoint {
+                    unit,
+                    bytes,
+                    last: true,
+                })
+                .await;
         }
     }
     // The last save: after any periodic one still writing, so the newest state wins.
@@ -386,10 +493,37 @@ impl Saver {
     }
 }
 
+/// The next handover command; never without a link.
+async fn next_command(commands: &mut Option<mpsc::Receiver<UnitCommand>>) -> Option<UnitCommand> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A unit's checkpoint: its series' state and its open alerts' desk entries.
+fn checkpoint(engine: &Engine, open: &OpenAlerts, unit: &str) -> Vec<u8> {
+    let desk = open.saved_where(|ev| engine.unit_of(&ev.series).is_some_and(|u| **u == *unit));
+    engine.unit_snapshot(unit).with_open_alerts(desk).to_bytes()
+}
+
 async fn process(engine: &mut Engine, out: &mut Outputs, batch: Batch) {
     metrics::counter!("sitewatch_samples_in_total").increment(batch.samples.len() as u64);
-    let events = evaluate_batch(engine, &batch.samples);
-    out.emit(engine, events).await;
+    let judged = out
+        .held
+        .as_ref()
+        .is_none_or(|h| h.judges(batch.unit.as_ref()));
+    if judged {
+        let mut events = Vec::new();
+        for s in &batch.samples {
+            engine.observe_from(s, batch.unit.as_ref(), &mut events);
+        }
+        out.emit(engine, events).await;
+    } else {
+        // Another member judges this unit (or will, from its checkpoint): stored only.
+        metrics::counter!("sitewatch_cluster_samples_unjudged_total")
+            .increment(batch.samples.len() as u64);
+    }
     out.sinks.send_series(batch).await;
 }
 
@@ -576,6 +710,105 @@ message = "{rack} at {value}"
         assert!(tx.send(Batch::default()).await.is_err());
     }
 
+    /// A stage with a handover link: its batch sender, the handover's port, the router's
+    /// notices and the sink's series input (drained by the caller).
+    fn cluster_stage() -> (
+        mpsc::Sender<Batch>,
+        crate::rules::handover::UnitPort,
+        mpsc::Receiver<AlertNotice>,
+        SinkInputs,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = mpsc::channel(8);
+        let (port, inputs) = SinkInputs::channel(64);
+        let (alerts_tx, alerts_rx) = mpsc::channel(8);
+        let (unit_port, link) = crate::rules::handover::link();
+        let stage = tokio::spawn(run_with_reload(
+            Engine::new(ruleset(RULES)),
+            rx,
+            SinkSenders::from_ports(vec![port]),
+            Some(alerts_tx),
+            StageInputs {
+                reload: mpsc::channel(1).1,
+                acks: mpsc::channel(1).1,
+                units: Some(link),
+            },
+            CancellationToken::new(),
+        ));
+        (tx, unit_port, alerts_rx, inputs, stage)
+    }
+
+    #[tokio::test]
+    async fn a_firing_alarm_is_handed_over_without_a_second_notification() {
+        use crate::rules::handover::UnitCommand;
+        let unit: Arc<str> = "mqtt:hall-a".into();
+        let batch =
+            |v: f64, ts: i64| Batch::new(vec![sample("r1", ts, v)]).for_unit(Some(unit.clone()));
+        let restore = |port: &crate::rules::handover::UnitPort, checkpoint| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let commands = port.commands.clone();
+            let unit = unit.clone();
+            async move {
+                commands
+                    .send(UnitCommand::Restore {
+                        unit,
+                        checkpoint,
+                        reply,
+                    })
+                    .await
+                    .unwrap();
+                within(answer).await.unwrap()
+            }
+        };
+
+        let (tx_a, port_a, mut alerts_a, mut sink_a, _stage_a) = cluster_stage();
+        // Not held yet: stored, not judged.
+        tx_a.send(batch(40.0, 1)).await.unwrap();
+        within(sink_a.series.recv()).await.unwrap();
+        assert!(alerts_a.try_recv().is_err());
+        assert_eq!(restore(&port_a, None).await, Ok(0));
+        tx_a.send(batch(40.0, 2)).await.unwrap();
+        assert!(
+            matches!(within(alerts_a.recv()).await.unwrap(), AlertNotice::Change(ev) if ev.state == EventState::Firing)
+        );
+
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        port_a
+            .commands
+            .send(UnitCommand::Release {
+                unit: unit.clone(),
+                reply,
+            })
+            .await
+            .unwrap();
+        let bytes = within(answer).await.unwrap();
+        assert!(matches!(
+            within(alerts_a.recv()).await.unwrap(),
+            AlertNotice::Forgotten(_)
+        ));
+        // Its last samples after the release are not judged there any more.
+        tx_a.send(batch(10.0, 3)).await.unwrap();
+
+        let (tx_b, port_b, mut alerts_b, _sink_b, _stage_b) = cluster_stage();
+        assert!(restore(&port_b, Some(bytes)).await.unwrap() >= 1);
+        let adopted = within(alerts_b.recv()).await.unwrap();
+        assert!(
+            matches!(&adopted, AlertNotice::Adopted(ev, None) if ev.state == EventState::Firing && ev.started_ns == 2),
+            "{adopted:?}"
+        );
+        tx_b.send(batch(41.0, 4)).await.unwrap();
+        tx_b.send(batch(10.0, 5)).await.unwrap();
+        let resolved = within(alerts_b.recv()).await.unwrap();
+        assert!(
+            matches!(&resolved, AlertNotice::Change(ev) if ev.state == EventState::Resolved),
+            "{resolved:?}"
+        );
+        assert!(
+            alerts_a.try_recv().is_err(),
+            "the first member says nothing more"
+        );
+    }
+
     #[tokio::test]
     async fn reload_resolves_alarms_of_removed_rules() {
         let (tx, rx) = mpsc::channel(8);
@@ -594,6 +827,7 @@ message = "{rack} at {value}"
             StageInputs {
                 reload: reload_rx,
                 acks: mpsc::channel(1).1,
+                units: None,
             },
             CancellationToken::new(),
         ));
@@ -704,7 +938,8 @@ message = "{rack} at {value}"
         // Restart: the open alert is re-announced to receivers, not written again.
         let cfg: crate::rules::RulesConfig =
             toml::from_str("state_file = \"rules-state.json\"").unwrap();
-        let engine = crate::rules::reload::prepare_engine(ruleset(text), Some(&cfg), dir.path());
+        let engine =
+            crate::rules::reload::prepare_engine(ruleset(text), Some(&cfg), dir.path(), true);
         assert_eq!(engine.firing_count(), 1);
         let (_tx, rx) = mpsc::channel(8);
         let (port, inputs) = SinkInputs::channel(8);

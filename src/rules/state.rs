@@ -380,6 +380,12 @@ impl Snapshot {
         self
     }
 
+    /// The snapshot serialised as the state file holds it (a cluster unit's checkpoint).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Plain data of strings and numbers: serialising it cannot fail.
+        serde_json::to_vec(&self.file).unwrap_or_default()
+    }
+
     /// Serialises and writes atomically ([`write_snapshot_blocking`]); returns the states
     /// written. Blocks: call it from a blocking thread when on the async runtime.
     pub fn write(&self, path: &Path) -> Result<usize, StateError> {
@@ -612,15 +618,32 @@ pub(crate) fn read(path: &Path) -> Result<Option<Restored>, StateError> {
             })
         }
     };
-    let file: SavedFile = serde_json::from_slice(&body).map_err(|source| StateError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if file.version == 0 || file.version > VERSION {
-        return Err(StateError::Version {
+    decode(&body).map(Some).map_err(|e| match e {
+        DecodeError::Parse(source) => StateError::Parse {
             path: path.to_path_buf(),
-            found: file.version,
-        });
+            source,
+        },
+        DecodeError::Version(found) => StateError::Version {
+            path: path.to_path_buf(),
+            found,
+        },
+    })
+}
+
+/// Why saved state bytes could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not valid saved rule state ({0})")]
+    Parse(#[source] serde_json::Error),
+    #[error("saved rule state of version {0}, this sitewatch understands 1 to {VERSION} (written by a newer sitewatch)")]
+    Version(u32),
+}
+
+/// Reads saved state from its serialised form ([`Snapshot::to_bytes`], the state file).
+pub(crate) fn decode(body: &[u8]) -> Result<Restored, DecodeError> {
+    let file: SavedFile = serde_json::from_slice(body).map_err(DecodeError::Parse)?;
+    if file.version == 0 || file.version > VERSION {
+        return Err(DecodeError::Version(file.version));
     }
     let states = file
         .states
@@ -649,14 +672,14 @@ pub(crate) fn read(path: &Path) -> Result<Option<Restored>, StateError> {
             }
         })
         .collect();
-    Ok(Some(Restored {
+    Ok(Restored {
         version: file.version,
         states,
         tracks,
         devices_down: file.devices_down,
         silenced: file.silenced.into_iter().map(SavedEvent::event).collect(),
         open_alerts: file.open_alerts,
-    }))
+    })
 }
 
 #[cfg(all(test, unix))]
