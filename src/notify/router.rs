@@ -1143,6 +1143,72 @@ mod tests {
         assert_eq!(drain(&queues[1]).len(), 3);
     }
 
+    #[test]
+    fn an_adopted_alert_is_kept_without_a_send_and_a_forgotten_one_without_a_resolve() {
+        let n = notifier(
+            r#"
+            [notify]
+            [[notify.receiver]]
+            name = "noc"
+            kind = "webhook"
+            url = "http://127.0.0.1:9/"
+            escalate_after = "10m"
+            escalate_to = ["manager"]
+            [[notify.receiver]]
+            name = "manager"
+            kind = "webhook"
+            url = "http://127.0.0.1:9/"
+            "#,
+        );
+        let queues: Vec<Arc<Queue>> = n
+            .receivers
+            .iter()
+            .map(|r| Arc::new(Queue::new(r.name.clone(), 10)))
+            .collect();
+        let mut routing = Routing {
+            routed: vec![HashMap::new(); 2],
+            escalations: Escalations::default(),
+        };
+        let firing = ev("x", Severity::Critical, EventState::Firing);
+        n.route(
+            AlertNotice::Adopted(firing.clone(), None),
+            &queues,
+            &mut routing,
+        );
+        let kinds = |q: &Queue| {
+            q.lock()
+                .items
+                .iter()
+                .map(|(i, _)| match i {
+                    Item::Event(_) => "event",
+                    Item::Ack(..) => "ack",
+                    Item::Adopt(..) => "adopt",
+                    Item::Forget(_) => "forget",
+                })
+                .collect::<Vec<_>>()
+        };
+        // The NOC keeps it (for repeats and the resolve) without being told again; the
+        // manager, reached only by escalation, has nothing yet.
+        assert_eq!(kinds(&queues[0]), vec!["adopt"]);
+        assert!(kinds(&queues[1]).is_empty());
+        assert!(routing.routed[0].contains_key(&key_of(&firing)));
+        // Handed on: forgotten, no resolve sent.
+        n.route(
+            AlertNotice::Forgotten(firing.clone()),
+            &queues,
+            &mut routing,
+        );
+        assert_eq!(kinds(&queues[0]), vec!["adopt", "forget"]);
+        assert!(routing.routed[0].is_empty());
+        // A resolve that comes later (from nowhere here) reaches the NOC as usual.
+        n.route(
+            AlertNotice::Change(ev("x", Severity::Critical, EventState::Resolved)),
+            &queues,
+            &mut routing,
+        );
+        assert_eq!(kinds(&queues[0]), vec!["adopt", "forget", "event"]);
+    }
+
     /// Metric names and labels, through a real HTTP exchange: a receiver answering 503 once,
     /// and a dead one with a queue of one.
     #[test]

@@ -333,7 +333,36 @@ pub const FAMILIES: &[Family] = &[
     ),
     gauge(
         "sitewatch_cluster_owned_units",
-        "Units (SNMP targets) this cluster member owns and collects now",
+        "Units (SNMP targets, MQTT partitions) the assignment gives this cluster member now",
+    ),
+    gauge(
+        "sitewatch_cluster_active_units",
+        "Units this cluster member collects now: owned, and their rule state taken up",
+    ),
+    histogram(
+        "sitewatch_cluster_handover_seconds",
+        "Time to take a unit up (waiting for the previous owner's release, restoring its rule state) or to release it (its collector stopped, its state written), by change (gained, released)",
+        POLL_BUCKETS,
+    ),
+    counter(
+        "sitewatch_cluster_checkpoint_writes_total",
+        "Rule-state checkpoints written to etcd, by result (ok; fenced: refused, the lease is gone; error; no_session: etcd unreachable)",
+    ),
+    counter(
+        "sitewatch_cluster_checkpoint_reads_failed_total",
+        "Checkpoints that could not be read when taking a unit up (the member's own last copy is used, if any)",
+    ),
+    counter(
+        "sitewatch_cluster_checkpoints_dropped_total",
+        "Periodic checkpoints the rules stage dropped because the handover's queue was full (the next one carries the state)",
+    ),
+    counter(
+        "sitewatch_cluster_restore_errors_total",
+        "Checkpoints the rules stage could not read back (the unit started with fresh rule state)",
+    ),
+    counter(
+        "sitewatch_cluster_samples_unjudged_total",
+        "Samples of a unit whose rule state this member does not hold (just released, or not yet restored): stored, not judged by the rules",
     ),
     counter(
         "sitewatch_cluster_ownership_changes_total",
