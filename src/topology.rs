@@ -75,14 +75,21 @@ pub struct Topology {
     cluster: Option<crate::cluster::Plan>,
 }
 
-/// Every unit the config has for a cluster to share: one per SNMP target (`snmp:<name>`).
+/// Every unit the config has for a cluster to share: one per SNMP target (`snmp:<name>`),
+/// one per Modbus device (`modbus:<name>`).
 pub fn cluster_units(config: &crate::config::Config) -> Vec<String> {
-    config
+    use crate::cluster::assignment::{modbus_unit, snmp_unit};
+    let snmp = config
         .snmp
         .iter()
         .flat_map(|s| &s.targets)
-        .map(|t| crate::cluster::assignment::snmp_unit(&t.name))
-        .collect()
+        .map(|t| snmp_unit(&t.name));
+    let modbus = config
+        .modbus
+        .iter()
+        .flat_map(|m| &m.devices)
+        .map(|d| modbus_unit(d.name.get_ref()));
+    snmp.chain(modbus).collect()
 }
 
 /// `[cluster]` validated, and the collectors' options given its [`crate::cluster::Ownership`].

@@ -3,7 +3,8 @@
 //! computes the same answer from the same member list with no coordination, and a member
 //! joining or leaving moves only its own share.
 //!
-//! A unit is named by its kind and its name: `snmp:<target name>` for an SNMP target; a trap
+//! A unit is named by its kind and its name: `snmp:<target name>` for an SNMP target,
+//! `modbus:<device name>` for a Modbus device, `mqtt:<partition>` for an MQTT partition; a trap
 //! from an address no target has is the unit `snmp-trap-source:<ip>`, so exactly one member
 //! records it too.
 
@@ -14,6 +15,11 @@ use crate::collect::shard::owner_among;
 /// The unit of the SNMP target called `target`.
 pub fn snmp_unit(target: &str) -> String {
     format!("snmp:{target}")
+}
+
+/// The unit of the Modbus device called `device`.
+pub fn modbus_unit(device: &str) -> String {
+    format!("modbus:{device}")
 }
 
 /// The unit of traps from `ip` when no target has that address.

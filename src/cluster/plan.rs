@@ -61,10 +61,7 @@ impl Plan {
     /// What the cluster does not share yet, for `sitewatch check` and the start-up log.
     pub fn warnings(config: &crate::config::Config) -> Vec<String> {
         let mut out = Vec::new();
-        for (table, set) in [
-            ("[mqtt]", config.mqtt.is_some()),
-            ("[modbus]", config.modbus.is_some()),
-        ] {
+        for (table, set) in [("[mqtt]", config.mqtt.is_some())] {
             if set {
                 out.push(format!(
                     "{table} with [cluster]: only SNMP targets are shared by the cluster so far; \

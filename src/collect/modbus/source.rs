@@ -42,6 +42,8 @@ pub struct ModbusSource {
     concurrency: usize,
     maps: usize,
     left_to_other_shards: usize,
+    /// Cluster mode: each device is the unit `modbus:<name>`, polled while this member owns it.
+    cluster: Option<crate::cluster::Ownership>,
 }
 
 /// Builds the collector from `[modbus]`, or `None` without that table. Every device is checked
@@ -164,6 +166,7 @@ impl ModbusSource {
             concurrency: mc.concurrency,
             maps: maps.len(),
             left_to_other_shards,
+            cluster: opts.cluster,
         })
     }
 
@@ -249,8 +252,10 @@ impl Source for ModbusSource {
                 address: rt.address.as_str().into(),
                 interval: rt.interval,
                 polls_metric: POLLS_METRIC,
-                // Modbus devices are not cluster units yet (docs/cluster.md).
-                gate: None,
+                gate: self
+                    .cluster
+                    .as_ref()
+                    .map(|o| o.gate(crate::cluster::assignment::modbus_unit(&rt.name))),
             };
             let name = rt.name.clone();
             let poller = ScheduledDevice {
