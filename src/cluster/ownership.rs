@@ -190,6 +190,12 @@ impl Ownership {
         }
     }
 
+    /// Whether `unit` is configured (its state moves with it), not a unit of traps from an
+    /// address no target has.
+    pub fn is_managed(&self, unit: &str) -> bool {
+        self.managed.contains(unit)
+    }
+
     /// A gate for one configured unit (`snmp:<target>`, `mqtt:<partition>`, see
     /// [`super::assignment`]).
     pub fn gate(&self, unit: impl Into<Arc<str>>) -> UnitGate {

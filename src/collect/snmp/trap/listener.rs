@@ -196,7 +196,7 @@ impl TrapListener {
 
         let mut log = RateLimitedLog::default();
         let mut dedup = InformDedup::default();
-        let mut unsent: Vec<Sample> = Vec::new();
+        let mut unsent: Vec<Batch> = Vec::new();
         let mut channel_open = true;
         let mut since_idle = 0usize;
         loop {
@@ -212,29 +212,36 @@ impl TrapListener {
                 }
             }
             since_idle += datagrams.len();
-            let mut samples = Vec::new();
+            let mut samples = ByUnit::default();
             for d in &datagrams {
                 self.handle(d, &mut log, &mut dedup, &mut samples);
             }
             drop(datagrams);
-            if samples.is_empty() {
-                continue;
+            let mut batches = samples.into_batches().into_iter();
+            let mut stopped = false;
+            for batch in batches.by_ref() {
+                // Reserve first: a shutdown while the pipeline is full keeps the samples here.
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        unsent.push(batch);
+                        stopped = true;
+                        break;
+                    }
+                    p = tx.reserve() => p,
+                };
+                match permit {
+                    Ok(p) => p.send(batch),
+                    Err(_) => {
+                        tracing::warn!("sample channel closed; SNMP trap listener ends");
+                        channel_open = false;
+                        stopped = true;
+                        break;
+                    }
+                }
             }
-            // Reserve first: a shutdown while the pipeline is full keeps the samples here.
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    unsent = samples;
-                    break;
-                }
-                p = tx.reserve() => p,
-            };
-            match permit {
-                Ok(p) => p.send(Batch::new(samples)),
-                Err(_) => {
-                    tracing::warn!("sample channel closed; SNMP trap listener ends");
-                    channel_open = false;
-                    break;
-                }
+            if stopped {
+                unsent.extend(batches);
+                break;
             }
         }
         stop.cancel();
@@ -246,12 +253,20 @@ impl TrapListener {
             tracing::warn!("SNMP trap reader thread did not stop cleanly");
         }
         if channel_open {
+            let mut rest = ByUnit::default();
             for d in &queue.take(usize::MAX) {
-                self.handle(d, &mut log, &mut dedup, &mut unsent);
+                self.handle(d, &mut log, &mut dedup, &mut rest);
             }
+            unsent.extend(rest.into_batches());
             if !unsent.is_empty() {
-                let n = unsent.len();
-                match tokio::time::timeout(SHUTDOWN_SEND, tx.send(Batch::new(unsent))).await {
+                let n: usize = unsent.iter().map(|b| b.samples.len()).sum();
+                let send_all = async {
+                    for batch in unsent {
+                        tx.send(batch).await?;
+                    }
+                    Ok::<_, tokio::sync::mpsc::error::SendError<Batch>>(())
+                };
+                match tokio::time::timeout(SHUTDOWN_SEND, send_all).await {
                     Ok(Ok(())) => {
                         tracing::info!(traps = n, "SNMP traps read before shutdown handed on")
                     }
@@ -272,7 +287,7 @@ impl TrapListener {
         d: &Datagram,
         log: &mut RateLimitedLog,
         dedup: &mut InformDedup,
-        out: &mut Vec<Sample>,
+        out: &mut ByUnit,
     ) {
         if d.bytes.len() > MAX_DATAGRAM {
             log.reject(
@@ -298,6 +313,7 @@ impl TrapListener {
                     metrics::counter!("sitewatch_snmp_informs_duplicate_total").increment(1);
                     return;
                 }
+                let mut batch_unit = None;
                 if let Some(o) = &self.ownership {
                     let tags = &n.sample.series.tags;
                     let unit = match (tags.get("device"), tags.get("source")) {
@@ -310,14 +326,44 @@ impl TrapListener {
                             .increment(1);
                         return;
                     }
+                    // A configured target's traps travel with its unit, so their rule state
+                    // (an on-battery alarm waiting for its clear) moves with the target.
+                    if o.is_managed(&unit) {
+                        batch_unit = Some(unit);
+                    }
                 }
-                out.push(n.sample);
-                out.extend(n.clears);
+                out.push(batch_unit.as_deref(), n.sample);
+                if let Some(clear) = n.clears {
+                    out.push(batch_unit.as_deref(), clear);
+                }
             }
             Err(r) => {
                 log.reject(&r, d.from);
             }
         }
+    }
+}
+
+/// Trap samples in arrival order, in runs of one cluster unit each (one run without a
+/// cluster): each run becomes one batch carrying its unit.
+#[derive(Default)]
+struct ByUnit {
+    runs: Vec<(Option<Arc<str>>, Vec<Sample>)>,
+}
+
+impl ByUnit {
+    fn push(&mut self, unit: Option<&str>, sample: Sample) {
+        match self.runs.last_mut() {
+            Some((u, samples)) if u.as_deref() == unit => samples.push(sample),
+            _ => self.runs.push((unit.map(Arc::from), vec![sample])),
+        }
+    }
+
+    fn into_batches(self) -> Vec<Batch> {
+        self.runs
+            .into_iter()
+            .map(|(unit, samples)| Batch::new(samples).for_unit(unit))
+            .collect()
     }
 }
 
@@ -682,6 +728,40 @@ mod tests {
     use super::super::decode::tests::{from, ups_on_battery_v2c};
     use super::*;
     use crate::secret::Secret;
+
+    #[test]
+    fn trap_samples_travel_in_runs_of_one_unit_in_arrival_order() {
+        let s = |m: &str| {
+            Sample::new(
+                crate::model::SeriesKey::new(m, crate::model::TagSet::empty()),
+                1,
+            )
+        };
+        let mut by = ByUnit::default();
+        by.push(Some("snmp:ups-1"), s("a"));
+        by.push(Some("snmp:ups-1"), s("b"));
+        by.push(None, s("c"));
+        by.push(Some("snmp:ups-2"), s("d"));
+        let batches = by.into_batches();
+        let shape: Vec<(Option<&str>, Vec<&str>)> = batches
+            .iter()
+            .map(|b| {
+                (
+                    b.unit.as_deref(),
+                    b.samples.iter().map(|x| &*x.series.measurement).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Some("snmp:ups-1"), vec!["a", "b"]),
+                (None, vec!["c"]),
+                (Some("snmp:ups-2"), vec!["d"]),
+            ]
+        );
+        assert!(ByUnit::default().into_batches().is_empty());
+    }
 
     #[test]
     fn inform_dedup_window() {
