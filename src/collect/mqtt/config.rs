@@ -99,6 +99,11 @@ pub struct MqttConfig {
     pub share_group: Option<String>,
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[[mqtt.partition]]`: groups of topic filters, each collected by its own persistent
+    /// session (client id `<client_id>-<name>`), the unit `mqtt:<name>` of cluster mode (see
+    /// `partition.rs`). None: one session for everything, as always.
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<super::partition::PartitionConfig>,
 }
 
 /// TLS to the broker: the `tls` table every client shares (system roots plus `ca_file`,
@@ -353,6 +358,12 @@ pub enum MqttConfigError {
         index: usize,
         topic: String,
         key: &'static str,
+        problem: String,
+    },
+    #[error("mqtt.partition[{index}] ({name:?}): {problem}")]
+    Partition {
+        index: usize,
+        name: String,
         problem: String,
     },
 }

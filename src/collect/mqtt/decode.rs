@@ -74,6 +74,7 @@ impl MqttConfig {
             }
             decoders.push(Decoder::compile_with(index, sub, self.max_payload())?);
         }
+        super::partition::check(self, &decoders)?;
         Ok(decoders)
     }
 }

@@ -4,7 +4,9 @@
 //! - [`config`]: the `[mqtt]` table and `[[mqtt.subscription]]` entries.
 //! - [`topic`]: topic templates (`dc/{site}/{rack}/temperature`) → MQTT filters + tags.
 //! - [`decode`]: `number`, `json`, `line_protocol` and `sparkplug_b` payload decoders.
-//! - [`subscriber`]: the long-running [`run`] loop and the one-shot [`collect_for`].
+//! - [`subscriber`]: one session's long-running loop and the one-shot [`collect_for`].
+//! - [`partition`]: `[[mqtt.partition]]` (cluster units `mqtt:<name>`), [`filter`]: filter
+//!   intersection; `sessions`: [`run`], one session, or one per partition while owned.
 //! - [`source`]: the collector as the topology's [`crate::collect::Source`].
 //!
 //! # Delivery guarantees
@@ -73,14 +75,18 @@ pub mod config;
 pub mod decode;
 pub mod each;
 mod field_type;
+pub mod filter;
 mod flat_json;
 mod json_value;
+pub mod partition;
 pub mod path;
 pub mod points;
 mod points_spec;
 pub mod reach;
 mod reason;
 mod series_cap;
+mod session_status;
+mod sessions;
 mod source;
 pub mod sparkplug;
 pub mod subscriber;
@@ -95,6 +101,8 @@ pub use config::{
     TimestampFallback, TimestampUnit, TlsConfig,
 };
 pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
+pub use partition::{cluster_warnings, partition_unit, partition_units, PartitionConfig};
+pub use sessions::run;
 pub use source::{source, MqttSource};
-pub use subscriber::{collect_for, run, MqttError};
+pub use subscriber::{collect_for, MqttError};
 pub use topic::{TopicTemplate, TopicTemplateError};
