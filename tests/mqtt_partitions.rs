@@ -83,19 +83,28 @@ fn assert_stored_exactly(influx: &Influxd, sw: &Sitewatch, want: u64) {
     }
 }
 
-/// Both partition sessions subscribed (the broker has sent their SUBACKs) `times` times.
-fn wait_subscribed(broker: &Mosquitto, times: usize) {
-    eventually(Duration::from_secs(20), "both partitions subscribed", || {
-        let log = broker.log();
-        ["a", "b"]
-            .iter()
-            .all(|p| {
-                log.matches(&format!("Sending SUBACK to {CLIENT_ID}-{p}\n"))
-                    .count()
-                    >= times
-            })
-            .then_some(())
-    });
+/// Waits until each partition's session is subscribed: a probe message on its topics
+/// (published again until one arrives) is stored. Mosquitto's log only reaches its file when
+/// it exits, so it is read at the end of the test.
+fn wait_subscribed(broker: &Mosquitto, influx: &Influxd) {
+    for site in ["a", "b"] {
+        let mut n = 0;
+        eventually(Duration::from_secs(20), "partition subscribed", || {
+            n += 1;
+            broker.publish(
+                &format!("site/{site}/probe"),
+                format!("probe,site={site} n={n}i").as_bytes(),
+                1,
+                false,
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            let rows = influx.rows(
+                "parts",
+                &format!("SELECT count(n) FROM probe WHERE site = '{site}'"),
+            );
+            (!rows.is_empty()).then_some(())
+        });
+    }
 }
 
 #[test]
@@ -117,26 +126,12 @@ fn partitions_have_their_own_persistent_sessions_and_lose_nothing_across_a_resta
             1.0
         );
     }
-    wait_subscribed(&broker, 1);
-    // One session per partition, named by the partition; none under the bare client id.
-    let log = broker.log();
-    for p in ["a", "b"] {
-        assert!(
-            log.contains(&format!(" as {CLIENT_ID}-{p} (")),
-            "no session {CLIENT_ID}-{p} in the broker log:\n{log}"
-        );
-        // Each session subscribed to its partition's share of `site/#` only.
-        assert!(
-            log.contains(&format!("{CLIENT_ID}-{p} 1 site/{p}/#")),
-            "partition {p} did not subscribe to site/{p}/#:\n{log}"
-        );
-    }
-    assert!(!log.contains(&format!(" as {CLIENT_ID} (")), "{log}");
+    wait_subscribed(&broker, &influx);
     let sw_log = sw.log();
     for p in ["a", "b"] {
         assert!(
-            sw_log.contains("MQTT partition started")
-                && sw_log.contains(&format!("client_id={CLIENT_ID}-{p}")),
+            sw_log.lines().any(|l| l.contains("MQTT partition started")
+                && l.contains(&format!("client_id={CLIENT_ID}-{p} "))),
             "no start line for partition {p}:\n{sw_log}"
         );
     }
@@ -155,8 +150,31 @@ fn partitions_have_their_own_persistent_sessions_and_lose_nothing_across_a_resta
     sw.launch();
     assert_stored_exactly(&influx, &sw, N + WHILE_DOWN);
     let log = sw.log();
-    assert!(
-        log.contains("session_present=true"),
-        "the partitions did not resume their sessions:\n{log}"
-    );
+    for p in ["a", "b"] {
+        assert!(
+            log.lines().any(|l| l.contains("connected to MQTT broker")
+                && l.contains(&format!("client_id={CLIENT_ID}-{p} "))
+                && l.contains("session_present=true")),
+            "partition {p} did not resume its session:\n{log}"
+        );
+    }
+
+    // The broker's side: two sessions named by the partition, none under the bare client
+    // id, each subscribed to its share of `site/#` only.
+    sw.terminate();
+    let mut broker = broker;
+    broker.stop();
+    let log = broker.log();
+    for p in ["a", "b"] {
+        assert!(
+            log.matches(&format!(" as {CLIENT_ID}-{p} (")).count() == 2,
+            "session {CLIENT_ID}-{p} not connected once per run in the broker log:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("{CLIENT_ID}-{p} 1 site/{p}/#")),
+            "partition {p} did not subscribe to site/{p}/#:\n{log}"
+        );
+    }
+    assert!(!log.contains(&format!(" as {CLIENT_ID} (")), "{log}");
+    assert!(!log.contains(" 1 site/#"), "someone subscribed to all of site/#:\n{log}");
 }

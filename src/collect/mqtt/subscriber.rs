@@ -190,13 +190,13 @@ pub(super) async fn run(
                 }
                 match lost_since.take() {
                     Some(since) if !first_connack => tracing::info!(
-                        host = %cfg.host, port = cfg.port, partition, client_id,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id,
                         session_present = connack.session_present,
                         down_for_s = since.elapsed().as_secs_f64(), failed_attempts,
                         "MQTT broker reconnected"
                     ),
                     _ => tracing::info!(
-                        host = %cfg.host, port = cfg.port, partition, client_id,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id,
                         session_present = connack.session_present,
                         failed_attempts, "connected to MQTT broker"
                     ),
@@ -248,7 +248,7 @@ pub(super) async fn run(
                     if *code == SubscribeReasonCode::Failure {
                         metrics::counter!("sitewatch_mqtt_subscribe_failures_total").increment(1);
                         tracing::error!(
-                            filter = %filter.path, partition, client_id,
+                            filter = %filter.path, partition, client_id = %client_id,
                             "broker refused the subscription (check the broker's ACL for this user)"
                         );
                     }
@@ -274,27 +274,27 @@ pub(super) async fn run(
                 let was_connected = connected_before_error;
                 if lost_since.is_some() {
                     tracing::debug!(
-                        host = %cfg.host, port = cfg.port, partition, client_id, error = %e,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
                         retry_in = ?delay,
                         failed_attempts, "MQTT broker still unreachable; retrying"
                     );
                 } else if matches!(e, ConnectionError::ConnectionRefused(_)) {
                     tracing::error!(
-                        host = %cfg.host, port = cfg.port, partition, client_id, error = %e,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
                         retry_in = ?delay,
                         "MQTT broker refused the connection (check username/password and \
                          client_id); retrying with backoff, one line when connected"
                     );
                 } else if was_connected {
                     tracing::warn!(
-                        host = %cfg.host, port = cfg.port, partition, client_id, error = %e,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
                         retry_in = ?delay,
                         "MQTT broker disconnected; reconnecting with backoff (one line when \
                          it is back)"
                     );
                 } else {
                     tracing::warn!(
-                        host = %cfg.host, port = cfg.port, partition, client_id, error = %e,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
                         retry_in = ?delay,
                         "MQTT broker unreachable; retrying with backoff (one line when connected)"
                     );
