@@ -1,16 +1,24 @@
-//! `[[mqtt.partition]]` on a single instance against a real Mosquitto and InfluxDB: one
-//! persistent session per partition under the client id `<client_id>-<partition>`, every
-//! QoS 1 message stored exactly once, and the messages published while sitewatch is stopped
-//! held by the broker in the partitions' sessions and collected after the restart.
+//! `[[mqtt.partition]]` against a real Mosquitto (and InfluxDB): one persistent session per
+//! partition under the client id `<client_id>-<partition>`, every QoS 1 message stored
+//! exactly once, the messages published while sitewatch is stopped held by the broker in the
+//! partitions' sessions and collected after the restart; and, with cluster ownership, a
+//! partition's session running only while its unit is owned, its batches carrying the unit,
+//! its release waiting for the session to stop, and its session kept by the broker (with
+//! the messages published meanwhile) until the partition is owned again.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::eventually;
 use common::influx::Influxd;
 use common::mosquitto::Mosquitto;
 use common::sitewatch::Sitewatch;
+use sitewatch::cluster::ownership::{active_channel, channel};
+use sitewatch::collect::mqtt::{self, partition_units, MqttConfig};
+use sitewatch::pipeline::{Batch, BatchReceiver};
+use tokio_util::sync::CancellationToken;
 
 const CLIENT_ID: &str = "sw-parts";
 
@@ -177,4 +185,129 @@ fn partitions_have_their_own_persistent_sessions_and_lose_nothing_across_a_resta
     }
     assert!(!log.contains(&format!(" as {CLIENT_ID} (")), "{log}");
     assert!(!log.contains(" 1 site/#"), "someone subscribed to all of site/#:\n{log}");
+}
+
+fn gated_config(port: u16) -> MqttConfig {
+    let src = format!(
+        r#"host = "127.0.0.1"
+port = {port}
+client_id = "sw-gated"
+keep_alive = "5s"
+reconnect_backoff_max = "1s"
+shutdown_grace = "2s"
+
+[[subscription]]
+topic = "site/#"
+format = "line_protocol"
+qos = 1
+
+[[partition]]
+name = "a"
+topics = ["site/a/#"]
+
+[[partition]]
+name = "b"
+topics = ["site/b/#"]
+"#
+    );
+    toml::from_str(&src).unwrap_or_else(|e| panic!("test config: {e}\n{src}"))
+}
+
+async fn publish_one(broker: &Mosquitto, topic: &str, payload: &str) {
+    tokio::task::block_in_place(|| broker.publish(topic, payload.as_bytes(), 1, false));
+}
+
+/// The next batch within `timeout`; its acks completed (stored, as a sink would).
+async fn next(rx: &mut BatchReceiver, timeout: Duration, what: &str) -> Batch {
+    let mut b = tokio::time::timeout(timeout, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {timeout:?} waiting for {what}"))
+        .expect("collector channel closed");
+    b.complete_acks();
+    b
+}
+
+async fn expect_silence(rx: &mut BatchReceiver, wait: Duration, why: &str) {
+    if let Ok(Some(b)) = tokio::time::timeout(wait, rx.recv()).await {
+        panic!("{why}: got {:?} (unit {:?})", b.samples, b.unit);
+    }
+}
+
+/// Publishes probes on `site/<p>/probe` until one comes back (the session is subscribed);
+/// returns the unit its batch carried.
+async fn probe(broker: &Mosquitto, rx: &mut BatchReceiver, p: &str) -> Option<Arc<str>> {
+    for n in 0..50 {
+        publish_one(broker, &format!("site/{p}/probe"), &format!("probe n={n}i")).await;
+        if let Ok(Some(mut b)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+        {
+            b.complete_acks();
+            return b.unit;
+        }
+    }
+    panic!("partition {p}: no probe came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_collected_only_while_owned_and_its_session_waits_in_the_broker() {
+    const WHILE_RELEASED: usize = 20;
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("sitewatch=info")
+        .try_init();
+    let broker = tokio::task::block_in_place(Mosquitto::start);
+    let cfg = gated_config(broker.port);
+    let (_view, view_rx) = channel();
+    let (active, ownership) = active_channel(view_rx, &partition_units(&cfg));
+    let (a, b): (Arc<str>, Arc<str>) = ("mqtt:a".into(), "mqtt:b".into());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(mqtt::run(cfg, Some(ownership), tx, shutdown.clone()));
+
+    // Nothing owned: no session runs, nothing holds the units.
+    expect_silence(&mut rx, Duration::from_millis(500), "nothing is owned").await;
+    assert!(active.stopped(&a, Duration::ZERO).await);
+
+    active.set(&a, true);
+    assert_eq!(probe(&broker, &mut rx, "a").await, Some(a.clone()));
+    assert!(
+        !active.stopped(&a, Duration::from_millis(100)).await,
+        "a running partition holds its unit"
+    );
+    publish_one(&broker, "site/b/x", "reading v=1i").await;
+    expect_silence(&mut rx, Duration::from_secs(1), "partition b is not owned").await;
+
+    // Released: the session stops (acks, DISCONNECT) and only then lets go of the unit.
+    active.set(&a, false);
+    assert!(
+        active.stopped(&a, Duration::from_secs(10)).await,
+        "the partition's session did not stop after its release"
+    );
+    for i in 0..WHILE_RELEASED {
+        publish_one(&broker, "site/a/x", &format!("reading v={i}i")).await;
+    }
+    expect_silence(&mut rx, Duration::from_secs(1), "partition a was released").await;
+
+    // Owned again: the same broker-side session, subscriptions and queued messages included.
+    active.set(&a, true);
+    let mut values = Vec::new();
+    while values.len() < WHILE_RELEASED {
+        let b = next(&mut rx, Duration::from_secs(10), "the messages queued while released").await;
+        assert_eq!(b.unit, Some(a.clone()));
+        for s in &b.samples {
+            assert_eq!(&*s.series.measurement, "reading", "{s:?}");
+            values.push(s.field("v").and_then(|v| v.as_f64()).expect("v") as usize);
+        }
+    }
+    assert_eq!(values, (0..WHILE_RELEASED).collect::<Vec<_>>());
+
+    active.set(&b, true);
+    assert_eq!(probe(&broker, &mut rx, "b").await, Some(b.clone()));
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("collector stopped")
+        .expect("no panic")
+        .expect("no error");
+    assert!(active.stopped(&a, Duration::ZERO).await && active.stopped(&b, Duration::ZERO).await);
 }
