@@ -311,3 +311,59 @@ async fn a_partition_is_collected_only_while_owned_and_its_session_waits_in_the_
         .expect("no error");
     assert!(active.stopped(&a, Duration::ZERO).await && active.stopped(&b, Duration::ZERO).await);
 }
+
+/// Two instances that both run partition `a` (as two cluster members may for a moment) share
+/// its client id: the broker closes the older connection each time the other connects. The
+/// reconnect backoff starts over only after a connection that lasted, so the two do not
+/// take the session from each other in a fast loop.
+#[test]
+fn two_owners_of_one_partition_back_off_instead_of_looping() {
+    const WATCH: Duration = Duration::from_secs(12);
+    let broker = Mosquitto::start();
+    let influx = Influxd::start();
+    influx.create_database("parts");
+    let body = || {
+        format!(
+            r#"[influx]
+url = "{url}"
+database = "parts"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "sw-twice"
+reconnect_backoff_max = "4s"
+
+[[mqtt.subscription]]
+topic = "site/#"
+format = "line_protocol"
+qos = 1
+
+[[mqtt.partition]]
+name = "a"
+topics = ["site/a/#"]
+"#,
+            url = influx.url(),
+            port = broker.port
+        )
+    };
+    let first = Sitewatch::start(&body(), "info", &[]);
+    let second = Sitewatch::start(&body(), "info", &[]);
+    std::thread::sleep(WATCH);
+    let reconnects: Vec<f64> = [&first, &second]
+        .iter()
+        .map(|sw| sw.metric("sitewatch_mqtt_reconnects_total", &[]))
+        .collect();
+    println!("reconnects in {WATCH:?}: {reconnects:?}");
+    // Kicked over and over, each instance reconnects after 0.1-0.2 s, 0.2-0.4 s, ... up to
+    // 2-4 s: 6 times each in 12 s in one run. With the backoff starting over at every
+    // CONNACK (as it did before partitions) the same run counted 39 each.
+    for (i, n) in reconnects.iter().enumerate() {
+        assert!(
+            (1.0..12.0).contains(n),
+            "instance {}: {n} reconnects in {WATCH:?} (log:\n{})",
+            i + 1,
+            [&first, &second][i].log()
+        );
+    }
+}

@@ -194,4 +194,38 @@ mod tests {
         );
         assert_eq!(header_line("", "subscription", 0), None);
     }
+
+    #[test]
+    fn partitions_are_described_and_their_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        let text = |second: &str| {
+            format!(
+                "[influx]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\n\n[mqtt]\n\
+                 host = \"h\"\nclient_id = \"sw\"\n\n[[mqtt.subscription]]\ntopic = \"site/#\"\n\
+                 format = \"line_protocol\"\n\n[[mqtt.partition]]\nname = \"a\"\n\
+                 topics = [\"site/a/#\"]\n\n[[mqtt.partition]]\nname = \"b\"\n\
+                 topics = [{second:?}]\n"
+            )
+        };
+        std::fs::write(&path, text("site/b/#")).unwrap();
+        let cfg = LoadedConfig::load(&path).unwrap();
+        let s = source(&cfg, SourceOptions::default()).unwrap().unwrap();
+        assert_eq!(
+            s.describe(),
+            "1 subscription(s) on h:1883, 2 partition(s), one persistent session each\n  \
+             partition a (unit mqtt:a, client id sw-a): site/a/#\n  \
+             partition b (unit mqtt:b, client id sw-b): site/b/#"
+        );
+        std::fs::write(&path, text("site/+/x")).unwrap();
+        let cfg = LoadedConfig::load(&path).unwrap();
+        let e = source(&cfg, SourceOptions::default())
+            .err()
+            .expect("overlapping partitions")
+            .to_string();
+        assert!(
+            e.contains("site.toml:17:1:") && e.contains("partition[1] (\"b\")"),
+            "{e}"
+        );
+    }
 }
