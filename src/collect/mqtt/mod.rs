@@ -68,8 +68,9 @@
 //! about 1/n of every series' samples and keeps its own rule state. A breaching sample still
 //! fires on the instance that gets it, and the duplicate alerts of several instances (same
 //! labels) are merged by Alertmanager; but a `for` duration or a no-data check then judges a
-//! thinner stream per instance. Where that matters, split by topic instead (each instance its
-//! own subscriptions, e.g. one site each) and use the share group only within a site's pair.
+//! thinner stream per instance. Where that matters, split by topic instead: partitions
+//! (`[[mqtt.partition]]`, see [`partition`]) shared by a `[cluster]` give each group of topics
+//! one persistent session run by one member at a time, moved to another member when it dies.
 
 pub mod config;
 pub mod decode;

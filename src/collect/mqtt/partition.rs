@@ -71,8 +71,13 @@ pub fn cluster_warnings(cfg: &MqttConfig) -> Vec<String> {
 
 /// Filters the session of `topics` subscribes to: each subscription filter narrowed to each
 /// topic, where they overlap.
-pub(super) fn narrowed<'a>(filter: &'a str, topics: &'a [String]) -> impl Iterator<Item = String> + 'a {
-    topics.iter().filter_map(move |t| filter::intersect(filter, t))
+pub(super) fn narrowed<'a>(
+    filter: &'a str,
+    topics: &'a [String],
+) -> impl Iterator<Item = String> + 'a {
+    topics
+        .iter()
+        .filter_map(move |t| filter::intersect(filter, t))
 }
 
 /// The partition checks of [`MqttConfig::validate`], after the subscriptions compiled.

@@ -47,8 +47,9 @@ impl SessionStatus {
     fn gauge(&self, connected: bool) {
         let v = if connected { 1.0 } else { 0.0 };
         match &self.partition {
-            Some(p) => metrics::gauge!("sitewatch_mqtt_connected", "partition" => p.to_string())
-                .set(v),
+            Some(p) => {
+                metrics::gauge!("sitewatch_mqtt_connected", "partition" => p.to_string()).set(v)
+            }
             None => metrics::gauge!("sitewatch_mqtt_connected").set(v),
         }
     }

@@ -24,8 +24,8 @@ use super::config::MqttConfig;
 use super::partition::{partition_client_id, partition_unit, PartitionConfig};
 use super::session_status::Sessions;
 use super::subscriber::{self, MqttError, Session};
-use crate::cluster::UnitGate;
 use crate::cluster::Ownership;
+use crate::cluster::UnitGate;
 use crate::pipeline::BatchSender;
 
 /// Runs the collector until `shutdown`: its one session, or a supervisor per partition
@@ -102,7 +102,8 @@ async fn supervise(
     let name = partition.name.as_str();
     let topics = partition.topics.join(", ");
     let status = board.session(Some(name));
-    let owned_gauge = metrics::gauge!("sitewatch_mqtt_partition_owned", "partition" => name.to_string());
+    let owned_gauge =
+        metrics::gauge!("sitewatch_mqtt_partition_owned", "partition" => name.to_string());
     owned_gauge.set(0.0);
     loop {
         // Taken before asking, so a release that comes in between waits for this to end.
@@ -147,7 +148,9 @@ async fn supervise(
         status.stopped(shutdown.is_cancelled());
         let why = match (&result, lost) {
             (Err(_), _) => "error",
-            (Ok(()), true) => "this member lost it (the broker keeps its session for the next owner)",
+            (Ok(()), true) => {
+                "this member lost it (the broker keeps its session for the next owner)"
+            }
             (Ok(()), false) => "shutdown",
         };
         tracing::info!(partition = name, client_id = %client_id, "MQTT partition stopped: {why}");
