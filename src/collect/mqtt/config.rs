@@ -103,7 +103,17 @@ pub struct MqttConfig {
     /// session (client id `<client_id>-<name>`), the unit `mqtt:<name>` of cluster mode (see
     /// `partition.rs`). None: one session for everything, as always.
     #[serde(default, rename = "partition")]
-    pub partitions: Vec<super::partition::PartitionConfig>,
+    pub partitions: Vec<PartitionConfig>,
+}
+
+/// One `[[mqtt.partition]]` (checked and used in `partition.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Letters, digits, `-` and `_`: it becomes part of the client id and of the unit.
+    pub name: String,
+    /// MQTT filters (`+`, `#` allowed); together the topics this partition collects.
+    pub topics: Vec<String>,
 }
 
 /// TLS to the broker: the `tls` table every client shares (system roots plus `ca_file`,

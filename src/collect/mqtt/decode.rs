@@ -74,7 +74,8 @@ impl MqttConfig {
             }
             decoders.push(Decoder::compile_with(index, sub, self.max_payload())?);
         }
-        super::partition::check(self, &decoders)?;
+        let filters: Vec<String> = decoders.iter().map(|d| d.template.filter()).collect();
+        super::partition::check(self, &filters)?;
         Ok(decoders)
     }
 }

@@ -98,11 +98,11 @@ mod value_spec;
 pub mod values;
 
 pub use config::{
-    FieldSpec, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
-    TimestampFallback, TimestampUnit, TlsConfig,
+    FieldSpec, FieldType, MqttConfig, MqttConfigError, PartitionConfig, PayloadFormat,
+    SubscriptionConfig, TimestampFallback, TimestampUnit, TlsConfig,
 };
 pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
-pub use partition::{cluster_warnings, partition_unit, partition_units, PartitionConfig};
+pub use partition::{cluster_warnings, partition_unit, partition_units};
 pub use sessions::run;
 pub use source::{source, MqttSource};
 pub use subscriber::{collect_for, MqttError};

@@ -19,21 +19,8 @@
 //! unchanged. The checks here make sure no topic can reach two sessions (partitions overlap)
 //! and no subscription is left with nothing (it overlaps no partition).
 
-use serde::Deserialize;
-
 use super::config::{MqttConfig, MqttConfigError};
-use super::decode::Decoder;
 use super::filter;
-
-/// One `[[mqtt.partition]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionConfig {
-    /// Letters, digits, `-` and `_`: it becomes part of the client id and of the unit.
-    pub name: String,
-    /// MQTT filters (`+`, `#` allowed); together the topics this partition collects.
-    pub topics: Vec<String>,
-}
 
 /// The cluster unit of the partition called `name`.
 pub fn partition_unit(name: &str) -> String {
@@ -80,8 +67,9 @@ pub(super) fn narrowed<'a>(
         .filter_map(move |t| filter::intersect(filter, t))
 }
 
-/// The partition checks of [`MqttConfig::validate`], after the subscriptions compiled.
-pub(super) fn check(cfg: &MqttConfig, decoders: &[Decoder]) -> Result<(), MqttConfigError> {
+/// The partition checks of [`MqttConfig::validate`], after the subscriptions compiled;
+/// `filters[i]` is the MQTT filter of subscription `i`.
+pub(super) fn check(cfg: &MqttConfig, filters: &[String]) -> Result<(), MqttConfigError> {
     if cfg.partitions.is_empty() {
         return Ok(());
     }
@@ -177,16 +165,15 @@ pub(super) fn check(cfg: &MqttConfig, decoders: &[Decoder]) -> Result<(), MqttCo
             }
         }
     }
-    for d in decoders {
-        let f = d.template.filter();
+    for (index, f) in filters.iter().enumerate() {
         let covered = cfg
             .partitions
             .iter()
-            .any(|p| p.topics.iter().any(|t| filter::overlap(&f, t)));
+            .any(|p| p.topics.iter().any(|t| filter::overlap(f, t)));
         if !covered {
-            let sub = &cfg.subscriptions[d.index];
+            let sub = &cfg.subscriptions[index];
             return Err(MqttConfigError::Subscription {
-                index: d.index,
+                index,
                 topic: sub.topic.clone(),
                 key: "topic",
                 problem: format!(

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::config::MqttConfig;
-use super::partition::{partition_client_id, partition_unit, PartitionConfig};
+use super::config::{MqttConfig, PartitionConfig};
+use super::partition::{partition_client_id, partition_unit};
 use super::session_status::Sessions;
 use super::subscriber::{self, MqttError, Session};
 use crate::cluster::Ownership;

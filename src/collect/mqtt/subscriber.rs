@@ -25,9 +25,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
+use super::config::{
+    MqttConfig, MqttConfigError, PartitionConfig, TlsConfig, MQTT_MAX_PACKET_SIZE,
+};
 use super::decode::{DecodeNotes, DecodeReason, Decoder};
-use super::partition::{narrowed, PartitionConfig};
+use super::partition::narrowed;
 use super::series_cap::SeriesCap;
 use super::session_status::SessionStatus;
 use super::topic_warn::{TopicWarnings, Warn};
