@@ -352,6 +352,11 @@ fn two_owners_of_a_partition_back_off_instead_of_looping() {
     // 2-4 s: 12 and 10 times per instance (two sessions each) in 12 s in one run. With the
     // backoff starting over at every CONNACK (as it did before partitions) the same test
     // counted 81 and 80.
+    let log = first.log() + &second.log();
+    assert!(
+        log.contains("MQTT partition session closed soon after connecting"),
+        "the take-over is not named in the logs:\n{log}"
+    );
     for (i, n) in reconnects.iter().enumerate() {
         assert!(
             (1.0..=24.0).contains(n),

@@ -265,13 +265,15 @@ pub(super) async fn run(
                 connected = false;
                 status.set(false, Some(e.to_string()));
                 metrics::counter!("sitewatch_mqtt_reconnects_total").increment(1);
-                if connected_at
-                    .take()
-                    .is_some_and(|at| at.elapsed() >= STABLE_CONNECTION)
-                {
+                let lasted = connected_at.take().map(|at| at.elapsed());
+                if lasted.is_some_and(|d| d >= STABLE_CONNECTION) {
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
+                // A partition's session closed soon after it connected: most likely the
+                // broker let another connection with this client id take it over.
+                let taken_over =
+                    session.partition.is_some() && lasted.is_some_and(|d| d < STABLE_CONNECTION);
                 failed_attempts += 1;
                 let was_connected = connected_before_error;
                 if lost_since.is_some() {
@@ -286,6 +288,15 @@ pub(super) async fn run(
                         retry_in = ?delay,
                         "MQTT broker refused the connection (check username/password and \
                          client_id); retrying with backoff, one line when connected"
+                    );
+                } else if taken_over {
+                    tracing::warn!(
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id,
+                        error = %e, retry_in = ?delay,
+                        "MQTT partition session closed soon after connecting: another client \
+                         with this client id may hold it (another member that also owns the \
+                         partition for a moment, or a second installation with the same \
+                         [mqtt] client_id); reconnecting with growing backoff"
                     );
                 } else if was_connected {
                     tracing::warn!(
