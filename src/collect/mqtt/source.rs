@@ -88,7 +88,7 @@ impl Source for MqttSource {
         "mqtt"
     }
 
-    /// One line; with partitions, then one indented line per partition (its unit, client id
+    /// One line; with partitions, then one line per partition, indented below `mqtt:` (its unit, client id
     /// and topics).
     fn describe(&self) -> String {
         let mut out = format!(
@@ -103,7 +103,7 @@ impl Source for MqttSource {
                 self.cfg.partitions.len()
             ));
             for line in partition::describe(&self.cfg) {
-                out.push_str("\n  ");
+                out.push_str("\n    ");
                 out.push_str(&line);
             }
         }
@@ -213,8 +213,8 @@ mod tests {
         let s = source(&cfg, SourceOptions::default()).unwrap().unwrap();
         assert_eq!(
             s.describe(),
-            "1 subscription(s) on h:1883, 2 partition(s), one persistent session each\n  \
-             partition a (unit mqtt:a, client id sw-a): site/a/#\n  \
+            "1 subscription(s) on h:1883, 2 partition(s), one persistent session each\n    \
+             partition a (unit mqtt:a, client id sw-a): site/a/#\n    \
              partition b (unit mqtt:b, client id sw-b): site/b/#"
         );
         std::fs::write(&path, text("site/+/x")).unwrap();
