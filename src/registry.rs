@@ -13,7 +13,7 @@ pub fn build_sources(
     opts: SourceOptions,
 ) -> Result<Vec<Box<dyn Source>>, BoxError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    sources.extend(mqtt::source(cfg)?);
+    sources.extend(mqtt::source(cfg, opts.clone())?);
     sources.extend(snmp::source(cfg, opts.clone())?);
     sources.extend(modbus::source(cfg, opts)?);
     Ok(sources)

@@ -40,7 +40,7 @@ impl Collector {
             .try_init();
         let (tx, rx) = mpsc::channel(1024);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(mqtt::run(cfg, tx, shutdown.clone()));
+        let task = tokio::spawn(mqtt::run(cfg, None, tx, shutdown.clone()));
         Collector { rx, shutdown, task }
     }
 
@@ -495,6 +495,7 @@ field = "temperature_c"
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(mqtt::run(
         config(broker.port, cid, subs),
+        None,
         tx,
         shutdown.clone(),
     ));

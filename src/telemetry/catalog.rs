@@ -248,7 +248,11 @@ pub const FAMILIES: &[Family] = &[
     ),
     gauge(
         "sitewatch_mqtt_connected",
-        "1 while connected to the MQTT broker",
+        "1 while connected to the MQTT broker (with [[mqtt.partition]]: per partition this member runs, label partition)",
+    ),
+    gauge(
+        "sitewatch_mqtt_partition_owned",
+        "1 while this member runs the MQTT partition's session (label partition; without [cluster] every partition)",
     ),
     counter(
         "sitewatch_mqtt_reconnects_total",

@@ -99,6 +99,21 @@ pub struct MqttConfig {
     pub share_group: Option<String>,
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[[mqtt.partition]]`: groups of topic filters, each collected by its own persistent
+    /// session (client id `<client_id>-<name>`), the unit `mqtt:<name>` of cluster mode (see
+    /// `partition.rs`). None: one session for everything, as always.
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<PartitionConfig>,
+}
+
+/// One `[[mqtt.partition]]` (checked and used in `partition.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Letters, digits, `-` and `_`: it becomes part of the client id and of the unit.
+    pub name: String,
+    /// MQTT filters (`+`, `#` allowed); together the topics this partition collects.
+    pub topics: Vec<String>,
 }
 
 /// TLS to the broker: the `tls` table every client shares (system roots plus `ca_file`,
@@ -353,6 +368,12 @@ pub enum MqttConfigError {
         index: usize,
         topic: String,
         key: &'static str,
+        problem: String,
+    },
+    #[error("mqtt.partition[{index}] ({name:?}): {problem}")]
+    Partition {
+        index: usize,
+        name: String,
         problem: String,
     },
 }

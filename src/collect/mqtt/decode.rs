@@ -74,6 +74,8 @@ impl MqttConfig {
             }
             decoders.push(Decoder::compile_with(index, sub, self.max_payload())?);
         }
+        let filters: Vec<String> = decoders.iter().map(|d| d.template.filter()).collect();
+        super::partition::check(self, &filters)?;
         Ok(decoders)
     }
 }

@@ -4,7 +4,9 @@
 //! - [`config`]: the `[mqtt]` table and `[[mqtt.subscription]]` entries.
 //! - [`topic`]: topic templates (`dc/{site}/{rack}/temperature`) → MQTT filters + tags.
 //! - [`decode`]: `number`, `json`, `line_protocol` and `sparkplug_b` payload decoders.
-//! - [`subscriber`]: the long-running [`run`] loop and the one-shot [`collect_for`].
+//! - [`subscriber`]: one session's long-running loop and the one-shot [`collect_for`].
+//! - [`partition`]: `[[mqtt.partition]]` (cluster units `mqtt:<name>`), [`filter`]: filter
+//!   intersection; `sessions`: [`run`], one session, or one per partition while owned.
 //! - [`source`]: the collector as the topology's [`crate::collect::Source`].
 //!
 //! # Delivery guarantees
@@ -66,21 +68,26 @@
 //! about 1/n of every series' samples and keeps its own rule state. A breaching sample still
 //! fires on the instance that gets it, and the duplicate alerts of several instances (same
 //! labels) are merged by Alertmanager; but a `for` duration or a no-data check then judges a
-//! thinner stream per instance. Where that matters, split by topic instead (each instance its
-//! own subscriptions, e.g. one site each) and use the share group only within a site's pair.
+//! thinner stream per instance. Where that matters, split by topic instead: partitions
+//! (`[[mqtt.partition]]`, see [`partition`]) shared by a `[cluster]` give each group of topics
+//! one persistent session run by one member at a time, moved to another member when it dies.
 
 pub mod config;
 pub mod decode;
 pub mod each;
 mod field_type;
+pub mod filter;
 mod flat_json;
 mod json_value;
+pub mod partition;
 pub mod path;
 pub mod points;
 mod points_spec;
 pub mod reach;
 mod reason;
 mod series_cap;
+mod session_status;
+mod sessions;
 mod source;
 pub mod sparkplug;
 pub mod subscriber;
@@ -91,10 +98,12 @@ mod value_spec;
 pub mod values;
 
 pub use config::{
-    FieldSpec, FieldType, MqttConfig, MqttConfigError, PayloadFormat, SubscriptionConfig,
-    TimestampFallback, TimestampUnit, TlsConfig,
+    FieldSpec, FieldType, MqttConfig, MqttConfigError, PartitionConfig, PayloadFormat,
+    SubscriptionConfig, TimestampFallback, TimestampUnit, TlsConfig,
 };
 pub use decode::{DecodeError, DecodeReason, Decoder, FieldError};
+pub use partition::{cluster_warnings, partition_unit, partition_units};
+pub use sessions::run;
 pub use source::{source, MqttSource};
-pub use subscriber::{collect_for, run, MqttError};
+pub use subscriber::{collect_for, MqttError};
 pub use topic::{TopicTemplate, TopicTemplateError};

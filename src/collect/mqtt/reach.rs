@@ -12,7 +12,7 @@ use super::subscriber::{mqtt_options, subscribe_request, MqttError};
 /// filters the broker accepted). The caller bounds the time.
 pub async fn reach(cfg: &MqttConfig) -> Result<String, MqttError> {
     let decoders = cfg.compile()?;
-    let subscribe = subscribe_request(&decoders, None);
+    let subscribe = subscribe_request(&decoders, None, None);
     let base = if cfg.client_id.is_empty() {
         "sitewatch"
     } else {

@@ -4,26 +4,33 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::collect::{BoxError, Source, SourceContext};
+use crate::collect::{BoxError, Source, SourceContext, SourceOptions};
 use crate::config::LoadedConfig;
 use crate::model::Sample;
 
 use super::config::MqttConfig;
-use super::subscriber;
+use super::{partition, sessions, subscriber};
 
-/// `[mqtt]`, when configured.
-pub fn source(cfg: &LoadedConfig) -> Result<Option<Box<dyn Source>>, BoxError> {
+/// `[mqtt]`, when configured; `opts.cluster` gates its partitions (`[[mqtt.partition]]`).
+pub fn source(
+    cfg: &LoadedConfig,
+    opts: SourceOptions,
+) -> Result<Option<Box<dyn Source>>, BoxError> {
     let Some(mqtt) = &cfg.config.mqtt else {
         return Ok(None);
     };
     if let Err(e) = mqtt.validate() {
-        // Point at the subscription's `[[mqtt.subscription]]` header where the file has one.
+        // Point at the entry's `[[mqtt.subscription]]` or `[[mqtt.partition]]` header where
+        // the file has one.
         let line = match &e {
             super::MqttConfigError::Subscription { index, .. } => {
                 std::fs::read_to_string(&cfg.path)
                     .ok()
-                    .and_then(|text| subscription_line(&text, *index))
+                    .and_then(|text| header_line(&text, "subscription", *index))
             }
+            super::MqttConfigError::Partition { index, .. } => std::fs::read_to_string(&cfg.path)
+                .ok()
+                .and_then(|text| header_line(&text, "partition", *index)),
             _ => None,
         };
         return Err(match line {
@@ -50,16 +57,20 @@ pub fn source(cfg: &LoadedConfig) -> Result<Option<Box<dyn Source>>, BoxError> {
         let broker = format!("mqtts://{}:{}", mqtt.host.trim(), mqtt.port);
         crate::tls::client_config(Some(tls), "mqtt.tls", &broker)?;
     }
-    Ok(Some(Box::new(MqttSource { cfg: mqtt.clone() })))
+    Ok(Some(Box::new(MqttSource {
+        cfg: mqtt.clone(),
+        cluster: opts.cluster,
+    })))
 }
 
-/// Line (1-based) of the `index`-th `[[mqtt.subscription]]` header in `text`.
-fn subscription_line(text: &str, index: usize) -> Option<usize> {
+/// Line (1-based) of the `index`-th `[[mqtt.<table>]]` header in `text`.
+fn header_line(text: &str, table: &str, index: usize) -> Option<usize> {
+    let (tight, spaced) = (format!("[[mqtt.{table}]]"), format!("[[ mqtt.{table} ]]"));
     text.lines()
         .enumerate()
         .filter(|(_, l)| {
             let l = l.trim_start();
-            l.starts_with("[[mqtt.subscription]]") || l.starts_with("[[ mqtt.subscription ]]")
+            l.starts_with(&tight) || l.starts_with(&spaced)
         })
         .nth(index)
         .map(|(n, _)| n + 1)
@@ -67,6 +78,8 @@ fn subscription_line(text: &str, index: usize) -> Option<usize> {
 
 pub struct MqttSource {
     cfg: MqttConfig,
+    /// Cluster mode: which partitions this member collects now.
+    cluster: Option<crate::cluster::Ownership>,
 }
 
 #[async_trait]
@@ -75,15 +88,26 @@ impl Source for MqttSource {
         "mqtt"
     }
 
-    /// One line, then one indented `warning:` line per positional JSON path (the `Source`
-    /// trait has no separate warnings, and `check` prints this under `mqtt:`).
+    /// One line; with partitions, then one line per partition, indented below `mqtt:` (its unit, client id
+    /// and topics).
     fn describe(&self) -> String {
-        format!(
+        let mut out = format!(
             "{} subscription(s) on {}:{}",
             self.cfg.subscriptions.len(),
             self.cfg.host,
             self.cfg.port
-        )
+        );
+        if !self.cfg.partitions.is_empty() {
+            out.push_str(&format!(
+                ", {} partition(s), one persistent session each",
+                self.cfg.partitions.len()
+            ));
+            for line in partition::describe(&self.cfg) {
+                out.push_str("\n    ");
+                out.push_str(&line);
+            }
+        }
+        out
     }
 
     fn check_warnings(&self) -> Vec<String> {
@@ -125,7 +149,7 @@ impl Source for MqttSource {
     }
 
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), BoxError> {
-        Ok(subscriber::run(self.cfg, ctx.tx, ctx.stop).await?)
+        Ok(sessions::run(self.cfg, self.cluster, ctx.tx, ctx.stop).await?)
     }
 
     async fn collect_once(&mut self, listen_for: Duration) -> Result<Vec<Sample>, BoxError> {
@@ -150,7 +174,10 @@ mod tests {
         )
         .unwrap();
         let cfg = LoadedConfig::load(&path).unwrap();
-        let e = source(&cfg).err().expect("invalid").to_string();
+        let e = source(&cfg, SourceOptions::default())
+            .err()
+            .expect("invalid")
+            .to_string();
         assert!(
             e.contains("site.toml:13:1:")
                 && e.contains("subscription[1]")
@@ -158,9 +185,47 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            subscription_line("[[mqtt.subscription]]\n  [[mqtt.subscription]]", 1),
+            header_line(
+                "[[mqtt.subscription]]\n  [[mqtt.subscription]]",
+                "subscription",
+                1
+            ),
             Some(2)
         );
-        assert_eq!(subscription_line("", 0), None);
+        assert_eq!(header_line("", "subscription", 0), None);
+    }
+
+    #[test]
+    fn partitions_are_described_and_their_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        let text = |second: &str| {
+            format!(
+                "[influx]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\n\n[mqtt]\n\
+                 host = \"h\"\nclient_id = \"sw\"\n\n[[mqtt.subscription]]\ntopic = \"site/#\"\n\
+                 format = \"line_protocol\"\n\n[[mqtt.partition]]\nname = \"a\"\n\
+                 topics = [\"site/a/#\"]\n\n[[mqtt.partition]]\nname = \"b\"\n\
+                 topics = [{second:?}]\n"
+            )
+        };
+        std::fs::write(&path, text("site/b/#")).unwrap();
+        let cfg = LoadedConfig::load(&path).unwrap();
+        let s = source(&cfg, SourceOptions::default()).unwrap().unwrap();
+        assert_eq!(
+            s.describe(),
+            "1 subscription(s) on h:1883, 2 partition(s), one persistent session each\n    \
+             partition a (unit mqtt:a, client id sw-a): site/a/#\n    \
+             partition b (unit mqtt:b, client id sw-b): site/b/#"
+        );
+        std::fs::write(&path, text("site/+/x")).unwrap();
+        let cfg = LoadedConfig::load(&path).unwrap();
+        let e = source(&cfg, SourceOptions::default())
+            .err()
+            .expect("overlapping partitions")
+            .to_string();
+        assert!(
+            e.contains("site.toml:17:1:") && e.contains("partition[1] (\"b\")"),
+            "{e}"
+        );
     }
 }

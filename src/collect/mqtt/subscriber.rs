@@ -25,9 +25,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{MqttConfig, MqttConfigError, TlsConfig, MQTT_MAX_PACKET_SIZE};
+use super::config::{
+    MqttConfig, MqttConfigError, PartitionConfig, TlsConfig, MQTT_MAX_PACKET_SIZE,
+};
 use super::decode::{DecodeNotes, DecodeReason, Decoder};
+use super::partition::narrowed;
 use super::series_cap::SeriesCap;
+use super::session_status::SessionStatus;
 use super::topic_warn::{TopicWarnings, Warn};
 use crate::ack::Ack;
 use crate::config::SecretError;
@@ -46,6 +50,8 @@ const ACK_BATCH_MAX: usize = 8192;
 /// (the acks are lost with the connection and the broker redelivers).
 const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// A connection that lasted this long was a working one: the reconnect backoff starts over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Decode and field errors: the first of each topic is a warning (a newly broken sensor is
 /// always named), then one per topic per this interval with the count suppressed since.
 const TOPIC_WARN_INTERVAL: Duration = Duration::from_secs(60);
@@ -93,28 +99,45 @@ pub enum MqttError {
     PipelineClosed,
 }
 
-/// Runs the collector until `shutdown` is cancelled.
+/// One MQTT session of the collector: everything (no partitions), or one partition's share.
+pub(super) struct Session {
+    pub client_id: String,
+    /// `mqtt:<partition>`: every batch of the session carries it (see [`Batch::unit`]).
+    pub unit: Option<Arc<str>>,
+    /// The partition: every subscription filter is narrowed to its topics.
+    pub partition: Option<PartitionConfig>,
+    pub status: SessionStatus,
+}
+
+/// Runs one session until `shutdown` is cancelled ([`super::sessions::run`] starts them).
 ///
 /// Connection losses are retried forever with capped exponential backoff; only configuration
 /// problems (bad template, unreadable secret or certificate) and a closed pipeline end it
-/// with an error.
-pub async fn run(
-    cfg: MqttConfig,
+/// with an error. On `shutdown` it hands over what it holds (acks of batches sent downstream
+/// first, up to `shutdown_grace`) and sends DISCONNECT, which keeps a persistent session.
+pub(super) async fn run(
+    cfg: &MqttConfig,
+    session: Session,
     tx: BatchSender,
     shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
     let decoders = cfg.compile()?;
-    let subscribe = subscribe_request(&decoders, cfg.share_group.as_deref());
-    let options = mqtt_options(&cfg, &cfg.client_id, cfg.clean_session, true, &subscribe)?;
+    let topics = session.partition.as_ref().map(|p| p.topics.as_slice());
+    let subscribe = subscribe_request(&decoders, cfg.share_group.as_deref(), topics);
+    let partition = session.partition.as_ref().map_or("-", |p| p.name.as_str());
+    let client_id = session.client_id.as_str();
+    let status = &session.status;
+    let options = mqtt_options(cfg, client_id, cfg.clean_session, true, &subscribe)?;
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-    if cfg.max_packet_size.is_some() {
+    // Once per collector, not once per partition session.
+    if cfg.max_packet_size.is_some() && session.partition.is_none() {
         tracing::warn!(
             max_payload_size = cfg.max_payload(),
             "mqtt.max_packet_size is deprecated and now sets max_payload_size: larger payloads \
              are dropped, counted and acknowledged, the connection stays up; rename the key"
         );
     }
-    for d in &decoders {
+    for d in decoders.iter().filter(|_| session.partition.is_none()) {
         for w in d.positional_warnings() {
             tracing::warn!("{w}");
         }
@@ -124,6 +147,10 @@ pub async fn run(
     let mut backoff = Backoff::new(INITIAL_BACKOFF, cfg.reconnect_backoff_max);
     let mut first_connack = true;
     let mut connected = false;
+    // Since when the current connection is up: the backoff starts over only after one that
+    // lasted (a broker that accepts and drops at once, or a second session with this client
+    // id kicking this one, must not make it reconnect at the initial delay every time).
+    let mut connected_at: Option<Instant> = None;
     // Since when the broker is lost (or unreachable since start), and the failed attempts
     // since: one line when it goes, one when it is back, the retries between at debug.
     let mut lost_since: Option<Instant> = None;
@@ -132,13 +159,16 @@ pub async fn run(
     // events, dropped unsent on shutdown (un-acknowledged, so the broker redelivers).
     let mut pending = Batch::default();
     // Present from the start, so "never connected" is visible and alertable.
-    metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
-    crate::status::set_mqtt(false, None);
-    tracing::info!(
-        host = %cfg.host, port = cfg.port, client_id = %cfg.client_id,
-        share_group = cfg.share_group.as_deref().unwrap_or("-"),
-        subscriptions = cfg.subscriptions.len(), "MQTT collector starting"
-    );
+    status.set(false, None);
+    if session.partition.is_none() {
+        tracing::info!(
+            host = %cfg.host, port = cfg.port, client_id = %client_id,
+            share_group = cfg.share_group.as_deref().unwrap_or("-"),
+            subscriptions = cfg.subscriptions.len(), "MQTT collector starting"
+        );
+    } else {
+        tracing::debug!(partition, client_id = %client_id, filters = subscribe.filters.len(), "MQTT partition session starting");
+    }
 
     let result = loop {
         let event = tokio::select! {
@@ -150,10 +180,9 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                 connected = true;
-                backoff.reset();
+                connected_at = Some(Instant::now());
                 acks.connection_changed();
-                metrics::gauge!("sitewatch_mqtt_connected").set(1.0);
-                crate::status::set_mqtt(true, None);
+                status.set(true, None);
                 // Without a session the broker has forgotten our subscriptions. On the first
                 // connection we subscribe anyway, so config changes apply to a resumed session.
                 if !connack.session_present || first_connack {
@@ -163,13 +192,13 @@ pub async fn run(
                 }
                 match lost_since.take() {
                     Some(since) if !first_connack => tracing::info!(
-                        host = %cfg.host, port = cfg.port,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id,
                         session_present = connack.session_present,
                         down_for_s = since.elapsed().as_secs_f64(), failed_attempts,
                         "MQTT broker reconnected"
                     ),
                     _ => tracing::info!(
-                        host = %cfg.host, port = cfg.port,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id,
                         session_present = connack.session_present,
                         failed_attempts, "connected to MQTT broker"
                     ),
@@ -202,7 +231,7 @@ pub async fn run(
                 {
                     continue;
                 }
-                let batch = std::mem::take(&mut pending);
+                let batch = std::mem::take(&mut pending).for_unit(session.unit.clone());
                 // Waiting here is the backpressure: the broker buffers meanwhile.
                 tokio::select! {
                     biased;
@@ -221,7 +250,7 @@ pub async fn run(
                     if *code == SubscribeReasonCode::Failure {
                         metrics::counter!("sitewatch_mqtt_subscribe_failures_total").increment(1);
                         tracing::error!(
-                            filter = %filter.path,
+                            filter = %filter.path, partition, client_id = %client_id,
                             "broker refused the subscription (check the broker's ACL for this user)"
                         );
                     }
@@ -233,35 +262,53 @@ pub async fn run(
                 // dropped the ones still queued (EventLoop::clean).
                 acks.connection_changed();
                 let connected_before_error = connected;
-                if connected {
-                    connected = false;
-                    metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
-                }
-                crate::status::set_mqtt(false, Some(e.to_string()));
+                connected = false;
+                status.set(false, Some(e.to_string()));
                 metrics::counter!("sitewatch_mqtt_reconnects_total").increment(1);
+                let lasted = connected_at.take().map(|at| at.elapsed());
+                if lasted.is_some_and(|d| d >= STABLE_CONNECTION) {
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay();
+                // A partition's session closed soon after it connected: most likely the
+                // broker let another connection with this client id take it over.
+                let taken_over =
+                    session.partition.is_some() && lasted.is_some_and(|d| d < STABLE_CONNECTION);
                 failed_attempts += 1;
                 let was_connected = connected_before_error;
                 if lost_since.is_some() {
                     tracing::debug!(
-                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
+                        retry_in = ?delay,
                         failed_attempts, "MQTT broker still unreachable; retrying"
                     );
                 } else if matches!(e, ConnectionError::ConnectionRefused(_)) {
                     tracing::error!(
-                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
+                        retry_in = ?delay,
                         "MQTT broker refused the connection (check username/password and \
                          client_id); retrying with backoff, one line when connected"
                     );
+                } else if taken_over {
+                    tracing::warn!(
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id,
+                        error = %e, retry_in = ?delay,
+                        "MQTT partition session closed soon after connecting: another client \
+                         with this client id may hold it (another member that also owns the \
+                         partition for a moment, or a second installation with the same \
+                         [mqtt] client_id); reconnecting with growing backoff"
+                    );
                 } else if was_connected {
                     tracing::warn!(
-                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
+                        retry_in = ?delay,
                         "MQTT broker disconnected; reconnecting with backoff (one line when \
                          it is back)"
                     );
                 } else {
                     tracing::warn!(
-                        host = %cfg.host, port = cfg.port, error = %e, retry_in = ?delay,
+                        host = %cfg.host, port = cfg.port, partition, client_id = %client_id, error = %e,
+                        retry_in = ?delay,
                         "MQTT broker unreachable; retrying with backoff (one line when connected)"
                     );
                 }
@@ -277,10 +324,13 @@ pub async fn run(
     if connected {
         graceful_disconnect(&mut eventloop, &client, &acks, cfg.shutdown_grace).await;
     }
-    metrics::gauge!("sitewatch_mqtt_connected").set(0.0);
-    crate::status::set_mqtt(false, Some("stopped".into()));
     acks.stop();
-    tracing::info!(host = %cfg.host, port = cfg.port, "MQTT collector stopped");
+    // A partition's session also stops when this member loses the partition, and the
+    // collector runs on: its supervisor tells the status board which it was.
+    if session.partition.is_none() {
+        status.stopped(true);
+        tracing::info!(host = %cfg.host, port = cfg.port, "MQTT collector stopped");
+    }
     result
 }
 
@@ -298,7 +348,7 @@ pub async fn collect_for(cfg: &MqttConfig, duration: Duration) -> Result<Vec<Sam
     };
     let client_id = format!("{base}-once-{}", std::process::id());
     // No share group: a one-shot look must not take messages away from running instances.
-    let subscribe = subscribe_request(&decoders, None);
+    let subscribe = subscribe_request(&decoders, None, None);
     let options = mqtt_options(cfg, &client_id, true, false, &subscribe)?;
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut router = Router::new(decoders);
@@ -408,17 +458,29 @@ fn qos(level: u8) -> QoS {
 }
 
 /// One SUBSCRIBE for all filters; templates that share a filter get the highest QoS asked.
-/// With a share group each filter becomes `$share/<group>/<filter>`; the broker still
-/// delivers the publish under its real topic, so routing by template is unchanged.
-pub(super) fn subscribe_request(decoders: &[Decoder], share_group: Option<&str>) -> Subscribe {
+/// With a share group each filter becomes `$share/<group>/<filter>`; with a partition's
+/// `topics` each filter is narrowed to each topic it overlaps. The broker still delivers the
+/// publish under its real topic, so routing by template is unchanged.
+pub(super) fn subscribe_request(
+    decoders: &[Decoder],
+    share_group: Option<&str>,
+    topics: Option<&[String]>,
+) -> Subscribe {
     let mut filters: BTreeMap<String, u8> = BTreeMap::new();
     for d in decoders {
-        let filter = match share_group {
-            Some(group) => format!("$share/{group}/{}", d.template.filter()),
-            None => d.template.filter(),
+        let whole = d.template.filter();
+        let narrowed: Vec<String> = match topics {
+            Some(topics) => narrowed(&whole, topics).collect(),
+            None => vec![whole],
         };
-        let q = filters.entry(filter).or_insert(0);
-        *q = (*q).max(d.qos);
+        for filter in narrowed {
+            let filter = match share_group {
+                Some(group) => format!("$share/{group}/{filter}"),
+                None => filter,
+            };
+            let q = filters.entry(filter).or_insert(0);
+            *q = (*q).max(d.qos);
+        }
     }
     Subscribe::new_many(
         filters
@@ -954,7 +1016,7 @@ mod tests {
         )
         .unwrap();
         let decoders = cfg.compile().unwrap();
-        let s = subscribe_request(&decoders, None);
+        let s = subscribe_request(&decoders, None, None);
         assert_eq!(
             s.filters,
             vec![
@@ -962,12 +1024,22 @@ mod tests {
                 SubscribeFilter::new("b/#".into(), QoS::AtLeastOnce),
             ]
         );
-        let s = subscribe_request(&decoders, Some("sw"));
+        let s = subscribe_request(&decoders, Some("sw"), None);
         assert_eq!(
             s.filters,
             vec![
                 SubscribeFilter::new("$share/sw/a/+/t".into(), QoS::AtLeastOnce),
                 SubscribeFilter::new("$share/sw/b/#".into(), QoS::AtLeastOnce),
+            ]
+        );
+        // A partition's session: each filter narrowed to each topic it overlaps.
+        let topics = ["a/x/#".to_string(), "b/y".to_string()];
+        let s = subscribe_request(&decoders, None, Some(&topics));
+        assert_eq!(
+            s.filters,
+            vec![
+                SubscribeFilter::new("a/x/t".into(), QoS::AtLeastOnce),
+                SubscribeFilter::new("b/y".into(), QoS::AtLeastOnce),
             ]
         );
     }
