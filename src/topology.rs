@@ -76,7 +76,7 @@ pub struct Topology {
 }
 
 /// Every unit the config has for a cluster to share: one per SNMP target (`snmp:<name>`),
-/// one per Modbus device (`modbus:<name>`).
+/// one per Modbus device (`modbus:<name>`), one per MQTT partition (`mqtt:<name>`).
 pub fn cluster_units(config: &crate::config::Config) -> Vec<String> {
     use crate::cluster::assignment::{modbus_unit, snmp_unit};
     let snmp = config
@@ -89,7 +89,11 @@ pub fn cluster_units(config: &crate::config::Config) -> Vec<String> {
         .iter()
         .flat_map(|m| &m.devices)
         .map(|d| modbus_unit(d.name.get_ref()));
-    snmp.chain(modbus).collect()
+    let mqtt = config
+        .mqtt
+        .iter()
+        .flat_map(crate::collect::mqtt::partition_units);
+    snmp.chain(modbus).chain(mqtt).collect()
 }
 
 /// `[cluster]` validated, and the collectors' options given its [`crate::cluster::Ownership`].

@@ -4,8 +4,11 @@
 //!
 //! The value is a JSON header line, then the state bytes as they are (no second encoding of
 //! a document that is already JSON). Writes are fenced: a transaction that puts only while
-//! the writer's member key still holds the writer's lease, so a member whose lease has
-//! expired (and whose units others own by now) cannot overwrite their checkpoints.
+//! the writer's member key still holds the writer's lease (a member whose lease has expired,
+//! and whose units others own by now, cannot overwrite their checkpoints) and the key is
+//! unchanged since the writer's own last write: a member that takes a unit up *claims* its
+//! checkpoint (a write conditional on the revision it read), and from then on only it
+//! writes there; a member that lost the race, or whose release comes late, is refused.
 
 use std::time::Duration;
 
@@ -116,44 +119,60 @@ async fn bounded<T>(
     }
 }
 
-/// Reads the checkpoint at `key`; `None` when there is none.
+/// Reads the checkpoint at `key` and its modification revision; `None` when there is none.
 pub async fn read(
     session: &Session,
     key: &str,
     timeout: Duration,
-) -> Result<Option<Checkpoint>, CheckpointError> {
+) -> Result<Option<(Checkpoint, i64)>, CheckpointError> {
     let mut client = session.client.clone();
     let resp = bounded("read", key, timeout, client.get(key, None)).await?;
     match resp.kvs().first() {
-        Some(kv) => decode(key, kv.value()).map(Some),
+        Some(kv) => decode(key, kv.value()).map(|c| Some((c, kv.mod_revision()))),
         None => Ok(None),
     }
 }
 
-/// Writes `value` at `key` while `session`'s lease holds its member key; `Ok(false)` when
-/// the lease is gone (fenced: the write was refused).
+/// What the key must be for a write to go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No checkpoint yet.
+    Absent,
+    /// Unchanged since this modification revision (this member's claim or last write).
+    Revision(i64),
+}
+
+/// Writes `value` at `key` while `session`'s lease holds its member key and the key is as
+/// `expect` says: `Ok(Some(revision))` of the write, `Ok(None)` when refused (the lease is
+/// gone, or someone wrote the key since).
 pub async fn write(
     session: &Session,
     key: &str,
     value: Vec<u8>,
+    expect: Expect,
     timeout: Duration,
-) -> Result<bool, CheckpointError> {
+) -> Result<Option<i64>, CheckpointError> {
     if value.len() > MAX_CHECKPOINT_BYTES {
         return Err(CheckpointError::TooLarge {
             key: key.to_string(),
             bytes: value.len(),
         });
     }
+    let unchanged = match expect {
+        Expect::Absent => Compare::version(key, CompareOp::Equal, 0),
+        Expect::Revision(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
+    };
     let txn = Txn::new()
-        .when([Compare::lease(
-            session.member_key.as_str(),
-            CompareOp::Equal,
-            session.lease,
-        )])
+        .when([
+            Compare::lease(session.member_key.as_str(), CompareOp::Equal, session.lease),
+            unchanged,
+        ])
         .and_then([TxnOp::put(key, value, None)]);
     let mut client = session.client.clone();
     let resp = bounded("write", key, timeout, client.txn(txn)).await?;
-    Ok(resp.succeeded())
+    Ok(resp
+        .succeeded()
+        .then(|| resp.header().map_or(0, |h| h.revision())))
 }
 
 #[cfg(test)]

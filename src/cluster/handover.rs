@@ -12,8 +12,8 @@
 //!   stopped ([`super::ownership::ActivePublisher::stopped`]: the last samples are through the
 //!   rules stage), the stage hands the state over ([`UnitCommand::Release`]) and it is
 //!   written with `released`.
-//! - **Meanwhile**: the stage's checkpoints (every 5 s, and within a second of an alert
-//!   change) are written for the active units, so a member killed outright leaves its state
+//! - **Meanwhile**: the stage's checkpoints (every 5 s, and at once when an alert of the
+//!   unit changes) are written for the active units, so a member killed outright leaves its state
 //!   at most that old; the others take it up once its lease is gone.
 //! - **etcd unreachable**: a fenced member writes nothing (its lease may be gone); it keeps
 //!   the checkpoints of what it released in memory, and uses them if fail-static makes it
@@ -22,6 +22,7 @@
 //!   the lease is revoked, so the others continue exactly where this member stopped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ const STOP_WAIT: Duration = Duration::from_secs(15);
 const STAGE_WAIT: Duration = Duration::from_secs(10);
 /// How often a checkpoint not released yet by a live previous owner is read again.
 const RELEASE_POLL: Duration = Duration::from_millis(100);
+/// Checkpoint writes in flight at once.
+const PARALLEL_WRITES: usize = 32;
 /// How long shutdown waits for the stage's last checkpoints and their writes.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -72,6 +75,29 @@ struct Ctx {
     writes: mpsc::UnboundedSender<Write>,
     /// The last state this member held of each unit (released or written), for fail-static.
     cache: Mutex<HashMap<Arc<str>, Vec<u8>>>,
+    /// Per unit whose checkpoint this member has claimed: the revision of its own last write.
+    /// Writes are conditional on it, so only the claimer writes.
+    revisions: Mutex<HashMap<Arc<str>, i64>>,
+    /// Whether the last checkpoint write failed (one warning per outage).
+    write_failing: AtomicBool,
+}
+
+impl Ctx {
+    fn revision(&self, unit: &str) -> Option<i64> {
+        lock(&self.revisions).get(unit).copied()
+    }
+
+    fn set_revision(&self, unit: &Arc<str>, rev: Option<i64>) {
+        let mut r = lock(&self.revisions);
+        match rev {
+            Some(rev) => r.insert(unit.clone(), rev),
+            None => r.remove(unit),
+        };
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One checkpoint to write.
@@ -133,6 +159,8 @@ impl Handover {
             commands,
             writes: writes_tx,
             cache: Mutex::new(HashMap::new()),
+            revisions: Mutex::new(HashMap::new()),
+            write_failing: AtomicBool::new(false),
         });
         let writer = tokio::spawn(write_checkpoints(ctx.clone(), writes_rx));
         let mut view = self.view;
@@ -180,7 +208,8 @@ impl Handover {
                     }
                 }
                 Some(cp) = next_checkpoint(&mut checkpoints) => {
-                    if phases.get(&cp.unit) == Some(&Phase::Active) {
+                    // Not once releasing: the release's own write is the last.
+                    if matches!(phases.get(&cp.unit), Some(Phase::Active | Phase::Acquiring)) {
                         let _ = ctx.writes.send(Write { unit: cp.unit, state: Some(cp.bytes), released: cp.last, done: None });
                     }
                 }
@@ -241,8 +270,21 @@ async fn acquire(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
             state = cached(&ctx, &unit);
             break;
         };
-        match checkpoint::read(&session, &key, ctx.etcd_timeout).await {
-            Ok(Some(cp)) => {
+        if !ctx.view.borrow().owns(&unit) {
+            // Taken away again before it was taken up: the main loop releases it.
+            break;
+        }
+        let found = match checkpoint::read(&session, &key, ctx.etcd_timeout).await {
+            Ok(found) => found,
+            Err(e) => {
+                metrics::counter!("sitewatch_cluster_checkpoint_reads_failed_total").increment(1);
+                tracing::warn!(unit = %unit, error = %e, "cluster handover: checkpoint not readable; using this member's own last copy, if any");
+                state = cached(&ctx, &unit);
+                break;
+            }
+        };
+        let expect = match &found {
+            Some((cp, rev)) => {
                 let holder_live = cp.owner != ctx.me
                     && !cp.released
                     && ctx.view.borrow().members.contains(&cp.owner);
@@ -255,15 +297,39 @@ async fn acquire(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
                     tracing::warn!(unit = %unit, owner = %cp.owner, waited_s = started.elapsed().as_secs_f64(),
                         "cluster handover: the previous owner is alive and did not release the unit in time; taking its last checkpoint");
                 }
-                from = Some(cp.owner);
-                state = cp.state;
+                checkpoint::Expect::Revision(*rev)
+            }
+            None => checkpoint::Expect::Absent,
+        };
+        let (cp_owner, cp_state) = match found {
+            Some((cp, _)) => (Some(cp.owner), cp.state),
+            None => (None, None),
+        };
+        // The claim: from now only this member writes the unit's checkpoint. Refused when
+        // someone wrote it since it was read (another member claimed it first at start-up,
+        // or the holder released it just now): read again.
+        let value = checkpoint::encode(&ctx.me, false, cp_state.as_deref());
+        match checkpoint::write(&session, &key, value, expect, ctx.etcd_timeout).await {
+            Ok(Some(rev)) => {
+                ctx.set_revision(&unit, Some(rev));
+                from = cp_owner;
+                state = cp_state;
                 break;
             }
-            Ok(None) => break,
+            Ok(None) if started.elapsed() < ctx.failover_after => {
+                tokio::time::sleep(RELEASE_POLL).await;
+                continue;
+            }
+            Ok(None) => {
+                tracing::warn!(unit = %unit, "cluster handover: the checkpoint could not be claimed within failover_after (the lease is gone, or other members keep writing it); taking the unit up from the last checkpoint read, without writing checkpoints");
+                from = cp_owner;
+                state = cp_state;
+                break;
+            }
             Err(e) => {
-                metrics::counter!("sitewatch_cluster_checkpoint_reads_failed_total").increment(1);
-                tracing::warn!(unit = %unit, error = %e, "cluster handover: checkpoint not readable; using this member's own last copy, if any");
-                state = cached(&ctx, &unit);
+                tracing::warn!(unit = %unit, error = %e, "cluster handover: the checkpoint could not be claimed; taking the unit up from the last checkpoint read, without writing checkpoints");
+                from = cp_owner;
+                state = cp_state;
                 break;
             }
         }
@@ -293,13 +359,9 @@ async fn acquire(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
         }
         None => 0,
     };
-    // The claim: from now this member's checkpoint is the unit's.
-    let _ = ctx.writes.send(Write {
-        unit: unit.clone(),
-        state,
-        released: false,
-        done: None,
-    });
+    if let Some(state) = state {
+        lock(&ctx.cache).insert(unit.clone(), state);
+    }
     let took = started.elapsed();
     metrics::histogram!("sitewatch_cluster_handover_seconds", "change" => "gained")
         .record(took.as_secs_f64());
@@ -369,7 +431,6 @@ fn cached(ctx: &Ctx, unit: &str) -> Option<Vec<u8>> {
 /// Writes checkpoints in order, the newest of each unit when several wait (a slow etcd
 /// costs freshness, never memory or order). A write with an empty unit is a flush marker.
 async fn write_checkpoints(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Write>) {
-    let mut failing = false;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -388,48 +449,95 @@ async fn write_checkpoints(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Write>
             order.push(w.unit.clone());
             newest.insert(w.unit.clone(), w);
         }
-        for unit in order {
-            let Some(w) = newest.remove(&unit) else {
-                continue;
-            };
-            if !unit.is_empty() {
-                write_one(&ctx, &w, &mut failing).await;
+        // Units in parallel (etcd commits concurrent proposals together; one after the
+        // other, a takeover of a hundred units would wait for a hundred fsyncs), each
+        // unit's newest write once.
+        let mut flush = Vec::new();
+        for chunk in order.chunks(PARALLEL_WRITES) {
+            let mut running = tokio::task::JoinSet::new();
+            for unit in chunk {
+                let Some(w) = newest.remove(unit) else {
+                    continue;
+                };
+                let done = waiters.remove(unit).unwrap_or_default();
+                if unit.is_empty() {
+                    flush.extend(done);
+                    continue;
+                }
+                let ctx = ctx.clone();
+                running.spawn(async move {
+                    write_one(&ctx, &w).await;
+                    for d in done {
+                        let _ = d.send(());
+                    }
+                });
             }
-            for d in waiters.remove(&unit).unwrap_or_default() {
-                let _ = d.send(());
-            }
+            while running.join_next().await.is_some() {}
+        }
+        for d in flush {
+            let _ = d.send(());
         }
     }
 }
 
-async fn write_one(ctx: &Ctx, w: &Write, failing: &mut bool) {
+async fn write_one(ctx: &Ctx, w: &Write) {
     if let Some(state) = &w.state {
-        ctx.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(w.unit.clone(), state.clone());
+        lock(&ctx.cache).insert(w.unit.clone(), state.clone());
     }
     let Some(session) = ctx.session.get() else {
         metrics::counter!("sitewatch_cluster_checkpoint_writes_total", "result" => "no_session")
             .increment(1);
         return;
     };
+    let Some(rev) = ctx.revision(&w.unit) else {
+        // Never claimed (taken up without etcd) or claimed by another member since.
+        metrics::counter!("sitewatch_cluster_checkpoint_writes_total", "result" => "superseded")
+            .increment(1);
+        return;
+    };
     let key = checkpoint::key(&ctx.prefix, &w.unit);
     let value = checkpoint::encode(&ctx.me, w.released, w.state.as_deref());
-    let result = checkpoint::write(&session, &key, value, ctx.etcd_timeout).await;
+    let mut result = checkpoint::write(
+        &session,
+        &key,
+        value.clone(),
+        checkpoint::Expect::Revision(rev),
+        ctx.etcd_timeout,
+    )
+    .await;
+    if let Ok(None) = result {
+        // Refused: someone else wrote it since, or an earlier write of ours that timed out
+        // went through after all. Ours still: write again on its revision.
+        if let Ok(Some((cp, now))) = checkpoint::read(&session, &key, ctx.etcd_timeout).await {
+            if cp.owner == ctx.me && !cp.released {
+                result = checkpoint::write(
+                    &session,
+                    &key,
+                    value,
+                    checkpoint::Expect::Revision(now),
+                    ctx.etcd_timeout,
+                )
+                .await;
+            }
+        }
+    }
+    if let Ok(Some(rev)) = result {
+        ctx.set_revision(&w.unit, (!w.released).then_some(rev));
+    } else if let Ok(None) = result {
+        ctx.set_revision(&w.unit, None);
+    }
     let label = match &result {
-        Ok(true) => "ok",
-        Ok(false) => "fenced",
+        Ok(Some(_)) => "ok",
+        Ok(None) => "refused",
         Err(_) => "error",
     };
     metrics::counter!("sitewatch_cluster_checkpoint_writes_total", "result" => label).increment(1);
     match result {
-        Ok(true) => *failing = false,
-        Ok(false) => {
-            tracing::warn!(unit = %w.unit, "cluster checkpoint refused: this member's lease is gone (the unit's next owner carries on from the last checkpoint written)")
+        Ok(Some(_)) => ctx.write_failing.store(false, Ordering::Relaxed),
+        Ok(None) => {
+            tracing::warn!(unit = %w.unit, "cluster checkpoint refused: this member's lease is gone or another member has claimed the unit (its owner carries on from its own checkpoint); this member writes it no more")
         }
-        Err(e) if !*failing => {
-            *failing = true;
+        Err(e) if !ctx.write_failing.swap(true, Ordering::Relaxed) => {
             tracing::warn!(unit = %w.unit, error = %e, "cluster checkpoint not written (one line per outage; a member killed now loses the rule state changed since its last checkpoint)");
         }
         Err(e) => tracing::debug!(unit = %w.unit, error = %e, "cluster checkpoint not written"),

@@ -244,6 +244,12 @@ async fn session(
         _ = stop.cancelled() => return Ok(()),
         r = setup => r?,
     };
+    // Before the view can give units: the handover reads and claims checkpoints with it.
+    slot.set(Session {
+        client: client.clone(),
+        lease,
+        member_key: key.clone(),
+    });
     {
         let mut m = lock(member);
         // A lease taken up again counts from its first renewal in this session (the tick
@@ -253,11 +259,6 @@ async fn session(
         }
         m.set_members(members);
     }
-    slot.set(Session {
-        client: client.clone(),
-        lease,
-        member_key: key.clone(),
-    });
     tracing::info!(member = %me, lease = format!("{lease:x}"), ttl_s = ttl, endpoints = ep, "cluster: registered in etcd");
     *failing = false;
 

@@ -58,19 +58,13 @@ impl Plan {
         )
     }
 
-    /// What the cluster does not share yet, for `sitewatch check` and the start-up log.
+    /// What the cluster does not share, for `sitewatch check` and the start-up log.
     pub fn warnings(config: &crate::config::Config) -> Vec<String> {
-        let mut out = Vec::new();
-        for (table, set) in [("[mqtt]", config.mqtt.is_some())] {
-            if set {
-                out.push(format!(
-                    "{table} with [cluster]: only SNMP targets are shared by the cluster so far; \
-                     every member collects all of {table} (duplicate rows and alerts); see \
-                     docs/cluster.md, \"Not done yet\""
-                ));
-            }
-        }
-        out
+        config
+            .mqtt
+            .iter()
+            .flat_map(crate::collect::mqtt::cluster_warnings)
+            .collect()
     }
 
     /// Starts the member (metrics are registered now, after the recorder is installed);
@@ -112,9 +106,12 @@ mod tests {
         let parse = |t: &str| crate::config::parse(t, std::path::Path::new("t.toml")).unwrap();
         let cluster = "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n";
         assert!(Plan::warnings(&parse(cluster)).is_empty());
-        let with_mqtt = parse(&format!("{cluster}[mqtt]\nhost = \"127.0.0.1\"\n"));
-        let w = Plan::warnings(&with_mqtt);
+        let mqtt = "[mqtt]\nhost = \"127.0.0.1\"\n[[mqtt.subscription]]\ntopic = \"site/#\"\nformat = \"number\"\nmeasurement = \"m\"\n";
+        let w = Plan::warnings(&parse(&format!("{cluster}{mqtt}")));
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("[mqtt] with [cluster]") && w[0].contains("docs/cluster.md"));
+        assert!(w[0].contains("no [[mqtt.partition]]") && w[0].contains("docs/cluster.md"));
+        let partitioned =
+            format!("{cluster}{mqtt}[[mqtt.partition]]\nname = \"a\"\ntopics = [\"site/#\"]\n");
+        assert!(Plan::warnings(&parse(&partitioned)).is_empty());
     }
 }

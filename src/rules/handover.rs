@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// A unit's full checkpoint is sent at least this often; a unit whose alerts changed is sent
-/// at the next tick (within a second).
+/// at once (an acknowledgement: at the next tick, within a second).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// Commands and checkpoints in flight between the stage and the handover.
 const LINK_CAPACITY: usize = 1024;
@@ -127,6 +127,11 @@ impl HeldUnits {
             self.dirty.clear();
             return self.held.iter().cloned().collect();
         }
+        self.dirty.drain().collect()
+    }
+
+    /// The units touched since the last checkpoint, now (an alert change).
+    pub fn take_touched(&mut self) -> Vec<Arc<str>> {
         self.dirty.drain().collect()
     }
 

@@ -80,8 +80,9 @@ struct Outputs {
     sinks: SinkSenders,
     alerts_tx: Option<mpsc::Sender<AlertNotice>>,
     open: OpenAlerts,
-    /// Cluster mode: the units whose state is held here.
+    /// Cluster mode: the units whose state is held here, and where their checkpoints go.
     held: Option<HeldUnits>,
+    checkpoints: Option<mpsc::Sender<UnitCheckpoint>>,
 }
 
 impl Outputs {
@@ -134,6 +135,35 @@ impl Outputs {
             .collect();
         self.sinks.send_events(records).await;
         self.write_open_alerts(applied.rows).await;
+        // An alert change goes to etcd now, not at the next tick: a member killed right
+        // after a notification must leave the notified state behind.
+        let touched = self
+            .held
+            .as_mut()
+            .map(HeldUnits::take_touched)
+            .unwrap_or_default();
+        self.send_checkpoints(engine, touched);
+    }
+
+    /// Sends the checkpoints of `units` to the handover (never waits: a full queue drops
+    /// one, counted, and the next round carries the state).
+    fn send_checkpoints(&self, engine: &Engine, units: Vec<Arc<str>>) {
+        let Some(tx) = &self.checkpoints else {
+            return;
+        };
+        for unit in units {
+            let bytes = checkpoint(engine, &self.open, &unit);
+            if tx
+                .try_send(UnitCheckpoint {
+                    unit,
+                    bytes,
+                    last: false,
+                })
+                .is_err()
+            {
+                metrics::counter!("sitewatch_cluster_checkpoints_dropped_total").increment(1);
+            }
+        }
     }
 
     /// Acknowledges an open alert for the API: the events row, the alert's new point, the
@@ -200,6 +230,7 @@ impl Outputs {
             held.hold(unit.clone());
         }
         let restored: UnitRestore = restored?;
+        tracing::debug!(unit = %unit, records = restored.records, open = restored.open.len(), "rule state taken up");
         self.open.take_over(restored.desk);
         let applied = self
             .open
@@ -285,7 +316,7 @@ pub async fn run_with_reload(
         mut acks,
         units,
     } = inputs;
-    let (mut unit_commands, unit_checkpoints) = match units {
+    let (mut unit_commands, checkpoints) = match units {
         Some(link) => (Some(link.commands), Some(link.checkpoints)),
         None => (None, None),
     };
@@ -293,7 +324,8 @@ pub async fn run_with_reload(
         sinks,
         alerts_tx,
         open: OpenAlerts::new(open_alerts::board()),
-        held: unit_checkpoints.as_ref().map(|_| HeldUnits::default()),
+        held: checkpoints.as_ref().map(|_| HeldUnits::default()),
+        checkpoints,
     };
     out.open.restore(engine.take_restored_open());
     let restored = engine.take_restored_alerts();
@@ -363,15 +395,8 @@ pub async fn run_with_reload(
             },
             _ = ticker.tick() => {
                 tick(&mut engine, &mut out).await;
-                if let Some(tx) = &unit_checkpoints {
-                    let due = out.held.as_mut().map(|h| h.due(tokio::time::Instant::now())).unwrap_or_default();
-                    for unit in due {
-                        let bytes = checkpoint(&engine, &out.open, &unit);
-                        if tx.try_send(UnitCheckpoint { unit, bytes, last: false }).is_err() {
-                            metrics::counter!("sitewatch_cluster_checkpoints_dropped_total").increment(1);
-                        }
-                    }
-                }
+                let due = out.held.as_mut().map(|h| h.due(tokio::time::Instant::now())).unwrap_or_default();
+                out.send_checkpoints(&engine, due);
             }
             _ = saver.tick(), if engine.state_file().is_some() => saving.start(&engine, &out.open),
             _ = rewriter.tick(), if !out.open.is_empty() => {
@@ -399,7 +424,7 @@ pub async fn run_with_reload(
         }
     }
     // Cluster mode: every unit's state goes to the handover, which writes it as released.
-    if let (Some(tx), Some(held)) = (&unit_checkpoints, &out.held) {
+    if let (Some(tx), Some(held)) = (&out.checkpoints, &out.held) {
         for unit in held.all() {
             let bytes = checkpoint(&engine, &out.open, &unit);
             let _ = tx

@@ -350,7 +350,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     counter(
         "sitewatch_cluster_checkpoint_writes_total",
-        "Rule-state checkpoints written to etcd, by result (ok; fenced: refused, the lease is gone; error; no_session: etcd unreachable)",
+        "Rule-state checkpoints written to etcd, by result (ok; refused: the lease is gone or another member has claimed the unit; superseded: not this member's to write; error; no_session: etcd unreachable)",
     ),
     counter(
         "sitewatch_cluster_checkpoint_reads_failed_total",
