@@ -291,6 +291,7 @@ communities = ["{TRAP_COMMUNITY}"]
     /// and none goes without a poll for more than two intervals while it moves.
     fn assert_moved_back(&self, member: &str, all: &[&str], returned_at: i64) {
         let after = self.polls(returned_at, now_ns());
+        let (mut worst_gap, mut worst_overlap, mut moved) = (i64::MIN, i64::MIN, 0);
         for t in self.owned_by(member, all) {
             let back = after
                 .get(&(t.clone(), member.to_string()))
@@ -306,6 +307,9 @@ communities = ["{TRAP_COMMUNITY}"]
                         overlap as f64 / 1e9
                     );
                     let gap = back - last;
+                    worst_gap = worst_gap.max(gap);
+                    worst_overlap = worst_overlap.max(overlap);
+                    moved += 1;
                     assert!(
                         gap <= 2 * INTERVAL.as_nanos() as i64,
                         "{t}: {:.2}s without a poll while it moved from {m} to {member}",
@@ -314,6 +318,15 @@ communities = ["{TRAP_COMMUNITY}"]
                 }
             }
         }
+        println!(
+            "{moved} targets moved back to {member}: longest time between the old owner's last poll and {member}'s first {:.2}s; {}",
+            worst_gap as f64 / 1e9,
+            if worst_overlap > 0 {
+                format!("polled by both for at most {:.2}s", worst_overlap as f64 / 1e9)
+            } else {
+                "never polled by both".to_string()
+            }
+        );
     }
 
     /// Kills `victim` with SIGKILL and returns the takeover time: from the kill to the first
@@ -762,49 +775,129 @@ fn cluster_status_fails_when_etcd_is_unreachable_and_shard_conflicts() {
 #[ignore]
 fn takeover_300_targets_10_kills() {
     let _serial = one_at_a_time();
-    let mut site = Site::start(300, 3);
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let hook = rt.block_on(WebhookReceiver::start());
+    let broker = Mosquitto::start();
+    let alarms = Alarms::new(broker.port, hook.url("/noc"));
+    let mut site = Site::start_with(300, 3, Some(alarms));
     let all = ["m1", "m2", "m3"];
+    let members: Vec<String> = all.map(String::from).to_vec();
     site.wait_settled(&all, Duration::from_secs(60));
+    let publishers = Publishers::start(broker.port, Duration::from_millis(50));
+    eventually(
+        Duration::from_secs(20),
+        "the hot hall's alarm notified",
+        || (!hook_alarms(&hook).is_empty()).then_some(()),
+    );
     // Sizing: CPU (user + system clock ticks from /proc, finer than the whole seconds of
-    // process_cpu_seconds_total) and memory of each member polling its ~100 targets each second.
+    // process_cpu_seconds_total) and memory of each member polling its ~100 targets each
+    // second and taking its partitions' messages (6 x 20 per second in all).
     let cpu = |m: &Member| cpu_seconds(m.sw.pid().expect("member running"));
     let before: Vec<f64> = site.members.iter().map(cpu).collect();
     let window = Duration::from_secs(20);
     std::thread::sleep(window);
     for (m, b) in site.members.iter().zip(before) {
         println!(
-            "sizing: {} polls {} targets every 1s: {:.1}% of one core, {:.0} MiB resident",
+            "sizing: {} polls {} targets every 1s and runs {} partition(s): {:.1}% of one core, {:.0} MiB resident",
             m.name,
             site.owned_by(&m.name, &all).len(),
+            (1..=PARTITIONS)
+                .filter(|h| owner(&format!("mqtt:hall-{h}"), &members) == Some(m.name.as_str()))
+                .count(),
             100.0 * (cpu(m) - b) / window.as_secs_f64(),
             m.sw.metric("process_resident_memory_bytes", &[]) / (1024.0 * 1024.0)
         );
     }
     let mut times = Vec::new();
+    let mut partition_times = Vec::new();
     for round in 0..10 {
         let victim = all[round % 3];
+        let killed_at = now_ns();
         let t = site.kill_and_measure(victim, &all);
-        println!(
-            "kill {}: {victim} ({} targets) taken over in {:.2}s",
-            round + 1,
-            site.owned_by(victim, &all).len(),
-            t.as_secs_f64()
-        );
-        times.push(t);
         let live: Vec<&str> = all.iter().copied().filter(|m| *m != victim).collect();
         site.wait_settled(&live, Duration::from_secs(20));
+        // Partitions: from the kill to their session started on another member.
+        let moved = (1..=PARTITIONS)
+            .filter(|h| owner(&format!("mqtt:hall-{h}"), &members) == Some(victim))
+            .count();
+        let started: Vec<i64> = live
+            .iter()
+            .flat_map(|m| {
+                log_fields(
+                    &site.member(m).sw.log(),
+                    "MQTT partition started: this member owns it now",
+                    killed_at,
+                )
+            })
+            .filter_map(|v| {
+                v["timestamp"]
+                    .as_str()?
+                    .parse::<jiff::Timestamp>()
+                    .ok()
+                    .map(|t| t.as_nanosecond() as i64)
+            })
+            .collect();
+        assert_eq!(
+            started.len(),
+            moved,
+            "every partition of {victim} started elsewhere once"
+        );
+        let p = started
+            .iter()
+            .max()
+            .map(|t| Duration::from_nanos((t - killed_at) as u64));
+        println!(
+            "kill {}: {victim} ({} targets, {moved} partition(s)) taken over in {:.2}s, its partitions in {}",
+            round + 1,
+            site.owned_by(victim, &all).len(),
+            t.as_secs_f64(),
+            p.map_or("-".to_string(), |p| format!("{:.2}s", p.as_secs_f64()))
+        );
+        times.push(t);
+        partition_times.extend(p);
         site.member_mut(victim).sw.launch();
         site.wait_settled(&all, Duration::from_secs(30));
     }
-    times.sort();
-    let median = (times[4] + times[5]) / 2;
-    let max = *times.last().unwrap();
+    let sent = publishers.finish();
+    let stored = eventually(Duration::from_secs(30), "every message stored", || {
+        let counts: Vec<usize> = (1..=PARTITIONS)
+            .map(|h| {
+                site.influx
+                    .rows(
+                        DB,
+                        &format!(
+                            "SELECT count(\"seq\") FROM hall_temp WHERE \"hall\" = 'hall-{h}'"
+                        ),
+                    )
+                    .first()
+                    .and_then(|r| r.get(1))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0) as usize
+            })
+            .collect();
+        (counts == sent).then_some(counts)
+    });
+    let notified = hook_alarms(&hook);
+    let median_of = |v: &mut Vec<Duration>| {
+        v.sort();
+        let n = v.len();
+        ((v[(n - 1) / 2] + v[n / 2]) / 2, *v.last().unwrap())
+    };
+    let (median, max) = median_of(&mut times);
+    let (p_median, p_max) = median_of(&mut partition_times);
     println!(
-        "takeover over 10 kills, 300 targets, 3 members, failover_after 3s, interval 1s: median {:.2}s, max {:.2}s",
+        "takeover over 10 kills, 300 targets, 3 members, failover_after 3s, interval 1s: median {:.2}s, max {:.2}s; MQTT partitions ({} moves): median {:.2}s, max {:.2}s; messages published {}, stored {}; notifications of the hot hall's alarm: {}",
         median.as_secs_f64(),
-        max.as_secs_f64()
+        max.as_secs_f64(),
+        partition_times.len(),
+        p_median.as_secs_f64(),
+        p_max.as_secs_f64(),
+        sent.iter().sum::<usize>(),
+        stored.iter().sum::<usize>(),
+        notified.len()
     );
     assert!(max <= FAILOVER + INTERVAL, "max takeover {max:?}");
+    assert_eq!(notified.len(), 1, "{notified:?}");
 }
 
 /// The webhook's accepted `hall_hot` alerts (any status), as (status, hall, alertname).
@@ -852,7 +945,10 @@ fn open_alarms(m: &Member) -> Vec<String> {
 /// is still firing on the member that took the partition over, with one notification in
 /// total. The member returns: the units move back (no target polled twice for more than an
 /// interval), the alarm moves back with its partition, still one notification, and the
-/// member that gave the partition up raises no false stale alarm.
+/// member that gave the partition up raises no false stale alarm. Then that member is cut off
+/// from etcd: it stops its partitions' sessions before another member starts them, and the
+/// alarm goes on from its last checkpoint. Every message published through all of it is
+/// stored.
 #[test]
 fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_return() {
     let _serial = one_at_a_time();
@@ -947,6 +1043,78 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
     // Longer than stale_after (8 s): a member still judging a partition it gave up would
     // raise a stale alarm now.
     std::thread::sleep(Duration::from_secs(9));
+
+    // The owner of the hot partition cut off from etcd (its proxy refuses; the broker and
+    // InfluxDB still reachable): it stops every partition's session before another member
+    // starts one, and the alarm moves on with its last checkpoint.
+    let mine: Vec<usize> = (1..=PARTITIONS)
+        .filter(|h| owner(&format!("mqtt:hall-{h}"), &members) == Some(victim.as_str()))
+        .collect();
+    let cut_at = now_ns();
+    site.member(&victim).proxy.cut();
+    site.wait_settled(&live, Duration::from_secs(15));
+    for h in &mine {
+        let partition = format!("hall-{h}");
+        let of = |v: &serde_json::Value| v["partition"] == partition.as_str();
+        let stamp = |v: &serde_json::Value| {
+            v["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_nanosecond() as i64)
+        };
+        let stopped = log_fields(
+            &site.member(&victim).sw.log(),
+            "MQTT partition stopped: this member lost it (the broker keeps its session for the next owner)",
+            cut_at,
+        )
+        .into_iter()
+        .filter(of)
+        .find_map(|v| stamp(&v))
+        .unwrap_or_else(|| panic!("{victim} did not stop {partition} after the cut"));
+        let started = eventually(
+            Duration::from_secs(10),
+            "the partition started elsewhere",
+            || {
+                live.iter()
+                    .flat_map(|m| {
+                        log_fields(
+                            &site.member(m).sw.log(),
+                            "MQTT partition started: this member owns it now",
+                            cut_at,
+                        )
+                    })
+                    .filter(of)
+                    .find_map(|v| stamp(&v))
+            },
+        );
+        println!(
+            "{victim} cut off from etcd: {partition} stopped there {:.2}s after the cut, started on another member {:.2}s after the cut",
+            (stopped - cut_at) as f64 / 1e9,
+            (started - cut_at) as f64 / 1e9
+        );
+        assert!(stopped < started, "{partition} ran on two members at once");
+    }
+    let heir_now = owner(&hot_unit, &live_names).expect("an owner");
+    eventually(
+        Duration::from_secs(10),
+        "the alarm open on the member that took over",
+        || {
+            open_alarms(site.member(heir_now))
+                .contains(&format!("hall_hot hall-{HOT_HALL}"))
+                .then_some(())
+        },
+    );
+    site.member(&victim).proxy.heal();
+    site.wait_settled(&all, Duration::from_secs(30));
+    eventually(
+        Duration::from_secs(10),
+        "the alarm back after the partition healed",
+        || {
+            open_alarms(site.member(&victim))
+                .contains(&format!("hall_hot hall-{HOT_HALL}"))
+                .then_some(())
+        },
+    );
     let sent = publishers.finish();
 
     // Every message stored: one point per message (its own timestamp), whoever held the
