@@ -290,7 +290,8 @@ communities = ["{TRAP_COMMUNITY}"]
     /// again, none by another member more than one interval after it took the target back,
     /// and none goes without a poll for more than two intervals while it moves.
     fn assert_moved_back(&self, member: &str, all: &[&str], returned_at: i64) {
-        let after = self.polls(returned_at, now_ns());
+        // From two intervals before the return: the old owners' last polls are in it.
+        let after = self.polls(returned_at - 2 * INTERVAL.as_nanos() as i64, now_ns());
         let (mut worst_gap, mut worst_overlap, mut moved) = (i64::MIN, i64::MIN, 0);
         for t in self.owned_by(member, all) {
             let back = after
@@ -623,6 +624,12 @@ fn three_members_share_fail_over_rebalance_and_fence() {
         assert!(
             text.contains(&format!("owns {n}: ")),
             "{m} owns {n}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "snmp targets {n}, modbus devices 0, mqtt partitions 0"
+            )),
+            "{text}"
         );
     }
 

@@ -107,6 +107,48 @@ pub fn render(cfg: &ClusterConfig, members: &[MemberStatus], units: usize) -> St
             m.units.len(),
             m.units.join(", ")
         );
+        let _ = writeln!(s, "  {}", by_kind(&m.units));
     }
     s
+}
+
+/// `snmp targets 100, modbus devices 2, mqtt partitions 2 (hall-1, hall-3)`: the partitions
+/// by name (there are few, and they are what an operator looks for), the rest counted.
+fn by_kind(units: &[String]) -> String {
+    let count = |kind: &str| units.iter().filter(|u| u.starts_with(kind)).count();
+    let partitions: Vec<&str> = units
+        .iter()
+        .filter_map(|u| u.strip_prefix("mqtt:"))
+        .collect();
+    format!(
+        "snmp targets {}, modbus devices {}, mqtt partitions {}{}",
+        count("snmp:"),
+        count("modbus:"),
+        partitions.len(),
+        if partitions.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", partitions.join(", "))
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_counted_by_kind_and_partitions_named() {
+        let units: Vec<String> = ["snmp:a", "snmp:b", "modbus:m", "mqtt:hall-1", "mqtt:hall-3"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            by_kind(&units),
+            "snmp targets 2, modbus devices 1, mqtt partitions 2 (hall-1, hall-3)"
+        );
+        assert_eq!(
+            by_kind(&[]),
+            "snmp targets 0, modbus devices 0, mqtt partitions 0"
+        );
+    }
 }
