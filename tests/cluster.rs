@@ -499,12 +499,7 @@ fn log_fields(log: &str, message: &str, after: i64) -> Vec<serde_json::Value> {
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == message)
-        .filter(|v| {
-            v["timestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .is_some_and(|t| t.as_nanosecond() as i64 > after)
-        })
+        .filter(|v| stamp_of(v).is_some_and(|t| t > after))
         .collect()
 }
 
@@ -513,8 +508,7 @@ fn log_time(log: &str, message: &str, after: i64) -> Option<i64> {
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == message)
-        .filter_map(|v| v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_nanosecond() as i64)
+        .filter_map(|v| stamp_of(&v))
         .find(|&t| t > after)
 }
 
@@ -782,20 +776,16 @@ fn cluster_status_fails_when_etcd_is_unreachable_and_shard_conflicts() {
 #[ignore]
 fn takeover_300_targets_10_kills() {
     let _serial = one_at_a_time();
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let hook = rt.block_on(WebhookReceiver::start());
-    let broker = Mosquitto::start();
-    let alarms = Alarms::new(broker.port, hook.url("/noc"));
-    let mut site = Site::start_with(300, 3, Some(alarms));
+    // Every part bound: the broker and the runtime serving the webhook live to the end.
+    let LoadedSite {
+        mut site,
+        hook,
+        publishers,
+        _broker,
+        _rt,
+    } = LoadedSite::start();
     let all = ["m1", "m2", "m3"];
     let members: Vec<String> = all.map(String::from).to_vec();
-    site.wait_settled(&all, Duration::from_secs(60));
-    let publishers = Publishers::start(broker.port, Duration::from_millis(50));
-    eventually(
-        Duration::from_secs(20),
-        "the hot hall's alarm notified",
-        || (!hook_alarms(&hook).is_empty()).then_some(()),
-    );
     // Sizing: CPU (user + system clock ticks from /proc, finer than the whole seconds of
     // process_cpu_seconds_total) and memory of each member polling its ~100 targets each
     // second and taking its partitions' messages (6 x 20 per second in all).
@@ -836,13 +826,7 @@ fn takeover_300_targets_10_kills() {
                     killed_at,
                 )
             })
-            .filter_map(|v| {
-                v["timestamp"]
-                    .as_str()?
-                    .parse::<jiff::Timestamp>()
-                    .ok()
-                    .map(|t| t.as_nanosecond() as i64)
-            })
+            .filter_map(|v| stamp_of(&v))
             .collect();
         assert_eq!(
             started.len(),
@@ -867,21 +851,7 @@ fn takeover_300_targets_10_kills() {
     }
     let sent = publishers.finish();
     let stored = eventually(Duration::from_secs(30), "every message stored", || {
-        let counts: Vec<usize> = (1..=PARTITIONS)
-            .map(|h| {
-                site.influx
-                    .rows(
-                        DB,
-                        &format!(
-                            "SELECT count(\"seq\") FROM hall_temp WHERE \"hall\" = 'hall-{h}'"
-                        ),
-                    )
-                    .first()
-                    .and_then(|r| r.get(1))
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0) as usize
-            })
-            .collect();
+        let counts = stored_per_partition(&site);
         (counts == sent).then_some(counts)
     });
     let notified = hook_alarms(&hook);
@@ -925,6 +895,75 @@ fn hook_alarms(hook: &WebhookReceiver) -> Vec<(String, String, String)> {
     out
 }
 
+/// Three members sharing 300 SNMP targets and the 6 partitions under load: settled, the
+/// publishers running and the hot hall's alarm notified once.
+struct LoadedSite {
+    site: Site,
+    hook: WebhookReceiver,
+    publishers: Publishers,
+    _broker: Mosquitto,
+    /// Serves the webhook receiver: dropped last.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl LoadedSite {
+    fn start() -> LoadedSite {
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let hook = rt.block_on(WebhookReceiver::start());
+        let broker = Mosquitto::start();
+        let alarms = Alarms::new(broker.port, hook.url("/noc"));
+        let site = Site::start_with(300, 3, Some(alarms));
+        site.wait_settled(&["m1", "m2", "m3"], Duration::from_secs(60));
+        let publishers = Publishers::start(broker.port, Duration::from_millis(50));
+        eventually(
+            Duration::from_secs(20),
+            "the hot hall's alarm notified",
+            || (!hook_alarms(&hook).is_empty()).then_some(()),
+        );
+        LoadedSite {
+            site,
+            hook,
+            publishers,
+            _broker: broker,
+            _rt: rt,
+        }
+    }
+}
+
+/// Waits until the hot hall's alarm is open on `m` (its API's list).
+fn wait_alarm_on(m: &Member, what: &str) {
+    let alarm = format!("hall_hot hall-{HOT_HALL}");
+    eventually(Duration::from_secs(10), what, || {
+        open_alarms(m).contains(&alarm).then_some(())
+    });
+}
+
+/// Points stored per partition (`hall_temp` rows of each hall).
+fn stored_per_partition(site: &Site) -> Vec<usize> {
+    (1..=PARTITIONS)
+        .map(|h| {
+            site.influx
+                .rows(
+                    DB,
+                    &format!("SELECT count(\"seq\") FROM hall_temp WHERE \"hall\" = 'hall-{h}'"),
+                )
+                .first()
+                .and_then(|r| r.get(1))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0) as usize
+        })
+        .collect()
+}
+
+/// The timestamp (ns) of a JSON log line.
+fn stamp_of(v: &serde_json::Value) -> Option<i64> {
+    v["timestamp"]
+        .as_str()?
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond() as i64)
+}
+
 /// The rules of the alerts open on `m`, from its API.
 fn open_alarms(m: &Member) -> Vec<String> {
     let Ok((200, body)) = common::alertmanager::http_get(m.sw.metrics_port, "/api/v1/alerts")
@@ -959,23 +998,19 @@ fn open_alarms(m: &Member) -> Vec<String> {
 #[test]
 fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_return() {
     let _serial = one_at_a_time();
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let hook = rt.block_on(WebhookReceiver::start());
-    let broker = Mosquitto::start();
-    let alarms = Alarms::new(broker.port, hook.url("/noc"));
-    let mut site = Site::start_with(300, 3, Some(alarms));
+    // Every part bound: the broker and the runtime serving the webhook live to the end.
+    let LoadedSite {
+        mut site,
+        hook,
+        publishers,
+        _broker,
+        _rt,
+    } = LoadedSite::start();
     let all = ["m1", "m2", "m3"];
-    site.wait_settled(&all, Duration::from_secs(60));
     let members: Vec<String> = all.map(String::from).to_vec();
     let hot_unit = format!("mqtt:hall-{HOT_HALL}");
     let victim = owner(&hot_unit, &members).expect("an owner").to_string();
 
-    let publishers = Publishers::start(broker.port, Duration::from_millis(50));
-    eventually(
-        Duration::from_secs(20),
-        "the hot hall's alarm notified",
-        || (!hook_alarms(&hook).is_empty()).then_some(()),
-    );
     assert!(
         open_alarms(site.member(&victim)).contains(&format!("hall_hot hall-{HOT_HALL}")),
         "{victim} owns hall-{HOT_HALL} and has its alarm open"
@@ -1013,15 +1048,7 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
         "takeover took {takeover:?}, more than failover_after + one interval"
     );
     site.wait_settled(&live, Duration::from_secs(15));
-    eventually(
-        Duration::from_secs(10),
-        "the alarm open on the heir",
-        || {
-            open_alarms(site.member(&heir))
-                .contains(&format!("hall_hot hall-{HOT_HALL}"))
-                .then_some(())
-        },
-    );
+    wait_alarm_on(site.member(&heir), "the alarm open on the heir");
     assert_eq!(
         site.member(&heir).sw.metric("sitewatch_rules_firing", &[]),
         1.0,
@@ -1032,14 +1059,9 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
     let returned_at = now_ns();
     site.member_mut(&victim).sw.launch();
     site.wait_settled(&all, Duration::from_secs(30));
-    eventually(
-        Duration::from_secs(10),
+    wait_alarm_on(
+        site.member(&victim),
         "the alarm back on the returned member",
-        || {
-            open_alarms(site.member(&victim))
-                .contains(&format!("hall_hot hall-{HOT_HALL}"))
-                .then_some(())
-        },
     );
     assert!(
         open_alarms(site.member(&heir)).is_empty(),
@@ -1063,12 +1085,6 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
     for h in &mine {
         let partition = format!("hall-{h}");
         let of = |v: &serde_json::Value| v["partition"] == partition.as_str();
-        let stamp = |v: &serde_json::Value| {
-            v["timestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .map(|t| t.as_nanosecond() as i64)
-        };
         let stopped = log_fields(
             &site.member(&victim).sw.log(),
             "MQTT partition stopped: this member lost it (the broker keeps its session for the next owner)",
@@ -1076,7 +1092,7 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
         )
         .into_iter()
         .filter(of)
-        .find_map(|v| stamp(&v))
+        .find_map(|v| stamp_of(&v))
         .unwrap_or_else(|| panic!("{victim} did not stop {partition} after the cut"));
         let started = eventually(
             Duration::from_secs(10),
@@ -1091,7 +1107,7 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
                         )
                     })
                     .filter(of)
-                    .find_map(|v| stamp(&v))
+                    .find_map(|v| stamp_of(&v))
             },
         );
         println!(
@@ -1102,43 +1118,22 @@ fn three_members_300_targets_6_partitions_keep_data_and_alarm_across_kill_and_re
         assert!(stopped < started, "{partition} ran on two members at once");
     }
     let heir_now = owner(&hot_unit, &live_names).expect("an owner");
-    eventually(
-        Duration::from_secs(10),
+    wait_alarm_on(
+        site.member(heir_now),
         "the alarm open on the member that took over",
-        || {
-            open_alarms(site.member(heir_now))
-                .contains(&format!("hall_hot hall-{HOT_HALL}"))
-                .then_some(())
-        },
     );
     site.member(&victim).proxy.heal();
     site.wait_settled(&all, Duration::from_secs(30));
-    eventually(
-        Duration::from_secs(10),
+    wait_alarm_on(
+        site.member(&victim),
         "the alarm back after the partition healed",
-        || {
-            open_alarms(site.member(&victim))
-                .contains(&format!("hall_hot hall-{HOT_HALL}"))
-                .then_some(())
-        },
     );
     let sent = publishers.finish();
 
     // Every message stored: one point per message (its own timestamp), whoever held the
     // partition and however often the broker redelivered.
     let stored = eventually(Duration::from_secs(20), "every message stored", || {
-        let counts: Vec<usize> = (1..=PARTITIONS)
-            .map(|h| {
-                let rows = site.influx.rows(
-                    DB,
-                    &format!("SELECT count(\"seq\") FROM hall_temp WHERE \"hall\" = 'hall-{h}'"),
-                );
-                rows.first()
-                    .and_then(|r| r.get(1))
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0) as usize
-            })
-            .collect();
+        let counts = stored_per_partition(&site);
         (counts == sent).then_some(counts)
     });
     println!(

@@ -108,37 +108,19 @@ struct Write {
     done: Option<oneshot::Sender<()>>,
 }
 
+/// The handover of one member: its units, the view it follows, the active units it
+/// publishes, the etcd session it writes under and the rules stage's end of the link.
 pub struct Handover {
-    cfg: ClusterConfig,
-    me: String,
-    units: Vec<String>,
-    view: ViewReader,
-    active: ActivePublisher,
-    session: SessionSlot,
-    port: Option<UnitPort>,
+    pub cfg: ClusterConfig,
+    pub me: String,
+    pub units: Vec<String>,
+    pub view: ViewReader,
+    pub active: ActivePublisher,
+    pub session: SessionSlot,
+    pub port: Option<UnitPort>,
 }
 
 impl Handover {
-    pub fn new(
-        cfg: &ClusterConfig,
-        me: String,
-        units: Vec<String>,
-        view: ViewReader,
-        active: ActivePublisher,
-        session: SessionSlot,
-        port: Option<UnitPort>,
-    ) -> Handover {
-        Handover {
-            cfg: cfg.clone(),
-            me,
-            units,
-            view,
-            active,
-            session,
-            port,
-        }
-    }
-
     /// Runs until `stop`, then releases every unit (see the module docs).
     pub async fn run(self, stop: CancellationToken) {
         metrics::counter!("sitewatch_cluster_checkpoint_writes_total", "result" => "ok")

@@ -72,15 +72,15 @@ impl Plan {
     /// written first, then the lease is revoked.
     pub fn start(self, stop: CancellationToken, rules: Option<UnitPort>) -> JoinHandle<()> {
         let session = SessionSlot::default();
-        let handover = Handover::new(
-            &self.cfg,
-            self.me.clone(),
-            self.units.clone(),
-            self.view,
-            self.active,
-            session.clone(),
-            rules,
-        );
+        let handover = Handover {
+            cfg: self.cfg.clone(),
+            me: self.me.clone(),
+            units: self.units.clone(),
+            view: self.view,
+            active: self.active,
+            session: session.clone(),
+            port: rules,
+        };
         let leave = CancellationToken::new();
         let handover = {
             let leave = leave.clone();

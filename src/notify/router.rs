@@ -1086,6 +1086,20 @@ mod tests {
         Notifier::new(&root.notify).unwrap()
     }
 
+    /// A queue of ten per receiver and empty routing, for tests of the routing alone.
+    fn queues_and_routing(n: &Notifier) -> (Vec<Arc<Queue>>, Routing) {
+        let queues = n
+            .receivers
+            .iter()
+            .map(|r| Arc::new(Queue::new(r.name.clone(), 10)))
+            .collect();
+        let routing = Routing {
+            routed: vec![HashMap::new(); n.receivers.len()],
+            escalations: Escalations::default(),
+        };
+        (queues, routing)
+    }
+
     #[test]
     fn router_resolves_alerts_that_stop_matching() {
         let n = notifier(
@@ -1102,15 +1116,7 @@ mod tests {
             url = "http://127.0.0.1:9/"
             "#,
         );
-        let queues: Vec<Arc<Queue>> = n
-            .receivers
-            .iter()
-            .map(|r| Arc::new(Queue::new(r.name.clone(), 10)))
-            .collect();
-        let mut routed = Routing {
-            routed: vec![HashMap::new(); 2],
-            escalations: Escalations::default(),
-        };
+        let (queues, mut routed) = queues_and_routing(&n);
         n.route_change(
             ev("x", Severity::Warning, EventState::Firing),
             &queues,
@@ -1160,15 +1166,7 @@ mod tests {
             url = "http://127.0.0.1:9/"
             "#,
         );
-        let queues: Vec<Arc<Queue>> = n
-            .receivers
-            .iter()
-            .map(|r| Arc::new(Queue::new(r.name.clone(), 10)))
-            .collect();
-        let mut routing = Routing {
-            routed: vec![HashMap::new(); 2],
-            escalations: Escalations::default(),
-        };
+        let (queues, mut routing) = queues_and_routing(&n);
         let firing = ev("x", Severity::Critical, EventState::Firing);
         n.route(
             AlertNotice::Adopted(firing.clone(), None),
