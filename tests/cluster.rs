@@ -1278,3 +1278,125 @@ fn modbus_devices_are_shared_and_taken_over() {
         "took {taken:?}"
     );
 }
+
+/// etcd behind TLS with client certificates (`--client-cert-auth`) and authentication on:
+/// a member with the internal CA, its client certificate and its user's password registers
+/// and owns its targets, and `sitewatch cluster status` reads the same etcd; a member with a
+/// wrong password is refused by etcd, says so, and owns nothing.
+#[test]
+fn a_member_reaches_etcd_over_tls_with_a_client_certificate_and_a_password() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().expect("temp dir for the PKI");
+    let pki = common::pki::TestPki::make(dir.path());
+    let etcd = Etcd::start_tls(&pki);
+    let password = "sw-cluster-password-1";
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(async {
+        use etcd_client::{Certificate, ConnectOptions, Identity, Permission, TlsOptions};
+        let read = |p: &std::path::Path| std::fs::read(p).expect("read PKI file");
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&pki.ca_file)))
+            .identity(Identity::from_pem(
+                read(&pki.client_cert),
+                read(&pki.client_key),
+            ));
+        let mut c =
+            etcd_client::Client::connect([etcd.url()], Some(ConnectOptions::new().with_tls(tls)))
+                .await
+                .expect("harness connects to etcd over TLS");
+        c.user_add("root", "root-password-1", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        // The sitewatch user may read and write its prefix, nothing else.
+        c.role_add("sitewatch").await.unwrap();
+        c.role_grant_permission(
+            "sitewatch",
+            Permission::read_write("/sitewatch/").with_prefix(),
+        )
+        .await
+        .unwrap();
+        c.user_add("sitewatch", password, None).await.unwrap();
+        c.user_grant_role("sitewatch", "sitewatch").await.unwrap();
+        c.auth_enable().await.expect("enable etcd authentication");
+    });
+    let agent = Snmpd::start();
+    let influx = Influxd::start();
+    influx.create_database(DB);
+    let body = |name: &str, password: &str| {
+        let mut targets = String::new();
+        for t in ["ups-1", "ups-2", "pdu-1"] {
+            targets.push_str(&format!(
+                "[[snmp.target]]\nname = \"{t}\"\naddress = \"{}\"\ncommunity = \"{SNMPD_COMMUNITY}\"\nprofiles = [\"if-mib-basic\"]\n\n",
+                agent.address()
+            ));
+        }
+        format!(
+            "[cluster]\netcd = [\"{url}\"]\nname = \"{name}\"\nfailover_after = \"3s\"\nusername = \"sitewatch\"\npassword = \"{password}\"\n\n\
+             [cluster.tls]\nca_file = \"{ca}\"\nclient_cert = \"{cert}\"\nclient_key = \"{key}\"\n\n\
+             [influx]\nurl = \"{influx}\"\ndatabase = \"{DB}\"\nflush_interval = \"200ms\"\n\n\
+             [snmp]\nprofiles_dir = \"{profiles}\"\ninterval = \"1s\"\ntimeout = \"2s\"\n\n{targets}",
+            url = etcd.url(),
+            ca = pki.ca_file.display(),
+            cert = pki.client_cert.display(),
+            key = pki.client_key.display(),
+            influx = influx.url(),
+            profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/snmp"),
+        )
+    };
+    let member =
+        Sitewatch::start_with_service("log_format = \"json\"", &body("m1", password), "info", &[]);
+    eventually(
+        Duration::from_secs(20),
+        "m1 registered over TLS and owns every target",
+        || {
+            (member.metric("sitewatch_cluster_lease_ok", &[]) == 1.0
+                && member.metric("sitewatch_cluster_active_units", &[]) == 3.0)
+                .then_some(())
+        },
+    );
+    let out = Command::new(sitewatch_bin())
+        .args(["cluster", "status", "--config"])
+        .arg(&member.config)
+        .output()
+        .expect("run sitewatch cluster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 member(s), 3 unit(s)"),
+        "cluster status over TLS: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(sitewatch_bin())
+        .args(["check", "--config"])
+        .arg(&member.config)
+        .output()
+        .expect("run sitewatch check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("over TLS as user \"sitewatch\""), "{text}");
+
+    let intruder = Sitewatch::start_with_service(
+        "log_format = \"json\"",
+        &body("m2", "wrong-password-1"),
+        "info",
+        &[],
+    );
+    eventually(Duration::from_secs(15), "m2 refused by etcd", || {
+        let log = intruder.log();
+        log.contains("etcd refused this member").then_some(())
+    });
+    let refused = intruder
+        .log()
+        .lines()
+        .find(|l| l.contains("etcd refused this member"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        refused.contains("check [cluster] username and password"),
+        "m2 names the fix: {refused}"
+    );
+    assert_eq!(intruder.metric("sitewatch_cluster_lease_ok", &[]), 0.0);
+    assert_eq!(intruder.metric("sitewatch_cluster_active_units", &[]), 0.0);
+    assert_eq!(
+        member.metric("sitewatch_cluster_active_units", &[]),
+        3.0,
+        "m1 keeps every target"
+    );
+}

@@ -30,6 +30,17 @@ pub struct ClusterConfig {
     /// `failover_after` when unset. See docs/cluster.md.
     #[serde(default, with = "humantime_serde")]
     pub fail_static_after: Option<Duration>,
+    /// TLS to etcd (`https://` endpoints): the CA that signs etcd's certificate (an internal
+    /// CA; the system's roots are trusted too) and a client certificate for etcd's
+    /// `--client-cert-auth`. See [`super::access`].
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// etcd user, when etcd authentication is enabled (`etcdctl auth enable`); with
+    /// `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<crate::secret::Secret>,
 }
 
 fn default_cluster() -> String {
@@ -44,8 +55,23 @@ fn default_failover_after() -> Duration {
 pub enum ClusterConfigError {
     #[error("[cluster] etcd: no endpoint; list the etcd client URLs, e.g. etcd = [\"http://127.0.0.1:2379\"]")]
     NoEndpoint,
-    #[error("[cluster] etcd: {url:?} is not an http:// URL (TLS to etcd is not supported yet); write it as http://HOST:PORT")]
+    #[error("[cluster] etcd: {url:?} is not an http:// or https:// URL; write it as http://HOST:PORT, or https://HOST:PORT with [cluster.tls]")]
     BadEndpoint { url: String },
+    #[error("[cluster] etcd: {http:?} and {https:?}: all endpoints speak plain HTTP or all speak TLS (one client for all of them)")]
+    MixedEndpoints { http: String, https: String },
+    #[error("[cluster.tls] with http:// endpoints: TLS is not used; write the endpoints as https://HOST:PORT, or drop [cluster.tls]")]
+    TlsWithoutHttps,
+    #[error("[cluster.tls] insecure_skip_verify is not supported for etcd: set ca_file to the CA that signs etcd's certificate")]
+    InsecureEtcd,
+    #[error("[cluster] {set} without {missing}: etcd authentication needs both")]
+    HalfCredentials {
+        set: &'static str,
+        missing: &'static str,
+    },
+    #[error("[cluster.tls]: {0}")]
+    Tls(String),
+    #[error("[cluster] password: {0}")]
+    Password(String),
     #[error("[cluster] failover_after = {got:?} is below the minimum of 3s (the lease is renewed every third of it)")]
     FailoverTooShort { got: Duration },
     #[error("[cluster] failover_after = {got:?} is not a whole number of seconds (etcd lease TTLs are whole seconds); write e.g. \"15s\"")]
@@ -65,8 +91,44 @@ impl ClusterConfig {
         if self.etcd.is_empty() {
             return Err(ClusterConfigError::NoEndpoint);
         }
-        if let Some(url) = self.etcd.iter().find(|u| !u.starts_with("http://")) {
+        if let Some(url) = self
+            .etcd
+            .iter()
+            .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+        {
             return Err(ClusterConfigError::BadEndpoint { url: url.clone() });
+        }
+        let http = self.etcd.iter().find(|u| u.starts_with("http://"));
+        let https = self.etcd.iter().find(|u| u.starts_with("https://"));
+        match (http, https) {
+            (Some(http), Some(https)) => {
+                return Err(ClusterConfigError::MixedEndpoints {
+                    http: http.clone(),
+                    https: https.clone(),
+                })
+            }
+            (Some(_), None) if self.tls.is_some() => {
+                return Err(ClusterConfigError::TlsWithoutHttps)
+            }
+            _ => {}
+        }
+        if self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            return Err(ClusterConfigError::InsecureEtcd);
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => {
+                return Err(ClusterConfigError::HalfCredentials {
+                    set: "username",
+                    missing: "password",
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ClusterConfigError::HalfCredentials {
+                    set: "password",
+                    missing: "username",
+                })
+            }
+            _ => {}
         }
         if self.failover_after < MIN_FAILOVER_AFTER {
             return Err(ClusterConfigError::FailoverTooShort {
@@ -92,6 +154,11 @@ impl ClusterConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether the endpoints speak TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.etcd.iter().any(|u| u.starts_with("https://"))
     }
 
     /// The member name: `name`, or the host name.
@@ -157,7 +224,7 @@ mod tests {
     fn rejects_with_the_key_and_the_fix() {
         let bad = [
             ("etcd = []", "no endpoint"),
-            ("etcd = [\"https://e:2379\"]", "not an http://"),
+            ("etcd = [\"e:2379\"]", "not an http:// or https://"),
             (
                 "etcd = [\"http://e:2379\"]\nfailover_after = \"2s\"",
                 "minimum of 3s",

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ClusterConfig;
@@ -39,6 +39,8 @@ pub enum MembershipError {
         what: &'static str,
         after: Duration,
     },
+    #[error("etcd {endpoints}: {message}")]
+    Config { endpoints: String, message: String },
     #[error("etcd {endpoints}: the lease expired (etcd did not see a renewal in time); registering again with a new lease")]
     LeaseGone { endpoints: String },
     #[error("etcd {endpoints}: the member name {name:?} is registered under another lease ({lease:x}): another member has the same [cluster] name, or this member's previous run crashed and its lease expires within failover_after; waiting (as a standby) until that key is gone")]
@@ -54,25 +56,45 @@ pub enum MembershipError {
     },
 }
 
-/// The client options every sitewatch etcd connection uses: a connect timeout, and requests
-/// refused by an etcd member that has lost its quorum's leader (it would answer from a
-/// stale view otherwise).
-pub fn connect_options(timeout: Duration) -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(timeout)
-        .with_require_leader(true)
-}
-
 /// Connects to `cfg.etcd` within `timeout`.
 pub async fn connect(cfg: &ClusterConfig, timeout: Duration) -> Result<Client, MembershipError> {
     let endpoints = cfg.etcd.join(",");
+    let options =
+        super::access::connect_options(cfg, timeout).map_err(|e| MembershipError::Config {
+            endpoints: endpoints.clone(),
+            message: e.to_string(),
+        })?;
     bounded(
         &endpoints,
         "connect",
         timeout,
-        Client::connect(&cfg.etcd, Some(connect_options(timeout))),
+        Client::connect(&cfg.etcd, Some(options)),
     )
     .await
+}
+
+impl MembershipError {
+    /// What to fix when etcd answered but refused (credentials, permissions, TLS), as
+    /// opposed to being unreachable.
+    pub fn refusal(&self) -> Option<&'static str> {
+        let text = match self {
+            MembershipError::Etcd { source, .. } => source.to_string(),
+            MembershipError::Config { .. } => {
+                return Some("fix [cluster] (see the error), then restart")
+            }
+            _ => return None,
+        };
+        if text.contains("authentication failed") || text.contains("invalid user") {
+            Some("check [cluster] username and password against the etcd user")
+        } else if text.contains("permission denied") {
+            Some("grant the etcd user's role read and write on the cluster's prefix (etcdctl role grant-permission --prefix ROLE readwrite PREFIX/)")
+        } else if text.contains("certificate") || text.contains("tls") || text.contains("handshake")
+        {
+            Some("check [cluster.tls]: ca_file must hold the CA that signs etcd's certificate, client_cert/client_key a certificate etcd's --trusted-ca-file accepts")
+        } else {
+            None
+        }
+    }
 }
 
 /// `fut` within `after`, its error named.
@@ -134,6 +156,9 @@ pub(super) async fn run(
                 }
                 if let (MembershipError::NameTaken { .. }, false) = (&e, failing) {
                     tracing::warn!(error = %e, "cluster: not registered");
+                    failing = true;
+                } else if let (Some(fix), false) = (e.refusal(), failing) {
+                    tracing::error!(error = %e, "cluster: etcd refused this member: {fix}; retrying, units are released at the fence deadline");
                     failing = true;
                 } else if !failing {
                     tracing::warn!(

@@ -1,7 +1,7 @@
 //! Cluster mode: several `sitewatch run` members with the same config share the work,
 //! coordinated by etcd (`[cluster]`). See docs/cluster.md for topology and failure modes.
 //!
-//! - [`config`]: the `[cluster]` table.
+//! - [`config`]: the `[cluster]` table; [`access`]: how etcd is reached (TLS, credentials).
 //! - [`membership`]: the etcd lease, this member's key and the watch on the others.
 //! - [`assignment`]: which member owns which unit (rendezvous hashing over the live members).
 //! - [`fencing`]: when this member must release its units (before etcd expires its lease).
@@ -16,6 +16,7 @@
 //!
 //! Units: SNMP targets (polling and traps) and MQTT partitions.
 
+pub mod access;
 pub mod assignment;
 pub mod checkpoint;
 pub mod config;

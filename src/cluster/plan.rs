@@ -31,6 +31,8 @@ impl Plan {
         units: Vec<String>,
     ) -> Result<(Plan, Ownership), ClusterConfigError> {
         cfg.validate()?;
+        // TLS files and the password read now: `sitewatch check` names a bad one.
+        super::access::check(cfg)?;
         let me = cfg.member_name()?;
         let (publisher, view) = channel();
         let (active, ownership) = active_channel(view.clone(), &units);
@@ -48,10 +50,16 @@ impl Plan {
     /// One line for `sitewatch check`.
     pub fn describe(&self) -> String {
         format!(
-            "member {:?} of cluster {:?} (etcd {}, prefix {}, failover_after {:?}), {} unit(s) shared",
+            "member {:?} of cluster {:?} (etcd {}{}, prefix {}, failover_after {:?}), {} unit(s) shared",
             self.me,
             self.cfg.cluster,
             self.cfg.etcd.join(","),
+            match (self.cfg.uses_tls(), &self.cfg.username) {
+                (true, Some(u)) => format!(" over TLS as user {u:?}"),
+                (true, None) => " over TLS".to_string(),
+                (false, Some(u)) => format!(" as user {u:?}"),
+                (false, None) => String::new(),
+            },
             self.cfg.prefix(),
             self.cfg.failover_after,
             self.units.len()
