@@ -29,3 +29,16 @@ impl Drop for Umask {
         unsafe { libc::umask(self.old) };
     }
 }
+
+/// A rule set from rule-file text (unit tests of the rules engine and stage).
+pub(crate) fn ruleset(text: &str) -> crate::rules::RuleSet {
+    let rules = crate::rules::parse_rules(text, std::path::Path::new("t.toml")).unwrap();
+    crate::rules::RuleSet::new(rules).unwrap()
+}
+
+/// A sample of `env,rack=<rack> t=<v>` at `ts`, the series the rules tests judge.
+pub(crate) fn rack_sample(rack: &str, ts: i64, v: f64) -> crate::model::Sample {
+    use crate::model::{FieldValue, Sample, SeriesKey, TagSet};
+    Sample::new(SeriesKey::new("env", TagSet::new([("rack", rack)])), ts)
+        .with_field("t", FieldValue::Float(v))
+}

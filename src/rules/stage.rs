@@ -556,9 +556,8 @@ async fn process(engine: &mut Engine, out: &mut Outputs, batch: Batch) {
 mod tests {
     use super::*;
     use crate::ack::Ack;
-    use crate::model::{EventState, FieldValue, SeriesKey, TagSet};
+    use crate::model::EventState;
     use crate::pipeline::SinkInputs;
-    use crate::rules::config::parse_rules;
     use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -582,14 +581,7 @@ message = "{rack} at {value}"
         }
     }
 
-    fn ruleset(text: &str) -> RuleSet {
-        RuleSet::new(parse_rules(text, Path::new("t.toml")).unwrap()).unwrap()
-    }
-
-    fn sample(rack: &str, ts: i64, v: f64) -> Sample {
-        Sample::new(SeriesKey::new("env", TagSet::new([("rack", rack)])), ts)
-            .with_field("t", FieldValue::Float(v))
-    }
+    use crate::test_support::{rack_sample as sample, ruleset};
 
     async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(Duration::from_secs(5), f)

@@ -81,8 +81,8 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventState, FieldValue, Sample, SeriesKey, Severity, TagSet};
-    use crate::rules::config::parse_rules;
+    use crate::model::{EventState, Severity};
+    use crate::test_support::{rack_sample as sample, ruleset};
 
     const RULES: &str = r#"
 [[rule]]
@@ -95,13 +95,7 @@ message = "{rack} at {value}"
 "#;
 
     fn engine() -> Engine {
-        let rules = parse_rules(RULES, std::path::Path::new("r.toml")).unwrap();
-        Engine::new(crate::rules::RuleSet::new(rules).unwrap())
-    }
-
-    fn sample(rack: &str, t: f64, ts: i64) -> Sample {
-        Sample::new(SeriesKey::new("env", TagSet::new([("rack", rack)])), ts)
-            .with_field("t", FieldValue::Float(t))
+        Engine::new(ruleset(RULES))
     }
 
     #[test]
@@ -109,8 +103,8 @@ message = "{rack} at {value}"
         let (a, b): (Arc<str>, Arc<str>) = ("mqtt:a".into(), "mqtt:b".into());
         let mut first = engine();
         let mut out = Vec::new();
-        first.observe_from(&sample("r1", 35.0, 1_000), Some(&a), &mut out);
-        first.observe_from(&sample("r2", 35.0, 1_000), Some(&b), &mut out);
+        first.observe_from(&sample("r1", 1_000, 35.0), Some(&a), &mut out);
+        first.observe_from(&sample("r2", 1_000, 35.0), Some(&b), &mut out);
         assert_eq!(out.len(), 2, "both fire");
         assert_eq!(first.firing_count(), 2);
 
@@ -125,12 +119,12 @@ message = "{rack} at {value}"
         assert_eq!(restored.open[0].state, EventState::Firing);
         assert_eq!(restored.open[0].severity, Severity::Critical);
         assert_eq!(second.firing_count(), 1);
-        assert_eq!(second.unit_of(&sample("r1", 0.0, 0).series), Some(&a));
+        assert_eq!(second.unit_of(&sample("r1", 0, 0.0).series), Some(&a));
         // Still breaching on the new owner: no new event; cooling down resolves it there.
         let mut out = Vec::new();
-        second.observe_from(&sample("r1", 36.0, 2_000), Some(&a), &mut out);
+        second.observe_from(&sample("r1", 2_000, 36.0), Some(&a), &mut out);
         assert!(out.is_empty(), "{out:?}");
-        second.observe_from(&sample("r1", 20.0, 3_000), Some(&a), &mut out);
+        second.observe_from(&sample("r1", 3_000, 20.0), Some(&a), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].state, EventState::Resolved);
         // Nothing the new owner did not have comes along, and a restart's own
