@@ -381,12 +381,7 @@ async fn release(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
         }
         None => None,
     };
-    if let Some(bytes) = &state {
-        ctx.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(unit.clone(), bytes.clone());
-    }
+    // The writer keeps it as this member's own last copy too (fail-static).
     let (written, written_rx) = oneshot::channel();
     let _ = ctx.writes.send(Write {
         unit: unit.clone(),
@@ -403,11 +398,7 @@ async fn release(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
 }
 
 fn cached(ctx: &Ctx, unit: &str) -> Option<Vec<u8>> {
-    ctx.cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(unit)
-        .cloned()
+    lock(&ctx.cache).get(unit).cloned()
 }
 
 /// Writes checkpoints in order, the newest of each unit when several wait (a slow etcd
@@ -478,11 +469,12 @@ async fn write_one(ctx: &Ctx, w: &Write) {
         return;
     };
     let key = checkpoint::key(&ctx.prefix, &w.unit);
-    let value = checkpoint::encode(&ctx.me, w.released, w.state.as_deref());
+    // Encoded per attempt: the retry below is rare, a copy of every state up front is not.
+    let value = || checkpoint::encode(&ctx.me, w.released, w.state.as_deref());
     let mut result = checkpoint::write(
         &session,
         &key,
-        value.clone(),
+        value(),
         checkpoint::Expect::Revision(rev),
         ctx.etcd_timeout,
     )
@@ -495,7 +487,7 @@ async fn write_one(ctx: &Ctx, w: &Write) {
                 result = checkpoint::write(
                     &session,
                     &key,
-                    value,
+                    value(),
                     checkpoint::Expect::Revision(now),
                     ctx.etcd_timeout,
                 )
