@@ -381,7 +381,12 @@ async fn release(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
         }
         None => None,
     };
-    // The writer keeps it as this member's own last copy too (fail-static).
+    if let Some(bytes) = &state {
+        ctx.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(unit.clone(), bytes.clone());
+    }
     let (written, written_rx) = oneshot::channel();
     let _ = ctx.writes.send(Write {
         unit: unit.clone(),
@@ -398,7 +403,11 @@ async fn release(ctx: Arc<Ctx>, unit: Arc<str>, done: mpsc::UnboundedSender<(Arc
 }
 
 fn cached(ctx: &Ctx, unit: &str) -> Option<Vec<u8>> {
-    lock(&ctx.cache).get(unit).cloned()
+    ctx.cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(unit)
+        .cloned()
 }
 
 /// Writes checkpoints in order, the newest of each unit when several wait (a slow etcd
@@ -469,12 +478,11 @@ async fn write_one(ctx: &Ctx, w: &Write) {
         return;
     };
     let key = checkpoint::key(&ctx.prefix, &w.unit);
-    // Encoded per attempt: the retry below is rare, a copy of every state up front is not.
-    let value = || checkpoint::encode(&ctx.me, w.released, w.state.as_deref());
+    let value = checkpoint::encode(&ctx.me, w.released, w.state.as_deref());
     let mut result = checkpoint::write(
         &session,
         &key,
-        value(),
+        value.clone(),
         checkpoint::Expect::Revision(rev),
         ctx.etcd_timeout,
     )
@@ -487,7 +495,7 @@ async fn write_one(ctx: &Ctx, w: &Write) {
                 result = checkpoint::write(
                     &session,
                     &key,
-                    value(),
+                    value,
                     checkpoint::Expect::Revision(now),
                     ctx.etcd_timeout,
                 )

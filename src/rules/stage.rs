@@ -246,7 +246,8 @@ impl Outputs {
     /// Gives a unit's state away: its checkpoint, with its open alerts, which the router
     /// forgets without resolving them (the next owner carries them on).
     fn hand_over(&mut self, engine: &mut Engine, unit: &str) -> Vec<u8> {
-        let (desk, events) = self.open.hand_over(of_unit(engine, unit));
+        let of_unit = |ev: &Event| engine.unit_of(&ev.series).is_some_and(|u| **u == *unit);
+        let (desk, events) = self.open.hand_over(of_unit);
         let bytes = engine.unit_snapshot(unit).with_open_alerts(desk).to_bytes();
         for ev in events {
             self.notify(AlertNotice::Forgotten(ev));
@@ -525,14 +526,9 @@ async fn next_command(commands: &mut Option<mpsc::Receiver<UnitCommand>>) -> Opt
     }
 }
 
-/// Whether an alert's series is kept with `unit`.
-fn of_unit<'a>(engine: &'a Engine, unit: &'a str) -> impl Fn(&Event) -> bool + 'a {
-    move |ev| engine.unit_of(&ev.series).is_some_and(|u| **u == *unit)
-}
-
 /// A unit's checkpoint: its series' state and its open alerts' desk entries.
 fn checkpoint(engine: &Engine, open: &OpenAlerts, unit: &str) -> Vec<u8> {
-    let desk = open.saved_where(of_unit(engine, unit));
+    let desk = open.saved_where(|ev| engine.unit_of(&ev.series).is_some_and(|u| **u == *unit));
     engine.unit_snapshot(unit).with_open_alerts(desk).to_bytes()
 }
 
